@@ -1,0 +1,56 @@
+# Entry points for a fresh machine: `make serve` and `make test`. Each step leaves a stamp so that
+# re-running is fast when nothing changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NATIVE_SRC := $(shell find native/src -name '*.rs' 2>/dev/null) Cargo.toml native/Cargo.toml $(wildcard Cargo.lock)
+CONFIG ?= examples/quickstart.yaml
+
+.PHONY: dev serve test test-rust test-python lint fmt bench bench-native clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-deps: requirements-dev.lock | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	touch $@
+
+$(VENV)/.stamp-native: $(VENV)/.stamp-deps $(NATIVE_SRC) pyproject.toml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/maturin develop --release --quiet
+	touch $@
+
+dev: $(VENV)/.stamp-native
+
+serve: dev
+	$(BIN)/pygw serve -c $(CONFIG)
+
+test-rust:
+	cargo test --quiet --workspace
+
+test-python: dev
+	$(BIN)/python -m pytest -q
+
+lint: dev
+	cargo fmt --all -- --check
+	cargo clippy --quiet --workspace --all-targets -- -D warnings
+	cargo clippy --quiet --workspace --all-targets --features python -- -D warnings
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: dev test-rust test-python lint
+
+fmt: dev
+	cargo fmt --all
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench-native: dev
+	$(BIN)/python bench/native_bench.py
+
+bench: dev
+	$(BIN)/pygw bench
+
+clean:
+	rm -rf $(VENV) target

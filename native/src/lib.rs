@@ -1,0 +1,10 @@
+//! pygw's hot path. The modules below are plain Rust with plain Rust tests; only the
+//! `py` bindings (behind the `python` feature, enabled by maturin) know about Python.
+
+pub mod cache;
+pub mod path;
+pub mod router;
+pub mod throttle;
+
+#[cfg(feature = "python")]
+mod py;

@@ -1,0 +1,18 @@
+//! PyO3 bindings: argument conversion and error mapping only. Each concern is one call
+//! with plain arguments and a small result, because a crossing costs more than a lookup.
+
+use pyo3::prelude::*;
+
+mod cache;
+mod router;
+mod throttle;
+
+#[pymodule(gil_used = false)]
+#[pyo3(name = "_native")]
+fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    router::register(m)?;
+    throttle::register(m)?;
+    cache::register(m)?;
+    Ok(())
+}

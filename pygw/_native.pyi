@@ -1,0 +1,121 @@
+"""Type stubs for the Rust extension (native/src/py)."""
+
+from collections.abc import Sequence
+from typing import Final, final
+
+__version__: str
+
+# --- throttle (native/src/py/throttle.rs) ---
+
+GRANTED: Final[int]
+"""`Throttle.acquire` status: every bucket gave a token and the quota had room."""
+THROTTLED: Final[int]
+"""`Throttle.acquire` status: a bucket had no token; nothing was taken."""
+QUOTA_EXCEEDED: Final[int]
+"""`Throttle.acquire` status: the quota for this period is spent; nothing was taken."""
+
+def monotonic() -> float:
+    """Seconds on the monotonic clock that `Throttle` and `ResponseCache` use by default."""
+
+@final
+class Throttle:
+    """Token buckets and quota counters; one `acquire` decides a request against several of them.
+
+    Thread-safe: each call holds an internal lock for its own duration only.
+    """
+
+    def __init__(self) -> None: ...
+    def add_bucket(self, rate: float, burst: int) -> int:
+        """A bucket of capacity `burst` refilled at `rate` tokens/s (fractional allowed), starting
+        full. Returns its id. Raises ValueError for a negative, NaN or infinite rate, or a burst
+        outside 0..2**32-1. Rate 0: `burst` requests, then none; burst 0: always refused."""
+    def add_quota(self, limit: int, period: str) -> int:
+        """A counter allowing `limit` requests per UTC `period`: "DAY", "WEEK" (ISO, from Monday
+        00:00 UTC) or "MONTH". Returns its id. Raises ValueError for another period or limit < 0."""
+    def acquire(
+        self,
+        bucket_ids: Sequence[int],
+        quota_id: int | None = None,
+        now: float | None = None,
+        unix_now: float | None = None,
+    ) -> tuple[int, float, int, int, float]:
+        """Decides one request: granted only if every bucket has a token and the quota has room
+        (buckets checked first); then one token is taken from each bucket and one unit from the
+        quota, otherwise nothing is taken. An id named twice counts once.
+
+        `now` is monotonic seconds (default `monotonic()`); a clock going backwards refills nothing.
+        `unix_now` is wall-clock seconds for quota periods (default: the system clock).
+
+        Returns (status, retry_after_s, limit, remaining, reset_s): status is GRANTED, THROTTLED or
+        QUOTA_EXCEEDED; retry_after_s is 0 when granted, the time until every refusing bucket has a
+        token when throttled (inf if one never will), the time until the next quota period when the
+        quota is spent. limit/remaining/reset_s describe the tightest bucket (fewest whole tokens
+        left after the decision; ties: slowest to refill): its burst, its whole tokens left, the
+        seconds until it is full (inf if never). All three are 0 when `bucket_ids` is empty.
+
+        Raises IndexError for an unknown id, ValueError for a NaN or infinite time.
+        """
+
+# --- response cache (native/src/py/cache.rs) ---
+
+@final
+class ResponseCache:
+    """LRU cache bounded by bytes (UTF-8 key bytes + the size given to `put`) with per-entry TTL.
+
+    Holds the objects it is given and returns the very same object on a hit (no copy).
+    Thread-safe; times default to `monotonic()`.
+    """
+
+    def __init__(self, capacity_bytes: int) -> None:
+        """Raises ValueError if capacity_bytes < 0."""
+    def get(self, key: str, now: float | None = None) -> object | None:
+        """The object put under `key`, marked most recently used; None on a miss. An entry whose
+        TTL has run out is a miss and is removed. Raises ValueError for a NaN or infinite `now`."""
+    def put(
+        self, key: str, value: object, size: int, ttl_s: float, now: float | None = None
+    ) -> bool:
+        """Stores `value` for `ttl_s` seconds, evicting least recently used entries until
+        len(key.encode()) + size fits. Returns False, storing nothing, if that alone exceeds the
+        capacity or ttl_s is not > 0; any previous entry under `key` is removed either way.
+        Raises ValueError if size < 0 or `now` is NaN or infinite."""
+    def invalidate(self, key: str) -> bool:
+        """Removes `key`; True if it was held (expired or not)."""
+    def clear(self) -> None:
+        """Removes every entry; the counters are kept."""
+    def stats(self) -> tuple[int, int, int, int, int]:
+        """(hits, misses, evictions, entries, bytes_used); misses include expired lookups."""
+    def __len__(self) -> int: ...
+
+# --- router (native/src/py/router.rs) ---
+RouteRow = tuple[str | None, str, str, int]
+
+@final
+class Router:
+    """An immutable route table with API Gateway precedence.
+
+    `routes`: `(host or None, prefix, route_key, route_id)`: host `None` (any host),
+    `"api.example.com"` or `"*.example.com"`; prefix `""` or static segments such as
+    `"/shop/v1"` (base path + stage); route_key `"GET /pets/{id}"`, `"ANY /{proxy+}"` or
+    `"$default"`. The same route_id may appear under several hosts.
+    Raises ValueError naming the key on a bad key, prefix or host, and naming both routes
+    (keys and ids) when two routes match exactly the same requests.
+    """
+
+    def __init__(self, routes: Sequence[RouteRow]) -> None: ...
+    def lookup(
+        self, host: str, method: str, path: str
+    ) -> tuple[int, list[tuple[str, str]], str] | None:
+        """Match a request: `path` is the raw path without the query string.
+
+        Returns `(route_id, params, path_below_prefix)` or None. Params are raw
+        (percent-encoded) in route-key order; a greedy one holds the rest of the path.
+        Raises ValueError("invalid path: ...") for a path to refuse with 400.
+        """
+    def precedence_order(self) -> list[int]:
+        """Distinct route ids in match-precedence order (hosts: exact, wildcard, any)."""
+    def __len__(self) -> int: ...
+
+def normalize_path(path: str) -> str:
+    """The one normalised reading of a raw path: leading slashes collapsed, dot segments
+    (also `%2e`) removed and clamped at the root, nothing decoded. ValueError on a path
+    that does not start with '/' or holds a control character."""

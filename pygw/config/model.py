@@ -1,0 +1,1535 @@
+"""The configuration model: typed, validated, immutable (SPEC.md section 2).
+
+Every class refuses unknown keys and cannot be changed after validation. Checks that need more
+than one field (route keys against the API style, authorizer names, usage-plan keys, ...) run in
+the model validators and report every problem they find, each at the path of the offending key, so
+that a user sees all of a file's problems at once. Problems are raised as pydantic errors of type
+``pygw`` whose context carries ``message`` and ``fix``; ``pygw.config.load`` turns them into
+``FILE: path: message (fix)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+__all__ = [
+    "METHODS",
+    "AccessLogConfig",
+    "AdminConfig",
+    "ApiCacheConfig",
+    "ApiConfig",
+    "ApiKeyConfig",
+    "ApiStyle",
+    "AuthorizerConfig",
+    "CanaryConfig",
+    "CorsConfig",
+    "CustomAuthorizerConfig",
+    "FaultConfig",
+    "FunctionIntegration",
+    "GatewayConfig",
+    "HealthConfig",
+    "HttpProxyIntegration",
+    "HttpTarget",
+    "IntegrationConfig",
+    "JwtAuthorizerConfig",
+    "LatencyConfig",
+    "LimitsConfig",
+    "ListenAddress",
+    "MappingConfig",
+    "MockIntegration",
+    "QuotaConfig",
+    "ResourcePolicyConfig",
+    "RouteCacheConfig",
+    "RouteConfig",
+    "RouteKey",
+    "RouteKeyError",
+    "ServerConfig",
+    "StageConfig",
+    "StateConfig",
+    "TemplatesConfig",
+    "ThrottleConfig",
+    "UsagePlanConfig",
+    "ValidateConfig",
+    "WebSocketSettings",
+    "parse_listen",
+    "parse_route_key",
+]
+
+ApiStyle = Literal["http", "rest", "websocket"]
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"]
+METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY")
+PayloadFormat = Literal["1.0", "2.0"]
+WEBSOCKET_SPECIAL_KEYS = ("$connect", "$disconnect", "$default")
+DEFAULT_STAGE = "$default"
+
+
+# --------------------------------------------------------------------------------------------------
+# Error helpers
+
+
+def problem(message: str, fix: str) -> PydanticCustomError:
+    """A validation error carrying its own fix; the loader prints it as ``message (fix)``."""
+    return PydanticCustomError("pygw", "{message}", {"message": message, "fix": fix})
+
+
+class _Problems:
+    """Collects several problems, each at its own location, and raises them together."""
+
+    def __init__(self) -> None:
+        self.items: list[InitErrorDetails] = []
+
+    def add(self, loc: tuple[str | int, ...], message: str, fix: str, value: Any = None) -> None:
+        self.items.append(InitErrorDetails(type=problem(message, fix), loc=loc, input=value))
+
+    def raise_if_any(self, title: str) -> None:
+        if self.items:
+            # A ValidationError raised inside a validator is merged into the outer one with the
+            # locations prefixed, which is how one check can point at several fields at once.
+            raise ValidationError.from_exception_data(title, self.items)
+
+
+def closest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _one_of(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    near = closest(word, choices)
+    listed = ", ".join(choices)
+    return f"did you mean {near!r}? valid: {listed}" if near else f"use one of: {listed}"
+
+
+def _reference_fix(word: str, choices: list[str], section: str) -> str:
+    if not choices:
+        return f"define {word!r} under {section}, or remove the reference"
+    near = closest(word, choices)
+    if near:
+        return f"did you mean {near!r}? (defined under {section}: {', '.join(choices)})"
+    return f"use one of the names under {section}: {', '.join(choices)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Small value types
+
+
+def _scalar_to_str(value: Any) -> Any:
+    # YAML reads `port: 9001` or `x: 1.5` as numbers where a string is meant (variables, headers).
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _str_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_scalar_to_str(k): v for k, v in value.items()}
+    return value
+
+
+def _payload_format(value: Any) -> Any:
+    # `payload_format: 2.0` unquoted is a float in YAML.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{float(value):.1f}"
+    return value
+
+
+def _str_to_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrScalar = Annotated[str, BeforeValidator(_scalar_to_str)]
+StrMap = Annotated[dict[StrScalar, StrScalar], BeforeValidator(_str_keys)]
+StrList = Annotated[list[str], BeforeValidator(_str_to_list)]
+PayloadFormatField = Annotated[PayloadFormat, BeforeValidator(_payload_format)]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_VAR_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_HANDLER_RE = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$"
+)
+_HOST_RE = re.compile(
+    r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+_PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_STATIC_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=%-]+$")
+_STAGE_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _check_handler(value: str) -> str:
+    if not _HANDLER_RE.match(value):
+        raise problem(
+            f"{value!r} is not a handler reference",
+            "write module:callable, e.g. shop.handlers:create",
+        )
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Listen addresses
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """A parsed ``HOST:PORT`` or ``unix:/path``: either host and port, or unix_path, is set."""
+
+    host: str | None
+    port: int | None
+    unix_path: str | None
+
+    def __str__(self) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_listen(value: str) -> ListenAddress:
+    """Parse a listen address; raises a pydantic error (message + fix) when malformed."""
+    fix = "write HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080) or unix:/path/to.sock"
+    if value.startswith("unix:"):
+        path = value[len("unix:") :]
+        if not path:
+            raise problem("unix: needs a socket path", fix)
+        return ListenAddress(None, None, path)
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise problem(f"{value!r} is not a listen address", fix)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise problem(f"{host!r} is not an IPv6 address", fix) from None
+    elif ":" in host:
+        raise problem(f"IPv6 address {host!r} must be in brackets", f"write [{host}]:{port_text}")
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise problem(f"port {port_text!r} is not a number from 0 to 65535", fix)
+    return ListenAddress(host, int(port_text), None)
+
+
+def _check_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Route keys
+
+
+class RouteKeyError(ValueError):
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+@dataclass(frozen=True, slots=True)
+class RouteKey:
+    """A parsed route key.
+
+    ``method`` and ``path`` are None for ``$default`` and the WebSocket keys; ``params`` are the
+    path parameter names in order (a greedy ``{proxy+}`` is listed as ``proxy``, with ``greedy``).
+    """
+
+    key: str
+    method: str | None
+    path: str | None
+    segments: tuple[str, ...]
+    params: tuple[str, ...]
+    greedy: bool
+
+    @property
+    def is_default(self) -> bool:
+        return self.key == "$default"
+
+    @property
+    def shape(self) -> str:
+        """The key with parameter names erased: two keys of one shape can never be told apart."""
+        if self.path is None:
+            return self.key
+        parts = []
+        for seg in self.segments:
+            if seg.startswith("{"):
+                parts.append("{+}" if seg.endswith("+}") else "{}")
+            else:
+                parts.append(seg)
+        return f"{self.method} /" + "/".join(parts)
+
+
+def parse_route_key(key: str, style: ApiStyle = "http") -> RouteKey:
+    """Parse ``METHOD /path``, ``ANY /path``, ``$default`` (WebSocket APIs: an action value)."""
+    if style == "websocket":
+        if key.startswith("$"):
+            if key not in WEBSOCKET_SPECIAL_KEYS:
+                raise RouteKeyError(
+                    f"{key!r} is not a WebSocket route key",
+                    "use $connect, $disconnect, $default or a value of the route selection field"
+                    + (
+                        f" (did you mean {near!r}?)"
+                        if (near := closest(key, WEBSOCKET_SPECIAL_KEYS))
+                        else ""
+                    ),
+                )
+        elif not key or any(c.isspace() for c in key):
+            raise RouteKeyError(
+                f"{key!r} is not a WebSocket route key",
+                "a WebSocket route key is a value of the route selection field, without spaces",
+            )
+        return RouteKey(key, None, None, (), (), False)
+
+    if key == "$default":
+        return RouteKey(key, None, None, (), (), False)
+    if key.startswith("$"):
+        raise RouteKeyError(
+            f"{key!r} is not a route key of a {style.upper()} API",
+            "use METHOD /path, ANY /path or $default ($connect and $disconnect belong to "
+            "websocket APIs)",
+        )
+    method, sep, path = key.partition(" ")
+    if not sep:
+        if "/" in key:
+            m, _slash, rest = key.partition("/")
+            hint = f"write '{m.upper()} /{rest}'" if m else f"write 'GET {key}' or 'ANY {key}'"
+            raise RouteKeyError(f"route key {key!r} has no method", hint)
+        raise RouteKeyError(f"{key!r} is not a route key", "write METHOD /path, e.g. 'GET /items'")
+    if method not in METHODS:
+        if method.upper() in METHODS:
+            fix = f"methods are upper case: write '{method.upper()} {path}'"
+        else:
+            fix = _one_of(method.upper(), METHODS)
+        raise RouteKeyError(f"unknown method {method!r} in route key {key!r}", fix)
+    if path != path.strip() or " " in path:
+        raise RouteKeyError(
+            f"route key {key!r} has extra spaces", "write exactly one space between method and path"
+        )
+    if not path.startswith("/"):
+        raise RouteKeyError(
+            f"the path of route key {key!r} does not start with '/'", f"write '{method} /{path}'"
+        )
+    if path == "/":
+        return RouteKey(key, method, "/", (), (), False)
+    if path.endswith("/"):
+        raise RouteKeyError(
+            f"the path of route key {key!r} ends with '/'",
+            f"write '{method} {path.rstrip('/')}' (a trailing slash is ignored when matching)",
+        )
+    segments = tuple(path[1:].split("/"))
+    params: list[str] = []
+    greedy = False
+    for i, seg in enumerate(segments):
+        if not seg:
+            raise RouteKeyError(
+                f"the path of route key {key!r} has an empty segment ('//')",
+                "remove the doubled '/'",
+            )
+        if "{" in seg or "}" in seg:
+            if not (seg.startswith("{") and seg.endswith("}")):
+                raise RouteKeyError(
+                    f"segment {seg!r} of route key {key!r} mixes text and a parameter",
+                    "a parameter must be a whole segment, e.g. /items/{id}",
+                )
+            name = seg[1:-1]
+            is_greedy = name.endswith("+")
+            if is_greedy:
+                name = name[:-1]
+                if i != len(segments) - 1:
+                    raise RouteKeyError(
+                        f"greedy parameter {seg!r} of route key {key!r} is not the last segment",
+                        "a {name+} parameter can only be the last segment",
+                    )
+                greedy = True
+            if not _PARAM_NAME_RE.match(name):
+                raise RouteKeyError(
+                    f"{seg!r} in route key {key!r} is not a valid parameter",
+                    "write {name} or {name+}; names use letters, digits, '_' and '-'",
+                )
+            if name in params:
+                raise RouteKeyError(
+                    f"parameter {name!r} appears twice in route key {key!r}",
+                    "give each parameter its own name",
+                )
+            params.append(name)
+        elif not _STATIC_SEGMENT_RE.match(seg):
+            raise RouteKeyError(
+                f"segment {seg!r} of route key {key!r} has characters not allowed in a path",
+                "use letters, digits and -._~ (percent-encode anything else)",
+            )
+    return RouteKey(key, method, path, segments, tuple(params), greedy)
+
+
+def _check_route_key_syntax(key: Any) -> Any:
+    # Style-independent syntax check, run per key so that it is reported alongside other errors;
+    # whether the key suits the API's style is checked by ApiConfig.
+    if not isinstance(key, str):
+        return key
+    if not key:
+        raise problem("a route key is empty", "write METHOD /path or $default")
+    if key.startswith("$"):
+        if key not in WEBSOCKET_SPECIAL_KEYS:
+            raise problem(
+                f"{key!r} is not a route key",
+                _one_of(key, ["$default", "$connect", "$disconnect"]),
+            )
+    elif " " in key or "/" in key:
+        try:
+            parse_route_key(key, "http")
+        except RouteKeyError as err:
+            raise problem(err.message, err.fix) from None
+    return key
+
+
+RouteKeyStr = Annotated[str, BeforeValidator(_scalar_to_str)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Base
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Gateway-wide sections
+
+
+class LimitsConfig(_Model):
+    max_body_bytes: int = Field(default=10_485_760, ge=0)
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    idle_timeout_s: float = Field(default=75.0, gt=0)
+
+
+class ServerConfig(_Model):
+    listen: str = "127.0.0.1:8080"
+    workers: int = Field(default=1, ge=1, le=1024)
+    limits: LimitsConfig = LimitsConfig()
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+
+    _listen = field_validator("listen")(_check_listen)
+
+    @property
+    def address(self) -> ListenAddress:
+        return parse_listen(self.listen)
+
+
+class AdminConfig(_Model):
+    listen: str = "127.0.0.1:9901"
+    token: str = ""
+
+    _listen = field_validator("listen")(_check_listen)
+
+    @property
+    def address(self) -> ListenAddress:
+        return parse_listen(self.listen)
+
+
+class StateConfig(_Model):
+    backend: Literal["local", "shared", "redis"] = "local"
+    url: str | None = None
+    on_error: Literal["allow", "deny"] = "allow"
+    key_prefix: str = "pygw:"
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.backend == "redis":
+            if not self.url:
+                raise problem(
+                    "backend redis needs a url", "add url: redis://HOST:6379/0 to the state section"
+                )
+            if not self.url.startswith(("redis://", "rediss://", "unix://")):
+                raise problem(
+                    f"url {self.url!r} is not a Redis URL",
+                    "write redis://HOST:PORT/DB, rediss://... or unix:///path",
+                )
+        elif self.url is not None:
+            raise problem(
+                f"url is used only by backend redis (backend is {self.backend})",
+                "remove url, or set backend: redis",
+            )
+        return self
+
+
+class ThrottleConfig(_Model):
+    """Token bucket: refill ``rate`` tokens per second up to ``burst``; a request takes one."""
+
+    rate: float = Field(ge=0, allow_inf_nan=False)
+    burst: int = Field(ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_burst(cls, data: Any) -> Any:
+        # An omitted burst is one second's worth of requests.
+        if isinstance(data, dict) and "burst" not in data:
+            rate = data.get("rate")
+            burst = 1
+            if isinstance(rate, int | float) and not isinstance(rate, bool) and math.isfinite(rate):
+                burst = max(1, math.ceil(rate))
+            return {**data, "burst": burst}
+        return data
+
+
+class AccessLogConfig(_Model):
+    path: str = "-"
+    format: Literal["json"] = "json"
+
+
+# --------------------------------------------------------------------------------------------------
+# API sections
+
+
+class CanaryConfig(_Model):
+    percent: float = Field(default=0.0, ge=0, le=100)
+    variables: StrMap = {}
+
+
+class StageConfig(_Model):
+    name: str
+    variables: StrMap = {}
+    throttle: ThrottleConfig | None = None
+    canary: CanaryConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if value == DEFAULT_STAGE:
+            return value
+        if "/" in value:
+            raise problem(
+                f"stage name {value!r} contains '/'",
+                f"write {value.strip('/').replace('/', '-')!r}: a stage name is one path segment"
+                if value.strip("/")
+                else "use a name such as v1, or $default to serve at the root",
+            )
+        if not _STAGE_RE.match(value):
+            raise problem(
+                f"stage name {value!r} is not valid",
+                "use letters, digits, '-' and '_' (up to 128), or $default to serve at the root",
+            )
+        return value
+
+    @field_validator("variables")
+    @classmethod
+    def _check_variables(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _VAR_NAME_RE.match(name):
+                raise problem(
+                    f"stage variable name {name!r} is not valid", "use letters, digits and '_'"
+                )
+        return value
+
+
+_ORIGIN_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s]+$")
+
+
+class CorsConfig(_Model):
+    allow_origins: StrList = []
+    allow_methods: StrList = ["*"]
+    allow_headers: StrList = []
+    expose_headers: StrList = []
+    max_age: int = Field(default=0, ge=0, le=86400)
+    allow_credentials: bool = False
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                continue
+            if origin.endswith("/"):
+                raise problem(
+                    f"origin {origin!r} ends with '/'",
+                    f"write {origin.rstrip('/')!r}: browsers send origins without a path",
+                )
+            if not _ORIGIN_RE.match(origin):
+                raise problem(
+                    f"{origin!r} is not an origin", "write scheme://host[:port], or '*' for any"
+                )
+        return value
+
+    @field_validator("allow_methods")
+    @classmethod
+    def _check_methods(cls, value: list[str]) -> list[str]:
+        allowed = [m for m in METHODS if m != "ANY"]
+        out = []
+        for method in value:
+            upper = method.upper()
+            if upper != "*" and upper not in allowed:
+                raise problem(f"{method!r} is not an HTTP method", _one_of(upper, allowed))
+            out.append(upper)
+        return out
+
+    @field_validator("allow_headers", "expose_headers")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [h.lower() for h in value]
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> Self:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise problem(
+                "allow_credentials cannot be combined with allow_origins '*'",
+                "list the allowed origins explicitly (browsers refuse credentials for '*')",
+            )
+        return self
+
+
+_IDENTITY_PREFIXES = ("header.", "querystring.", "path.", "stageVariables.", "context.")
+_AWS_IDENTITY_PREFIXES = ("$request.", "method.request.")
+
+
+def _normalise_source(value: str, prefixes: tuple[str, ...]) -> str:
+    for aws in _AWS_IDENTITY_PREFIXES:
+        if value.startswith(aws):
+            value = value[len(aws) :]
+            break
+    if value.startswith("$"):
+        value = value[1:]
+    for prefix in prefixes:
+        if value.startswith(prefix) and len(value) > len(prefix):
+            if prefix == "header.":
+                return value.lower()
+            return value
+    raise problem(
+        f"{value!r} is not a request parameter reference",
+        "write " + ", ".join(p + "NAME" for p in prefixes),
+    )
+
+
+def _identity_sources(value: list[str]) -> list[str]:
+    return [_normalise_source(v, _IDENTITY_PREFIXES) for v in value]
+
+
+_PARAM_PREFIXES = ("querystring.", "header.", "path.")
+
+
+def _param_refs(value: list[str]) -> list[str]:
+    return [_normalise_source(v, _PARAM_PREFIXES) for v in value]
+
+
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+
+
+class JwtAuthorizerConfig(_Model):
+    type: Literal["jwt"]
+    issuer: str
+    audience: StrList
+    # None: the issuer's `/.well-known/jwks.json`. file:// paths are relative to the config file.
+    jwks: str | None = None
+    identity_source: StrList = ["header.authorization"]
+    algorithms: StrList = list(JWT_ALGORITHMS)
+    leeway_s: float = Field(default=60.0, ge=0)
+    jwks_cache_s: float = Field(default=300.0, ge=0)
+
+    _sources = field_validator("identity_source")(_identity_sources)
+
+    @field_validator("issuer")
+    @classmethod
+    def _check_issuer(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise problem(f"issuer {value!r} is not a URL", "write https://your-idp.example")
+        return value
+
+    @field_validator("audience")
+    @classmethod
+    def _check_audience(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise problem("audience is empty", "list the accepted aud values, e.g. [shop]")
+        return value
+
+    @field_validator("jwks")
+    @classmethod
+    def _check_jwks(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://", "file://")):
+            raise problem(
+                f"jwks {value!r} is not a URL",
+                "write https://.../jwks.json or file://path/to/jwks.json",
+            )
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: list[str]) -> list[str]:
+        for alg in value:
+            if alg not in JWT_ALGORITHMS:
+                raise problem(
+                    f"unsupported JWT algorithm {alg!r}", _one_of(alg.upper(), JWT_ALGORITHMS)
+                )
+        if not value:
+            raise problem("algorithms is empty", "omit it to accept the asymmetric algorithms")
+        return value
+
+    @property
+    def jwks_url(self) -> str:
+        return self.jwks or self.issuer.rstrip("/") + "/.well-known/jwks.json"
+
+
+class CustomAuthorizerConfig(_Model):
+    """A Python callable deciding access, its answer cached for ``ttl_s`` per identity."""
+
+    type: Literal["custom"]
+    handler: str
+    # AWS's TOKEN (one header's value) or REQUEST (the whole request) authorizer.
+    kind: Literal["TOKEN", "REQUEST"] = "REQUEST"
+    identity_source: StrList = ["header.authorization"]
+    ttl_s: int = Field(default=300, ge=0, le=3600)
+    # Filled with the API style's default by ApiConfig: REST 1.0, HTTP 2.0.
+    payload_format: PayloadFormatField = "2.0"
+    simple_responses: bool = False
+    validation_regex: str | None = None
+    timeout_ms: int = Field(default=10_000, ge=1)
+
+    _handler = field_validator("handler")(_check_handler)
+    _sources = field_validator("identity_source")(_identity_sources)
+
+    @field_validator("validation_regex")
+    @classmethod
+    def _check_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise problem(
+                    f"validation_regex does not compile: {err}", "fix the regular expression"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.kind == "TOKEN" and (
+            len(self.identity_source) != 1 or not self.identity_source[0].startswith("header.")
+        ):
+            raise problem(
+                "a TOKEN authorizer reads exactly one header",
+                "set identity_source: [header.NAME], or use kind: REQUEST",
+            )
+        if self.validation_regex is not None and self.kind != "TOKEN":
+            raise problem(
+                "validation_regex applies to TOKEN authorizers only",
+                "remove validation_regex, or set kind: TOKEN",
+            )
+        if self.simple_responses and self.payload_format != "2.0":
+            raise problem(
+                "simple_responses needs payload_format 2.0",
+                "remove simple_responses, or set payload_format: '2.0'",
+            )
+        return self
+
+
+AuthorizerConfig = Annotated[
+    JwtAuthorizerConfig | CustomAuthorizerConfig, Field(discriminator="type")
+]
+
+
+class ApiKeyConfig(_Model):
+    id: str
+    value: str | None = None
+    value_sha256: str | None = None
+    enabled: bool = True
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value_str(cls, value: Any) -> Any:
+        return _scalar_to_str(value)
+
+    @field_validator("value_sha256")
+    @classmethod
+    def _check_digest(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = value.lower()
+            if not _HEX64_RE.match(value):
+                raise problem(
+                    "value_sha256 is not a SHA-256 hex digest",
+                    "write the 64 hex digits of sha256(key), e.g. from `sha256sum`",
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.value is None) == (self.value_sha256 is None):
+            raise problem(
+                f"API key {self.id!r} needs exactly one of value and value_sha256",
+                "keep value (the key itself) or value_sha256 (its hex digest), not both"
+                if self.value is not None
+                else "add value: KEY or value_sha256: HEX",
+            )
+        if self.value == "":
+            raise problem(
+                f"API key {self.id!r} has an empty value",
+                "set a value (check that its environment variable is set)",
+            )
+        return self
+
+    @property
+    def digest(self) -> str:
+        """The key's SHA-256 hex digest (keys are compared by digest, never stored in clear)."""
+        if self.value_sha256 is not None:
+            return self.value_sha256
+        return hashlib.sha256((self.value or "").encode()).hexdigest()
+
+
+class QuotaConfig(_Model):
+    limit: int = Field(ge=0)
+    period: Literal["DAY", "WEEK", "MONTH"] = "DAY"
+
+
+class UsagePlanConfig(_Model):
+    name: str
+    keys: list[str] = []
+    throttle: ThrottleConfig | None = None
+    quota: QuotaConfig | None = None
+
+
+class ApiCacheConfig(_Model):
+    """The API's response cache; GET routes are cached for ``ttl_s`` unless a route overrides it."""
+
+    capacity_mb: float = Field(default=64.0, gt=0, le=1_048_576)
+    ttl_s: int = Field(default=300, ge=0, le=3600)
+    allow_invalidation: bool = False
+
+    @property
+    def capacity_bytes(self) -> int:
+        return int(self.capacity_mb * 1024 * 1024)
+
+
+class ResourcePolicyConfig(_Model):
+    allow_cidrs: StrList = []
+    deny_cidrs: StrList = []
+
+    @field_validator("allow_cidrs", "deny_cidrs")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        out = []
+        for cidr in value:
+            try:
+                out.append(str(ipaddress.ip_network(cidr, strict=False)))
+            except ValueError:
+                raise problem(
+                    f"{cidr!r} is not an IP network",
+                    "write a CIDR such as 10.0.0.0/8 or 2001:db8::/32",
+                ) from None
+        return out
+
+
+class WebSocketSettings(_Model):
+    idle_timeout_s: float = Field(default=600.0, gt=0)
+    max_duration_s: float = Field(default=7200.0, gt=0)
+    max_message_bytes: int = Field(default=131_072, ge=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Integrations
+
+
+class HttpTarget(_Model):
+    url: str
+    weight: int = Field(default=1, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value) and not value.startswith("${stageVariables."):
+            raise problem(
+                f"target url {value!r} is not an http(s) URL", "write http://HOST:PORT[/prefix]"
+            )
+        return value.rstrip("/")
+
+
+class HealthConfig(_Model):
+    """Passive health: a target failing ``failures`` times in a row rests for ``cooldown_s``."""
+
+    failures: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=10.0, gt=0)
+
+
+_URI_PLACEHOLDER_RE = re.compile(r"(\$?)\{([^{}]*)\}")
+
+
+def uri_placeholders(uri: str) -> tuple[list[str], list[str]]:
+    """Path parameter names and stage variable names used in an integration uri."""
+    params: list[str] = []
+    variables: list[str] = []
+    for dollar, inner in _URI_PLACEHOLDER_RE.findall(uri):
+        if dollar:
+            if inner.startswith("stageVariables."):
+                variables.append(inner[len("stageVariables.") :])
+        else:
+            params.append(inner)
+    return params, variables
+
+
+class HttpProxyIntegration(_Model):
+    type: Literal["http_proxy"]
+    # With a scheme: the full upstream URL template. With targets: a path template (or None to
+    # send the request path unchanged).
+    uri: str | None = None
+    targets: list[HttpTarget] = []
+    balance: Literal["round_robin", "least_request", "weighted"] = "round_robin"
+    timeout_ms: int = Field(default=29_000, ge=1)
+    connect_timeout_ms: int = Field(default=5_000, ge=1)
+    max_connections: int = Field(default=100, ge=1)
+    retries: int = Field(default=1, ge=0, le=10)
+    health: HealthConfig = HealthConfig()
+    tls_verify: bool = True
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        for dollar, inner in _URI_PLACEHOLDER_RE.findall(value):
+            if dollar:
+                if not inner.startswith("stageVariables.") or not _VAR_NAME_RE.match(
+                    inner[len("stageVariables.") :]
+                ):
+                    raise problem(
+                        f"${{{inner}}} in uri is not a stage variable reference",
+                        "write ${stageVariables.NAME}",
+                    )
+            elif inner.endswith("+"):
+                raise problem(
+                    f"{{{inner}}} in uri: a greedy parameter is written without '+'",
+                    f"write {{{inner[:-1]}}}",
+                )
+            elif not _PARAM_NAME_RE.match(inner):
+                raise problem(f"{{{inner}}} in uri is not a parameter", "write {name}")
+        stripped = _URI_PLACEHOLDER_RE.sub("", value)
+        if "{" in stripped or "}" in stripped:
+            raise problem("uri has an unbalanced '{' or '}'", "write parameters as {name}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        uri = self.uri
+        has_scheme = uri is not None and (
+            re.match(r"^[a-z][a-z0-9+.-]*://", uri) is not None
+            or uri.startswith("${stageVariables.")
+        )
+        if self.targets:
+            if uri is not None and has_scheme:
+                raise problem(
+                    "uri has a scheme and host, but targets are given too",
+                    "with targets, write uri as a path such as /items/{id} (or omit it)",
+                )
+            if uri is not None and not uri.startswith("/"):
+                raise problem(
+                    f"uri {uri!r} must be a path starting with '/' when targets are given",
+                    f"write /{uri}",
+                )
+            if all(t.weight == 0 for t in self.targets):
+                raise problem("every target has weight 0", "give at least one target a weight")
+        else:
+            if uri is None:
+                raise problem(
+                    "an http_proxy integration needs uri or targets",
+                    "add uri: http://HOST:PORT/path, or targets: [{url: http://HOST:PORT}]",
+                )
+            if not has_scheme:
+                raise problem(
+                    f"uri {uri!r} has no scheme and host",
+                    "write http://HOST:PORT/path (a bare path needs targets)",
+                )
+            if not uri.startswith(("http://", "https://", "${stageVariables.")):
+                raise problem(
+                    f"uri {uri!r} is not http or https", "write http://... or https://..."
+                )
+        return self
+
+
+class LatencyConfig(_Model):
+    """Added latency: ``fixed`` ms, or a log-normal distribution given by ``p50`` and ``p99``."""
+
+    fixed: float | None = Field(default=None, ge=0)
+    p50: float | None = Field(default=None, ge=0)
+    p99: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.fixed is not None:
+            if self.p50 is not None or self.p99 is not None:
+                raise problem(
+                    "latency_ms has both fixed and p50/p99",
+                    "keep {fixed: MS} or {p50: MS, p99: MS}",
+                )
+        elif self.p50 is None or self.p99 is None:
+            raise problem(
+                "latency_ms needs fixed, or both p50 and p99",
+                "write {fixed: 5} or {p50: 5, p99: 50}",
+            )
+        elif self.p99 < self.p50:
+            raise problem(
+                f"p99 ({self.p99}) is below p50 ({self.p50})", "make p99 at least as large as p50"
+            )
+        return self
+
+
+class FaultConfig(_Model):
+    """A fraction ``rate`` of requests fail: answered with ``status``, or their connection reset."""
+
+    rate: float = Field(ge=0, le=1)
+    status: int | None = Field(default=None, ge=100, le=599)
+    reset: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.status is None) == (not self.reset):
+            raise problem(
+                "faults need exactly one of status and reset: true",
+                "write {rate: 0.01, status: 503} or {rate: 0.01, reset: true}",
+            )
+        return self
+
+
+class MockIntegration(_Model):
+    type: Literal["mock"]
+    status: int = Field(default=200, ge=100, le=599)
+    headers: StrMap = {}
+    body: Any = None
+    latency_ms: LatencyConfig | None = None
+    faults: FaultConfig | None = None
+
+    @field_validator("body")
+    @classmethod
+    def _check_body(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str | dict | list):
+            return value
+        if isinstance(value, int | float | bool):
+            # A bare number or boolean is valid JSON; keep it as such.
+            return value
+        raise problem(
+            f"body of type {type(value).__name__} is not supported",
+            "write a string, a mapping or a list",
+        )
+
+    def encoded_body(self) -> tuple[bytes, str | None]:
+        """The body as bytes and its default content type (JSON for mappings and lists)."""
+        if self.body is None:
+            return b"", None
+        if isinstance(self.body, str):
+            return self.body.encode(), "text/plain; charset=utf-8"
+        return (
+            json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode(),
+            "application/json",
+        )
+
+
+class FunctionIntegration(_Model):
+    type: Literal["function"]
+    handler: str
+    # Filled with the API style's default by ApiConfig: REST 1.0, HTTP 2.0.
+    payload_format: PayloadFormatField = "2.0"
+    timeout_ms: int = Field(default=29_000, ge=1)
+
+    _handler = field_validator("handler")(_check_handler)
+
+
+IntegrationConfig = Annotated[
+    HttpProxyIntegration | MockIntegration | FunctionIntegration, Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Routes
+
+
+class RouteCacheConfig(_Model):
+    # None: the API cache's ttl_s (300 s by default); 0 disables caching for this route.
+    ttl_s: int | None = Field(default=None, ge=0, le=3600)
+    key_params: StrList = []
+
+    _params = field_validator("key_params")(_param_refs)
+
+
+class ValidateConfig(_Model):
+    params: StrList = []
+    body: str | None = None  # the name of a model in the API's `models`
+
+    _params = field_validator("params")(_param_refs)
+
+
+class TemplatesConfig(_Model):
+    """VTL mapping templates by content type."""
+
+    request: StrMap = {}
+    response: StrMap = {}
+    passthrough: Literal["when_no_match", "when_no_templates", "never"] = "when_no_match"
+
+
+_MAPPING_REQUEST_RE = re.compile(
+    r"^(append|overwrite|remove):(header|querystring)\.[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+    r"|^overwrite:path$"
+)
+_MAPPING_RESPONSE_RE = re.compile(
+    r"^(append|overwrite|remove):header\.[A-Za-z0-9!#$%&'*+.^_`|~-]+$|^overwrite:statuscode$"
+)
+
+
+class MappingConfig(_Model):
+    """HTTP-style parameter mapping: ``ACTION:LOCATION.NAME`` → value (may use ``$context.x`` etc.).
+
+    ``response`` is keyed by upstream status code.
+    """
+
+    request: StrMap = {}
+    response: Annotated[dict[StrScalar, StrMap], BeforeValidator(_str_keys)] = {}
+
+    @field_validator("request")
+    @classmethod
+    def _check_request(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _MAPPING_REQUEST_RE.match(key):
+                raise problem(
+                    f"{key!r} is not a request mapping key",
+                    "write append|overwrite|remove:header.NAME, ...:querystring.NAME or "
+                    "overwrite:path",
+                )
+        return value
+
+    @field_validator("response")
+    @classmethod
+    def _check_response(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for status, mapping in value.items():
+            if not (status.isdigit() and 100 <= int(status) <= 599):
+                raise problem(
+                    f"response mapping key {status!r} is not a status code",
+                    "key response mappings by the upstream status, e.g. '500'",
+                )
+            for key in mapping:
+                if not _MAPPING_RESPONSE_RE.match(key):
+                    raise problem(
+                        f"{key!r} is not a response mapping key",
+                        "write append|overwrite|remove:header.NAME or overwrite:statuscode",
+                    )
+        return value
+
+
+class RouteConfig(_Model):
+    integration: IntegrationConfig
+    authorizer: str | None = None
+    scopes: StrList = []
+    throttle: ThrottleConfig | None = None
+    cache: RouteCacheConfig | None = None  # REST-style
+    api_key_required: bool = False  # REST-style
+    validation: ValidateConfig | None = Field(default=None, alias="validate")  # REST-style
+    templates: TemplatesConfig | None = None  # REST-style
+    mapping: MappingConfig | None = None  # HTTP-style
+    route_response: bool = False  # WebSocket
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# Keys allowed only in one style of API: field name -> (YAML key, styles allowed).
+_API_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
+    "api_keys": ("api_keys", ("rest",)),
+    "usage_plans": ("usage_plans", ("rest",)),
+    "cache": ("cache", ("rest",)),
+    "route_selection": ("route_selection", ("websocket",)),
+    "websocket": ("websocket", ("websocket",)),
+}
+_ROUTE_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
+    "cache": ("cache", ("rest",)),
+    "api_key_required": ("api_key_required", ("rest",)),
+    "validation": ("validate", ("rest",)),
+    "templates": ("templates", ("rest",)),
+    "mapping": ("mapping", ("http",)),
+    "route_response": ("route_response", ("websocket",)),
+}
+_STYLE_NAMES = {"rest": "REST-style", "http": "HTTP-style", "websocket": "WebSocket"}
+
+
+def _style_default_formats(data: Any) -> Any:
+    """Give function integrations and custom authorizers the payload format of the API's style."""
+    if not isinstance(data, dict):
+        return data
+    style = data.get("type", "http")
+    fmt = "1.0" if style == "rest" else "2.0"
+    out = dict(data)
+    routes = data.get("routes")
+    if isinstance(routes, dict):
+        new_routes = {}
+        for key, route in routes.items():
+            integration = route.get("integration") if isinstance(route, dict) else None
+            if (
+                isinstance(integration, dict)
+                and integration.get("type") == "function"
+                and "payload_format" not in integration
+            ):
+                route = {**route, "integration": {**integration, "payload_format": fmt}}
+            new_routes[key] = route
+        out["routes"] = new_routes
+    authorizers = data.get("authorizers")
+    if isinstance(authorizers, dict):
+        out["authorizers"] = {
+            name: (
+                {**auth, "payload_format": fmt}
+                if isinstance(auth, dict)
+                and auth.get("type") == "custom"
+                and "payload_format" not in auth
+                else auth
+            )
+            for name, auth in authorizers.items()
+        }
+    return out
+
+
+class ApiConfig(_Model):
+    name: str
+    type: ApiStyle = "http"
+    hosts: StrList = []
+    base_path: str | None = None
+    stages: list[StageConfig] = [StageConfig(name=DEFAULT_STAGE)]
+    cors: CorsConfig | None = None
+    authorizers: dict[str, AuthorizerConfig] = {}
+    api_keys: list[ApiKeyConfig] = []  # REST-style
+    usage_plans: list[UsagePlanConfig] = []  # REST-style
+    cache: ApiCacheConfig | None = None  # REST-style
+    models: dict[str, dict[str, Any]] = {}
+    resource_policy: ResourcePolicyConfig | None = None
+    binary_media_types: StrList = []
+    route_selection: str = "$request.body.action"  # WebSocket
+    websocket: WebSocketSettings = WebSocketSettings()  # WebSocket
+    routes: dict[Annotated[RouteKeyStr, BeforeValidator(_check_route_key_syntax)], RouteConfig] = {}
+
+    _formats = model_validator(mode="before")(_style_default_formats)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise problem(f"API name {value!r} is not valid", "use letters, digits, '.', '-', '_'")
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for host in value:
+            lowered = host.lower()
+            name, sep, port = lowered.rpartition(":")
+            if sep and port.isdigit():
+                raise problem(
+                    f"host {host!r} has a port", f"write {name!r}: hosts match without the port"
+                )
+            if not _HOST_RE.match(lowered):
+                raise problem(
+                    f"{host!r} is not a host name",
+                    "write a name such as api.example.com, or *.example.com for any subdomain",
+                )
+            out.append(lowered)
+        return out
+
+    @field_validator("base_path")
+    @classmethod
+    def _check_base_path(cls, value: str | None) -> str | None:
+        if value is None or value == "/":
+            return None
+        if not value.startswith("/"):
+            raise problem(f"base_path {value!r} does not start with '/'", f"write /{value}")
+        if value.endswith("/"):
+            raise problem(f"base_path {value!r} ends with '/'", f"write {value.rstrip('/')}")
+        for seg in value[1:].split("/"):
+            if not seg:
+                raise problem(f"base_path {value!r} has an empty segment", "remove the doubled '/'")
+            if not _STATIC_SEGMENT_RE.match(seg) or seg in (".", ".."):
+                raise problem(
+                    f"base_path segment {seg!r} is not allowed",
+                    "use letters, digits and -._~ (no parameters)",
+                )
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _check_stages(cls, value: list[StageConfig]) -> list[StageConfig]:
+        if not value:
+            raise problem("stages is empty", "omit stages to serve on $default, or list one stage")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, schema in value.items():
+            kind = schema.get("type")
+            if kind is not None and not isinstance(kind, str | list):
+                raise problem(
+                    f"model {name!r} has an invalid 'type'", "write a JSON Schema type, e.g. object"
+                )
+        return value
+
+    @field_validator("binary_media_types")
+    @classmethod
+    def _check_media_types(cls, value: list[str]) -> list[str]:
+        for media in value:
+            if "/" not in media:
+                raise problem(
+                    f"{media!r} is not a media type", "write type/subtype, e.g. image/png"
+                )
+        return value
+
+    @field_validator("route_selection")
+    @classmethod
+    def _check_route_selection(cls, value: str) -> str:
+        if not re.match(r"^\$request\.body\.[A-Za-z0-9_.]+$", value):
+            raise problem(
+                f"route_selection {value!r} is not supported", "write $request.body.FIELD"
+            )
+        return value
+
+    def parsed_routes(self) -> list[tuple[RouteKey, RouteConfig]]:
+        """Routes with their parsed keys, in file order."""
+        return [(parse_route_key(k, self.type), r) for k, r in self.routes.items()]
+
+    def stage(self, name: str) -> StageConfig | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        found = _Problems()
+        style = self.type
+        style_name = _STYLE_NAMES[style]
+
+        def refuse(loc: tuple[str | int, ...], key: str, allowed: tuple[ApiStyle, ...]) -> None:
+            others = " or ".join(_STYLE_NAMES[s] for s in allowed)
+            found.add(
+                loc,
+                f"{key} is {others} only; this API is {style_name} (type: {style})",
+                f"remove {key}, or move it to an API of type {' or '.join(allowed)}",
+            )
+
+        for field, (key, allowed) in _API_STYLE_KEYS.items():
+            if field in self.model_fields_set and style not in allowed:
+                refuse((key,), key, allowed)
+
+        seen_stages: set[str] = set()
+        for i, stage in enumerate(self.stages):
+            if stage.name in seen_stages:
+                found.add(
+                    ("stages", i, "name"),
+                    f"stage {stage.name!r} is defined twice",
+                    "give each stage its own name",
+                )
+            seen_stages.add(stage.name)
+
+        # API keys and usage plans.
+        key_ids: set[str] = set()
+        key_values: set[str] = set()
+        for i, api_key in enumerate(self.api_keys):
+            if api_key.id in key_ids:
+                found.add(
+                    ("api_keys", i, "id"),
+                    f"API key id {api_key.id!r} is used twice",
+                    "give each key its own id",
+                )
+            key_ids.add(api_key.id)
+            secret = api_key.digest
+            if secret in key_values:
+                found.add(
+                    ("api_keys", i),
+                    f"API key {api_key.id!r} has the same value as another key",
+                    "give each key its own value",
+                )
+            key_values.add(secret)
+        plan_names: set[str] = set()
+        key_plan: dict[str, str] = {}
+        for i, plan in enumerate(self.usage_plans):
+            if plan.name in plan_names:
+                found.add(
+                    ("usage_plans", i, "name"),
+                    f"usage plan {plan.name!r} is defined twice",
+                    "give each plan its own name",
+                )
+            plan_names.add(plan.name)
+            for j, key_id in enumerate(plan.keys):
+                if key_id not in key_ids:
+                    found.add(
+                        ("usage_plans", i, "keys", j),
+                        f"usage plan {plan.name!r} names unknown API key {key_id!r}",
+                        _reference_fix(key_id, sorted(key_ids), "api_keys"),
+                    )
+                elif key_id in key_plan and key_plan[key_id] != plan.name:
+                    found.add(
+                        ("usage_plans", i, "keys", j),
+                        f"API key {key_id!r} is already in usage plan {key_plan[key_id]!r}",
+                        "put each key in one usage plan",
+                    )
+                key_plan.setdefault(key_id, plan.name)
+
+        for name, auth in self.authorizers.items():
+            if (
+                isinstance(auth, CustomAuthorizerConfig)
+                and style == "rest"
+                and auth.payload_format != "1.0"
+            ):
+                found.add(
+                    ("authorizers", name, "payload_format"),
+                    "REST-style APIs call custom authorizers with payload format 1.0",
+                    "remove payload_format",
+                )
+
+        # Routes.
+        shapes: dict[str, str] = {}
+        for key, route in self.routes.items():
+            loc: tuple[str | int, ...] = ("routes", key)
+            try:
+                parsed = parse_route_key(key, style)
+            except RouteKeyError as err:
+                found.add(loc, err.message, err.fix, key)
+                continue
+            if parsed.shape in shapes:
+                other = shapes[parsed.shape]
+                found.add(
+                    loc,
+                    f"route {key!r} can never be told apart from route {other!r}",
+                    "remove one of them, or make their paths differ by more than parameter names",
+                )
+            shapes.setdefault(parsed.shape, key)
+
+            for field, (yaml_key, allowed) in _ROUTE_STYLE_KEYS.items():
+                if field in route.model_fields_set and style not in allowed:
+                    refuse((*loc, yaml_key), yaml_key, allowed)
+
+            if route.authorizer is not None and route.authorizer not in self.authorizers:
+                found.add(
+                    (*loc, "authorizer"),
+                    f"unknown authorizer {route.authorizer!r}",
+                    _reference_fix(route.authorizer, sorted(self.authorizers), "authorizers"),
+                )
+            if route.scopes:
+                route_auth = self.authorizers.get(route.authorizer or "")
+                if route.authorizer is None:
+                    found.add(
+                        (*loc, "scopes"),
+                        "scopes need a jwt authorizer on the route",
+                        "add authorizer: NAME (a jwt authorizer), or remove scopes",
+                    )
+                elif route_auth is not None and not isinstance(route_auth, JwtAuthorizerConfig):
+                    found.add(
+                        (*loc, "scopes"),
+                        f"scopes apply to jwt authorizers; {route.authorizer!r} is custom",
+                        "remove scopes (a custom authorizer decides access itself)",
+                    )
+            if route.api_key_required and style == "rest" and not self.api_keys:
+                found.add(
+                    (*loc, "api_key_required"),
+                    "api_key_required is true but the API has no api_keys",
+                    "add api_keys to the API, or remove api_key_required",
+                )
+            body_model = route.validation.body if route.validation is not None else None
+            if body_model is not None and body_model not in self.models:
+                found.add(
+                    (*loc, "validate", "body"),
+                    f"unknown model {body_model!r}",
+                    _reference_fix(body_model, sorted(self.models), "models"),
+                )
+            if (
+                route.cache is not None
+                and style == "rest"
+                and parsed.method
+                not in (
+                    "GET",
+                    "ANY",
+                    None,
+                )
+            ):
+                found.add(
+                    (*loc, "cache"),
+                    f"only GET responses are cached; this route is {parsed.method}",
+                    "remove cache from this route",
+                )
+
+            integration = route.integration
+            if isinstance(integration, HttpProxyIntegration) and integration.uri:
+                params, _ = uri_placeholders(integration.uri)
+                for param in params:
+                    if param not in parsed.params:
+                        known = ", ".join("{" + p + "}" for p in parsed.params) or "none"
+                        found.add(
+                            (*loc, "integration", "uri"),
+                            f"uri uses {{{param}}}, which route {key!r} does not capture",
+                            f"use a parameter of the route key (here: {known})",
+                        )
+            if (
+                isinstance(integration, FunctionIntegration)
+                and style == "rest"
+                and integration.payload_format != "1.0"
+            ):
+                found.add(
+                    (*loc, "integration", "payload_format"),
+                    "REST-style APIs send payload format 1.0",
+                    "remove payload_format, or use an API of type http for 2.0",
+                )
+
+        found.raise_if_any("ApiConfig")
+        return self
+
+
+class GatewayConfig(_Model):
+    server: ServerConfig = ServerConfig()
+    admin: AdminConfig = AdminConfig()
+    state: StateConfig = StateConfig()
+    throttle: ThrottleConfig = ThrottleConfig(rate=10_000, burst=5_000)
+    access_log: AccessLogConfig | None = AccessLogConfig()
+    python_path: StrList = []
+    apis: list[ApiConfig] = []
+
+    def api(self, name: str) -> ApiConfig | None:
+        return next((a for a in self.apis if a.name == name), None)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        found = _Problems()
+        names: set[str] = set()
+        # (host or "*", base path, stage) -> API name: two APIs may not serve the same prefix.
+        mounts: dict[tuple[str, str, str], str] = {}
+        for i, api in enumerate(self.apis):
+            if api.name in names:
+                found.add(
+                    ("apis", i, "name"),
+                    f"API name {api.name!r} is used twice",
+                    "give each API its own name",
+                )
+            names.add(api.name)
+            for host in api.hosts or ["*"]:
+                for stage in api.stages:
+                    mount = (host, api.base_path or "", stage.name)
+                    other = mounts.get(mount)
+                    if other is not None and other != api.name:
+                        where = f"host {host}" if host != "*" else "any host"
+                        found.add(
+                            ("apis", i),
+                            f"APIs {other!r} and {api.name!r} both serve stage {stage.name!r} "
+                            f"under base path {api.base_path or '(none)'} on {where}",
+                            "give one of them a different base_path, stage or hosts",
+                        )
+                    mounts.setdefault(mount, api.name)
+        if (
+            self.server.address.unix_path is None
+            and self.server.address == self.admin.address
+            and self.server.address.port != 0
+        ):
+            found.add(
+                ("admin", "listen"),
+                f"admin listens on the same address as the server ({self.admin.listen})",
+                "use another port, e.g. 127.0.0.1:9901",
+            )
+        found.raise_if_any("GatewayConfig")
+        return self

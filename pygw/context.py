@@ -1,0 +1,34 @@
+"""RequestContext: the one object that flows through a route's stages and its integration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request: web.BaseRequest
+    request_id: str
+    # Path below the stage prefix, as matched (normalised, trailing slash kept, never decoded).
+    path: str
+    # Path parameters with their raw (undecoded) values; a greedy `{name+}` is stored under `name`.
+    params: dict[str, str]
+    stage_variables: dict[str, str]
+    client_ip: str
+    received_at: float  # loop.time() when the request arrived
+    canary: bool = False
+    # Headers every response to this request carries (request ids, CORS, rate-limit headers).
+    response_headers: dict[str, str] = field(default_factory=dict)
+    integration_latency_s: float = 0.0
+    # What stages learnt for the integration and the log (claims, api key id, cache state).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def apply_response_headers(self, response: web.StreamResponse) -> None:
+        """Called by whoever builds the response, before it is prepared (headers go out first)."""
+        headers = response.headers
+        for name, value in self.response_headers.items():
+            headers[name] = value

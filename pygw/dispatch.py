@@ -1,0 +1,197 @@
+"""One request, start to end: match, pipeline, integration, then metrics and the access log.
+
+The runtime snapshot is read once at the start, so a reload never changes a request mid-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from pygw.context import RequestContext
+from pygw.errors import ErrorType, GatewayError, Style, gateway_response
+from pygw.integrations.mock import ConnectionResetByFault
+
+if TYPE_CHECKING:
+    from pygw.observe.access_log import AccessLog
+    from pygw.runtime import CompiledRoute, Runtime
+
+log = logging.getLogger("pygw")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_JSON = "application/json"
+
+
+def request_id_for(request: web.BaseRequest) -> str:
+    offered = request.headers.get("x-request-id")
+    if offered is not None and _REQUEST_ID.fullmatch(offered):
+        return offered
+    return str(uuid.uuid4())
+
+
+def error_response(
+    error: ErrorType,
+    style: Style,
+    request_id: str,
+    detail: str | None = None,
+    extra_headers: dict[str, str] | None = None,
+) -> web.Response:
+    answer = gateway_response(error, style)
+    response = web.Response(status=answer.status, body=answer.body(detail), content_type=_JSON)
+    headers = response.headers
+    if answer.aws_error_type is not None:
+        headers["x-amzn-ErrorType"] = answer.aws_error_type
+    if style is Style.REST:
+        headers["x-amzn-RequestId"] = request_id
+    else:
+        headers["apigw-requestid"] = request_id
+    headers["x-request-id"] = request_id
+    if extra_headers:
+        headers.update(extra_headers)
+    return response
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        runtime: Runtime,
+        access_log: AccessLog | None,
+        max_body_bytes: int,
+        max_header_bytes: int,
+    ) -> None:
+        self.runtime = runtime
+        self._access_log = access_log
+        self._max_body_bytes = max_body_bytes
+        self._max_header_bytes = max_header_bytes
+        self._loop_time = asyncio.get_running_loop().time
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        runtime = self.runtime
+        runtime.in_flight += 1
+        try:
+            return await self._handle(runtime, request)
+        finally:
+            runtime.in_flight -= 1
+
+    async def _handle(self, runtime: Runtime, request: web.BaseRequest) -> web.StreamResponse:
+        started = self._loop_time()
+        request_id = request_id_for(request)
+        refused = self._check_limits(request)
+        if refused is not None:
+            too_large = error_response(refused, Style.REST, request_id)
+            too_large.force_close()
+            return self._unrouted(request, too_large, request_id, started)
+
+        raw_path, _, _ = request.raw_path.partition("?")
+        try:
+            found = runtime.router.lookup(request.headers.get("Host", ""), request.method, raw_path)
+        except ValueError:
+            bad_path = error_response(ErrorType.BAD_REQUEST, Style.HTTP, request_id)
+            return self._unrouted(request, bad_path, request_id, started)
+        if found is None:
+            nowhere = error_response(ErrorType.RESOURCE_NOT_FOUND, Style.HTTP, request_id)
+            return self._unrouted(request, nowhere, request_id, started)
+
+        route_id, params, path = found
+        route = runtime.routes[route_id]
+        variant = route.pick_variant()
+        ctx = RequestContext(
+            request=request,
+            request_id=request_id,
+            path=path,
+            params=dict(params),
+            stage_variables=variant.stage_variables,
+            client_ip=request.remote or "",
+            received_at=started,
+            canary=variant.canary,
+            response_headers={route.request_id_header: request_id, "x-request-id": request_id},
+        )
+        response: web.StreamResponse
+        try:
+            response = await variant.pipeline.run(ctx)
+        except GatewayError as failure:
+            response = error_response(
+                failure.error, route.style, request_id, failure.detail, failure.headers
+            )
+            ctx.apply_response_headers(response)
+        except ConnectionResetByFault:
+            response = web.Response(status=499)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("request %s on %s failed", request_id, route.key)
+            response = error_response(ErrorType.INTEGRATION_FAILURE, route.style, request_id)
+        self._log(
+            request, route, response, request_id, started, ctx.integration_latency_s, ctx.canary
+        )
+        return response
+
+    def _unrouted(
+        self, request: web.BaseRequest, response: web.Response, request_id: str, started: float
+    ) -> web.Response:
+        self._log(request, None, response, request_id, started, 0.0, False)
+        return response
+
+    def _check_limits(self, request: web.BaseRequest) -> ErrorType | None:
+        length = request.content_length
+        if length is not None and length > self._max_body_bytes:
+            return ErrorType.REQUEST_TOO_LARGE
+        header_bytes = 0
+        for name, value in request.raw_headers:
+            header_bytes += len(name) + len(value) + 4
+        if header_bytes > self._max_header_bytes:
+            return ErrorType.HEADERS_TOO_LARGE
+        return None
+
+    def _log(
+        self,
+        request: web.BaseRequest,
+        route: CompiledRoute | None,
+        response: web.StreamResponse,
+        request_id: str,
+        started: float,
+        integration_latency_s: float,
+        canary: bool,
+    ) -> None:
+        latency_s = self._loop_time() - started
+        status = response.status
+        if route is not None:
+            metrics = route.metrics
+            metrics.count(request.method, status)
+            metrics.latency.observe(latency_s)
+            metrics.integration_latency.observe(integration_latency_s)
+            route.overhead.observe(max(latency_s - integration_latency_s, 0.0))
+            if canary:
+                metrics.canary.inc()
+        if self._access_log is None:
+            return
+        body_length = response.body_length if response.prepared else 0
+        if not body_length and isinstance(response, web.Response) and response.body is not None:
+            body = response.body
+            body_length = len(body) if isinstance(body, bytes | bytearray) else 0
+        self._access_log.write(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "request_id": request_id,
+                "client_ip": request.remote,
+                "method": request.method,
+                "path": request.raw_path,
+                "route": route.key if route is not None else None,
+                "status": status,
+                "bytes": body_length,
+                "latency_ms": round(latency_s * 1000.0, 3),
+                "integration_latency_ms": round(integration_latency_s * 1000.0, 3),
+                "api": route.api if route is not None else None,
+                "stage": route.stage if route is not None else None,
+                "style": route.style.value if route is not None else None,
+                "canary": canary,
+                "cache": None,
+                "user_agent": request.headers.get("User-Agent"),
+            }
+        )

@@ -1,0 +1,1 @@
+"""Integrations: what a route hands a request to once every stage has let it through."""

@@ -1,0 +1,847 @@
+"""The `http_proxy` integration: forwards requests to upstreams over pooled keep-alive connections.
+
+The upstream leg is a small asyncio protocol whose responses httptools parses, not aiohttp's
+ClientSession: on the hot path the client side of a proxy costs about twice what the server side
+does, and a lean protocol triples throughput (DESIGN.md, "What the hot path costs"). What it
+gives up (cookies, redirects, decompression, proxies) is what a reverse proxy must not do anyway.
+
+Bodies stream both ways with bounded buffers: the upstream socket stops being read while more than
+`_HIGH_WATER` bytes wait for a slow client, and the client's body is read chunk by chunk while the
+upstream socket drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import re
+import ssl
+import time
+from collections.abc import Collection, Sequence
+from typing import Final, cast
+
+import httptools
+from aiohttp import web
+from aiohttp.streams import StreamReader
+from yarl import URL
+
+from pygw.context import RequestContext
+from pygw.errors import ErrorType, GatewayError
+
+__all__ = ["HttpProxyIntegration"]
+
+BALANCE_MODES: Final = ("round_robin", "least_request", "weighted")
+
+# Retrying these cannot repeat a side effect the upstream has not already been asked to tolerate.
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+# RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection some clients still send.
+_HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"proxy-connection",
+    }
+)
+# Client headers this module writes itself (or must not forward: a 100-continue exchange is not
+# relayed, so the upstream must not wait for one).
+_REQUEST_REWRITTEN: Final = _HOP_BY_HOP | {
+    b"host",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-request-id",
+    b"expect",
+}
+
+# Read-side flow control for response bodies: stop reading the upstream above this many buffered
+# bytes; the consumer takes everything buffered at once, so reading resumes at zero.
+_HIGH_WATER: Final = 256 * 1024
+# Bytes that can never appear in a request target; escaped so no value can split the request line.
+_UNSAFE_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
+_PROTO_HTTP: Final = b"\r\nX-Forwarded-Proto: http"
+_PROTO_HTTPS: Final = b"\r\nX-Forwarded-Proto: https"
+_PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
+_PARAM_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]+\+?")
+
+
+class _ConnectFailedError(Exception):
+    """No connection could be opened: nothing was sent, so another target may be tried."""
+
+
+class _UpstreamBrokenError(Exception):
+    """The upstream connection failed or stalled after the request was (partly) sent."""
+
+
+def _escape_target(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match.group()[0]
+
+
+def _connection_tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+
+
+def _wake(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
+class _Upstream(asyncio.Protocol):
+    """One upstream connection, carrying one exchange at a time (no pipelining)."""
+
+    def __init__(self, target: _Target, loop: asyncio.AbstractEventLoop) -> None:
+        self.target = target
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.counted = False  # holds one of its target's connection slots
+        self.active = False
+        self.idle_since = 0.0
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.reading_paused = False
+        self.renew_parser = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.reason = b""
+        # (name, lower-cased name, value)
+        self.headers: list[tuple[bytes, bytes, bytes]] = []
+        self.drop: frozenset[bytes] = frozenset()
+        self.head_ready = False
+        self.done = False
+        self.keep_alive = False
+        self.exc: BaseException | None = None
+        self.is_head = False
+        self.informational = False
+        self.until_eof = False
+        self.received_any = False
+        self.request_complete = False
+
+    # -- exchange API ---------------------------------------------------------------------------
+
+    def begin(self, is_head: bool) -> None:
+        if self.renew_parser:
+            # A HEAD response announced a body that never came: the old parser still expects it.
+            self.parser = httptools.HttpResponseParser(self)
+            self.renew_parser = False
+        self._reset()
+        self.chunks.clear()
+        self.buffered = 0
+        self.is_head = is_head
+        self.active = True
+
+    def reusable(self) -> bool:
+        return (
+            self.done
+            and self.keep_alive
+            and self.request_complete
+            and self.exc is None
+            and not self.closed
+            and not self.chunks
+        )
+
+    async def wait_head(self) -> bool:
+        while not self.head_ready and self.exc is None and not self.closed:
+            fut = self.loop.create_future()
+            self.waiter = fut
+            try:
+                await fut
+            finally:
+                self.waiter = None
+        return self.head_ready
+
+    async def read(self, idle_timeout: float) -> bytes:
+        """The next piece of the response body; b"" at its end."""
+        chunks = self.chunks
+        if not chunks:
+            if self.done:
+                return b""
+            if self.exc is not None or self.closed:
+                raise _UpstreamBrokenError(repr(self.exc))
+            fut = self.loop.create_future()
+            self.waiter = fut
+            timer = self.loop.call_later(idle_timeout, _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                self.waiter = None
+            if not chunks:
+                return self._end_of_body()
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def _end_of_body(self) -> bytes:
+        if self.done:
+            return b""
+        raise _UpstreamBrokenError(repr(self.exc) if self.exc else "body stalled")
+
+    async def drain(self) -> None:
+        while self.write_paused and not self.closed:
+            fut = self.loop.create_future()
+            self.drain_waiter = fut
+            try:
+                await fut
+            finally:
+                self.drain_waiter = None
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.active:
+            # An idle connection has nothing to say; whatever this is, the connection is unusable.
+            self.abort()
+            return
+        self.received_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+            self.abort()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.target.forget(self)
+        if self.active and not self.done:
+            if self.head_ready and self.until_eof and exc is None:
+                self.done = True
+                self.keep_alive = False
+                _wake(self.waiter)
+            else:
+                self._fail(exc or ConnectionResetError("upstream closed the connection"))
+        _wake(self.drain_waiter)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        _wake(self.drain_waiter)
+
+    # -- httptools callbacks --------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.reason = b""
+        self.headers = []
+        self.drop = frozenset()
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"connection":
+            self.drop = self.drop | _connection_tokens(value)
+        self.headers.append((name, lname, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            # Interim responses (100 Continue, 103 Early Hints) are not relayed.
+            self.informational = True
+            return
+        self.status = status
+        self.head_ready = True
+        if self.is_head:
+            self.done = True
+            self.keep_alive = self.parser.should_keep_alive()
+            self.renew_parser = True
+        elif status not in (204, 304):
+            framed = False
+            for _, lname, value in self.headers:
+                if lname == b"content-length" or (
+                    lname == b"transfer-encoding" and b"chunked" in value.lower()
+                ):
+                    framed = True
+                    break
+            self.until_eof = not framed
+        _wake(self.waiter)
+
+    def on_body(self, body: bytes) -> None:
+        if self.done or self.informational:
+            return
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > _HIGH_WATER and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        _wake(self.waiter)
+
+    def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
+        if self.done:
+            return
+        self.done = True
+        self.keep_alive = self.parser.should_keep_alive()
+        _wake(self.waiter)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.exc is None:
+            self.exc = exc
+        _wake(self.waiter)
+
+
+class _Target:
+    """One upstream base URL: its connection pool, its balancing state and its passive health."""
+
+    def __init__(self, base: str, weight: int, limit: int) -> None:
+        url = URL(base)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"upstream target must be an http(s) URL with a host: {base!r}")
+        if url.raw_query_string or url.raw_fragment:
+            raise ValueError(f"upstream target must not carry a query or fragment: {base!r}")
+        if weight <= 0:
+            raise ValueError(f"target weight must be positive: {base!r} has {weight}")
+        self.label = base
+        self.host = url.host
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.ssl: ssl.SSLContext | None = (
+            ssl.create_default_context() if url.scheme == "https" else None
+        )
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        if url.explicit_port is not None:
+            host = f"{host}:{url.explicit_port}"
+        # Completes the request line and starts the header block.
+        self.version_host = b" HTTP/1.1\r\nHost: " + host.encode(
+            "ascii" if host.isascii() else "idna"
+        )
+        self.prefix = url.raw_path.rstrip("/").encode("ascii")
+        self.weight = weight
+        self.current_weight = 0
+        self.limit = limit
+        self.open = 0
+        self.idle: list[_Upstream] = []
+        self.waiters: collections.deque[asyncio.Future[_Upstream | None]] = collections.deque()
+        self.in_flight = 0
+        self.failures = 0
+        self.ejected_at = 0.0
+        self.ejected_until = 0.0
+        self.probing = False
+        self.closed = False
+
+    async def acquire(
+        self, loop: asyncio.AbstractEventLoop, connect_timeout: float, idle_max: float
+    ) -> tuple[_Upstream, bool]:
+        """A connection and whether it was reused; waits in line when the limit is reached."""
+        while True:
+            if self.closed:
+                raise _ConnectFailedError("integration closed")
+            idle = self.idle
+            while idle:
+                conn = idle.pop()  # the most recently used one is the least likely to be stale
+                if conn.closed:
+                    continue
+                if loop.time() - conn.idle_since < idle_max:
+                    return conn, True
+                conn.close()
+            if self.open < self.limit:
+                self.open += 1
+                try:
+                    return await self._connect(loop, connect_timeout), False
+                except BaseException:
+                    self.open -= 1
+                    self._wake_one()
+                    raise
+            fut: asyncio.Future[_Upstream | None] = loop.create_future()
+            self.waiters.append(fut)
+            try:
+                handed = await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled() and (passed := fut.result()) is not None:
+                    self.release(passed, True)
+                else:
+                    with contextlib.suppress(ValueError):
+                        self.waiters.remove(fut)
+                raise
+            if handed is not None:
+                return handed, True
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, limit_s: float) -> _Upstream:
+        try:
+            async with asyncio.timeout(limit_s):
+                _, proto = await loop.create_connection(
+                    lambda: _Upstream(self, loop),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl is not None else None,
+                )
+        except TimeoutError as exc:
+            raise _ConnectFailedError(f"connect to {self.label} timed out") from exc
+        except OSError as exc:
+            raise _ConnectFailedError(f"connect to {self.label} failed: {exc}") from exc
+        if proto.closed:
+            raise _ConnectFailedError(f"connection to {self.label} closed at once")
+        proto.counted = True
+        return proto
+
+    def release(self, conn: _Upstream, reusable: bool) -> None:
+        conn.active = False
+        if not reusable or self.closed or conn.closed:
+            # connection_lost gives the slot back and wakes a waiter.
+            conn.close()
+            return
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(conn)
+                return
+        conn.idle_since = conn.loop.time()
+        self.idle.append(conn)
+
+    def forget(self, conn: _Upstream) -> None:
+        if conn.counted:
+            conn.counted = False
+            self.open -= 1
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def shutdown(self) -> None:
+        self.closed = True
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+
+def _compile_template(
+    template: str, known: Collection[str] | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Literal pieces and placeholder names, alternating: lit0 name0 lit1 name1 ... litN."""
+    literals: list[str] = []
+    names: list[str] = []
+    pos = 0
+    for match in _PLACEHOLDER.finditer(template):
+        raw = match.group(1)
+        if not _PARAM_NAME.fullmatch(raw):
+            raise ValueError(f"invalid placeholder {{{raw}}} in uri {template!r}")
+        name = raw.removesuffix("+")
+        if known is not None and name not in known:
+            raise ValueError(
+                f"uri {template!r} names {{{name}}}, which is not a path parameter of the route"
+                f" (known: {', '.join(sorted(known)) or 'none'})"
+            )
+        literals.append(template[pos : match.start()])
+        names.append(name)
+        pos = match.end()
+    literals.append(template[pos:])
+    for literal in literals:
+        if "{" in literal or "}" in literal:
+            raise ValueError(f"unbalanced brace in uri {template!r}")
+    return tuple(literals), tuple(names)
+
+
+class HttpProxyIntegration:
+    """Forwards requests to one upstream URL or to a balanced set of targets."""
+
+    def __init__(
+        self,
+        *,
+        uri: str | None,
+        targets: Sequence[tuple[str, int]] = (),
+        balance: str = "round_robin",
+        timeout_ms: int = 29000,
+        connect_timeout_ms: int = 5000,
+        max_connections: int = 100,
+        retries: int = 1,
+        failure_threshold: int = 5,
+        cooldown_s: float = 10.0,
+        body_idle_timeout_ms: int | None = None,
+        idle_keepalive_s: float = 30.0,
+        route_params: Collection[str] | None = None,
+    ) -> None:
+        """`body_idle_timeout_ms` (default `timeout_ms`) bounds the silence between two pieces of a
+        response body; `idle_keepalive_s` how long a pooled connection may sit unused; when
+        `route_params` is given, a placeholder of `uri` outside it is refused here."""
+        if balance not in BALANCE_MODES:
+            raise ValueError(f"balance must be one of {', '.join(BALANCE_MODES)}, not {balance!r}")
+        if timeout_ms <= 0 or connect_timeout_ms <= 0:
+            raise ValueError("timeouts must be positive")
+        if max_connections <= 0:
+            raise ValueError("max_connections must be positive")
+        if retries < 0 or failure_threshold <= 0 or cooldown_s < 0:
+            raise ValueError("retries, failure_threshold and cooldown_s must not be negative")
+        if targets:
+            path_template = uri
+            if path_template is not None and not path_template.startswith("/"):
+                raise ValueError(f"with targets, uri must be a path starting with '/': {uri!r}")
+            bases = list(targets)
+        else:
+            if uri is None:
+                raise ValueError("http_proxy needs a uri or at least one target")
+            scheme_end = uri.find("://")
+            if scheme_end < 0:
+                raise ValueError(f"uri must be an absolute http(s) URL: {uri!r}")
+            path_start = uri.find("/", scheme_end + 3)
+            authority_end = len(uri) if path_start < 0 else path_start
+            query_start = uri.find("?", scheme_end + 3)
+            if 0 <= query_start < authority_end:
+                authority_end = query_start
+            base = uri[:authority_end]
+            if "{" in base or "}" in base:
+                raise ValueError(f"uri placeholders may only appear in the path: {uri!r}")
+            path_template = uri[authority_end:] or "/"
+            if path_template.startswith("?"):
+                path_template = "/" + path_template
+            bases = [(base, 1)]
+        self._targets = [_Target(base, weight, max_connections) for base, weight in bases]
+        self._single = self._targets[0] if len(self._targets) == 1 else None
+        if path_template is None:
+            self._literals: tuple[str, ...] = ()
+            self._names: tuple[str, ...] = ()
+            self._template_query = False
+        else:
+            self._literals, self._names = _compile_template(path_template, route_params)
+            self._template_query = "?" in path_template
+        self._pieces = tuple(zip(self._names, self._literals[1:], strict=True))
+        self._balance = balance
+        self._timeout_s = timeout_ms / 1000
+        self._connect_timeout_s = connect_timeout_ms / 1000
+        self._body_idle_s = (body_idle_timeout_ms or timeout_ms) / 1000
+        self._idle_max_s = idle_keepalive_s
+        self._retries = retries
+        self._threshold = failure_threshold
+        self._cooldown_s = cooldown_s
+        self._rr = 0
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def health(self) -> dict[str, bool]:
+        return {t.label: t.failures < self._threshold for t in self._targets}
+
+    def queue_length(self) -> int:
+        return sum(len(t.waiters) for t in self._targets)
+
+    async def close(self) -> None:
+        for target in self._targets:
+            target.shutdown()
+
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        request = ctx.request
+        loop = asyncio.get_running_loop()
+        method = request.method
+        target_path = self._render(ctx)
+        tail, body_mode = self._head_tail(ctx)
+        method_line = method.encode("ascii") + b" "
+        is_head = method == "HEAD"
+        attempts = self._retries + 1 if method in _IDEMPOTENT else 1
+        stale_retry = method in _IDEMPOTENT and body_mode == 0
+        tried: list[_Target] = []
+
+        target: _Target | None = None
+        conn: _Upstream | None = None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                while True:
+                    target = self._pick(loop.time(), tried)
+                    target.in_flight += 1
+                    try:
+                        conn, reused = await target.acquire(
+                            loop, self._connect_timeout_s, self._idle_max_s
+                        )
+                    except _ConnectFailedError:
+                        target.in_flight -= 1
+                        self._failed(target, loop.time())
+                        target = None
+                        attempts -= 1
+                        if attempts <= 0:
+                            raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
+                        continue
+                    conn.begin(is_head)
+                    sent_at = time.perf_counter()
+                    assert conn.transport is not None
+                    conn.transport.write(
+                        method_line + target.prefix + target_path + target.version_host + tail
+                    )
+                    if body_mode:
+                        await self._send_body(request.content, conn, body_mode == 2)
+                    else:
+                        conn.request_complete = True
+                    if await conn.wait_head():
+                        break
+                    # Failed before any response. A pooled connection the upstream had just
+                    # closed is not the target's fault: one fresh connection may be tried.
+                    target.in_flight -= 1
+                    target.release(conn, False)
+                    conn = None
+                    if reused and stale_retry:
+                        stale_retry = False
+                        tried.append(target)
+                        target = None
+                        continue
+                    self._failed(target, loop.time())
+                    target = None
+                    raise GatewayError(ErrorType.UPSTREAM_FAILURE)
+        except TimeoutError:
+            if target is not None:
+                target.in_flight -= 1
+                self._failed(target, loop.time())
+            if conn is not None and target is not None:
+                target.release(conn, False)
+            raise GatewayError(ErrorType.UPSTREAM_TIMEOUT) from None
+        except BaseException:
+            if target is not None:
+                target.in_flight -= 1
+                target.probing = False
+                if conn is not None:
+                    target.release(conn, False)
+            raise
+
+        assert target is not None and conn is not None
+        # perf_counter: uvloop's loop.time() only ticks in whole milliseconds.
+        ctx.integration_latency_s = time.perf_counter() - sent_at
+        self._succeeded(target)
+        try:
+            return await self._respond(ctx, conn, target)
+        finally:
+            target.in_flight -= 1
+
+    # -- request side -------------------------------------------------------------------------
+
+    def _render(self, ctx: RequestContext) -> bytes:
+        """Request target below the target's base path, with the client's query appended."""
+        if not self._literals:
+            path = ctx.path
+        elif not self._pieces:
+            path = self._literals[0]
+        else:
+            params = ctx.params
+            parts = [self._literals[0]]
+            try:
+                for name, literal in self._pieces:
+                    parts.append(params[name])
+                    parts.append(literal)
+            except KeyError as exc:
+                raise GatewayError(
+                    ErrorType.INTEGRATION_FAILURE, f"missing path parameter {exc}"
+                ) from None
+            path = "".join(parts)
+        raw = ctx.request.raw_path
+        q = raw.find("?")
+        if q >= 0 and q + 1 < len(raw):
+            path = path + ("&" if self._template_query else "?") + raw[q + 1 :]
+        target = path.encode("utf-8", "surrogateescape")
+        if _UNSAFE_TARGET.search(target) is not None:
+            target = _UNSAFE_TARGET.sub(_escape_target, target)
+        return target
+
+    def _head_tail(self, ctx: RequestContext) -> tuple[bytes, int]:
+        """Header lines after Host through the blank line; body mode 0 none, 1 length, 2 chunked."""
+        request = ctx.request
+        connection = request.headers.get("Connection")
+        named = _connection_tokens(connection.encode("latin-1")) if connection else None
+        out: list[bytes] = []
+        append = out.append
+        forwarded_for: bytes | None = None
+        client_host: bytes | None = None
+        body_mode = 0
+        for name, value in request.raw_headers:
+            lname = name.lower()
+            if lname in _REQUEST_REWRITTEN:
+                if lname == b"x-forwarded-for":
+                    forwarded_for = (
+                        value if forwarded_for is None else forwarded_for + b", " + value
+                    )
+                elif lname == b"host":
+                    client_host = value
+                elif lname == b"transfer-encoding":
+                    body_mode = 2
+                continue
+            if lname == b"content-length":
+                if body_mode == 0:
+                    body_mode = 1
+            elif named is not None and lname in named:
+                continue
+            append(b"\r\n")
+            append(name)
+            append(b": ")
+            append(value)
+        ip = ctx.client_ip.encode("ascii", "replace")
+        append(b"\r\nX-Forwarded-For: ")
+        append(ip if forwarded_for is None else forwarded_for + b", " + ip)
+        append(_PROTO_HTTPS if request.scheme == "https" else _PROTO_HTTP)
+        if client_host is not None:
+            append(b"\r\nX-Forwarded-Host: ")
+            append(client_host)
+        append(b"\r\nx-request-id: ")
+        append(ctx.request_id.encode("ascii", "replace"))
+        if body_mode == 2:
+            append(b"\r\nTransfer-Encoding: chunked")
+        append(b"\r\n\r\n")
+        return b"".join(out), body_mode
+
+    @staticmethod
+    async def _send_body(content: StreamReader, conn: _Upstream, chunked: bool) -> None:
+        transport = conn.transport
+        assert transport is not None
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            if conn.closed or conn.done:
+                # The upstream answered or went away mid-upload; the rest has nowhere to go.
+                return
+            if chunked:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                transport.write(chunk)
+            if conn.write_paused:
+                await conn.drain()
+        if conn.closed:
+            return
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+        conn.request_complete = True
+
+    # -- response side ------------------------------------------------------------------------
+
+    async def _respond(
+        self, ctx: RequestContext, conn: _Upstream, target: _Target
+    ) -> web.StreamResponse:
+        reason = conn.reason.decode("latin-1") if conn.reason.isascii() else None
+        resp = web.StreamResponse(status=conn.status, reason=reason or None)
+        headers = resp.headers
+        drop = conn.drop
+        for name, lname, value in conn.headers:
+            if lname in _HOP_BY_HOP or lname in drop:
+                continue
+            headers.add(name.decode("latin-1"), value.decode("utf-8", "replace"))
+        ctx.apply_response_headers(resp)
+        released = False
+        try:
+            await resp.prepare(ctx.request)
+            idle = self._body_idle_s
+            write = resp.write
+            while True:
+                try:
+                    chunk = await conn.read(idle)
+                except _UpstreamBrokenError:
+                    # Headers are out: the only honest signal left is to cut the client off.
+                    self._failed(target, conn.loop.time())
+                    transport = ctx.request.transport
+                    if transport is not None:
+                        transport.abort()
+                    return resp
+                if not chunk:
+                    break
+                await write(chunk)
+            target.release(conn, conn.reusable())
+            released = True
+        except ConnectionError:
+            pass  # the client went away; the upstream connection is dropped below
+        finally:
+            if not released:
+                target.release(conn, False)
+        return resp
+
+    # -- balancing and passive health -----------------------------------------------------------
+
+    def _available(self, target: _Target, now: float) -> bool:
+        return target.failures < self._threshold or (
+            now >= target.ejected_until and not target.probing
+        )
+
+    def _pick(self, now: float, tried: list[_Target]) -> _Target:
+        target = self._single
+        if target is None:
+            target = self._choose(now, tried)
+            if target is None and tried:
+                target = self._choose(now, ())
+            if target is None:
+                # Everything is ejected: trying the longest-ejected target beats failing untried.
+                target = min(self._targets, key=lambda t: t.ejected_at)
+        if target.failures >= self._threshold and now >= target.ejected_until:
+            target.probing = True  # half-open: this request is the probe
+        return target
+
+    def _choose(self, now: float, tried: Sequence[_Target]) -> _Target | None:
+        targets = self._targets
+        n = len(targets)
+        if self._balance == "weighted":
+            total = 0
+            best: _Target | None = None
+            for t in targets:
+                if t in tried or not self._available(t, now):
+                    continue
+                t.current_weight += t.weight
+                total += t.weight
+                if best is None or t.current_weight > best.current_weight:
+                    best = t
+            if best is not None:
+                best.current_weight -= total
+            return best
+        start = self._rr
+        if self._balance == "least_request":
+            self._rr = (start + 1) % n
+            best = None
+            for i in range(n):
+                t = targets[(start + i) % n]
+                if t in tried or not self._available(t, now):
+                    continue
+                if best is None or t.in_flight < best.in_flight:
+                    best = t
+            return best
+        for i in range(n):
+            t = targets[(start + i) % n]
+            if t not in tried and self._available(t, now):
+                self._rr = (start + i + 1) % n
+                return t
+        return None
+
+    def _failed(self, target: _Target, now: float) -> None:
+        target.failures += 1
+        target.probing = False
+        if target.failures >= self._threshold:
+            target.ejected_at = now
+            target.ejected_until = now + self._cooldown_s
+
+    @staticmethod
+    def _succeeded(target: _Target) -> None:
+        target.failures = 0
+        target.probing = False

@@ -1,0 +1,417 @@
+"""Config model → immutable Runtime: one native router, and for each route its compiled pipelines.
+
+Everything a request needs is decided here, once: stage variables are substituted, integrations
+and their connection pools are created, and routes an API does not define fall to a synthetic
+`$default` that answers with that API's own not-found response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pygw._native import Router, Throttle
+from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
+from pygw.context import RequestContext
+from pygw.errors import ErrorType, GatewayError, Style
+from pygw.integrations.http_proxy import HttpProxyIntegration
+from pygw.integrations.mock import Faults, Latency, MockIntegration
+from pygw.observe.metrics import Metrics, RouteMetrics
+from pygw.pipeline import Integration, Pipeline, Stage
+from pygw.stages.throttle import ThrottleStage
+
+_STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_.\-]+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """A route as one stage (or its canary) serves it."""
+
+    stage_variables: dict[str, str]
+    pipeline: Pipeline
+    canary: bool
+
+
+@dataclass(slots=True)
+class CompiledRoute:
+    route_id: int
+    api: str
+    stage: str
+    key: str
+    style: Style
+    hosts: tuple[str | None, ...]
+    path_prefix: str
+    primary: Variant
+    canary_variant: Variant | None
+    canary_percent: float
+    metrics: RouteMetrics
+    overhead: Any
+    integration_kind: str
+    synthetic: bool = False
+    request_id_header: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.request_id_header = (
+            "x-amzn-RequestId" if self.style is Style.REST else "apigw-requestid"
+        )
+
+    def pick_variant(self) -> Variant:
+        canary = self.canary_variant
+        if canary is not None and random.random() * 100.0 < self.canary_percent:
+            return canary
+        return self.primary
+
+
+class _NotFound:
+    """The answer for paths under an API that none of its routes match, in that API's style."""
+
+    def __init__(self, style: Style) -> None:
+        self._error = (
+            ErrorType.MISSING_AUTHENTICATION_TOKEN
+            if style is Style.REST
+            else ErrorType.RESOURCE_NOT_FOUND
+        )
+
+    async def __call__(self, ctx: RequestContext) -> Any:
+        raise GatewayError(self._error)
+
+    async def close(self) -> None:
+        return None
+
+
+class Runtime:
+    def __init__(self, loaded: LoadedConfig, router: Router, routes: list[CompiledRoute]) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.router = router
+        self.routes = routes
+        self.in_flight = 0
+
+    def summary(self) -> str:
+        apis = len(self.config.apis)
+        served = sum(1 for route in self.routes if not route.synthetic)
+        return f"{apis} api(s), {served} route(s)"
+
+    def route_table(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for route_id in self.router.precedence_order():
+            route = self.routes[route_id]
+            for host in route.hosts:
+                rows.append(
+                    {
+                        "host": host,
+                        "path_prefix": route.path_prefix,
+                        "route": route.key + (" (implicit)" if route.synthetic else ""),
+                        "api": route.api,
+                        "stage": route.stage,
+                        "style": route.style.value,
+                        "integration": route.integration_kind,
+                        "canary_percent": route.canary_percent,
+                    }
+                )
+        # A route listed under several hosts appears once per host; keep precedence order stable.
+        seen: set[tuple[Any, ...]] = set()
+        unique = []
+        for row in rows:
+            marker = (row["host"], row["path_prefix"], row["route"], row["api"], row["stage"])
+            if marker not in seen:
+                seen.add(marker)
+                unique.append(row)
+        return unique
+
+    def integrations(self) -> list[Integration]:
+        found: list[Integration] = []
+        for route in self.routes:
+            found.append(route.primary.pipeline.integration)
+            if route.canary_variant is not None:
+                found.append(route.canary_variant.pipeline.integration)
+        return found
+
+    async def close(self) -> None:
+        await asyncio.gather(*(integration.close() for integration in self.integrations()))
+
+    async def close_when_idle(self, poll_s: float = 0.05, give_up_s: float = 600.0) -> None:
+        """A retired snapshot keeps its pools until the requests that started on it finish."""
+        waited = 0.0
+        while self.in_flight > 0 and waited < give_up_s:
+            await asyncio.sleep(poll_s)
+            waited += poll_s
+        await self.close()
+
+
+class _Compiler:
+    def __init__(self, loaded: LoadedConfig, metrics: Metrics) -> None:
+        self.loaded = loaded
+        self.metrics = metrics
+        self.issues: list[ConfigIssue] = []
+        self.routes: list[CompiledRoute] = []
+        self.entries: list[tuple[str | None, str, str, int]] = []
+        self.mounts: dict[tuple[str | None, str], str] = {}
+        # Buckets live in this snapshot: a reload starts every bucket full again.
+        self.throttle = Throttle()
+        account = loaded.config.throttle
+        self.account_bucket = self.throttle.add_bucket(account.rate, account.burst)
+
+    def issue(self, path: str, message: str, fix: str) -> None:
+        self.issues.append(ConfigIssue(str(self.loaded.path), path, message, fix))
+
+    def compile(self) -> Runtime:
+        for index, api in enumerate(self.loaded.config.apis):
+            self._api(index, api)
+        if self.issues:
+            raise ConfigError(self.issues)
+        try:
+            router = Router(self.entries)
+        except ValueError as conflict:
+            self.issue("apis", str(conflict), "make the routes distinguishable or remove one")
+            raise ConfigError(self.issues) from None
+        return Runtime(self.loaded, router, self.routes)
+
+    def _api(self, index: int, api: Any) -> None:
+        where = f"apis[{index}]"
+        style = Style(api.type)
+        if style is Style.WEBSOCKET:
+            self.issue(
+                f"{where}.type",
+                "websocket APIs are not available in this version",
+                "use type: http or type: rest",
+            )
+            return
+        self._refuse_unbuilt(where, api)
+        base_path = (api.base_path or "").rstrip("/")
+        hosts: tuple[str | None, ...] = tuple(api.hosts) if api.hosts else (None,)
+        overhead = self.metrics.overhead.labels(style.value)
+        for stage_index, stage in enumerate(api.stages):
+            prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
+            for host in hosts:
+                other = self.mounts.get((host, prefix))
+                if other is not None:
+                    self.issue(
+                        f"{where}.stages[{stage_index}]",
+                        f"api {api.name!r} and api {other!r} both serve host {host or '*'} "
+                        f"under {prefix or '/'}",
+                        "give one of them a different base_path, stage or hosts",
+                    )
+                    return
+                self.mounts[(host, prefix)] = api.name
+            variables = dict(stage.variables or {})
+            stage_buckets = [self.account_bucket]
+            if stage.throttle is not None:
+                stage_buckets.append(
+                    self.throttle.add_bucket(stage.throttle.rate, stage.throttle.burst)
+                )
+            canary = stage.canary
+            canary_variables = {**variables, **dict(canary.variables or {})} if canary else None
+            route_items: Mapping[str, Any] = api.routes
+            for key, route in route_items.items():
+                route_where = f"{where}.routes.{key}"
+                buckets = list(stage_buckets)
+                if route.throttle is not None:
+                    buckets.append(
+                        self.throttle.add_bucket(route.throttle.rate, route.throttle.burst)
+                    )
+                throttle_stage = ThrottleStage(self.throttle, buckets)
+                primary = self._variant(
+                    route_where, stage.name, route, variables, False, throttle_stage
+                )
+                secondary = (
+                    self._variant(
+                        route_where, stage.name, route, canary_variables, True, throttle_stage
+                    )
+                    if canary_variables is not None
+                    else None
+                )
+                if primary is None:
+                    continue
+                self._add(
+                    api,
+                    style,
+                    stage.name,
+                    key,
+                    hosts,
+                    prefix,
+                    primary,
+                    secondary,
+                    float(canary.percent) if canary else 0.0,
+                    overhead,
+                    route.integration.type,
+                    synthetic=False,
+                )
+            if "$default" not in route_items:
+                fallback = Variant(variables, Pipeline((), _NotFound(style)), False)
+                self._add(
+                    api,
+                    style,
+                    stage.name,
+                    "$default",
+                    hosts,
+                    prefix,
+                    fallback,
+                    None,
+                    0.0,
+                    overhead,
+                    "not_found",
+                    synthetic=True,
+                )
+
+    def _add(
+        self,
+        api: Any,
+        style: Style,
+        stage: str,
+        key: str,
+        hosts: tuple[str | None, ...],
+        prefix: str,
+        primary: Variant,
+        canary: Variant | None,
+        canary_percent: float,
+        overhead: Any,
+        kind: str,
+        synthetic: bool,
+    ) -> None:
+        route_id = len(self.routes)
+        self.routes.append(
+            CompiledRoute(
+                route_id=route_id,
+                api=api.name,
+                stage=stage,
+                key=key,
+                style=style,
+                hosts=hosts,
+                path_prefix=prefix,
+                primary=primary,
+                canary_variant=canary,
+                canary_percent=canary_percent,
+                metrics=self.metrics.route(api.name, stage, key, style.value),
+                overhead=overhead,
+                integration_kind=kind,
+                synthetic=synthetic,
+            )
+        )
+        for host in hosts:
+            self.entries.append((host, prefix, key, route_id))
+
+    def _refuse_unbuilt(self, where: str, api: Any) -> None:
+        """Keys the model accepts whose stages are not in this version are refused, not ignored."""
+        for name in (
+            "authorizers",
+            "api_keys",
+            "usage_plans",
+            "cache",
+            "models",
+            "cors",
+            "resource_policy",
+        ):
+            if getattr(api, name, None):
+                self.issue(
+                    f"{where}.{name}",
+                    f"{name} is not available in this version",
+                    f"remove {name} from this api",
+                )
+        for key, route in api.routes.items():
+            for name in (
+                "authorizer",
+                "scopes",
+                "cache",
+                "api_key_required",
+                "validation",
+                "templates",
+                "mapping",
+            ):
+                if getattr(route, name, None):
+                    self.issue(
+                        f"{where}.routes.{key}.{name}",
+                        f"{name} is not available in this version",
+                        f"remove {name} from this route",
+                    )
+
+    def _variant(
+        self,
+        where: str,
+        stage: str,
+        route: Any,
+        variables: dict[str, str],
+        canary: bool,
+        throttle_stage: ThrottleStage,
+    ) -> Variant | None:
+        integration = self._integration(f"{where}.integration", stage, route.integration, variables)
+        if integration is None:
+            return None
+        stages: tuple[Stage, ...] = (throttle_stage,)
+        return Variant(variables, Pipeline(stages, integration), canary)
+
+    def _substitute(self, where: str, stage: str, text: str, variables: dict[str, str]) -> str:
+        def replace(found: re.Match[str]) -> str:
+            name = found.group(1)
+            if name not in variables:
+                self.issue(
+                    where,
+                    f"stage {stage!r} has no variable {name!r}",
+                    f"add {name} to the stage's variables",
+                )
+                return ""
+            return variables[name]
+
+        return _STAGE_VARIABLE.sub(replace, text)
+
+    def _integration(
+        self, where: str, stage: str, spec: Any, variables: dict[str, str]
+    ) -> Integration | None:
+        kind = spec.type
+        if kind == "mock":
+            return _mock(spec)
+        if kind == "http_proxy":
+            uri = self._substitute(f"{where}.uri", stage, spec.uri, variables) if spec.uri else None
+            targets: Sequence[tuple[str, int]] = [
+                (self._substitute(f"{where}.targets", stage, target.url, variables), target.weight)
+                for target in (spec.targets or [])
+            ]
+            try:
+                return HttpProxyIntegration(
+                    uri=uri,
+                    targets=targets,
+                    balance=spec.balance,
+                    timeout_ms=spec.timeout_ms,
+                    connect_timeout_ms=spec.connect_timeout_ms,
+                    max_connections=spec.max_connections,
+                    retries=spec.retries,
+                    failure_threshold=spec.health.failures,
+                    cooldown_s=spec.health.cooldown_s,
+                )
+            except ValueError as bad:
+                self.issue(f"{where}.uri", str(bad), "use only the route's path parameters")
+                return None
+        self.issue(
+            f"{where}.type",
+            f"integration type {kind!r} is not available in this version",
+            "use http_proxy or mock",
+        )
+        return None
+
+
+def _mock(spec: Any) -> MockIntegration:
+    headers = dict(spec.headers or {})
+    payload, content_type = spec.encoded_body()
+    if content_type is not None and not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = content_type
+    latency = None
+    if spec.latency_ms is not None:
+        latency = Latency(
+            fixed_ms=getattr(spec.latency_ms, "fixed", None),
+            p50_ms=getattr(spec.latency_ms, "p50", None),
+            p99_ms=getattr(spec.latency_ms, "p99", None),
+        )
+    faults = None
+    if spec.faults is not None:
+        faults = Faults(rate=spec.faults.rate, status=spec.faults.status, reset=spec.faults.reset)
+    return MockIntegration(
+        status=spec.status, headers=headers, body=payload, latency=latency, faults=faults
+    )
+
+
+def compile_runtime(loaded: LoadedConfig, metrics: Metrics) -> Runtime:
+    return _Compiler(loaded, metrics).compile()

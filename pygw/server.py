@@ -1,0 +1,213 @@
+"""Listeners, signals, graceful drain and reload around the Dispatcher.
+
+Protocol-level limits live here: header size (via aiohttp's parser), a header read deadline
+(aiohttp has none, so slow-header clients would otherwise hold connections forever) and the idle
+timeout between keep-alive requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from pygw.admin import AdminServer
+from pygw.config.load import ConfigError, load_config
+from pygw.dispatch import Dispatcher
+from pygw.observe.access_log import AccessLog
+from pygw.observe.metrics import Metrics
+from pygw.runtime import Runtime, compile_runtime
+
+log = logging.getLogger("pygw")
+
+
+class _HeaderDeadlineHandler(RequestHandler):
+    """Closes a connection whose request headers take longer than `header_timeout_s` to arrive."""
+
+    __slots__ = ("_header_deadline", "_header_timeout_s", "_open_payload")
+
+    def __init__(self, manager: web.Server, *, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout_s = header_timeout_s
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._open_payload: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        parsed_before = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed_before:
+            self._disarm()
+            self._open_payload = self._messages[-1][1] if self._messages else None
+        elif data and self._header_deadline is None and not self._reading_body():
+            self._arm()
+
+    def _reading_body(self) -> bool:
+        payload = self._open_payload
+        return payload is not None and not payload.is_eof()
+
+    def _arm(self) -> None:
+        self._header_deadline = self._loop.call_later(self._header_timeout_s, self._expire)
+
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _expire(self) -> None:
+        self._header_deadline = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _GatewayServer(web.Server):
+    def __init__(
+        self, handler: Callable[..., Any], *, header_timeout_s: float, **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._header_timeout_s = header_timeout_s
+
+    def __call__(self) -> RequestHandler:
+        return _HeaderDeadlineHandler(
+            self, header_timeout_s=self._header_timeout_s, loop=self._loop, **self._kwargs
+        )
+
+
+def parse_listen(listen: str) -> tuple[str, int] | str:
+    """`HOST:PORT` → (host, port); `unix:/path` → the socket path."""
+    if listen.startswith("unix:"):
+        return listen[len("unix:") :]
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Gateway:
+    """The running gateway: one config path, one live Runtime, swapped atomically on reload."""
+
+    def __init__(self, config_path: Path, listen: str | None = None) -> None:
+        self.config_path = config_path
+        self._listen_override = listen
+        self.metrics = Metrics()
+        self._dispatcher: Dispatcher | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._web_server: _GatewayServer | None = None
+        self._admin: AdminServer | None = None
+        self._access_log: AccessLog | None = None
+        self._stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.bound: tuple[str, int] | str | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._dispatcher is None:
+            raise RuntimeError("gateway not started")
+        return self._dispatcher.runtime
+
+    async def start(self) -> None:
+        loaded = load_config(self.config_path)
+        runtime = compile_runtime(loaded, self.metrics)
+        config = loaded.config
+        limits = config.server.limits
+        if config.access_log is not None:
+            self._access_log = AccessLog(config.access_log.path)
+        self._dispatcher = Dispatcher(
+            runtime, self._access_log, limits.max_body_bytes, limits.max_header_bytes
+        )
+        self._web_server = _GatewayServer(
+            self._dispatcher,
+            header_timeout_s=limits.header_timeout_s,
+            keepalive_timeout=limits.idle_timeout_s,
+            max_field_size=limits.max_header_bytes,
+            max_line_size=limits.max_header_bytes,
+            access_log=None,
+            handler_cancellation=True,
+        )
+        loop = asyncio.get_running_loop()
+        listen = parse_listen(self._listen_override or config.server.listen)
+        if isinstance(listen, str):
+            self._server = await loop.create_unix_server(self._web_server, listen)
+            self.bound = listen
+            shown = f"unix:{listen}"
+        else:
+            host, port = listen
+            self._server = await loop.create_server(
+                self._web_server, host, port, reuse_port=config.server.workers > 1, backlog=1024
+            )
+            sock: socket.socket = self._server.sockets[0]
+            self.bound = (host, sock.getsockname()[1])
+            shown = f"http://{host}:{self.bound[1]}"
+        self._admin = AdminServer(self, config.admin.listen, config.admin.token)
+        admin_shown = await self._admin.start()
+        print(f"pygw listening on {shown} (admin {admin_shown})", flush=True)
+
+    async def reload(self) -> tuple[bool, str]:
+        """Compile the config anew and swap it in; on any error the old snapshot keeps serving."""
+        async with self._reload_lock:
+            try:
+                loaded = load_config(self.config_path)
+                fresh = compile_runtime(loaded, self.metrics)
+            except ConfigError as failure:
+                self.metrics.config_reloads.labels("error").inc()
+                log.error("reload refused, still serving the previous config:\n%s", failure)
+                return False, str(failure)
+            dispatcher = self._dispatcher
+            if dispatcher is None:
+                raise RuntimeError("gateway not started")
+            retired = dispatcher.runtime
+            dispatcher.runtime = fresh
+            self.metrics.config_reloads.labels("ok").inc()
+            log.info("config reloaded: %s", fresh.summary())
+            asyncio.get_running_loop().create_task(retired.close_when_idle())
+            return True, fresh.summary()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def serve_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        await self._stopping.wait()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Refuse new connections, let requests in flight finish (up to drain_timeout_s)."""
+        dispatcher = self._dispatcher
+        timeout = dispatcher.runtime.config.server.drain_timeout_s if dispatcher else 10.0
+        if self._server is not None:
+            self._server.close()
+        if self._web_server is not None:
+            await self._web_server.shutdown(timeout)
+        if self._admin is not None:
+            await self._admin.stop()
+        if dispatcher is not None:
+            await dispatcher.runtime.close()
+        if self._access_log is not None:
+            self._access_log.close()
+        log.info("pygw stopped")
+
+
+async def run_gateway(config_path: Path, listen: str | None = None) -> int:
+    gateway = Gateway(config_path, listen)
+    try:
+        await gateway.start()
+    except ConfigError as failure:
+        print(str(failure), flush=True)
+        return 1
+    await gateway.serve_until_stopped()
+    return 0

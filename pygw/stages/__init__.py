@@ -1,0 +1,1 @@
+"""One module per pipeline stage; a route gets only the stages its config uses."""

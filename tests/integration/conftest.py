@@ -1,0 +1,250 @@
+"""Real HTTP servers on 127.0.0.1 for integration tests: upstreams, and a tiny gateway front end.
+
+`start_upstream()` runs an aiohttp low-level server whose default handler echoes what it received
+(method, raw path, raw headers, body size) and offers a few behaviours selected by path:
+`/slow?ms=N` answers after N ms, `/big?size=N` streams N bytes, `/sink` consumes the body as a
+stream and reports its length and digest, `/drop?after=N` sends N bytes of a longer body then
+resets, `/stall?after=N` sends N bytes then goes silent, `/hop` answers with hop-by-hop headers.
+
+`start_gateway(integration)` serves `integration` behind an aiohttp low-level server whose handler
+builds a RequestContext and turns a GatewayError into the HTTP-style gateway response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+import pytest
+from aiohttp import ClientSession, ClientTimeout, web
+
+from pygw.context import RequestContext
+from pygw.errors import GatewayError, Style, gateway_response
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+_ZEROS = bytes(64 * 1024)
+
+
+@dataclass
+class Upstream:
+    url: str
+    port: int
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    peers: list[tuple[str, int]] = field(default_factory=list)  # one per request
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    @property
+    def connections(self) -> int:
+        return len(set(self.peers))
+
+
+def _query_int(request: web.BaseRequest, name: str, default: int) -> int:
+    value = request.rel_url.query.get(name)
+    return int(value) if value is not None else default
+
+
+async def echo_behaviour(request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
+    path = request.path
+    if path.startswith("/slow"):
+        await asyncio.sleep(_query_int(request, "ms", 1000) / 1000)
+    elif path.startswith("/big"):
+        size = _query_int(request, "size", 1024 * 1024)
+        resp = web.StreamResponse()
+        if request.rel_url.query.get("chunked") is None:
+            resp.content_length = size
+        resp.content_type = "application/octet-stream"
+        await resp.prepare(request)
+        remaining = size
+        while remaining > 0:
+            piece = _ZEROS if remaining >= len(_ZEROS) else _ZEROS[:remaining]
+            await resp.write(piece)
+            remaining -= len(piece)
+        await resp.write_eof()
+        return resp
+    elif path.startswith("/sink"):
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            size += len(chunk)
+        return web.json_response(
+            {
+                "size": size,
+                "sha256": digest.hexdigest(),
+                "content_length": request.headers.get("Content-Length"),
+                "transfer_encoding": request.headers.get("Transfer-Encoding"),
+            }
+        )
+    elif path.startswith(("/drop", "/stall")):
+        after = _query_int(request, "after", 65536)
+        resp = web.StreamResponse()
+        resp.content_length = after * 4
+        await resp.prepare(request)
+        await resp.write(bytes(after))
+        if path.startswith("/drop"):
+            await asyncio.sleep(0.05)
+            transport = request.transport
+            assert transport is not None
+            transport.abort()
+        else:
+            await asyncio.sleep(5)
+        return resp
+    elif path.startswith("/hop"):
+        return web.Response(
+            text="hop",
+            headers={
+                "Connection": "keep-alive, X-Up-Drop",
+                "X-Up-Drop": "1",
+                "Keep-Alive": "timeout=5",
+                "Proxy-Authenticate": "Basic",
+                "Trailer": "X-Checksum",
+                "Upgrade": "h2c",
+                "X-Up-Keep": "1",
+            },
+        )
+    body = await request.read()
+    payload = {
+        "method": request.method,
+        "raw_path": request.raw_path,
+        "headers": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers],
+        "body_size": len(body),
+        "port": upstream.port,
+    }
+    return web.Response(
+        body=orjson.dumps(payload),
+        content_type="application/json",
+        headers={"X-Upstream-Port": str(upstream.port)},
+    )
+
+
+class StartUpstream(Protocol):
+    def __call__(
+        self,
+        behaviour: Callable[[web.BaseRequest, Upstream], Awaitable[web.StreamResponse]] = ...,
+        port: int = ...,
+    ) -> Awaitable[Upstream]: ...
+
+
+@pytest.fixture
+async def start_upstream() -> AsyncIterator[StartUpstream]:
+    runners: list[web.BaseRunner] = []
+
+    async def start(
+        behaviour: Callable[
+            [web.BaseRequest, Upstream], Awaitable[web.StreamResponse]
+        ] = echo_behaviour,
+        port: int = 0,
+    ) -> Upstream:
+        upstream = Upstream(url="", port=port)
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            upstream.peers.append(tuple(peer) if peer else ("?", 0))
+            upstream.in_flight += 1
+            upstream.max_in_flight = max(upstream.max_in_flight, upstream.in_flight)
+            try:
+                response = await behaviour(request, upstream)
+            finally:
+                upstream.in_flight -= 1
+            upstream.requests.append({"method": request.method, "raw_path": request.raw_path})
+            return response
+
+        runner = web.ServerRunner(
+            web.Server(handle, handler_cancellation=True), shutdown_timeout=0.2
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        runners.append(runner)
+        bound = runner.addresses[0][1]
+        upstream.port = bound
+        upstream.url = f"http://127.0.0.1:{bound}"
+        return upstream
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+class Proxied(Protocol):
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Gateway:
+    url: str
+    contexts: list[RequestContext] = field(default_factory=list)
+
+
+class StartGateway(Protocol):
+    def __call__(
+        self,
+        integration: Proxied,
+        params: Callable[[str], dict[str, str]] | None = ...,
+    ) -> Awaitable[Gateway]: ...
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    runners: list[web.BaseRunner] = []
+    integrations: list[Proxied] = []
+    ids = itertools.count(1)
+
+    async def start(
+        integration: Proxied, params: Callable[[str], dict[str, str]] | None = None
+    ) -> Gateway:
+        gateway = Gateway(url="")
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            request_id = f"req-{next(ids)}"
+            path = request.raw_path.partition("?")[0]
+            ctx = RequestContext(
+                request=request,
+                request_id=request_id,
+                path=path,
+                params=params(path) if params is not None else {},
+                stage_variables={},
+                client_ip=request.remote or "",
+                received_at=asyncio.get_running_loop().time(),
+                response_headers={"apigw-requestid": request_id, "x-request-id": request_id},
+            )
+            gateway.contexts.append(ctx)
+            try:
+                return await integration(ctx)
+            except GatewayError as err:
+                found = gateway_response(err.error, Style.HTTP)
+                resp = web.Response(
+                    status=found.status, body=found.body(), content_type="application/json"
+                )
+                ctx.apply_response_headers(resp)
+                return resp
+
+        runner = web.ServerRunner(web.Server(handle), shutdown_timeout=0.2)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        integrations.append(integration)
+        gateway.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return gateway
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+    for integration in integrations:
+        await integration.close()
+    await asyncio.sleep(0)  # let closed transports report connection_lost
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[ClientSession]:
+    async with ClientSession(auto_decompress=False, timeout=ClientTimeout(total=20)) as session:
+        yield session
