@@ -1,11 +1,13 @@
 //! Route trie with API Gateway precedence.
 //!
-//! Layout: Host -> a trie of static prefix segments (base path + stage) -> at each mounted prefix
-//! a route trie. Routes of every prefix that matches the request compete on one rank:
-//! the kinds of their segments (prefix segments count as static) compared left to right, static
-//! before `{param}` before `{param+}`, then a method-specific route before `ANY`, then the longer
-//! prefix. A prefix's `$default` is used only when no route of any prefix matched, the `$default`
-//! of the longest matching prefix first.
+//! Layout: Host -> a trie of static prefix segments (base path + stage), the mounts -> at each
+//! mount a route trie. Like base-path mappings on a custom domain, the mount is chosen before the
+//! route: the deepest mount whose segments lead the request path decides, so that another API's
+//! root-level `ANY /{proxy+}` never catches a request under `/shop/v1/...`. Within that mount the
+//! kinds of the route segments are compared left to right, static before `{param}` before
+//! `{param+}`, then a method-specific route beats `ANY`; when none of its routes matches, the
+//! mount's `$default` answers. Only a mount with neither a matching route nor a `$default` hands
+//! the request to the next shorter mount.
 //!
 //! Within one route trie a depth-first search that tries static, then param, then greedy
 //! children finds the best route of that trie first, and each trie node is visited at most once
@@ -13,7 +15,6 @@
 //! sit in hash maps with a randomly seeded hasher because the segments come from attackers.
 
 use std::borrow::Cow;
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -166,10 +167,6 @@ struct Route {
 }
 
 impl Route {
-    fn kinds(&self) -> impl Iterator<Item = Kind> + '_ {
-        self.pattern.iter().flatten().map(Segment::kind)
-    }
-
     fn describe(&self) -> String {
         format!("\"{}\" (id {})", self.key, self.id)
     }
@@ -180,16 +177,6 @@ enum Segment {
     Static(String),
     Param(String),
     Greedy(String),
-}
-
-impl Segment {
-    fn kind(&self) -> Kind {
-        match self {
-            Segment::Static(_) => Kind::Static,
-            Segment::Param(_) => Kind::Param,
-            Segment::Greedy(_) => Kind::Greedy,
-        }
-    }
 }
 
 enum ParsedKey {
@@ -500,20 +487,21 @@ impl RouterBuilder {
     }
 }
 
-/// Display order for `pygw routes`: hosts (exact, then wildcards longest first, then any host),
-/// then within a host the lookup rank, `$default`s last (longest prefix first). Ties that lookup
-/// never has to break (routes that cannot match the same request) go by their text, so the
-/// order does not depend on the order of the config file.
+/// Display order for `pygw routes`, which is the order lookup tries entries in: hosts (exact,
+/// then wildcards longest first, then any host), then within a host the mounts deepest first,
+/// then within a mount the route rank and the mount's `$default` last. Ties that lookup never has
+/// to break (mounts of one depth, routes that cannot match the same request) go by their text,
+/// so the order does not depend on the order of the config file.
 fn precedence(routes: &[Route]) -> Vec<u32> {
     #[derive(PartialEq, Eq, PartialOrd, Ord)]
     struct SortKey<'a> {
         host: (u8, isize, &'a str),
+        deeper_mount_first: isize,
+        prefix: &'a [String],
         is_default: bool,
-        /// Prefix and route segments; empty for `$default`.
+        /// Route segments; empty for `$default`.
         elements: Vec<(Kind, &'a str)>,
         is_any: bool,
-        longer_prefix_first: isize,
-        prefix: &'a [String],
         method: usize,
         index: usize,
     }
@@ -526,26 +514,23 @@ fn precedence(routes: &[Route]) -> Vec<u32> {
                 HostKey::Wildcard(s) => (1, -(s.len() as isize), s.as_str()),
                 HostKey::Any => (2, 0, ""),
             };
-            let elements = match &r.pattern {
-                None => Vec::new(),
-                Some(pattern) => r
-                    .prefix_segments
-                    .iter()
-                    .map(|s| (Kind::Static, s.as_str()))
-                    .chain(pattern.iter().map(|s| match s {
-                        Segment::Static(v) => (Kind::Static, v.as_str()),
-                        Segment::Param(_) => (Kind::Param, ""),
-                        Segment::Greedy(_) => (Kind::Greedy, ""),
-                    }))
-                    .collect(),
-            };
+            let elements = r
+                .pattern
+                .iter()
+                .flatten()
+                .map(|s| match s {
+                    Segment::Static(v) => (Kind::Static, v.as_str()),
+                    Segment::Param(_) => (Kind::Param, ""),
+                    Segment::Greedy(_) => (Kind::Greedy, ""),
+                })
+                .collect();
             SortKey {
                 host,
+                deeper_mount_first: -(r.prefix_segments.len() as isize),
+                prefix: &r.prefix_segments,
                 is_default: r.pattern.is_none(),
                 elements,
                 is_any: r.method.is_none(),
-                longer_prefix_first: -(r.prefix_segments.len() as isize),
-                prefix: &r.prefix_segments,
                 method: r.method.unwrap_or(METHODS.len()),
                 index,
             }
@@ -568,15 +553,6 @@ pub struct Router {
     any_host: Option<PrefixNode>,
     routes: Vec<Route>,
     order: Vec<u32>,
-}
-
-struct Candidate<'p> {
-    route: u32,
-    /// Number of prefix segments.
-    depth: usize,
-    /// Byte offset in the normalised path where the prefix ends.
-    prefix_end: usize,
-    captures: Vec<&'p str>,
 }
 
 impl Router {
@@ -613,24 +589,6 @@ impl Router {
         self.any_host.as_ref()
     }
 
-    fn rank_cmp(&self, a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
-        let (Some(ra), Some(rb)) = (
-            self.routes.get(a.route as usize),
-            self.routes.get(b.route as usize),
-        ) else {
-            return Ordering::Equal;
-        };
-        let ka = std::iter::repeat(Kind::Static)
-            .take(a.depth)
-            .chain(ra.kinds());
-        let kb = std::iter::repeat(Kind::Static)
-            .take(b.depth)
-            .chain(rb.kinds());
-        ka.cmp(kb)
-            .then(ra.method.is_none().cmp(&rb.method.is_none()))
-            .then(b.depth.cmp(&a.depth))
-    }
-
     /// Finds the route for a request. `path` is the raw path without the query string.
     pub fn lookup(&self, host: &str, method: &str, path: &str) -> Result<Option<Match>, PathError> {
         self.lookup_with(host, method, path, |m| m.to_match())
@@ -654,66 +612,14 @@ impl Router {
         // allocations until a match is built. Trailing slashes are ignored for matching.
         let trimmed = normalized.trim_end_matches('/');
         let body = trimmed.strip_prefix('/').unwrap_or(trimmed);
-        let mut rest = Some(body).filter(|b| !b.is_empty());
+        let rest = Some(body).filter(|b| !b.is_empty());
 
-        let mut best: Option<Candidate<'_>> = None;
-        let mut default: Option<(u32, usize)> = None;
         let mut captures = Vec::new();
-        let mut pnode = tree;
-        let mut depth = 0;
-        loop {
-            if let Some(table) = &pnode.table {
-                let prefix_end = match rest {
-                    Some(r) => body.len() - r.len(),
-                    None => body.len() + 1,
-                };
-                // A double slash right after the prefix is dropped.
-                let route_rest = rest
-                    .map(|r| r.trim_start_matches('/'))
-                    .filter(|r| !r.is_empty());
-                captures.clear();
-                if let Some(route) = find(&table.root, route_rest, method, &mut captures) {
-                    let cand = Candidate {
-                        route,
-                        depth,
-                        prefix_end,
-                        captures: std::mem::take(&mut captures),
-                    };
-                    // Prefixes come shortest first: on a tie the longer one wins.
-                    let better = match &best {
-                        None => true,
-                        Some(b) => self.rank_cmp(&cand, b) != Ordering::Greater,
-                    };
-                    if better {
-                        best = Some(cand);
-                    }
-                }
-                if let Some(d) = table.default {
-                    default = Some((d, prefix_end));
-                }
-            }
-            if pnode.children.is_empty() {
-                break;
-            }
-            let Some(r) = rest else {
-                break;
-            };
-            let (seg, tail) = split_first(r);
-            match pnode.children.get(seg) {
-                Some(child) => {
-                    pnode = child;
-                    rest = tail;
-                    depth += 1;
-                }
-                None => break,
-            }
-        }
-
-        let (route, prefix_end, captures) = match (best, default) {
-            (Some(c), _) => (c.route, c.prefix_end, c.captures),
-            (None, Some((d, prefix_end))) => (d, prefix_end, Vec::new()),
-            (None, None) => return Ok(None),
+        let Some((route, prefix_end)) = search(tree, body, rest, method, &mut captures) else {
+            return Ok(None);
         };
+        // Captures were pushed while the search unwound, innermost first.
+        captures.reverse();
         let Some(route) = self.routes.get(route as usize) else {
             return Ok(None);
         };
@@ -748,9 +654,47 @@ fn split_first(rest: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The deepest mount below `pnode` along `rest` that answers, and the byte offset in the
+/// normalised path where its prefix ends. Recursing instead of collecting the mounts on the way
+/// down keeps the lookup free of allocations, and the depth is bounded by the configured prefixes.
+fn search<'p>(
+    pnode: &PrefixNode,
+    body: &'p str,
+    rest: Option<&'p str>,
+    method: Option<usize>,
+    captures: &mut Vec<&'p str>,
+) -> Option<(u32, usize)> {
+    if !pnode.children.is_empty() {
+        if let Some(r) = rest {
+            let (seg, tail) = split_first(r);
+            if let Some(found) = pnode
+                .children
+                .get(seg)
+                .and_then(|child| search(child, body, tail, method, captures))
+            {
+                return Some(found);
+            }
+        }
+    }
+    let table = pnode.table.as_deref()?;
+    let prefix_end = match rest {
+        Some(r) => body.len() - r.len(),
+        None => body.len() + 1,
+    };
+    // A double slash right after the prefix is dropped.
+    let route_rest = rest
+        .map(|r| r.trim_start_matches('/'))
+        .filter(|r| !r.is_empty());
+    if let Some(route) = find(&table.root, route_rest, method, captures) {
+        return Some((route, prefix_end));
+    }
+    table.default.map(|d| (d, prefix_end))
+}
+
 /// Depth-first search in precedence order. `rest` is the unmatched part of the path (`None`
-/// when every segment is consumed); `captures` receives each parameter's value, a greedy one
-/// being all of `rest`.
+/// when every segment is consumed). On a match `captures` receives each parameter's value, a
+/// greedy one being all of `rest`, last parameter first: pushing only while unwinding from a
+/// match leaves it untouched (and unallocated) by the branches that fail.
 fn find<'p>(
     node: &Node,
     rest: Option<&'p str>,
@@ -763,18 +707,21 @@ fn find<'p>(
     let (seg, tail) = split_first(rest);
     if !seg.is_empty() {
         if !node.statics.is_empty() {
-            if let Some(child) = node.statics.get(seg) {
-                if let Some(r) = find(child, tail, method, captures) {
-                    return Some(r);
-                }
-            }
-        }
-        if let Some(child) = &node.param {
-            captures.push(seg);
-            if let Some(r) = find(child, tail, method, captures) {
+            if let Some(r) = node
+                .statics
+                .get(seg)
+                .and_then(|child| find(child, tail, method, captures))
+            {
                 return Some(r);
             }
-            captures.pop();
+        }
+        if let Some(r) = node
+            .param
+            .as_deref()
+            .and_then(|child| find(child, tail, method, captures))
+        {
+            captures.push(seg);
+            return Some(r);
         }
     }
     if let Some(r) = node.greedy.as_ref().and_then(|g| g.pick(method)) {
@@ -1134,35 +1081,80 @@ mod tests {
         assert_eq!(m, Some((3, "/v2/x".to_owned())));
         let m = get(&r, "GET", "/shopping").map(|m| (m.route_id, m.path));
         assert_eq!(m, Some((4, "/shopping".to_owned())));
-        // Routes of any prefix beat every $default.
-        assert_eq!(id(&r, "GET", "/shop/v1/special"), Some(5));
-        // A prefix with only routes: no $default of its own, the shorter prefix's applies.
+        // The deepest mount decides: its $default beats a shallower mount's exact route.
+        let m = get(&r, "GET", "/shop/v1/special").map(|m| (m.route_id, m.path));
+        assert_eq!(m, Some((2, "/special".to_owned())));
+        // A mount with only routes and no match hands over to the shorter mount's $default.
         let r = router(&[(None, "/v1", "GET /a", 1), (None, "", "$default", 9)]);
-        assert_eq!(id(&r, "GET", "/v1/b"), Some(9));
+        assert_eq!(id(&r, "GET", "/v1/a"), Some(1));
+        let m = get(&r, "GET", "/v1/b").map(|m| (m.route_id, m.path));
+        assert_eq!(m, Some((9, "/v1/b".to_owned())));
     }
 
     #[test]
-    fn routes_across_prefixes_rank_together() {
+    fn deepest_mount_decides() {
         let r = router(&[
             (None, "", "ANY /{proxy+}", 1),
-            (None, "/v1", "GET /items/{id}", 2),
-            (None, "", "GET /v1/{x}/special", 3),
+            (None, "/v1", "GET /a", 2),
+            (None, "/v1", "$default", 3),
         ]);
-        assert_eq!(id(&r, "GET", "/v1/items/7"), Some(2));
-        assert_eq!(id(&r, "POST", "/v1/items/7"), Some(1));
-        assert_eq!(id(&r, "GET", "/v1/items/special"), Some(2));
-        assert_eq!(id(&r, "GET", "/v1/other/special"), Some(3));
-        // Same rank from two prefixes: the longer prefix wins.
+        let m = get(&r, "GET", "/v1/x").map(|m| (m.route_id, m.params, m.path));
+        assert_eq!(m, Some((3, Vec::new(), "/x".to_owned())));
+        let m = get(&r, "GET", "/v1/a").map(|m| (m.route_id, m.path));
+        assert_eq!(m, Some((2, "/a".to_owned())));
+        assert_eq!(id(&r, "POST", "/v1/a"), Some(3));
+        assert_eq!(id(&r, "GET", "/v1"), Some(3));
+        assert_eq!(id(&r, "GET", "/v1a/x"), Some(1));
+        let m = get(&r, "GET", "/v2/x").map(|m| (m.route_id, m.params, m.path));
+        assert_eq!(
+            m,
+            Some((1, params(&[("proxy", "v2/x")]), "/v2/x".to_owned()))
+        );
+
+        // Without a $default the mount yields nothing for /v1/x, and the root answers.
+        let r = router(&[(None, "", "ANY /{proxy+}", 1), (None, "/v1", "GET /a", 2)]);
+        let m = get(&r, "GET", "/v1/x").map(|m| (m.route_id, m.params, m.path));
+        assert_eq!(
+            m,
+            Some((1, params(&[("proxy", "v1/x")]), "/v1/x".to_owned()))
+        );
+
+        // A greedy route of the deeper mount beats a static route of the root.
         let r = router(&[
-            (None, "", "GET /v1/items", 1),
-            (None, "/v1", "GET /items", 2),
+            (None, "/v1", "ANY /{p+}", 1),
+            (None, "", "GET /v1/items", 2),
+            (None, "", "GET /v1", 3),
         ]);
-        assert_eq!(id(&r, "GET", "/v1/items"), Some(2));
+        assert_eq!(id(&r, "GET", "/v1/items"), Some(1));
+        // The mount's routes cannot match an empty rest; the root's route for /v1 can.
+        assert_eq!(id(&r, "GET", "/v1"), Some(3));
+        // Same path from two mounts: the deeper one, whatever the methods.
         let r = router(&[
             (None, "/v1", "ANY /items", 2),
             (None, "", "GET /v1/items", 1),
         ]);
-        assert_eq!(id(&r, "GET", "/v1/items"), Some(1));
+        assert_eq!(id(&r, "GET", "/v1/items"), Some(2));
+    }
+
+    #[test]
+    fn nested_mounts_fall_through_in_depth_order() {
+        let r = router(&[
+            (None, "/a/b", "GET /x", 1),
+            (None, "/a", "GET /b/{y}", 2),
+            (None, "", "GET /a/b/{z}/{w}", 3),
+        ]);
+        let m = get(&r, "GET", "/a/b/x").map(|m| (m.route_id, m.path));
+        assert_eq!(m, Some((1, "/x".to_owned())));
+        let m = get(&r, "GET", "/a/b/z/").map(|m| (m.route_id, m.params, m.path));
+        assert_eq!(m, Some((2, params(&[("y", "z")]), "/b/z/".to_owned())));
+        // The empty segment is not the /a/b mount, and a double slash after /a is dropped.
+        let m = get(&r, "GET", "/a//b/z").map(|m| (m.route_id, m.path));
+        assert_eq!(m, Some((2, "/b/z".to_owned())));
+        assert_eq!(id(&r, "GET", "/a/b//z"), None);
+        let m = get(&r, "GET", "/a/b/z/w").map(|m| (m.route_id, m.params));
+        assert_eq!(m, Some((3, params(&[("z", "z"), ("w", "w")]))));
+        assert_eq!(id(&r, "GET", "/a/b/z/w/v"), None);
+        assert_eq!(id(&r, "POST", "/a/b/x"), None);
     }
 
     #[test]
@@ -1249,7 +1241,8 @@ mod tests {
         ]);
         assert_eq!(r.len(), 8);
         assert!(!r.is_empty());
-        assert_eq!(r.precedence_order(), vec![15, 11, 14, 12, 13, 16, 10]);
+        // Mounts deepest first, each with its $default after its routes.
+        assert_eq!(r.precedence_order(), vec![15, 11, 14, 12, 16, 13, 10]);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 """A linear-scan router that applies pygw's routing rules (SPEC.md section 3) literally.
 
-It is slow on purpose: every route is tried against every request and the winner is the minimum
-of an explicit rank tuple, so each rule can be read off the code. The native trie must agree with
-it on every table and request.
+It is slow on purpose: the mounts (base path + stage) that lead the request path are tried
+deepest first, and within one mount every route is tried and the winner is the minimum of an
+explicit rank tuple, so each rule can be read off the code. The native trie must agree with it on
+every table and request.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 STATIC, PARAM, GREEDY = 0, 1, 2
 _DOT = re.compile(r"(?:\.|%2[eE])")
 
-Rank = tuple[tuple[int, ...], bool, int]
+Rank = tuple[tuple[int, ...], bool]
 
 
 class RouteConflict(ValueError):
@@ -162,30 +163,39 @@ class ReferenceRouter:
         if group is False:
             return None
         routes = [r for r in self.routes if r.host == group]
+        # The deepest mount that answers decides, as base-path mappings on a custom domain pick
+        # the mapping before the route; a mount with no matching route and no $default passes.
+        mounts = {r.prefix for r in routes if tuple(segs[: len(r.prefix)]) == r.prefix}
+        for prefix in sorted(mounts, key=len, reverse=True):
+            found = self._lookup_mount([r for r in routes if r.prefix == prefix], method, segs)
+            if found is not None:
+                route_id, params = found
+                return route_id, params, _below(normalized, len(prefix))
+        return None
+
+    @staticmethod
+    def _lookup_mount(
+        routes: list[Route], method: str, segs: list[str]
+    ) -> tuple[int, list[tuple[str, str]]] | None:
+        """The best route of one mount for these path segments, else its $default."""
         best: tuple[Rank, Route, list[tuple[str, str]]] | None = None
+        default: Route | None = None
         for r in routes:
-            k = len(r.prefix)
-            if r.pattern is None or tuple(segs[:k]) != r.prefix:
+            if r.pattern is None:
+                default = r
                 continue
-            rest = segs[k:]
+            rest = segs[len(r.prefix) :]
             while rest and rest[0] == "":  # a double slash right after the prefix is dropped
                 rest = rest[1:]
             params = _match_pattern(r.pattern, rest)
             if params is None or r.method not in (None, method):
                 continue
-            # Segment kinds left to right (prefix segments are static), then method-specific
-            # before ANY, then the longer prefix.
-            kinds = tuple([STATIC] * k + [kind for kind, _ in r.pattern])
-            rank: Rank = (kinds, r.method is None, -k)
+            # Segment kinds left to right, then method-specific before ANY.
+            rank: Rank = (tuple(kind for kind, _ in r.pattern), r.method is None)
             if best is None or rank < best[0]:
                 best = (rank, r, params)
         if best is not None:
-            _, r, params = best
-            return r.route_id, params, _below(normalized, len(r.prefix))
-        defaults = [
-            r for r in routes if r.pattern is None and tuple(segs[: len(r.prefix)]) == r.prefix
-        ]
-        if not defaults:
-            return None
-        d = max(defaults, key=lambda r: len(r.prefix))
-        return d.route_id, [], _below(normalized, len(d.prefix))
+            return best[1].route_id, best[2]
+        if default is not None:
+            return default.route_id, []
+        return None
