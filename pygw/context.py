@@ -19,7 +19,7 @@ class RequestContext:
     params: dict[str, str]
     stage_variables: dict[str, str]
     client_ip: str
-    received_at: float  # loop.time() when the request arrived
+    received_at: float  # time.perf_counter() when the request arrived
     canary: bool = False
     # Headers every response to this request carries (request ids, CORS, rate-limit headers).
     response_headers: dict[str, str] = field(default_factory=dict)

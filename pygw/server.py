@@ -12,9 +12,11 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
@@ -72,6 +74,31 @@ class _HeaderDeadlineHandler(RequestHandler):
         self._header_deadline = None
         if self.transport is not None:
             self.transport.close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Requests aiohttp could not parse get a JSON answer like every other gateway error,
+        and never a traceback. Malformed input from clients is routine, so it is logged at debug."""
+        if status >= 500:
+            log.error("error handling request from %s", request.remote, exc_info=exc)
+        else:
+            log.debug("malformed request from %s: %s", request.remote, message)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started, cannot send an error response")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        response = web.Response(
+            status=status, body=orjson.dumps({"message": phrase}), content_type="application/json"
+        )
+        response.force_close()
+        return response
 
 
 class _GatewayServer(web.Server):

@@ -8,6 +8,7 @@ import math
 import random
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -108,7 +109,9 @@ class MockIntegration:
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
         if self._delay is not None:
+            started = time.perf_counter()
             await asyncio.sleep(self._delay())
+            ctx.integration_latency_s = time.perf_counter() - started
         faults = self._faults
         if faults is not None and self._rng.random() < faults.rate:
             if faults.reset:
