@@ -58,20 +58,52 @@ def _routes(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pygw", description="pygw API gateway")
+    parser = argparse.ArgumentParser(
+        prog="pygw",
+        description="pygw: a self-hosted API gateway with AWS API Gateway semantics.",
+        epilog="Configuration reference: README.md. Each command has its own --help.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
-    serve.add_argument("--listen", help="HOST:PORT or unix:/path, overrides server.listen")
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Serve the APIs of a configuration. Prints 'pygw listening on ...' when ready; "
+        "SIGTERM drains requests in flight and exits 0; SIGHUP (or admin POST /reload) reloads "
+        "the configuration, keeping the old one if the new one is invalid.",
+    )
+    serve.add_argument(
+        "-c", "--config", required=True, metavar="CONFIG", help="configuration file (YAML)"
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="where to accept traffic (HOST:PORT, or unix:/path); overrides server.listen; "
+        "port 0 picks a free port",
+    )
     serve.set_defaults(run=_serve)
 
-    check = commands.add_parser("check", help="validate and compile a configuration")
-    check.add_argument("-c", "--config", required=True)
+    check = commands.add_parser(
+        "check",
+        help="validate and compile a configuration",
+        description="Validate and compile a configuration without serving it. Exit 0 with a "
+        "one-line summary, or exit 1 with each error as FILE: path.to.field: problem (fix).",
+    )
+    check.add_argument(
+        "-c", "--config", required=True, metavar="CONFIG", help="configuration file (YAML)"
+    )
     check.set_defaults(run=_check)
 
-    routes = commands.add_parser("routes", help="print the compiled route table")
-    routes.add_argument("-c", "--config", required=True)
+    routes = commands.add_parser(
+        "routes",
+        help="print the compiled route table",
+        description="Print every route in match-precedence order: host, mount (base path and "
+        "stage), route key, API, stage, style and integration. Implicit routes are the answers "
+        "an API gives for paths none of its routes match.",
+    )
+    routes.add_argument(
+        "-c", "--config", required=True, metavar="CONFIG", help="configuration file (YAML)"
+    )
     routes.add_argument("--json", action="store_true", help="machine-readable output")
     routes.set_defaults(run=_routes)
     return parser

@@ -35,6 +35,7 @@ class ErrorType(enum.Enum):
     UPSTREAM_FAILURE = "UPSTREAM_FAILURE"
     INTEGRATION_FAILURE = "INTEGRATION_FAILURE"
     INTEGRATION_TIMEOUT = "INTEGRATION_TIMEOUT"
+    AUTHORIZER_FAILURE = "AUTHORIZER_FAILURE"
     UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
     UNAVAILABLE = "UNAVAILABLE"
 
@@ -89,6 +90,11 @@ _TABLE: dict[tuple[ErrorType, Style], GatewayResponse] = {
         504, "Endpoint request timed out", "InternalServerErrorException"
     ),
     (ErrorType.INTEGRATION_TIMEOUT, Style.HTTP): _R(503, "Service Unavailable", None),
+    # A custom authorizer that raises, times out or answers malformed: 500 in both styles (AWS).
+    (ErrorType.AUTHORIZER_FAILURE, Style.REST): _R(
+        500, "Internal Server Error", "AuthorizerConfigurationException"
+    ),
+    (ErrorType.AUTHORIZER_FAILURE, Style.HTTP): _R(500, "Internal Server Error", None),
     # http_proxy timeouts answer 504 in both styles (SPEC.md section 7).
     (ErrorType.UPSTREAM_TIMEOUT, Style.REST): _R(504, "Endpoint request timed out", None),
     (ErrorType.UNAVAILABLE, Style.REST): _R(503, "Service Unavailable", None),

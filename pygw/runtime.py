@@ -18,11 +18,17 @@ from pygw._native import Router, Throttle
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
+from pygw.integrations.function import FunctionIntegration, load_handler
 from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.integrations.mock import Faults, Latency, MockIntegration
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage
-from pygw.stages.throttle import ThrottleStage
+from pygw.stages.api_key import build_api_keys
+from pygw.stages.cors import build_cors_stage
+from pygw.stages.custom_auth import build_custom_auth_stage
+from pygw.stages.jwt_auth import build_jwt_stage
+from pygw.stages.resource_policy import build_resource_policy_stage
+from pygw.stages.throttle import build_throttle_stage
 
 _STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_.\-]+)\}")
 
@@ -143,6 +149,16 @@ class Runtime:
         await self.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _RouteOrigin:
+    """Where a route comes from: what integrations need to know about it beyond their own spec."""
+
+    api: Any
+    style: Style
+    stage: str
+    key: str
+
+
 class _Compiler:
     def __init__(self, loaded: LoadedConfig, metrics: Metrics) -> None:
         self.loaded = loaded
@@ -185,6 +201,11 @@ class _Compiler:
         base_path = (api.base_path or "").rstrip("/")
         hosts: tuple[str | None, ...] = tuple(api.hosts) if api.hosts else (None,)
         overhead = self.metrics.overhead.labels(style.value)
+        # Built once per API: key buckets and quotas are shared by all its routes and stages.
+        front: tuple[Stage, ...] = tuple(
+            s for s in (build_resource_policy_stage(api), build_cors_stage(api)) if s is not None
+        )
+        api_keys = build_api_keys(api, self.throttle)
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
             for host in hosts:
@@ -214,14 +235,20 @@ class _Compiler:
                     buckets.append(
                         self.throttle.add_bucket(route.throttle.rate, route.throttle.burst)
                     )
-                throttle_stage = ThrottleStage(self.throttle, buckets)
-                primary = self._variant(
-                    route_where, stage.name, route, variables, False, throttle_stage
+                key_stage, key_limits = (
+                    api_keys.for_route(route) if api_keys is not None else (None, None)
                 )
+                auth_stage = self._auth_stage(route_where, api, route, stage.name, key)
+                stages: tuple[Stage, ...] = (
+                    *front,
+                    *((auth_stage,) if auth_stage is not None else ()),
+                    *((key_stage,) if key_stage is not None else ()),
+                    build_throttle_stage(self.throttle, buckets, key_limits),
+                )
+                origin = _RouteOrigin(api, style, stage.name, key)
+                primary = self._variant(route_where, origin, route, variables, False, stages)
                 secondary = (
-                    self._variant(
-                        route_where, stage.name, route, canary_variables, True, throttle_stage
-                    )
+                    self._variant(route_where, origin, route, canary_variables, True, stages)
                     if canary_variables is not None
                     else None
                 )
@@ -242,7 +269,9 @@ class _Compiler:
                     synthetic=False,
                 )
             if "$default" not in route_items:
-                fallback = Variant(variables, Pipeline((), _NotFound(style)), False)
+                # Policy and CORS also guard unmatched paths: this is where preflights for paths
+                # without an OPTIONS route land, and CorsStage answers them.
+                fallback = Variant(variables, Pipeline(front, _NotFound(style)), False)
                 self._add(
                     api,
                     style,
@@ -295,17 +324,26 @@ class _Compiler:
         for host in hosts:
             self.entries.append((host, prefix, key, route_id))
 
+    def _auth_stage(self, where: str, api: Any, route: Any, stage: str, key: str) -> Stage | None:
+        """The route's authorizer; the model has already checked that the name exists."""
+        if route.authorizer is None:
+            return None
+        authorizer = api.authorizers[route.authorizer]
+        try:
+            if authorizer.type == "jwt":
+                return build_jwt_stage(authorizer, route, self.loaded)
+            return build_custom_auth_stage(authorizer, route, api, stage, self.loaded, key)
+        except ValueError as bad:
+            self.issue(
+                f"{where}.authorizer",
+                f"authorizer {route.authorizer!r}: {bad}",
+                "fix the authorizer's definition under authorizers",
+            )
+            return None
+
     def _refuse_unbuilt(self, where: str, api: Any) -> None:
         """Keys the model accepts whose stages are not in this version are refused, not ignored."""
-        for name in (
-            "authorizers",
-            "api_keys",
-            "usage_plans",
-            "cache",
-            "models",
-            "cors",
-            "resource_policy",
-        ):
+        for name in ("cache", "models"):
             if getattr(api, name, None):
                 self.issue(
                     f"{where}.{name}",
@@ -313,15 +351,7 @@ class _Compiler:
                     f"remove {name} from this api",
                 )
         for key, route in api.routes.items():
-            for name in (
-                "authorizer",
-                "scopes",
-                "cache",
-                "api_key_required",
-                "validation",
-                "templates",
-                "mapping",
-            ):
+            for name in ("cache", "validation", "templates", "mapping"):
                 if getattr(route, name, None):
                     self.issue(
                         f"{where}.routes.{key}.{name}",
@@ -332,16 +362,17 @@ class _Compiler:
     def _variant(
         self,
         where: str,
-        stage: str,
+        origin: _RouteOrigin,
         route: Any,
         variables: dict[str, str],
         canary: bool,
-        throttle_stage: ThrottleStage,
+        stages: tuple[Stage, ...],
     ) -> Variant | None:
-        integration = self._integration(f"{where}.integration", stage, route.integration, variables)
+        integration = self._integration(
+            f"{where}.integration", origin, route.integration, variables
+        )
         if integration is None:
             return None
-        stages: tuple[Stage, ...] = (throttle_stage,)
         return Variant(variables, Pipeline(stages, integration), canary)
 
     def _substitute(self, where: str, stage: str, text: str, variables: dict[str, str]) -> str:
@@ -359,11 +390,32 @@ class _Compiler:
         return _STAGE_VARIABLE.sub(replace, text)
 
     def _integration(
-        self, where: str, stage: str, spec: Any, variables: dict[str, str]
+        self, where: str, origin: _RouteOrigin, spec: Any, variables: dict[str, str]
     ) -> Integration | None:
         kind = spec.type
+        stage = origin.stage
         if kind == "mock":
             return _mock(spec)
+        if kind == "function":
+            try:
+                handler = load_handler(spec.handler, self.loaded.python_paths())
+            except ValueError as bad:
+                self.issue(
+                    f"{where}.handler",
+                    str(bad),
+                    "check the module name, python_path and the callable's name",
+                )
+                return None
+            return FunctionIntegration(
+                handler,
+                payload_format=spec.payload_format,
+                timeout_ms=spec.timeout_ms,
+                style=origin.style,
+                api_name=origin.api.name,
+                stage=stage,
+                route_key=origin.key,
+                binary_media_types=origin.api.binary_media_types,
+            )
         if kind == "http_proxy":
             uri = self._substitute(f"{where}.uri", stage, spec.uri, variables) if spec.uri else None
             targets: Sequence[tuple[str, int]] = [
@@ -388,7 +440,7 @@ class _Compiler:
         self.issue(
             f"{where}.type",
             f"integration type {kind!r} is not available in this version",
-            "use http_proxy or mock",
+            "use http_proxy, function or mock",
         )
         return None
 

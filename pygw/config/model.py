@@ -628,6 +628,9 @@ def _param_refs(value: list[str]) -> list[str]:
 
 
 JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+# Shared-secret algorithms are allowed only when asked for: a default that accepts them invites
+# algorithm-confusion attacks against public keys.
+JWT_HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 
 
 class JwtAuthorizerConfig(_Model):
@@ -640,6 +643,8 @@ class JwtAuthorizerConfig(_Model):
     algorithms: StrList = list(JWT_ALGORITHMS)
     leeway_s: float = Field(default=60.0, ge=0)
     jwks_cache_s: float = Field(default=300.0, ge=0)
+    # HMAC secret for HS256/384/512 (use ${env:NAME}); needs those algorithms listed explicitly.
+    secret: str | None = None
 
     _sources = field_validator("identity_source")(_identity_sources)
 
@@ -670,11 +675,10 @@ class JwtAuthorizerConfig(_Model):
     @field_validator("algorithms")
     @classmethod
     def _check_algorithms(cls, value: list[str]) -> list[str]:
+        known = JWT_ALGORITHMS + JWT_HMAC_ALGORITHMS
         for alg in value:
-            if alg not in JWT_ALGORITHMS:
-                raise problem(
-                    f"unsupported JWT algorithm {alg!r}", _one_of(alg.upper(), JWT_ALGORITHMS)
-                )
+            if alg not in known:
+                raise problem(f"unsupported JWT algorithm {alg!r}", _one_of(alg.upper(), known))
         if not value:
             raise problem("algorithms is empty", "omit it to accept the asymmetric algorithms")
         return value

@@ -14,8 +14,7 @@ ROUTE = '"GET /a": {integration: {type: mock}}'
 BROKEN = {
     "unknown top-level key": ("servr: {}\napis: []", ["servr", "server"]),
     "misspelt integration key": (
-        "apis: [{name: a, type: http, routes: {'GET /a': {integration: {type: mock,"
-        " stauts: 2}}}}]",
+        "apis: [{name: a, type: http, routes: {'GET /a': {integration: {type: mock, stauts: 2}}}}]",
         ["stauts", "status"],
     ),
     "unknown integration type": (

@@ -90,10 +90,20 @@ def test_quickstart_shape() -> None:
         None,
     )
     assert (rest.type, [s.name for s in rest.stages], rest.base_path) == ("rest", ["v1"], "/shop")
-    assert set(http.routes) == {"GET /hello", "GET /items/{id}", "$default"}
+    assert set(http.routes) == {
+        "GET /hello",
+        "GET /items/{id}",
+        "GET /upstream/{proxy+}",
+        "$default",
+    }
+    # Everything is a mock but the proxy to the gateway's own admin listener: no outside service.
     for api_cfg in cfg.apis:
-        for r in api_cfg.routes.values():
-            assert isinstance(r.integration, MockIntegration)
+        for key, r in api_cfg.routes.items():
+            if key == "GET /upstream/{proxy+}":
+                assert isinstance(r.integration, HttpProxyIntegration)
+                assert r.integration.uri == f"http://{cfg.admin.listen}/{{proxy}}"
+            else:
+                assert isinstance(r.integration, MockIntegration)
     hello = http.routes["GET /hello"].integration
     assert isinstance(hello, MockIntegration)
     assert hello.status == 200
@@ -101,7 +111,10 @@ def test_quickstart_shape() -> None:
     not_found = http.routes["$default"].integration
     assert isinstance(not_found, MockIntegration)
     assert not_found.status == 404
-    assert not_found.encoded_body() == (b'{"message":"Not Found"}', "application/json")
+    assert not_found.encoded_body() == (
+        b'{"message":"Nothing here; try /hello"}',
+        "application/json",
+    )
 
 
 def test_full_example_uses_env_defaults_and_overrides() -> None:

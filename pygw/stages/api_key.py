@@ -1,0 +1,114 @@
+"""API keys and usage plans (REST-style): the `x-api-key` header, and each key's throttle and quota.
+
+Keys are held only as SHA-256 digests, whether configured as `value` or `value_sha256`; a request's
+key is hashed and looked up by digest, then compared in constant time. Key values never appear in
+errors or logs: what later stages and the access log see is the key's id, in
+`ctx.extras["api_key_id"]`.
+
+Usage plans give each of their keys its own token bucket and quota counter (as AWS does: a plan's
+limits apply per key), shared by every route and stage of the API. They are created once per API
+by `build_api_keys`; each route then takes what it needs with `ApiKeys.for_route`, and its
+ThrottleStage checks the key's bucket and quota in the same native call as the other levels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from pygw._native import Throttle
+from pygw.config.model import ApiConfig, ApiKeyConfig, RouteConfig, UsagePlanConfig
+from pygw.context import RequestContext
+from pygw.errors import ErrorType, GatewayError
+
+API_KEY_HEADER = "x-api-key"
+# ctx.extras key: the id (never the value) of the key the request was identified by.
+API_KEY_ID = "api_key_id"
+
+# key id -> (its usage plan's token bucket id or None, its quota id or None)
+KeyLimits = dict[str, tuple[int | None, int | None]]
+
+
+class ApiKeyStage:
+    """Refuses with INVALID_API_KEY (403 Forbidden) a request whose key is missing, unknown or
+    disabled; otherwise records the key's id in ctx.extras["api_key_id"]."""
+
+    __slots__ = ("_by_digest",)
+
+    def __init__(self, keys: Iterable[ApiKeyConfig]) -> None:
+        # A disabled key is left out, so it is refused exactly like an unknown one.
+        self._by_digest: dict[str, tuple[str, str]] = {
+            key.digest: (key.digest, key.id) for key in keys if key.enabled
+        }
+
+    def identify(self, value: str | None) -> str | None:
+        """The id of the enabled key with this value, or None."""
+        if not value:
+            return None
+        # surrogateescape: header bytes that are not UTF-8 hash as the bytes that were sent.
+        digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+        found = self._by_digest.get(digest)
+        if found is None:
+            return None
+        known, key_id = found
+        return key_id if hmac.compare_digest(known, digest) else None
+
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        key_id = self.identify(ctx.request.headers.get(API_KEY_HEADER))
+        if key_id is None:
+            raise GatewayError(ErrorType.INVALID_API_KEY)
+        ctx.extras[API_KEY_ID] = key_id
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeys:
+    """One API's keys and usage plans, compiled once and shared by all its routes and stages."""
+
+    stage: ApiKeyStage
+    limits: KeyLimits
+
+    def for_route(self, route: RouteConfig) -> tuple[ApiKeyStage | None, KeyLimits | None]:
+        """(the key stage, the per-key limits for the route's ThrottleStage), or (None, None) for
+        a route that does not require a key."""
+        if not route.api_key_required:
+            return None, None
+        return self.stage, self.limits
+
+
+def usage_plan_limits(
+    plans: Iterable[UsagePlanConfig], throttle: Throttle, key_ids: Collection[str]
+) -> KeyLimits:
+    """A bucket and a quota counter in `throttle` for each of `key_ids` in a plan that has them
+    (keys not listed, such as disabled ones, get nothing: they never get past the key stage)."""
+    limits: KeyLimits = {}
+    for plan in plans:
+        for key_id in plan.keys:
+            if key_id not in key_ids:
+                continue
+            bucket = (
+                throttle.add_bucket(plan.throttle.rate, plan.throttle.burst)
+                if plan.throttle is not None
+                else None
+            )
+            quota = (
+                throttle.add_quota(plan.quota.limit, plan.quota.period)
+                if plan.quota is not None
+                else None
+            )
+            if bucket is not None or quota is not None:
+                limits[key_id] = (bucket, quota)
+    return limits
+
+
+def build_api_keys(api: ApiConfig, throttle: Throttle) -> ApiKeys | None:
+    """The API's compiled keys and plans, or None when it has no keys (HTTP-style APIs never do).
+    Call once per API: every call creates new buckets and quota counters."""
+    if not api.api_keys:
+        return None
+    enabled = {key.id for key in api.api_keys if key.enabled}
+    return ApiKeys(ApiKeyStage(api.api_keys), usage_plan_limits(api.usage_plans, throttle, enabled))

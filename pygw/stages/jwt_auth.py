@@ -1,0 +1,371 @@
+"""JWT authorizers: a bearer token verified against the issuer's keys, as AWS HTTP APIs do.
+
+The token comes from the authorizer's first identity source (``header.authorization`` by
+default; a ``Bearer `` prefix is optional). It must be signed with one of the configured
+algorithms by a key of the authorizer's JWKS, found by the token's ``kid``; its ``iss`` must be
+the issuer, its ``aud`` (or, without ``aud``, its ``client_id``) one of the audiences, and
+``exp``/``nbf``/``iat`` must hold within ``leeway_s``. A route with ``scopes`` also needs one of
+them among the token's ``scope`` (space-separated) or ``scp`` (list) claim.
+
+Keys come from ``file://path`` (relative to the config folder, read at load so that a missing
+file is a config error) or ``http(s)://`` (fetched on first use). They are kept for
+``jwks_cache_s`` and fetched again, when a token names an unknown ``kid``, at most once every
+``min_refresh_s`` (10 s): random kids sent by an attacker cost one fetch per interval, not one per
+request. A failed fetch keeps the keys already known.
+
+No token, or a token that does not verify: UNAUTHORIZED (401). A valid token without a required
+scope: ACCESS_DENIED (403). On success, ``ctx.extras["authorizer"] = {"jwt": {"claims": {...},
+"scopes": [...] | None}}`` (the token's claims as decoded; integrations present them the way
+their event format needs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from aiohttp import ClientSession, ClientTimeout, web
+
+from pygw.config.load import LoadedConfig
+from pygw.config.model import JwtAuthorizerConfig, RouteConfig
+from pygw.context import RequestContext
+from pygw.errors import ErrorType, GatewayError
+from pygw.pipeline import Stage
+from pygw.stages.custom_auth import AUTHORIZER, IdentityGetter, identity_getter
+
+__all__ = [
+    "AUTHORIZER",
+    "JwksKeys",
+    "JwtAuthStage",
+    "StaticKeys",
+    "VerifyingKey",
+    "build_jwt_stage",
+    "token_scopes",
+]
+
+log = logging.getLogger("pygw.auth")
+
+MIN_REFRESH_S = 10.0
+FETCH_TIMEOUT_S = 5.0
+# A JWKS is a few kilobytes; a larger answer is a misconfigured URL or a hostile server.
+_MAX_JWKS_BYTES = 1 << 20
+
+# The key types each algorithm family may be verified with: a token cannot pick an RSA public key
+# as an HMAC secret (algorithm confusion).
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "HS": "oct"}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyingKey:
+    kid: str | None
+    kty: str
+    alg: str | None  # the JWK's own "alg", when it names one
+    key: Any  # what PyJWT verifies with: a cryptography public key, or bytes for HMAC
+
+
+def _parse_jwks(document: Any) -> dict[str | None, VerifyingKey]:
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWKS document (an object with a 'keys' list)")
+    keys: dict[str | None, VerifyingKey] = {}
+    for entry in document["keys"]:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        kty = entry.get("kty")
+        if not isinstance(kty, str) or kty not in _KEY_TYPES.values():
+            continue
+        try:
+            parsed = jwt.PyJWK(entry)
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            # One unusable key must not take the issuer's other keys down with it.
+            continue
+        kid = entry.get("kid")
+        alg = entry.get("alg")
+        keys[kid if isinstance(kid, str) else None] = VerifyingKey(
+            kid if isinstance(kid, str) else None,
+            kty,
+            alg if isinstance(alg, str) else None,
+            parsed.key,
+        )
+    return keys
+
+
+def _pick(keys: Mapping[str | None, VerifyingKey], kid: str | None) -> VerifyingKey | None:
+    if kid is None:
+        # A token without kid is verifiable only when the issuer has a single key.
+        return next(iter(keys.values())) if len(keys) == 1 else None
+    return keys.get(kid)
+
+
+class StaticKeys:
+    """One fixed key (an HMAC secret from the config): nothing to fetch."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, secret: str | bytes) -> None:
+        raw = secret.encode() if isinstance(secret, str) else secret
+        self._key = VerifyingKey(None, "oct", None, raw)
+
+    async def key_for(self, kid: str | None) -> VerifyingKey | None:
+        return self._key
+
+
+class JwksKeys:
+    """The keys of one JWKS location, cached and refreshed at a bounded rate."""
+
+    __slots__ = (
+        "__weakref__",
+        "_cache_s",
+        "_clock",
+        "_expires_at",
+        "_fetch_timeout_s",
+        "_fetching",
+        "_keys",
+        "_last_attempt",
+        "_min_refresh_s",
+        "fetches",
+        "location",
+    )
+
+    def __init__(
+        self,
+        location: str,
+        folder: Path | None = None,
+        *,
+        cache_s: float = 300.0,
+        min_refresh_s: float = MIN_REFRESH_S,
+        fetch_timeout_s: float = FETCH_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``location``: ``file://path`` (relative to ``folder``) or an http(s) URL.
+
+        A file is read here: a missing or invalid file raises ValueError naming it.
+        """
+        self._cache_s = cache_s
+        self._min_refresh_s = min_refresh_s
+        self._fetch_timeout_s = fetch_timeout_s
+        self._clock = clock
+        self._keys: dict[str | None, VerifyingKey] = {}
+        self._expires_at = float("-inf")
+        self._last_attempt = float("-inf")
+        self._fetching: asyncio.Future[None] | None = None
+        self.fetches = 0
+        if location.startswith("file://"):
+            path = Path(location[len("file://") :]).expanduser()
+            if not path.is_absolute() and folder is not None:
+                path = folder / path
+            self.location: str | Path = path
+            self._keys = self._read_file(path)
+            now = clock()
+            self._expires_at = now + cache_s
+            self._last_attempt = now
+        elif location.startswith(("http://", "https://")):
+            self.location = location
+        else:
+            raise ValueError(f"jwks {location!r} is neither file:// nor http(s)://")
+
+    @staticmethod
+    def _read_file(path: Path) -> dict[str | None, VerifyingKey]:
+        try:
+            document = json.loads(path.read_bytes())
+        except OSError as err:
+            raise ValueError(f"cannot read JWKS file {path}: {err.strerror or err}") from None
+        except ValueError as err:
+            raise ValueError(f"JWKS file {path} is not JSON: {err}") from None
+        try:
+            keys = _parse_jwks(document)
+        except ValueError as err:
+            raise ValueError(f"JWKS file {path}: {err}") from None
+        if not keys:
+            raise ValueError(f"JWKS file {path} holds no usable signing key")
+        return keys
+
+    async def key_for(self, kid: str | None) -> VerifyingKey | None:
+        now = self._clock()
+        found = _pick(self._keys, kid)
+        if found is not None and now < self._expires_at:
+            return found
+        # Stale keys, or an unknown kid: fetch again, but never more often than min_refresh_s.
+        if self._fetching is not None:
+            await asyncio.shield(self._fetching)
+        elif now - self._last_attempt >= self._min_refresh_s:
+            await self._refresh()
+        return _pick(self._keys, kid)
+
+    async def _refresh(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._fetching = done = loop.create_future()
+        self._last_attempt = self._clock()
+        self.fetches += 1
+        try:
+            keys = await self._load()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            # Keep serving with the keys already known; the next attempt waits min_refresh_s.
+            log.warning("could not refresh JWKS from %s: %s", self.location, err)
+        else:
+            self._keys = keys
+            self._expires_at = self._clock() + self._cache_s
+        finally:
+            self._fetching = None
+            done.set_result(None)
+
+    async def _load(self) -> dict[str | None, VerifyingKey]:
+        location = self.location
+        if isinstance(location, Path):
+            return await asyncio.to_thread(self._read_file, location)
+        timeout = ClientTimeout(total=self._fetch_timeout_s)
+        async with (
+            ClientSession(timeout=timeout) as session,
+            session.get(location, headers={"Accept": "application/json"}) as response,
+        ):
+            if response.status != 200:
+                raise ValueError(f"HTTP {response.status}")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(65536):
+                body += chunk
+                if len(body) > _MAX_JWKS_BYTES:
+                    raise ValueError(f"answer larger than {_MAX_JWKS_BYTES} bytes")
+        try:
+            keys = _parse_jwks(json.loads(body))
+        except ValueError as err:
+            raise ValueError(f"invalid JWKS: {err}") from None
+        return keys
+
+
+def token_scopes(claims: Mapping[str, Any]) -> list[str] | None:
+    """The token's scopes: ``scope`` (space-separated) or ``scp`` (a list, or a string)."""
+    for name in ("scope", "scp"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            return value.split()
+        if isinstance(value, list):
+            return [v for v in value if isinstance(v, str)]
+    return None
+
+
+def _strip_bearer(value: str) -> str:
+    value = value.strip()
+    if value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    return value
+
+
+class JwtAuthStage:
+    """Verifies the request's JWT; see the module docstring for what it answers."""
+
+    __slots__ = (
+        "_algorithms",
+        "_audience",
+        "_get_token",
+        "_issuer",
+        "_keys",
+        "_leeway",
+        "_scopes",
+    )
+
+    def __init__(
+        self,
+        cfg: JwtAuthorizerConfig,
+        keys: JwksKeys | StaticKeys,
+        scopes: list[str] | tuple[str, ...] = (),
+    ) -> None:
+        self._keys = keys
+        self._get_token: IdentityGetter = identity_getter(cfg.identity_source[0])
+        self._algorithms = frozenset(cfg.algorithms)
+        self._issuer = cfg.issuer
+        self._audience = frozenset(cfg.audience)
+        self._leeway = float(cfg.leeway_s)
+        self._scopes = frozenset(scopes)
+
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        raw = self._get_token(ctx)
+        token = _strip_bearer(raw) if raw else ""
+        if not token:
+            raise GatewayError(ErrorType.UNAUTHORIZED)
+        claims = await self._verify(token)
+        if claims is None:
+            raise GatewayError(ErrorType.UNAUTHORIZED)
+        scopes = token_scopes(claims)
+        if self._scopes and not (scopes and self._scopes.intersection(scopes)):
+            raise GatewayError(ErrorType.ACCESS_DENIED)
+        ctx.extras[AUTHORIZER] = {"jwt": {"claims": claims, "scopes": scopes}}
+        return None
+
+    async def _verify(self, token: str) -> dict[str, Any] | None:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return None
+        alg = header.get("alg")
+        kid = header.get("kid")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            return None
+        if kid is not None and not isinstance(kid, str):
+            return None
+        key = await self._keys.key_for(kid)
+        if key is None:
+            return None
+        if _KEY_TYPES.get(alg[:2]) != key.kty or (key.alg is not None and key.alg != alg):
+            return None
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss"], "verify_aud": False},
+            )
+        except (jwt.PyJWTError, ValueError, TypeError):
+            return None
+        return claims if self._audience_ok(claims) else None
+
+    def _audience_ok(self, claims: Mapping[str, Any]) -> bool:
+        aud = claims.get("aud")
+        if aud is None:
+            # Cognito access tokens carry the app client in client_id instead of aud.
+            client_id = claims.get("client_id")
+            return isinstance(client_id, str) and client_id in self._audience
+        if isinstance(aud, str):
+            return aud in self._audience
+        if isinstance(aud, list):
+            return any(isinstance(a, str) and a in self._audience for a in aud)
+        return False
+
+
+# One key store per authorizer config object, shared by its routes; it holds the config, so the
+# id cannot be reused while the entry exists.
+_SHARED: weakref.WeakValueDictionary[int, JwksKeys] = weakref.WeakValueDictionary()
+_SHARED_CFG: weakref.WeakKeyDictionary[JwksKeys, JwtAuthorizerConfig] = weakref.WeakKeyDictionary()
+
+
+def build_jwt_stage(
+    authorizer_cfg: JwtAuthorizerConfig, route_cfg: RouteConfig, loaded_config: LoadedConfig
+) -> Stage:
+    """The JWT stage of one route. Raises ValueError for a JWKS file that is missing or holds no
+    usable key, or an identity source that cannot be read."""
+    secret = getattr(authorizer_cfg, "secret", None)
+    keys: JwksKeys | StaticKeys
+    if isinstance(secret, str | bytes) and secret:
+        keys = StaticKeys(secret)
+    else:
+        found = _SHARED.get(id(authorizer_cfg))
+        if found is None or _SHARED_CFG.get(found) is not authorizer_cfg:
+            found = JwksKeys(
+                authorizer_cfg.jwks_url,
+                loaded_config.folder,
+                cache_s=authorizer_cfg.jwks_cache_s,
+            )
+            _SHARED[id(authorizer_cfg)] = found
+            _SHARED_CFG[found] = authorizer_cfg
+        keys = found
+    return JwtAuthStage(authorizer_cfg, keys, list(route_cfg.scopes))

@@ -1,0 +1,3 @@
+"""Fails at import, for the handler-loading tests."""
+
+raise RuntimeError("this module cannot be imported")
