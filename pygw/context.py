@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,9 @@ class RequestContext:
     integration_latency_s: float = 0.0
     # What stages learnt for the integration and the log (claims, api key id, cache state).
     extras: dict[str, Any] = field(default_factory=dict)
+    # Set by a stage that needs a copy of a streamed response body (the response cache): an
+    # integration that streams calls it with every chunk it sends to the client.
+    body_sink: Callable[[bytes], None] | None = None
 
     def apply_response_headers(self, response: web.StreamResponse) -> None:
         """Called by whoever builds the response, before it is prepared (headers go out first)."""

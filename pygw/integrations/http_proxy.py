@@ -758,6 +758,7 @@ class HttpProxyIntegration:
             await resp.prepare(ctx.request)
             idle = self._body_idle_s
             write = resp.write
+            sink = ctx.body_sink
             while True:
                 try:
                     chunk = await conn.read(idle)
@@ -770,6 +771,8 @@ class HttpProxyIntegration:
                     return resp
                 if not chunk:
                     break
+                if sink is not None:
+                    sink(chunk)
                 await write(chunk)
             target.release(conn, conn.reusable())
             released = True
