@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 NATIVE_SRC := $(shell find native/src -name '*.rs' 2>/dev/null) Cargo.toml native/Cargo.toml $(wildcard Cargo.lock)
 CONFIG ?= examples/quickstart.yaml
 
-.PHONY: dev serve test test-rust test-python lint fmt bench bench-native clean
+.PHONY: dev serve test test-rust test-python lint fmt bench bench-native bench-proxy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,8 +49,13 @@ fmt: dev
 bench-native: dev
 	$(BIN)/python bench/native_bench.py
 
-bench: dev
-	$(BIN)/pygw bench
+# The proxy benchmark needs nginx and wrk; install them from Debian when they are missing.
+bench-proxy: dev
+	command -v nginx >/dev/null && command -v wrk >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq nginx-light wrk; }
+	$(BIN)/python bench/proxy_bench.py
+
+bench: bench-native bench-proxy
 
 clean:
 	rm -rf $(VENV) target
