@@ -132,6 +132,10 @@ async def test_malformed_requests_get_400_and_a_closed_connection(
 
 
 async def test_reload_under_load_fails_no_request(gateway: GatewayProcess) -> None:
+    """Valid and invalid configs alternate while four clients keep requesting: nothing fails."""
+    valid = gateway.config.read_text()
+    invalid = valid.replace('type: mock, body: "pets-static"', "type: mock, status: 9")
+    assert invalid != valid
     failures: list[int] = []
     done = asyncio.Event()
 
@@ -147,7 +151,8 @@ async def test_reload_under_load_fails_no_request(gateway: GatewayProcess) -> No
         return sent
 
     workers = [asyncio.create_task(load()) for _ in range(4)]
-    for _ in range(5):
+    for round_ in range(6):
+        gateway.config.write_text(invalid if round_ % 2 else valid)
         await asyncio.sleep(0.2)
         gateway.signal(signal.SIGHUP)
     await asyncio.sleep(0.3)
@@ -155,4 +160,5 @@ async def test_reload_under_load_fails_no_request(gateway: GatewayProcess) -> No
     sent = sum(await asyncio.gather(*workers))
     assert sent > 50
     assert failures == []
-    assert gateway.text().count("config reloaded") == 5
+    assert gateway.text().count("config reloaded") == 3
+    assert gateway.text().count("reload refused") == 3
