@@ -1,36 +1,41 @@
-"""Admin listener: /health, /metrics, /routes and POST /reload, away from the traffic port."""
+"""Admin listener: /health, /metrics, /routes and POST /reload, away from the traffic port.
+
+`AdminServer` serves one gateway process. `SupervisorAdmin` serves a supervisor of several worker
+processes (pygw/supervisor.py): the same endpoints answered for all workers at once, plus
+`GET /workers`.
+"""
 
 from __future__ import annotations
 
 import hmac
 from typing import TYPE_CHECKING
 
+import aiohttp
 import orjson
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
     from pygw.server import Gateway
+    from pygw.supervisor import Supervisor
 
 
 def _json(payload: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
-class AdminServer:
-    def __init__(self, gateway: Gateway, listen: str, token: str) -> None:
-        self._gateway = gateway
+_UNAUTHORIZED = {"message": "Unauthorized"}
+
+
+class _AdminBase:
+    def __init__(self, listen: str, token: str) -> None:
         self._listen = listen
         self._token = token.encode()
         self._runner: web.AppRunner | None = None
-        app = web.Application()
-        app.router.add_get("/health", self._health)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/routes", self._routes)
-        app.router.add_post("/reload", self._reload)
-        self._app = app
+        self._app = web.Application()
 
     async def start(self) -> str:
+        """Start listening; returns the address as shown to people (`http://HOST:PORT`)."""
         from pygw.server import parse_listen
 
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
@@ -61,6 +66,19 @@ class AdminServer:
         offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
         return hmac.compare_digest(offered, self._token)
 
+
+class AdminServer(_AdminBase):
+    def __init__(self, gateway: Gateway, listen: str, token: str) -> None:
+        super().__init__(listen, token)
+        self._gateway = gateway
+        app = self._app
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/routes", self._routes)
+        app.router.add_post("/reload", self._reload)
+        # The connections API (POST sends, GET describes, DELETE closes) checks the token itself.
+        app.router.add_route("*", "/@connections/{connection_id}", gateway.connections.handle_admin)
+
     async def _health(self, request: web.Request) -> web.Response:
         runtime = self._gateway.runtime
         return _json({"status": "ok", "routes": len(runtime.routes)})
@@ -74,8 +92,60 @@ class AdminServer:
 
     async def _reload(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return _json({"message": "Unauthorized"}, status=401)
+            return _json(_UNAUTHORIZED, status=401)
         ok, detail = await self._gateway.reload()
         if ok:
             return _json({"reloaded": True, "summary": detail})
         return _json({"reloaded": False, "errors": detail.splitlines()}, status=400)
+
+
+class SupervisorAdmin(_AdminBase):
+    """The public admin API of `pygw serve --workers N`.
+
+    /health is 200 only while every worker is up (503 while one restarts or during the drain),
+    /metrics sums the workers' metrics, /routes asks one worker (all serve the same config),
+    POST /reload validates the config once and then reloads every worker, GET /workers lists
+    them (index, pid, started, restarts, ready)."""
+
+    def __init__(self, supervisor: Supervisor, listen: str, token: str) -> None:
+        super().__init__(listen, token)
+        self._supervisor = supervisor
+        app = self._app
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/routes", self._routes)
+        app.router.add_post("/reload", self._reload)
+        app.router.add_get("/workers", self._workers)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        supervisor = self._supervisor
+        ready = len(supervisor.ready_workers())
+        wanted = len(supervisor.workers)
+        if supervisor.stopping:
+            return _json({"status": "draining", "workers": ready, "wanted": wanted}, status=503)
+        if ready < wanted:
+            return _json({"status": "degraded", "workers": ready, "wanted": wanted}, status=503)
+        return _json({"status": "ok", "workers": ready, "wanted": wanted})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await self._supervisor.metrics()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _routes(self, request: web.Request) -> web.Response:
+        for worker in self._supervisor.ready_workers():
+            try:
+                status, body = await self._supervisor.worker_call(worker, "GET", "/routes")
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                continue
+            if status == 200:
+                return web.Response(body=body, content_type="application/json")
+        return _json({"message": "no worker is ready"}, status=503)
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return _json(_UNAUTHORIZED, status=401)
+        ok, detail = await self._supervisor.reload()
+        return _json(detail, status=200 if ok else 400)
+
+    async def _workers(self, request: web.Request) -> web.Response:
+        return _json(self._supervisor.describe())

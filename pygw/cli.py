@@ -11,12 +11,90 @@ import orjson
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.openapi is not None:
+        return _serve_openapi(args)
+    from pygw.supervisor import serve
+
+    return serve(Path(args.config), args.listen, args.workers)
+
+
+def _serve_openapi(args: argparse.Namespace) -> int:
     import uvloop
 
+    from pygw.config.load import LoadedConfig
+    from pygw.config.openapi import load_openapi_config, parse_upstreams
     from pygw.server import run_gateway
 
-    code: int = uvloop.run(run_gateway(Path(args.config), args.listen))
+    if args.workers is not None and args.workers > 1:
+        print(
+            "pygw serve: --openapi runs one process; for workers, write a config with "
+            "`pygw import-openapi SPEC -o CONFIG` and serve it with -c CONFIG --workers N",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        upstreams = parse_upstreams(args.upstream)
+    except ValueError as bad:
+        print(f"pygw serve: {bad}", file=sys.stderr)
+        return 2
+    spec = Path(args.openapi)
+
+    def load() -> LoadedConfig:
+        return load_openapi_config(
+            spec, args.stage, upstreams, style=args.style, admin_listen=args.admin_listen
+        )
+
+    code: int = uvloop.run(run_gateway(spec, args.listen, loader=load))
     return code
+
+
+def _import_openapi(args: argparse.Namespace) -> int:
+    from pygw.config.load import ConfigError
+    from pygw.config.openapi import import_openapi, parse_upstreams
+
+    try:
+        result = import_openapi(
+            Path(args.spec),
+            stage=args.stage,
+            upstreams=parse_upstreams(args.upstream),
+            style=args.style,
+        )
+    except ConfigError as failure:
+        print(str(failure), file=sys.stderr)
+        return 1
+    except ValueError as bad:
+        print(f"pygw import-openapi: {bad}", file=sys.stderr)
+        return 2
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    text = result.to_yaml()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _openapi_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stage",
+        metavar="NAME",
+        help="OpenAPI import: the stage the API serves on (default $default, at the root)",
+    )
+    parser.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="HOST=URL",
+        help="OpenAPI import: send integrations for HOST (a host name, a URL prefix, a "
+        "placeholder such as ${uri}, or stageVariables.NAME) to URL; repeatable",
+    )
+    parser.add_argument(
+        "--style",
+        choices=["rest", "http"],
+        default="rest",
+        help="OpenAPI import: the API's pipeline style (default rest)",
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -57,6 +135,16 @@ def _routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a worker count (1 to 1024)")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pygw",
@@ -72,8 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         "SIGTERM drains requests in flight and exits 0; SIGHUP (or admin POST /reload) reloads "
         "the configuration, keeping the old one if the new one is invalid.",
     )
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", "--config", metavar="CONFIG", help="configuration file (YAML)")
+    source.add_argument(
+        "--openapi",
+        metavar="SPEC",
+        help="serve an OpenAPI 3 / Swagger 2.0 definition with x-amazon-apigateway-* "
+        "extensions, imported as `pygw import-openapi` would",
+    )
+    _openapi_arguments(serve)
     serve.add_argument(
-        "-c", "--config", required=True, metavar="CONFIG", help="configuration file (YAML)"
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help="with --openapi: the admin listener's address (default 127.0.0.1:9901)",
     )
     serve.add_argument(
         "--listen",
@@ -81,7 +180,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to accept traffic (HOST:PORT, or unix:/path); overrides server.listen; "
         "port 0 picks a free port",
     )
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="worker processes sharing the port (SO_REUSEPORT) under a supervisor that restarts "
+        "them; overrides server.workers (default 1: one process, no supervisor)",
+    )
     serve.set_defaults(run=_serve)
+
+    importer = commands.add_parser(
+        "import-openapi",
+        help="convert an OpenAPI definition into a pygw configuration",
+        description="Convert an OpenAPI 3 or Swagger 2.0 definition with x-amazon-apigateway-* "
+        "extensions into a pygw configuration. What pygw does differently is listed as "
+        "warnings (on stderr, and as comments at the top of the output), each naming the JSON "
+        "pointer of its construct.",
+    )
+    importer.add_argument("spec", metavar="SPEC", help="the definition (JSON or YAML)")
+    importer.add_argument("-o", "--output", metavar="CONFIG", help="write here, not to stdout")
+    _openapi_arguments(importer)
+    importer.set_defaults(run=_import_openapi)
 
     check = commands.add_parser(
         "check",

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from pygw._native import Router, Throttle
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.context import RequestContext
@@ -21,6 +23,8 @@ from pygw.errors import ErrorType, GatewayError, Style
 from pygw.integrations.function import FunctionIntegration, load_handler
 from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.integrations.mock import Faults, Latency, MockIntegration
+from pygw.integrations.websocket import build_websocket_api
+from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage
 from pygw.stages.api_key import build_api_keys
@@ -29,6 +33,15 @@ from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.jwt_auth import build_jwt_stage
 from pygw.stages.resource_policy import build_resource_policy_stage
 from pygw.stages.throttle import build_throttle_stage
+from pygw.stages.transform import (
+    ResponseMapping,
+    ResponseTemplates,
+    build_request_transform_stage,
+    build_response_transform,
+)
+from pygw.stages.validate import build_validate_stage
+
+ResponseTransform = ResponseTemplates | ResponseMapping
 
 _STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_.\-]+)\}")
 
@@ -149,6 +162,23 @@ class Runtime:
         await self.close()
 
 
+class _TransformedResponses:
+    """Applies a route's response template or mapping to its integration's (buffered) answers."""
+
+    def __init__(self, inner: Integration, transform: ResponseTransform) -> None:
+        self._inner = inner
+        self._transform = transform
+
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        response = await self._inner(ctx)
+        if isinstance(response, web.Response) and not response.prepared:
+            return self._transform(ctx, response)
+        return response
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 @dataclass(frozen=True, slots=True)
 class _RouteOrigin:
     """Where a route comes from: what integrations need to know about it beyond their own spec."""
@@ -160,9 +190,12 @@ class _RouteOrigin:
 
 
 class _Compiler:
-    def __init__(self, loaded: LoadedConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, loaded: LoadedConfig, metrics: Metrics, registry: ConnectionRegistry
+    ) -> None:
         self.loaded = loaded
         self.metrics = metrics
+        self.registry = registry
         self.issues: list[ConfigIssue] = []
         self.routes: list[CompiledRoute] = []
         self.entries: list[tuple[str | None, str, str, int]] = []
@@ -191,11 +224,7 @@ class _Compiler:
         where = f"apis[{index}]"
         style = Style(api.type)
         if style is Style.WEBSOCKET:
-            self.issue(
-                f"{where}.type",
-                "websocket APIs are not available in this version",
-                "use type: http or type: rest",
-            )
+            self._websocket_api(where, api)
             return
         self._refuse_unbuilt(where, api)
         base_path = (api.base_path or "").rstrip("/")
@@ -208,17 +237,8 @@ class _Compiler:
         api_keys = build_api_keys(api, self.throttle)
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
-            for host in hosts:
-                other = self.mounts.get((host, prefix))
-                if other is not None:
-                    self.issue(
-                        f"{where}.stages[{stage_index}]",
-                        f"api {api.name!r} and api {other!r} both serve host {host or '*'} "
-                        f"under {prefix or '/'}",
-                        "give one of them a different base_path, stage or hosts",
-                    )
-                    return
-                self.mounts[(host, prefix)] = api.name
+            if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
+                return
             variables = dict(stage.variables or {})
             stage_buckets = [self.account_bucket]
             if stage.throttle is not None:
@@ -239,16 +259,23 @@ class _Compiler:
                     api_keys.for_route(route) if api_keys is not None else (None, None)
                 )
                 auth_stage = self._auth_stage(route_where, api, route, stage.name, key)
+                shaping = self._shaping_stages(route_where, api, route, stage.name)
                 stages: tuple[Stage, ...] = (
                     *front,
                     *((auth_stage,) if auth_stage is not None else ()),
                     *((key_stage,) if key_stage is not None else ()),
                     build_throttle_stage(self.throttle, buckets, key_limits),
+                    *shaping,
                 )
                 origin = _RouteOrigin(api, style, stage.name, key)
-                primary = self._variant(route_where, origin, route, variables, False, stages)
+                respond = self._response_transform(route_where, api, route, stage.name)
+                primary = self._variant(
+                    route_where, origin, route, variables, False, stages, respond
+                )
                 secondary = (
-                    self._variant(route_where, origin, route, canary_variables, True, stages)
+                    self._variant(
+                        route_where, origin, route, canary_variables, True, stages, respond
+                    )
                     if canary_variables is not None
                     else None
                 )
@@ -324,6 +351,56 @@ class _Compiler:
         for host in hosts:
             self.entries.append((host, prefix, key, route_id))
 
+    def _claim_mount(
+        self, where: str, api_name: str, hosts: tuple[str | None, ...], prefix: str
+    ) -> bool:
+        for host in hosts:
+            other = self.mounts.get((host, prefix))
+            if other is not None:
+                self.issue(
+                    where,
+                    f"api {api_name!r} and api {other!r} both serve host {host or '*'} "
+                    f"under {prefix or '/'}",
+                    "give one of them a different base_path, stage or hosts",
+                )
+                return False
+            self.mounts[(host, prefix)] = api_name
+        return True
+
+    def _websocket_api(self, where: str, api: Any) -> None:
+        """A websocket API is one `$default` route per mount: the integration upgrades the
+        connection and selects routes per message itself."""
+        base_path = (api.base_path or "").rstrip("/")
+        hosts: tuple[str | None, ...] = tuple(api.hosts) if api.hosts else (None,)
+        overhead = self.metrics.overhead.labels(Style.WEBSOCKET.value)
+        policy = build_resource_policy_stage(api)
+        front: tuple[Stage, ...] = (policy,) if policy is not None else ()
+        for stage_index, stage in enumerate(api.stages):
+            prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
+            if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
+                return
+            try:
+                integration = build_websocket_api(api, stage.name, self.loaded, self.registry)
+            except ValueError as bad:
+                self.issue(f"{where}.routes", str(bad), "fix the route's integration or authorizer")
+                continue
+            stages = (*front, build_throttle_stage(self.throttle, [self.account_bucket]))
+            variant = Variant(dict(stage.variables or {}), Pipeline(stages, integration), False)
+            self._add(
+                api,
+                Style.WEBSOCKET,
+                stage.name,
+                "$default",
+                hosts,
+                prefix,
+                variant,
+                None,
+                0.0,
+                overhead,
+                "websocket",
+                synthetic=False,
+            )
+
     def _auth_stage(self, where: str, api: Any, route: Any, stage: str, key: str) -> Stage | None:
         """The route's authorizer; the model has already checked that the name exists."""
         if route.authorizer is None:
@@ -341,9 +418,44 @@ class _Compiler:
             )
             return None
 
+    def _shaping_stages(self, where: str, api: Any, route: Any, stage: str) -> tuple[Stage, ...]:
+        """Request validation, then the request template or parameter mapping."""
+        limit = self.loaded.config.server.limits.max_body_bytes
+        found: list[Stage] = []
+        try:
+            validate = build_validate_stage(api, route, max_body_bytes=limit)
+            if validate is not None:
+                found.append(validate)
+        except ValueError as bad:
+            self.issue(f"{where}.validate", str(bad), "fix the model or the route's validate")
+        try:
+            transform = build_request_transform_stage(api, route, stage, max_body_bytes=limit)
+            if transform is not None:
+                found.append(transform)
+        except ValueError as bad:
+            self.issue(f"{where}.templates", str(bad), "fix the route's templates or mapping")
+        return tuple(found)
+
+    def _response_transform(
+        self, where: str, api: Any, route: Any, stage: str
+    ) -> ResponseTransform | None:
+        try:
+            transform = build_response_transform(api, route, stage)
+        except ValueError as bad:
+            self.issue(f"{where}.templates", str(bad), "fix the route's response templates")
+            return None
+        if transform is not None and route.integration.type == "http_proxy":
+            self.issue(
+                f"{where}.integration",
+                "response templates and mappings apply to mock and function integrations only",
+                "drop the response part or use a function integration",
+            )
+            return None
+        return transform
+
     def _refuse_unbuilt(self, where: str, api: Any) -> None:
         """Keys the model accepts whose stages are not in this version are refused, not ignored."""
-        for name in ("cache", "models"):
+        for name in ("cache",):
             if getattr(api, name, None):
                 self.issue(
                     f"{where}.{name}",
@@ -351,7 +463,17 @@ class _Compiler:
                     f"remove {name} from this api",
                 )
         for key, route in api.routes.items():
-            for name in ("cache", "validation", "templates", "mapping"):
+            reshapes_body = bool(route.templates and route.templates.request) or bool(
+                route.validation and route.validation.body
+            )
+            if route.integration.type == "http_proxy" and (reshapes_body or route.mapping):
+                self.issue(
+                    f"{where}.routes.{key}",
+                    "body validation, request templates and parameter mapping are not available "
+                    "with http_proxy integrations in this version",
+                    "validate parameters only, or use a function integration",
+                )
+            for name in ("cache",):
                 if getattr(route, name, None):
                     self.issue(
                         f"{where}.routes.{key}.{name}",
@@ -367,12 +489,15 @@ class _Compiler:
         variables: dict[str, str],
         canary: bool,
         stages: tuple[Stage, ...],
+        respond: ResponseTransform | None,
     ) -> Variant | None:
         integration = self._integration(
             f"{where}.integration", origin, route.integration, variables
         )
         if integration is None:
             return None
+        if respond is not None:
+            integration = _TransformedResponses(integration, respond)
         return Variant(variables, Pipeline(stages, integration), canary)
 
     def _substitute(self, where: str, stage: str, text: str, variables: dict[str, str]) -> str:
@@ -465,5 +590,11 @@ def _mock(spec: Any) -> MockIntegration:
     )
 
 
-def compile_runtime(loaded: LoadedConfig, metrics: Metrics) -> Runtime:
-    return _Compiler(loaded, metrics).compile()
+def compile_runtime(
+    loaded: LoadedConfig, metrics: Metrics, registry: ConnectionRegistry | None = None
+) -> Runtime:
+    """`registry` holds the websocket connections; it outlives snapshots (connections survive a
+    reload), so the server passes its own. Commands that only compile get a throwaway one."""
+    if registry is None:
+        registry = ConnectionRegistry()
+    return _Compiler(loaded, metrics, registry).compile()

@@ -1,5 +1,9 @@
 """Listeners, signals, graceful drain and reload around the Dispatcher.
 
+With `--workers N` (N > 1) each worker process runs one Gateway in worker mode (`WorkerOptions`):
+it shares the traffic port through SO_REUSEPORT, serves its admin API on a private address that
+only the supervisor (pygw/supervisor.py) talks to, and tags its responses with `x-pygw-worker`.
+
 Protocol-level limits live here: header size (via aiohttp's parser), a header read deadline
 (aiohttp has none, so slow-header clients would otherwise hold connections forever) and the idle
 timeout between keep-alive requests.
@@ -9,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -19,10 +25,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from pygw.admin import AdminServer
-from pygw.config.load import ConfigError, load_config
+from pygw.config.load import ConfigError, LoadedConfig, load_config
 from pygw.dispatch import Dispatcher
+from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
 from pygw.observe.metrics import Metrics
 from pygw.runtime import Runtime, compile_runtime
@@ -101,6 +109,26 @@ class _HeaderDeadlineHandler(RequestHandler):
         return response
 
 
+class _WorkerRequest(BaseRequest):
+    """A request whose response names the worker process that answered it.
+
+    The header is set when the response is prepared, so it reaches streamed responses too and
+    costs single-process mode nothing."""
+
+    worker_id = str(os.getpid())
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        response.headers["x-pygw-worker"] = self.worker_id
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a supervised worker differs from a standalone gateway."""
+
+    admin_listen: str  # private admin address the supervisor scrapes (unix:/path)
+    parent_pid: int  # the supervisor: a worker whose parent is gone stops serving
+
+
 class _GatewayServer(web.Server):
     def __init__(
         self, handler: Callable[..., Any], *, header_timeout_s: float, **kwargs: Any
@@ -125,10 +153,22 @@ def parse_listen(listen: str) -> tuple[str, int] | str:
 class Gateway:
     """The running gateway: one config path, one live Runtime, swapped atomically on reload."""
 
-    def __init__(self, config_path: Path, listen: str | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        listen: str | None = None,
+        worker: WorkerOptions | None = None,
+        loader: Callable[[], LoadedConfig] | None = None,
+    ) -> None:
         self.config_path = config_path
+        # `serve --openapi` loads by importing a definition; everything else reads the YAML.
+        self._load: Callable[[], LoadedConfig] = loader or (lambda: load_config(config_path))
         self._listen_override = listen
+        self._worker = worker
         self.metrics = Metrics()
+        # WebSocket connections outlive config snapshots: a reload keeps clients connected.
+        self.connections = ConnectionRegistry()
+        self.connections.install()
         self._dispatcher: Dispatcher | None = None
         self._server: asyncio.AbstractServer | None = None
         self._web_server: _GatewayServer | None = None
@@ -145,8 +185,8 @@ class Gateway:
         return self._dispatcher.runtime
 
     async def start(self) -> None:
-        loaded = load_config(self.config_path)
-        runtime = compile_runtime(loaded, self.metrics)
+        loaded = self._load()
+        runtime = compile_runtime(loaded, self.metrics, self.connections)
         config = loaded.config
         limits = config.server.limits
         if config.access_log is not None:
@@ -154,8 +194,21 @@ class Gateway:
         self._dispatcher = Dispatcher(
             runtime, self._access_log, limits.max_body_bytes, limits.max_header_bytes
         )
+        worker = self._worker
+        server_options: dict[str, Any] = {}
+        if worker is not None:
+            _WorkerRequest.worker_id = str(os.getpid())
+            loop = asyncio.get_running_loop()
+
+            def make_request(
+                message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+            ) -> BaseRequest:
+                return _WorkerRequest(message, payload, protocol, writer, task, loop)
+
+            server_options["request_factory"] = make_request
         self._web_server = _GatewayServer(
             self._dispatcher,
+            **server_options,
             header_timeout_s=limits.header_timeout_s,
             keepalive_timeout=limits.idle_timeout_s,
             max_field_size=limits.max_header_bytes,
@@ -172,11 +225,23 @@ class Gateway:
         else:
             host, port = listen
             self._server = await loop.create_server(
-                self._web_server, host, port, reuse_port=config.server.workers > 1, backlog=1024
+                self._web_server,
+                host,
+                port,
+                reuse_port=worker is not None or config.server.workers > 1,
+                backlog=1024,
             )
             sock: socket.socket = self._server.sockets[0]
             self.bound = (host, sock.getsockname()[1])
             shown = f"http://{host}:{self.bound[1]}"
+        if worker is not None:
+            # The private admin needs no token: it is a unix socket in a folder only the
+            # supervisor's user can enter.
+            self._admin = AdminServer(self, worker.admin_listen, "")
+            admin_shown = await self._admin.start()
+            log.debug("worker %d serving on %s (admin %s)", os.getpid(), shown, admin_shown)
+            return
+        self.connections.admin_token = config.admin.token
         self._admin = AdminServer(self, config.admin.listen, config.admin.token)
         admin_shown = await self._admin.start()
         print(f"pygw listening on {shown} (admin {admin_shown})", flush=True)
@@ -185,8 +250,8 @@ class Gateway:
         """Compile the config anew and swap it in; on any error the old snapshot keeps serving."""
         async with self._reload_lock:
             try:
-                loaded = load_config(self.config_path)
-                fresh = compile_runtime(loaded, self.metrics)
+                loaded = self._load()
+                fresh = compile_runtime(loaded, self.metrics, self.connections)
             except ConfigError as failure:
                 self.metrics.config_reloads.labels("error").inc()
                 log.error("reload refused, still serving the previous config:\n%s", failure)
@@ -197,6 +262,8 @@ class Gateway:
             retired = dispatcher.runtime
             dispatcher.runtime = fresh
             self.metrics.config_reloads.labels("ok").inc()
+            if self._worker is None:
+                self.connections.admin_token = loaded.config.admin.token
             log.info("config reloaded: %s", fresh.summary())
             asyncio.get_running_loop().create_task(retired.close_when_idle())
             return True, fresh.summary()
@@ -209,8 +276,24 @@ class Gateway:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        watch: asyncio.Task[None] | None = None
+        if self._worker is not None:
+            watch = loop.create_task(self._watch_parent(self._worker.parent_pid))
         await self._stopping.wait()
+        if watch is not None:
+            watch.cancel()
         await self.drain()
+
+    async def _watch_parent(self, parent_pid: int) -> None:
+        """A worker outliving its supervisor (killed with SIGKILL) would hold the port forever."""
+        while os.getppid() == parent_pid:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), 1.0)
+                return
+            except TimeoutError:
+                pass
+        log.warning("supervisor %d is gone, worker %d stops", parent_pid, os.getpid())
+        self.request_stop()
 
     async def drain(self) -> None:
         """Refuse new connections, let requests in flight finish (up to drain_timeout_s)."""
@@ -218,6 +301,8 @@ class Gateway:
         timeout = dispatcher.runtime.config.server.drain_timeout_s if dispatcher else 10.0
         if self._server is not None:
             self._server.close()
+        # Open websockets would otherwise hold the drain for its whole timeout.
+        await self.connections.close_all()
         if self._web_server is not None:
             await self._web_server.shutdown(timeout)
         if self._admin is not None:
@@ -229,8 +314,13 @@ class Gateway:
         log.info("pygw stopped")
 
 
-async def run_gateway(config_path: Path, listen: str | None = None) -> int:
-    gateway = Gateway(config_path, listen)
+async def run_gateway(
+    config_path: Path,
+    listen: str | None = None,
+    worker: WorkerOptions | None = None,
+    loader: Callable[[], LoadedConfig] | None = None,
+) -> int:
+    gateway = Gateway(config_path, listen, worker, loader)
     try:
         await gateway.start()
     except ConfigError as failure:

@@ -239,7 +239,10 @@ class FunctionIntegration:
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
         request = ctx.request
-        body = await request.read() if request.body_exists else b""
+        # A stage that read the body (validation, a request template) left the bytes to send.
+        body = ctx.extras.get("body")
+        if body is None:
+            body = await request.read() if request.body_exists else b""
         event = self._events.build(ctx, body)
         context = LambdaContext(
             ctx.request_id, self.function_name, self._timeout_ms, self._log_stream

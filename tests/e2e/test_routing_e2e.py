@@ -153,8 +153,14 @@ async def test_reload_under_load_fails_no_request(gateway: GatewayProcess) -> No
     workers = [asyncio.create_task(load()) for _ in range(4)]
     for round_ in range(6):
         gateway.config.write_text(invalid if round_ % 2 else valid)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
         gateway.signal(signal.SIGHUP)
+        # One reload at a time, so each reads the file written for it.
+        for _ in range(200):
+            log = gateway.text()
+            if log.count("config reloaded") + log.count("reload refused") > round_:
+                break
+            await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
     done.set()
     sent = sum(await asyncio.gather(*workers))

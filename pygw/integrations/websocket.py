@@ -1,0 +1,898 @@
+"""WebSocket APIs (`type: websocket`, SPEC.md section 8): one integration per API mount.
+
+The runtime gives each mount (base path + stage) a single `$default` route whose integration is a
+`WebSocketApiIntegration`. It upgrades the request itself and then runs the connection's message
+loop until the connection closes, so the request "lasts" as long as the connection:
+
+- ``$connect`` runs the route's authorizer (a refusal answers the handshake with the
+  authorizer's status) and its integration; a non-2xx answer refuses the handshake with that
+  status and nothing is upgraded.
+- Each text or binary message is routed by ``route_selection`` (``$request.body.a.b``) evaluated
+  on the message as JSON: the selected value names a route, anything else (not JSON, no such field,
+  a value no route has) goes to ``$default``, or is answered with AWS's error frame
+  ``{"message": "Forbidden", "connectionId": ..., "requestId": ...}`` when there is none.
+- A route with ``route_response: true`` sends its integration's response body back (two-way);
+  others are one-way. Integration failures are answered with AWS's error frames ("Internal
+  server error", "Endpoint request timed out"), throttled messages with "Too Many Requests".
+- ``$disconnect`` runs after the connection closed, best effort (its answer is ignored).
+
+Integrations: ``function`` (AWS's WebSocket event: ``requestContext.routeKey``, ``eventType``
+CONNECT|MESSAGE|DISCONNECT, ``connectionId``, ...; headers and query on CONNECT), ``http_proxy``
+(each event POSTed to ``uri`` with the connection id in the ``connectionId`` header, the event type
+and route key in ``x-pygw-event-type`` / ``x-pygw-route-key``) and ``mock``.
+
+Limits (``websocket:`` of the API): ``idle_timeout_s`` (no message from the client: closed with
+1001), ``max_duration_s`` (closed with 1001), ``max_message_bytes`` (a longer message closes the
+connection with 1009). The gateway pings every ``min(30 s, idle_timeout_s / 2)`` and closes a
+connection whose client does not answer. Route and stage ``throttle`` settings apply per
+connection (a route's bucket limits the messages one client sends to that route, the stage's
+bucket all messages of one client). Messages of one connection are handled in order, one at a
+time; a client that sends faster than its messages are handled gets "Too Many Requests" frames
+once ``4 * max_message_bytes`` (at least 1 MiB) are waiting.
+
+ctx.extras read: "authorizer" (set by the $connect authorizer; every event of the connection
+carries it as ``requestContext.authorizer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import inspect
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from pygw._native import GRANTED, Throttle
+from pygw.config.load import LoadedConfig
+from pygw.config.model import ApiConfig, RouteConfig
+from pygw.context import RequestContext
+from pygw.errors import ErrorType, GatewayError
+from pygw.integrations.function import LambdaContext, load_handler, shared_executor
+from pygw.integrations.lambda_events import MalformedResult, api_id_for, read_result_v2
+from pygw.integrations.ws_connections import Connection, ConnectionRegistry, new_id
+from pygw.pipeline import Stage
+
+__all__ = [
+    "Event",
+    "EventFormat",
+    "Outcome",
+    "Session",
+    "WebSocketApiIntegration",
+    "WsRoute",
+    "build_websocket_api",
+    "select_route",
+]
+
+log = logging.getLogger("pygw.websocket")
+
+CONNECT: Final = "$connect"
+DISCONNECT: Final = "$disconnect"
+DEFAULT: Final = "$default"
+_JSON: Final = "application/json"
+_MAX_HEARTBEAT_S: Final = 30.0
+_MIN_PENDING_BYTES: Final = 1024 * 1024
+_STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_.\-]+)\}")
+# Headers that describe the client's hop to the gateway, not something an upstream should see.
+_NOT_FORWARDED: Final = frozenset(
+    {
+        "connection",
+        "upgrade",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
+)
+_MONTHS: Final = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
+
+
+class IntegrationFailed(Exception):
+    """A route's integration raised, answered malformed or could not be reached."""
+
+
+class IntegrationTimedOut(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: int
+    body: bytes | None  # None: nothing to send back
+
+
+@dataclass(slots=True)
+class Session:
+    """What every event of one connection repeats."""
+
+    connection_id: str
+    connected_at_ms: int
+    source_ip: str
+    user_agent: str
+    domain_name: str
+    request: web.BaseRequest
+    authorizer: dict[str, Any] | None = None
+    throttle: Throttle | None = None
+    buckets: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Event:
+    route_key: str
+    event_type: str  # CONNECT | MESSAGE | DISCONNECT
+    request_id: str
+    session: Session
+    message: str | bytes | None = None
+    message_id: str | None = None
+    close_code: int | None = None
+    close_reason: str | None = None
+
+
+class Target(Protocol):
+    async def __call__(self, event: Event) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Events in AWS's WebSocket format
+
+
+def _request_time(now: float) -> str:
+    t = time.gmtime(now)
+    return (
+        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+    )
+
+
+def _authorizer_view(found: Mapping[str, Any]) -> dict[str, Any]:
+    jwt = found.get("jwt")
+    if isinstance(jwt, Mapping):
+        return {"jwt": {"claims": dict(jwt.get("claims") or {}), "scopes": jwt.get("scopes")}}
+    return dict(found)
+
+
+class EventFormat:
+    def __init__(self, api_name: str, stage: str, stage_variables: Mapping[str, str]) -> None:
+        self.api_id = api_id_for(api_name)
+        self.stage = stage
+        self.stage_variables = dict(stage_variables)
+
+    def build(self, event: Event, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        session = event.session
+        context: dict[str, Any] = {
+            "routeKey": event.route_key,
+            "eventType": event.event_type,
+            "extendedRequestId": event.request_id,
+            "requestTime": _request_time(now),
+            "messageDirection": "IN",
+            "stage": self.stage,
+            "connectedAt": session.connected_at_ms,
+            "requestTimeEpoch": int(now * 1000),
+            "identity": {"sourceIp": session.source_ip, "userAgent": session.user_agent},
+            "requestId": event.request_id,
+            "domainName": session.domain_name,
+            "connectionId": session.connection_id,
+            "apiId": self.api_id,
+        }
+        if event.message_id is not None:
+            context["messageId"] = event.message_id
+        if event.event_type == "DISCONNECT":
+            context["disconnectStatusCode"] = event.close_code
+            context["disconnectReason"] = event.close_reason or ""
+        if session.authorizer is not None:
+            context["authorizer"] = _authorizer_view(session.authorizer)
+        out: dict[str, Any] = {}
+        if event.event_type == "CONNECT":
+            request = session.request
+            single: dict[str, str] = {}
+            multi: dict[str, list[str]] = {}
+            for name, value in request.headers.items():
+                single[name] = value
+                multi.setdefault(name, []).append(value)
+            out["headers"] = single
+            out["multiValueHeaders"] = multi
+            if request.query_string:
+                query: dict[str, str] = {}
+                multi_query: dict[str, list[str]] = {}
+                for key, value in request.query.items():
+                    query[key] = value
+                    multi_query.setdefault(key, []).append(value)
+                out["queryStringParameters"] = query
+                out["multiValueQueryStringParameters"] = multi_query
+        out["requestContext"] = context
+        if self.stage_variables:
+            out["stageVariables"] = dict(self.stage_variables)
+        message = event.message
+        if message is not None:
+            if isinstance(message, str):
+                out["body"] = message
+                out["isBase64Encoded"] = False
+            else:
+                out["body"] = base64.b64encode(message).decode()
+                out["isBase64Encoded"] = True
+        else:
+            out["isBase64Encoded"] = False
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Route targets
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = inspect.getattr_static(type(handler), "__call__", None)
+    return inspect.iscoroutinefunction(call)
+
+
+class FunctionTarget:
+    """A local callable invoked with the WebSocket event, as Lambda would invoke it."""
+
+    def __init__(
+        self, handler: Callable[..., Any], events: EventFormat, timeout_ms: int, name: str
+    ) -> None:
+        self._handler = handler
+        self._async = _is_async(handler)
+        self._events = events
+        self._timeout_ms = timeout_ms
+        self._name = name
+        self._executor = None if self._async else shared_executor()
+        day = time.strftime("%Y/%m/%d", time.gmtime())
+        self._log_stream = f"{day}/[$LATEST]{new_id()}"
+
+    async def __call__(self, event: Event) -> Outcome:
+        payload = self._events.build(event)
+        context = LambdaContext(event.request_id, self._name, self._timeout_ms, self._log_stream)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await asyncio.wait_for(
+                self._invoke(loop, payload, context), self._timeout_ms / 1000.0
+            )
+        except TimeoutError:
+            log.warning(
+                "connection %s: function %s timed out on %s",
+                event.session.connection_id,
+                self._name,
+                event.route_key,
+            )
+            raise IntegrationTimedOut from None
+        except Exception as broken:
+            log.exception(
+                "connection %s: function %s raised on %s",
+                event.session.connection_id,
+                self._name,
+                event.route_key,
+            )
+            raise IntegrationFailed from broken
+        if result is None:
+            return Outcome(200, None)
+        try:
+            read = read_result_v2(result)
+        except MalformedResult as bad:
+            log.error("function %s returned a malformed result: %s", self._name, bad)
+            raise IntegrationFailed from None
+        return Outcome(read.status, read.body)
+
+    async def _invoke(
+        self, loop: asyncio.AbstractEventLoop, payload: dict[str, Any], context: LambdaContext
+    ) -> Any:
+        if self._async:
+            return await self._handler(payload, context)
+        return await loop.run_in_executor(self._executor, self._handler, payload, context)
+
+    async def close(self) -> None:
+        return None
+
+
+class HttpTarget:
+    """Each event POSTed to an upstream; its status decides $connect, its body is the reply."""
+
+    def __init__(self, uri: str, timeout_ms: int, connect_timeout_ms: int) -> None:
+        self._uri = uri
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_ms / 1000.0, connect=connect_timeout_ms / 1000.0
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._session
+
+    async def __call__(self, event: Event) -> Outcome:
+        session = event.session
+        headers: CIMultiDict[str] = CIMultiDict()
+        if event.event_type == "CONNECT":
+            for name, value in session.request.headers.items():
+                if name.lower() not in _NOT_FORWARDED:
+                    headers.add(name, value)
+        headers["connectionId"] = session.connection_id
+        headers["x-pygw-event-type"] = event.event_type
+        headers["x-pygw-route-key"] = event.route_key
+        headers["x-request-id"] = event.request_id
+        headers["X-Forwarded-For"] = session.source_ip
+        body = b""
+        message = event.message
+        if isinstance(message, str):
+            body = message.encode()
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        elif isinstance(message, bytes):
+            body = message
+            headers["Content-Type"] = "application/octet-stream"
+        uri = self._uri
+        if event.event_type == "CONNECT" and session.request.query_string:
+            uri = f"{uri}{'&' if '?' in uri else '?'}{session.request.query_string}"
+        try:
+            async with self._client().post(uri, data=body, headers=headers) as response:
+                answer = await response.read()
+                return Outcome(response.status, answer)
+        except TimeoutError:
+            raise IntegrationTimedOut from None
+        except aiohttp.ClientError as failed:
+            log.warning("connection %s: upstream %s failed: %s", session.connection_id, uri, failed)
+            raise IntegrationFailed from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class MockTarget:
+    def __init__(self, status: int, body: bytes) -> None:
+        self._outcome = Outcome(status, body)
+
+    async def __call__(self, event: Event) -> Outcome:
+        return self._outcome
+
+    async def close(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes and route selection
+
+
+@dataclass(frozen=True, slots=True)
+class WsRoute:
+    key: str
+    target: Target
+    route_response: bool
+    auth: Stage | None
+
+
+def _selection_path(expression: str) -> tuple[str, ...]:
+    prefix = "$request.body."
+    if not expression.startswith(prefix) or len(expression) == len(prefix):
+        raise ValueError(f"route_selection {expression!r} is not $request.body.FIELD")
+    return tuple(expression[len(prefix) :].split("."))
+
+
+def select_route(text: str | bytes, path: tuple[str, ...]) -> str | None:
+    """The value `$request.body.<path>` selects in a message, or None (not JSON, no such field,
+    not a string)."""
+    try:
+        found: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    for part in path:
+        if not isinstance(found, dict):
+            return None
+        found = found.get(part)
+    return found if isinstance(found, str) else None
+
+
+def _frame(message: str, session: Session, request_id: str) -> str:
+    return orjson.dumps(
+        {"message": message, "connectionId": session.connection_id, "requestId": request_id}
+    ).decode()
+
+
+def _as_message(body: bytes) -> str | bytes:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
+
+
+OnMessage = Callable[[str, str], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# The integration
+
+
+class WebSocketApiIntegration:
+    """Upgrades, routes and limits the connections of one WebSocket API mount."""
+
+    def __init__(
+        self,
+        *,
+        api_name: str,
+        stage: str,
+        routes: Mapping[str, WsRoute],
+        selection: tuple[str, ...],
+        registry: ConnectionRegistry,
+        idle_timeout_s: float,
+        max_duration_s: float,
+        max_message_bytes: int,
+        route_throttles: Mapping[str, tuple[float, int]] | None = None,
+        stage_throttle: tuple[float, int] | None = None,
+        on_message: OnMessage | None = None,
+    ) -> None:
+        self.api_name = api_name
+        self.stage = stage
+        self._routes = dict(routes)
+        self._connect = self._routes.get(CONNECT)
+        self._disconnect = self._routes.get(DISCONNECT)
+        self._default = self._routes.get(DEFAULT)
+        self._selection = selection
+        self._registry = registry
+        self._idle_s = idle_timeout_s
+        self._max_duration_s = max_duration_s
+        self._max_message = max_message_bytes
+        self._max_pending = max(4 * max_message_bytes, _MIN_PENDING_BYTES)
+        self._heartbeat_s = min(_MAX_HEARTBEAT_S, idle_timeout_s / 2.0)
+        self._route_throttles = dict(route_throttles or {})
+        self._stage_throttle = stage_throttle
+        self._on_message = on_message
+        self._live = 0
+        self._closed = False
+
+    @property
+    def live_connections(self) -> int:
+        return self._live
+
+    # Per-connection throttle buckets: created only for APIs that configure a throttle.
+    def _throttle_for(self, session: Session) -> None:
+        if not self._route_throttles and self._stage_throttle is None:
+            return
+        throttle = Throttle()
+        common: list[int] = []
+        if self._stage_throttle is not None:
+            common.append(throttle.add_bucket(*self._stage_throttle))
+        buckets: dict[str, list[int]] = {}
+        for key in self._routes:
+            if key in (CONNECT, DISCONNECT):
+                continue
+            limits = self._route_throttles.get(key)
+            ids = [*common, throttle.add_bucket(*limits)] if limits is not None else common
+            if ids:
+                buckets[key] = ids
+        session.throttle = throttle
+        session.buckets = buckets
+
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        request = ctx.request
+        ws = web.WebSocketResponse(
+            heartbeat=self._heartbeat_s,
+            max_msg_size=self._max_message,
+            autoping=True,
+            # permessage-deflate keeps a zlib context per direction and connection: too much
+            # memory for many mostly idle connections.
+            compress=False,
+        )
+        if not ws.can_prepare(request).ok:
+            return self._upgrade_required(ctx)
+        now = time.time()
+        session = Session(
+            connection_id=new_id(),
+            connected_at_ms=int(now * 1000),
+            source_ip=ctx.client_ip,
+            user_agent=request.headers.get("User-Agent", ""),
+            domain_name=_domain(request.headers.get("Host", "")),
+            request=request,
+        )
+        connect = self._connect
+        if connect is not None:
+            if connect.auth is not None:
+                await connect.auth(ctx)  # a refusal raises GatewayError: the handshake fails
+                found = ctx.extras.get("authorizer")
+                if isinstance(found, dict):
+                    session.authorizer = found
+            event = Event(CONNECT, "CONNECT", ctx.request_id, session)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                outcome = await connect.target(event)
+            except IntegrationTimedOut:
+                raise GatewayError(ErrorType.INTEGRATION_TIMEOUT) from None
+            except IntegrationFailed:
+                raise GatewayError(ErrorType.INTEGRATION_FAILURE) from None
+            finally:
+                ctx.integration_latency_s = loop.time() - started
+            if not 200 <= outcome.status < 300:
+                refused = web.Response(status=outcome.status, body=outcome.body or None)
+                if outcome.body:
+                    refused.content_type = _JSON
+                ctx.apply_response_headers(refused)
+                return refused
+        self._throttle_for(session)
+        ctx.apply_response_headers(ws)
+        await ws.prepare(request)
+        connection = Connection(
+            session.connection_id,
+            ws,
+            source_ip=session.source_ip,
+            user_agent=session.user_agent,
+            connected_at_ms=session.connected_at_ms,
+            max_post_bytes=self._max_message,
+        )
+        self._registry.add(connection)
+        self._live += 1
+        log.debug("connection %s opened on %s/%s", connection.id, self.api_name, self.stage)
+        close_reason = ""
+        try:
+            close_reason = await self._serve(ws, connection, session)
+        finally:
+            self._registry.remove(connection.id)
+            self._live -= 1
+            connection.closing = True
+            await self._disconnected(session, ws.close_code, close_reason)
+            if self._closed and self._live == 0:
+                await self._close_targets()
+        return ws
+
+    def _upgrade_required(self, ctx: RequestContext) -> web.Response:
+        response = web.Response(
+            status=426,
+            body=orjson.dumps({"message": "Upgrade Required"}),
+            content_type=_JSON,
+            headers={"Upgrade": "websocket", "Sec-WebSocket-Version": "13"},
+        )
+        ctx.apply_response_headers(response)
+        return response
+
+    async def _serve(
+        self, ws: web.WebSocketResponse, connection: Connection, session: Session
+    ) -> str:
+        loop = asyncio.get_running_loop()
+        watch = _Watchdog(loop, connection, self._idle_s, self._max_duration_s)
+        pending: collections.deque[tuple[str, str | bytes, str]] = collections.deque()
+        state = _Pending()
+        try:
+            while True:
+                msg = await ws.receive()
+                kind = msg.type
+                if kind is web.WSMsgType.TEXT or kind is web.WSMsgType.BINARY:
+                    watch.active = loop.time()
+                    connection.touch()
+                    data: str | bytes = msg.data
+                    self._accept(connection, session, data, pending, state)
+                elif kind is web.WSMsgType.ERROR:
+                    return str(msg.data) if msg.data is not None else "Error"
+                elif watch.reason:
+                    return watch.reason
+                else:
+                    return "Client closed the connection" if not connection.closing else "Closed"
+        finally:
+            watch.cancel()
+
+    def _route_for(self, data: str | bytes) -> WsRoute | None:
+        key = select_route(data, self._selection) if self._selection else None
+        if key is not None and key not in (CONNECT, DISCONNECT):
+            found = self._routes.get(key)
+            if found is not None:
+                return found
+        return self._default
+
+    def _accept(
+        self,
+        connection: Connection,
+        session: Session,
+        data: str | bytes,
+        pending: collections.deque[tuple[str, str | bytes, str]],
+        state: _Pending,
+    ) -> None:
+        request_id = new_id()
+        route = self._route_for(data)
+        if route is None:
+            connection.enqueue(_frame("Forbidden", session, request_id))
+            self._count(DEFAULT, "no_route")
+            return
+        throttle = session.throttle
+        if throttle is not None:
+            buckets = session.buckets.get(route.key)
+            if buckets and throttle.acquire(buckets)[0] != GRANTED:
+                connection.enqueue(_frame("Too Many Requests", session, request_id))
+                self._count(route.key, "throttled")
+                return
+        size = len(data)
+        if state.bytes + size > self._max_pending:
+            connection.enqueue(_frame("Too Many Requests", session, request_id))
+            self._count(route.key, "throttled")
+            return
+        pending.append((route.key, data, request_id))
+        state.bytes += size
+        if not state.running:
+            state.running = True
+            asyncio.get_running_loop().create_task(self._work(connection, session, pending, state))
+
+    async def _work(
+        self,
+        connection: Connection,
+        session: Session,
+        pending: collections.deque[tuple[str, str | bytes, str]],
+        state: _Pending,
+    ) -> None:
+        try:
+            while pending:
+                key, data, request_id = pending.popleft()
+                state.bytes -= len(data)
+                if connection.closing or connection.ws.closed:
+                    continue
+                await self._message(connection, session, self._routes[key], data, request_id)
+        finally:
+            pending.clear()
+            state.bytes = 0
+            state.running = False
+
+    async def _message(
+        self,
+        connection: Connection,
+        session: Session,
+        route: WsRoute,
+        data: str | bytes,
+        request_id: str,
+    ) -> None:
+        event = Event(route.key, "MESSAGE", request_id, session, data, new_id())
+        try:
+            outcome = await route.target(event)
+        except IntegrationTimedOut:
+            connection.enqueue(_frame("Endpoint request timed out", session, request_id))
+            self._count(route.key, "timeout")
+            return
+        except IntegrationFailed:
+            connection.enqueue(_frame("Internal server error", session, request_id))
+            self._count(route.key, "error")
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("connection %s: route %s failed", session.connection_id, route.key)
+            connection.enqueue(_frame("Internal server error", session, request_id))
+            self._count(route.key, "error")
+            return
+        self._count(route.key, "ok")
+        if route.route_response and outcome.body:
+            connection.enqueue(_as_message(outcome.body))
+
+    async def _disconnected(self, session: Session, code: int | None, reason: str) -> None:
+        route = self._disconnect
+        if route is None:
+            return
+        event = Event(
+            DISCONNECT,
+            "DISCONNECT",
+            new_id(),
+            session,
+            close_code=code if code is not None else 1005,
+            close_reason=reason,
+        )
+        try:
+            await route.target(event)
+        except (IntegrationFailed, IntegrationTimedOut):
+            pass
+        except Exception:
+            log.exception("connection %s: $disconnect failed", session.connection_id)
+
+    def _count(self, route_key: str, outcome: str) -> None:
+        if self._on_message is not None:
+            self._on_message(route_key, outcome)
+
+    async def _close_targets(self) -> None:
+        await asyncio.gather(*(route.target.close() for route in self._routes.values()))
+
+    async def close(self) -> None:
+        """A retired snapshot: live connections keep their targets until they end."""
+        self._closed = True
+        if self._live == 0:
+            await self._close_targets()
+
+
+class _Watchdog:
+    """Closes a connection idle for `idle_s` or open for `max_s`, with 1001 as AWS does. One
+    timer per connection, moved only when it fires: activity is a float written per message."""
+
+    __slots__ = ("_connection", "_end", "_handle", "_idle_s", "_loop", "active", "reason")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        connection: Connection,
+        idle_s: float,
+        max_s: float,
+    ) -> None:
+        now = loop.time()
+        self._loop = loop
+        self._connection = connection
+        self._idle_s = idle_s
+        self._end = now + max_s
+        self.active = now
+        self.reason = ""
+        self._handle: asyncio.TimerHandle | None = loop.call_at(
+            min(now + idle_s, self._end), self._check
+        )
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if now >= self._end:
+            self.reason = "Going away (maximum connection duration)"
+        elif now >= self.active + self._idle_s:
+            self.reason = "Going away (idle timeout)"
+        else:
+            self._handle = self._loop.call_at(
+                min(self.active + self._idle_s, self._end), self._check
+            )
+            return
+        self._handle = None
+        self._connection.request_close(1001, "Going away")
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    bytes: int = 0
+    running: bool = False
+
+
+def _domain(host: str) -> str:
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    return name or "localhost"
+
+
+# ---------------------------------------------------------------------------------------------
+# Building from the config
+
+
+def _substitute(text: str, variables: Mapping[str, str], where: str) -> str:
+    def replace(found: re.Match[str]) -> str:
+        name = found.group(1)
+        if name not in variables:
+            raise ValueError(f"{where}: stage has no variable {name!r}")
+        return variables[name]
+
+    return _STAGE_VARIABLE.sub(replace, text)
+
+
+def _target(
+    key: str,
+    route: RouteConfig,
+    events: EventFormat,
+    variables: Mapping[str, str],
+    loaded: LoadedConfig,
+) -> Target:
+    spec: Any = route.integration
+    kind = spec.type
+    if kind == "function":
+        handler = load_handler(spec.handler, loaded.python_paths())
+        name = spec.handler.replace(":", "-").replace(".", "-")
+        return FunctionTarget(handler, events, spec.timeout_ms, name)
+    if kind == "http_proxy":
+        uri = spec.uri
+        if uri is None and spec.targets:
+            uri = spec.targets[0].url
+        if not uri:
+            raise ValueError(f"route {key!r}: http_proxy needs a uri")
+        uri = _substitute(uri, variables, f"route {key!r}")
+        if not re.match(r"^https?://", uri) or "{" in uri:
+            raise ValueError(f"route {key!r}: uri {uri!r} is not a full http(s) URL")
+        return HttpTarget(uri, spec.timeout_ms, spec.connect_timeout_ms)
+    if kind == "mock":
+        body, _ = spec.encoded_body()
+        return MockTarget(spec.status, body)
+    raise ValueError(f"route {key!r}: integration type {kind!r} is not available")
+
+
+def _auth_stage(
+    api_cfg: ApiConfig, route: RouteConfig, stage: str, loaded: LoadedConfig
+) -> Stage | None:
+    if route.authorizer is None:
+        return None
+    # Imported here: the authorizer stages import the config loader and are only needed by APIs
+    # that authorise their $connect route.
+    from pygw.stages.custom_auth import build_custom_auth_stage
+    from pygw.stages.jwt_auth import build_jwt_stage
+
+    authorizer: Any = api_cfg.authorizers[route.authorizer]
+    try:
+        if authorizer.type == "jwt":
+            return build_jwt_stage(authorizer, route, loaded)
+        return build_custom_auth_stage(authorizer, route, api_cfg, stage, loaded, CONNECT)
+    except ValueError as bad:
+        raise ValueError(f"authorizer {route.authorizer!r}: {bad}") from None
+
+
+def build_websocket_api(
+    api_cfg: ApiConfig,
+    stage: str,
+    loaded: LoadedConfig,
+    registry: ConnectionRegistry,
+    *,
+    on_message: OnMessage | None = None,
+) -> WebSocketApiIntegration:
+    """The integration serving one mount (API + stage). Raises ValueError, naming the route, for
+    a handler that cannot be loaded, an unusable uri, an authorizer on a route other than
+    $connect, or an unknown integration type.
+
+    `on_message(route_key, outcome)`, when given, is called once per client message with outcome
+    "ok", "error", "timeout", "throttled" or "no_route".
+    """
+    stage_cfg = api_cfg.stage(stage)
+    variables: dict[str, str] = dict(stage_cfg.variables or {}) if stage_cfg is not None else {}
+    events = EventFormat(api_cfg.name, stage, variables)
+    routes: dict[str, WsRoute] = {}
+    throttles: dict[str, tuple[float, int]] = {}
+    for key, route in api_cfg.routes.items():
+        if route.authorizer is not None and key != CONNECT:
+            raise ValueError(
+                f"route {key!r}: only $connect can have an authorizer in a WebSocket API"
+            )
+        try:
+            target = _target(key, route, events, variables, loaded)
+        except ValueError as bad:
+            text = str(bad)
+            raise ValueError(
+                text if text.startswith("route ") else f"route {key!r}: {text}"
+            ) from None
+        auth = _auth_stage(api_cfg, route, stage, loaded) if key == CONNECT else None
+        routes[key] = WsRoute(key, target, route.route_response, auth)
+        if route.throttle is not None and key not in (CONNECT, DISCONNECT):
+            throttles[key] = (float(route.throttle.rate), int(route.throttle.burst))
+    stage_throttle = None
+    if stage_cfg is not None and stage_cfg.throttle is not None:
+        stage_throttle = (float(stage_cfg.throttle.rate), int(stage_cfg.throttle.burst))
+    settings = api_cfg.websocket
+    return WebSocketApiIntegration(
+        api_name=api_cfg.name,
+        stage=stage,
+        routes=routes,
+        selection=_selection_path(api_cfg.route_selection),
+        registry=registry,
+        idle_timeout_s=settings.idle_timeout_s,
+        max_duration_s=settings.max_duration_s,
+        max_message_bytes=settings.max_message_bytes,
+        route_throttles=throttles,
+        stage_throttle=stage_throttle,
+        on_message=on_message,
+    )

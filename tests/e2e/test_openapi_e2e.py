@@ -1,0 +1,271 @@
+"""`pygw serve --openapi SPEC` as a user runs it: a child process serving an imported definition."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.e2e.gateway_process import GatewayProcess
+
+TESTDATA = Path("/work/shared/testdata/openapi")
+_READY = re.compile(r"pygw listening on http://([\d.]+):(\d+) \(admin http://([\d.]+):(\d+)\)")
+
+
+class OpenApiGateway(GatewayProcess):
+    """`python -m pygw serve --openapi SPEC --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0`."""
+
+    def __init__(self, spec: Path, *extra: str) -> None:
+        super().__init__(spec)
+        self.extra = list(extra)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "pygw",
+            "serve",
+            "--openapi",
+            str(self.config),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            *self.extra,
+        ]
+
+    def start(self, timeout_s: float = 20.0) -> OpenApiGateway:
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+                found = _READY.search(line)
+                if found:
+                    self.port = int(found.group(2))
+                    self.admin_port = int(found.group(4))
+                    ready.set()
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout_s
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("gateway did not start:\n" + "".join(self.output))
+        return self
+
+
+async def _started(spec: Path, *extra: str) -> OpenApiGateway:
+    process = OpenApiGateway(spec, *extra)
+    await asyncio.to_thread(process.start)
+    return process
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    # One connection per request: a gateway's drain then has no idle keep-alive to wait out.
+    connector = aiohttp.TCPConnector(force_close=True)
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+        yield client
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.raw_path, "method": request.method})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def _write(folder: Path, spec: dict[str, Any]) -> Path:
+    path = folder / "api.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.0.1",
+    "info": {"title": "shop", "version": "1"},
+    "servers": [{"url": "https://shop.example.com/shop"}],
+    "paths": {
+        "/hello": {
+            "get": {
+                "x-amazon-apigateway-integration": {
+                    "type": "mock",
+                    "requestTemplates": {"application/json": '{"statusCode": 200}'},
+                    "responses": {
+                        "default": {
+                            "statusCode": "200",
+                            "responseParameters": {"method.response.header.x-kind": "'mock'"},
+                            "responseTemplates": {"application/json": '{"hello": "world"}'},
+                        }
+                    },
+                }
+            }
+        },
+        "/items/{id}": {
+            "get": {
+                "x-pygw-handler": "shop_handlers:get_item",
+                "x-amazon-apigateway-integration": {
+                    "type": "aws_proxy",
+                    "httpMethod": "POST",
+                    "uri": "arn:aws:apigateway:us-east-1:lambda:path/functions/get/invocations",
+                },
+            }
+        },
+        "/backend/{rest+}": {
+            "x-amazon-apigateway-any-method": {
+                "x-amazon-apigateway-integration": {
+                    "type": "http_proxy",
+                    "httpMethod": "ANY",
+                    "uri": "https://backend.example.com/api/{rest}",
+                }
+            }
+        },
+        "/private": {
+            "get": {
+                "security": [{"lambda": []}],
+                "x-amazon-apigateway-integration": {"type": "mock"},
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {
+            "lambda": {
+                "type": "apiKey",
+                "name": "Authorization",
+                "in": "header",
+                "x-amazon-apigateway-authorizer": {"type": "token", "authorizerUri": "arn:x"},
+            }
+        }
+    },
+}
+
+HANDLERS = """
+import json
+
+
+def get_item(event, context):
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(
+            {"id": event["pathParameters"]["id"], "stage": event["requestContext"]["stage"]}
+        ),
+    }
+"""
+
+
+async def test_serve_openapi_routes(
+    tmp_path: Path, session: aiohttp.ClientSession, upstream: str
+) -> None:
+    (tmp_path / "shop_handlers.py").write_text(HANDLERS)
+    spec = _write(tmp_path, SPEC)
+    gateway = await _started(spec, "--stage", "v1", "--upstream", f"backend.example.com={upstream}")
+    try:
+        base = gateway.url + "/shop/v1"
+        async with session.get(base + "/hello") as response:
+            assert response.status == 200
+            assert response.headers["x-kind"] == "mock"
+            assert response.headers["Content-Type"].startswith("application/json")
+            assert await response.json() == {"hello": "world"}
+        async with session.get(base + "/items/42") as response:
+            assert response.status == 200
+            assert await response.json() == {"id": "42", "stage": "v1"}
+        async with session.post(base + "/backend/a/b?x=1") as response:
+            assert response.status == 200
+            assert await response.json() == {"path": "/api/a/b?x=1", "method": "POST"}
+        # The Lambda authorizer names no local callable: the route fails closed.
+        async with session.get(base + "/private", headers={"Authorization": "t"}) as response:
+            assert response.status == 401
+        # REST-style: an unknown path is 403 Missing Authentication Token.
+        async with session.get(base + "/nowhere") as response:
+            assert response.status == 403
+        # The import's warnings are logged when the definition is loaded.
+        assert "x-pygw-handler" in gateway.text()
+    finally:
+        await asyncio.to_thread(gateway.stop)
+
+
+@pytest.mark.skipif(not TESTDATA.is_dir(), reason="/work/shared/testdata/openapi is absent")
+async def test_serve_openapi_testdata_mock(session: aiohttp.ClientSession) -> None:
+    gateway = await _started(TESTDATA / "openapi-basepath-server-variable.yaml")
+    try:
+        async with session.get(gateway.url + "/base-var/test") as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
+        async with session.options(gateway.url + "/base-var/test") as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Methods"] == "GET,OPTIONS"
+    finally:
+        await asyncio.to_thread(gateway.stop)
+    gateway = await _started(TESTDATA / "openapi-mock.json", "--style", "http")
+    try:
+        async with session.delete(gateway.url + "/echo/abc") as response:
+            assert response.status == 200
+            assert "mocked" in await response.text()
+        async with session.get(gateway.url + "/nowhere") as response:
+            assert response.status == 404  # HTTP-style not found
+    finally:
+        await asyncio.to_thread(gateway.stop)
+
+
+def test_import_openapi_command(tmp_path: Path) -> None:
+    spec = _write(tmp_path, SPEC)
+    out = tmp_path / "pygw.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "pygw", "import-openapi", str(spec), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert text.startswith("# pygw configuration imported from")
+    assert "#/components/securitySchemes/lambda/x-amazon-apigateway-authorizer" in text
+    assert "x-pygw-handler" in done.stderr  # warnings also go to stderr
+    (tmp_path / "shop_handlers.py").write_text(HANDLERS)
+    checked = subprocess.run(
+        [sys.executable, "-m", "pygw", "check", "-c", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "pygw", "import-openapi", str(tmp_path / "missing.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "file not found" in bad.stderr
