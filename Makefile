@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 NATIVE_SRC := $(shell find native/src -name '*.rs' 2>/dev/null) Cargo.toml native/Cargo.toml $(wildcard Cargo.lock)
 CONFIG ?= examples/quickstart.yaml
 
-.PHONY: dev serve test test-rust test-python lint fmt bench bench-native bench-proxy clean
+.PHONY: dev serve test test-rust test-python system-packages lint fmt bench bench-native bench-proxy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,20 @@ serve: dev
 test-rust:
 	cargo test --quiet --workspace
 
-test-python: dev
+# Servers the tests start themselves (Redis for the shared throttle, nginx and wrk for the bench
+# harness smoke test), from Debian when absent. Without root the tests that need them skip, saying why.
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing from Debian"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+			|| echo "could not install$$missing: the tests that need them will skip"; \
+	fi
+
+test-python: dev system-packages
 	$(BIN)/python -m pytest -q
 
 lint: dev

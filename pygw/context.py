@@ -33,6 +33,5 @@ class RequestContext:
 
     def apply_response_headers(self, response: web.StreamResponse) -> None:
         """Called by whoever builds the response, before it is prepared (headers go out first)."""
-        headers = response.headers
-        for name, value in self.response_headers.items():
-            headers[name] = value
+        # update() replaces like item assignment does, in one call.
+        response.headers.update(self.response_headers)

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pygw._native import Router, Throttle
+from pygw._native import ResponseCache, Router, Throttle
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
@@ -27,7 +27,8 @@ from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage
-from pygw.stages.api_key import build_api_keys
+from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys
+from pygw.stages.cache import wrap_with_cache
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.jwt_auth import build_jwt_stage
@@ -40,6 +41,7 @@ from pygw.stages.transform import (
     build_response_transform,
 )
 from pygw.stages.validate import build_validate_stage
+from pygw.state.redis_throttle import RedisThrottle, RedisThrottleStage, redis_throttle_from_config
 
 ResponseTransform = ResponseTemplates | ResponseMapping
 
@@ -103,11 +105,20 @@ class _NotFound:
 
 
 class Runtime:
-    def __init__(self, loaded: LoadedConfig, router: Router, routes: list[CompiledRoute]) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        router: Router,
+        routes: list[CompiledRoute],
+        proxies: Sequence[HttpProxyIntegration] = (),
+        redis: RedisThrottle | None = None,
+    ) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.router = router
         self.routes = routes
+        self._proxies = tuple(proxies)
+        self._redis = redis
         self.in_flight = 0
 
     def summary(self) -> str:
@@ -150,8 +161,19 @@ class Runtime:
                 found.append(route.canary_variant.pipeline.integration)
         return found
 
+    def upstream_states(self) -> list[tuple[str, bool, int]]:
+        """(target, healthy, requests queued) for every http_proxy target, for /metrics."""
+        states = []
+        for proxy in self._proxies:
+            queued = proxy.queue_length()
+            for target, healthy in proxy.health().items():
+                states.append((target, healthy, queued))
+        return states
+
     async def close(self) -> None:
         await asyncio.gather(*(integration.close() for integration in self.integrations()))
+        if self._redis is not None:
+            await self._redis.close()
 
     async def close_when_idle(self, poll_s: float = 0.05, give_up_s: float = 600.0) -> None:
         """A retired snapshot keeps its pools until the requests that started on it finish."""
@@ -179,6 +201,25 @@ class _TransformedResponses:
         await self._inner.close()
 
 
+class _RedisBuckets:
+    """Registers buckets with the Redis backend under names every host derives alike from the
+    same config (creation order), so the hosts of a fleet share them."""
+
+    def __init__(self, redis: RedisThrottle) -> None:
+        self._redis = redis
+        self._count = 0
+
+    def _name(self, kind: str) -> str:
+        self._count += 1
+        return f"{kind}{self._count}"
+
+    def add_bucket(self, rate: float, burst: int) -> int:
+        return self._redis.register_bucket(self._name("bucket"), rate, burst)
+
+    def add_quota(self, limit: int, period: str) -> int:
+        return self._redis.register_quota(self._name("quota"), limit, period)
+
+
 @dataclass(frozen=True, slots=True)
 class _RouteOrigin:
     """Where a route comes from: what integrations need to know about it beyond their own spec."""
@@ -200,8 +241,18 @@ class _Compiler:
         self.routes: list[CompiledRoute] = []
         self.entries: list[tuple[str | None, str, str, int]] = []
         self.mounts: dict[tuple[str | None, str], str] = {}
-        # Buckets live in this snapshot: a reload starts every bucket full again.
-        self.throttle = Throttle()
+        self.caches: dict[str, ResponseCache] = {}
+        self.proxies: list[HttpProxyIntegration] = []
+        # Local buckets live in this snapshot: a reload starts every bucket full again. Redis
+        # buckets are shared by every host and survive reloads.
+        state = loaded.config.state
+        self.redis: RedisThrottle | None = None
+        self.throttle: BucketRegistry
+        if state.backend == "redis":
+            self.redis = redis_throttle_from_config(state)
+            self.throttle = _RedisBuckets(self.redis)
+        else:
+            self.throttle = Throttle()
         account = loaded.config.throttle
         self.account_bucket = self.throttle.add_bucket(account.rate, account.burst)
 
@@ -218,7 +269,7 @@ class _Compiler:
         except ValueError as conflict:
             self.issue("apis", str(conflict), "make the routes distinguishable or remove one")
             raise ConfigError(self.issues) from None
-        return Runtime(self.loaded, router, self.routes)
+        return Runtime(self.loaded, router, self.routes, self.proxies, self.redis)
 
     def _api(self, index: int, api: Any) -> None:
         where = f"apis[{index}]"
@@ -226,7 +277,6 @@ class _Compiler:
         if style is Style.WEBSOCKET:
             self._websocket_api(where, api)
             return
-        self._refuse_unbuilt(where, api)
         base_path = (api.base_path or "").rstrip("/")
         hosts: tuple[str | None, ...] = tuple(api.hosts) if api.hosts else (None,)
         overhead = self.metrics.overhead.labels(style.value)
@@ -264,7 +314,7 @@ class _Compiler:
                     *front,
                     *((auth_stage,) if auth_stage is not None else ()),
                     *((key_stage,) if key_stage is not None else ()),
-                    build_throttle_stage(self.throttle, buckets, key_limits),
+                    self._throttle_stage(buckets, key_limits),
                     *shaping,
                 )
                 origin = _RouteOrigin(api, style, stage.name, key)
@@ -351,6 +401,12 @@ class _Compiler:
         for host in hosts:
             self.entries.append((host, prefix, key, route_id))
 
+    def _throttle_stage(self, buckets: list[int], key_limits: KeyLimits | None) -> Stage:
+        if self.redis is not None:
+            return RedisThrottleStage(self.redis, buckets, key_limits)
+        assert isinstance(self.throttle, Throttle)
+        return build_throttle_stage(self.throttle, buckets, key_limits)
+
     def _claim_mount(
         self, where: str, api_name: str, hosts: tuple[str | None, ...], prefix: str
     ) -> bool:
@@ -384,7 +440,7 @@ class _Compiler:
             except ValueError as bad:
                 self.issue(f"{where}.routes", str(bad), "fix the route's integration or authorizer")
                 continue
-            stages = (*front, build_throttle_stage(self.throttle, [self.account_bucket]))
+            stages = (*front, self._throttle_stage([self.account_bucket], None))
             variant = Variant(dict(stage.variables or {}), Pipeline(stages, integration), False)
             self._add(
                 api,
@@ -453,34 +509,6 @@ class _Compiler:
             return None
         return transform
 
-    def _refuse_unbuilt(self, where: str, api: Any) -> None:
-        """Keys the model accepts whose stages are not in this version are refused, not ignored."""
-        for name in ("cache",):
-            if getattr(api, name, None):
-                self.issue(
-                    f"{where}.{name}",
-                    f"{name} is not available in this version",
-                    f"remove {name} from this api",
-                )
-        for key, route in api.routes.items():
-            reshapes_body = bool(route.templates and route.templates.request) or bool(
-                route.validation and route.validation.body
-            )
-            if route.integration.type == "http_proxy" and (reshapes_body or route.mapping):
-                self.issue(
-                    f"{where}.routes.{key}",
-                    "body validation, request templates and parameter mapping are not available "
-                    "with http_proxy integrations in this version",
-                    "validate parameters only, or use a function integration",
-                )
-            for name in ("cache",):
-                if getattr(route, name, None):
-                    self.issue(
-                        f"{where}.routes.{key}.{name}",
-                        f"{name} is not available in this version",
-                        f"remove {name} from this route",
-                    )
-
     def _variant(
         self,
         where: str,
@@ -498,6 +526,17 @@ class _Compiler:
             return None
         if respond is not None:
             integration = _TransformedResponses(integration, respond)
+        # The cache keeps what the client got: the transformed answer.
+        integration = wrap_with_cache(
+            integration,
+            origin.api,
+            route,
+            origin.key,
+            origin.stage,
+            self.caches,
+            metrics_hit=self.metrics.cache_hits.labels(origin.api.name, origin.stage).inc,
+            metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage).inc,
+        )
         return Variant(variables, Pipeline(stages, integration), canary)
 
     def _substitute(self, where: str, stage: str, text: str, variables: dict[str, str]) -> str:
@@ -548,7 +587,7 @@ class _Compiler:
                 for target in (spec.targets or [])
             ]
             try:
-                return HttpProxyIntegration(
+                proxy = HttpProxyIntegration(
                     uri=uri,
                     targets=targets,
                     balance=spec.balance,
@@ -562,6 +601,8 @@ class _Compiler:
             except ValueError as bad:
                 self.issue(f"{where}.uri", str(bad), "use only the route's path parameters")
                 return None
+            self.proxies.append(proxy)
+            return proxy
         self.issue(
             f"{where}.type",
             f"integration type {kind!r} is not available in this version",

@@ -34,6 +34,7 @@ from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
 from pygw.observe.metrics import Metrics
 from pygw.runtime import Runtime, compile_runtime
+from pygw.state.redis_throttle import close_pools
 
 log = logging.getLogger("pygw")
 
@@ -167,8 +168,9 @@ class Gateway:
         self._worker = worker
         self.metrics = Metrics()
         # WebSocket connections outlive config snapshots: a reload keeps clients connected.
-        self.connections = ConnectionRegistry()
+        self.connections = ConnectionRegistry(on_count=self.metrics.websocket_connections.set)
         self.connections.install()
+        self.metrics.upstreams = self._upstream_states
         self._dispatcher: Dispatcher | None = None
         self._server: asyncio.AbstractServer | None = None
         self._web_server: _GatewayServer | None = None
@@ -177,6 +179,10 @@ class Gateway:
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.bound: tuple[str, int] | str | None = None
+
+    def _upstream_states(self) -> list[tuple[str, bool, int]]:
+        dispatcher = self._dispatcher
+        return dispatcher.runtime.upstream_states() if dispatcher is not None else []
 
     @property
     def runtime(self) -> Runtime:
@@ -309,6 +315,7 @@ class Gateway:
             await self._admin.stop()
         if dispatcher is not None:
             await dispatcher.runtime.close()
+        await close_pools()
         if self._access_log is not None:
             self._access_log.close()
         log.info("pygw stopped")

@@ -18,8 +18,8 @@ import contextlib
 import re
 import ssl
 import time
-from collections.abc import Collection, Sequence
-from typing import Final, cast
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, Final, cast
 
 import httptools
 from aiohttp import web
@@ -35,6 +35,8 @@ BALANCE_MODES: Final = ("round_robin", "least_request", "weighted")
 
 # Retrying these cannot repeat a side effect the upstream has not already been asked to tolerate.
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Body mode for bytes a stage read (validation) or produced (a request template).
+_BODY_BYTES: Final = 3
 
 # RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection some clients still send.
 _HOP_BY_HOP: Final = frozenset(
@@ -72,6 +74,14 @@ _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
 _PARAM_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]+\+?")
 
 
+class _CoalescingResponse(web.StreamResponse):
+    """A StreamResponse whose head is written together with the first piece of its body (or
+    with its end): one send instead of two for the usual small response."""
+
+    # aiohttp's own `Response` sets this too; older aiohttp versions ignore it (two sends).
+    _send_headers_immediately = False
+
+
 class _ConnectFailedError(Exception):
     """No connection could be opened: nothing was sent, so another target may be tried."""
 
@@ -84,7 +94,17 @@ def _escape_target(match: re.Match[bytes]) -> bytes:
     return b"%%%02X" % match.group()[0]
 
 
+# The values nearly every response carries, parsed once.
+_COMMON_CONNECTION: Final = {
+    b"keep-alive": frozenset({b"keep-alive"}),
+    b"close": frozenset({b"close"}),
+}
+
+
 def _connection_tokens(value: bytes) -> frozenset[bytes]:
+    common = _COMMON_CONNECTION.get(value)
+    if common is not None:
+        return common
     return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
 
 
@@ -153,13 +173,20 @@ class _Upstream(asyncio.Protocol):
             and not self.chunks
         )
 
-    async def wait_head(self) -> bool:
+    async def wait_head(self, deadline: float) -> bool:
+        """True once the response head is here, False if the exchange failed first; raises
+        TimeoutError at `deadline` (loop time)."""
         while not self.head_ready and self.exc is None and not self.closed:
-            fut = self.loop.create_future()
+            loop = self.loop
+            if loop.time() >= deadline:
+                raise TimeoutError
+            fut = loop.create_future()
             self.waiter = fut
+            timer = loop.call_at(deadline, _wake, fut)
             try:
                 await fut
             finally:
+                timer.cancel()
                 self.waiter = None
         return self.head_ready
 
@@ -354,6 +381,20 @@ class _Target:
         self.probing = False
         self.closed = False
 
+    def take_idle(self, now: float, idle_max: float) -> _Upstream | None:
+        """A pooled connection ready for reuse, if there is one (never waits)."""
+        if self.closed:
+            return None
+        idle = self.idle
+        while idle:
+            conn = idle.pop()  # the most recently used one is the least likely to be stale
+            if conn.closed:
+                continue
+            if now - conn.idle_since < idle_max:
+                return conn
+            conn.close()
+        return None
+
     async def acquire(
         self, loop: asyncio.AbstractEventLoop, connect_timeout: float, idle_max: float
     ) -> tuple[_Upstream, bool]:
@@ -361,14 +402,9 @@ class _Target:
         while True:
             if self.closed:
                 raise _ConnectFailedError("integration closed")
-            idle = self.idle
-            while idle:
-                conn = idle.pop()  # the most recently used one is the least likely to be stale
-                if conn.closed:
-                    continue
-                if loop.time() - conn.idle_since < idle_max:
-                    return conn, True
-                conn.close()
+            pooled = self.take_idle(loop.time(), idle_max)
+            if pooled is not None:
+                return pooled, True
             if self.open < self.limit:
                 self.open += 1
                 try:
@@ -549,6 +585,7 @@ class HttpProxyIntegration:
         self._threshold = failure_threshold
         self._cooldown_s = cooldown_s
         self._rr = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -564,27 +601,45 @@ class HttpProxyIntegration:
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
         request = ctx.request
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            # Cached: on Python 3.11 every get_running_loop() costs a getpid() system call.
+            loop = self._loop = asyncio.get_running_loop()
         method = request.method
-        target_path = self._render(ctx)
-        tail, body_mode = self._head_tail(ctx)
+        # A stage that read or rewrote the request (validation, a template, parameter mapping)
+        # leaves the bytes and headers to send; the lean path has no extras at all.
+        extras = ctx.extras
+        body: bytes | None = None
+        overrides: dict[str, Any] | None = None
+        if extras:
+            body = extras.get("body")
+            overrides = extras.get("request_overrides")
+        target_path = self._render(ctx, overrides)
+        tail, body_mode = self._head_tail(ctx, overrides, body)
         method_line = method.encode("ascii") + b" "
         is_head = method == "HEAD"
         attempts = self._retries + 1 if method in _IDEMPOTENT else 1
         stale_retry = method in _IDEMPOTENT and body_mode == 0
         tried: list[_Target] = []
+        # One deadline for the whole exchange up to the response head. The usual path (a pooled
+        # connection, no request body) only waits in wait_head, which keeps the deadline itself;
+        # asyncio.timeout, with its task lookups, guards only the waits that may come before.
+        deadline = loop.time() + self._timeout_s
 
         target: _Target | None = None
         conn: _Upstream | None = None
         try:
-            async with asyncio.timeout(self._timeout_s):
-                while True:
-                    target = self._pick(loop.time(), tried)
-                    target.in_flight += 1
+            while True:
+                target = self._pick(loop.time(), tried)
+                target.in_flight += 1
+                conn = target.take_idle(loop.time(), self._idle_max_s)
+                reused = True
+                if conn is None:
                     try:
-                        conn, reused = await target.acquire(
-                            loop, self._connect_timeout_s, self._idle_max_s
-                        )
+                        async with asyncio.timeout_at(deadline):
+                            conn, reused = await target.acquire(
+                                loop, self._connect_timeout_s, self._idle_max_s
+                            )
                     except _ConnectFailedError:
                         target.in_flight -= 1
                         self._failed(target, loop.time())
@@ -593,31 +648,36 @@ class HttpProxyIntegration:
                         if attempts <= 0:
                             raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
                         continue
-                    conn.begin(is_head)
-                    sent_at = time.perf_counter()
-                    assert conn.transport is not None
-                    conn.transport.write(
-                        method_line + target.prefix + target_path + target.version_host + tail
-                    )
-                    if body_mode:
+                conn.begin(is_head)
+                sent_at = time.perf_counter()
+                assert conn.transport is not None
+                conn.transport.write(
+                    method_line + target.prefix + target_path + target.version_host + tail
+                )
+                if body_mode == _BODY_BYTES:
+                    assert body is not None
+                    conn.transport.write(body)
+                    conn.request_complete = True
+                elif body_mode:
+                    async with asyncio.timeout_at(deadline):
                         await self._send_body(request.content, conn, body_mode == 2)
-                    else:
-                        conn.request_complete = True
-                    if await conn.wait_head():
-                        break
-                    # Failed before any response. A pooled connection the upstream had just
-                    # closed is not the target's fault: one fresh connection may be tried.
-                    target.in_flight -= 1
-                    target.release(conn, False)
-                    conn = None
-                    if reused and stale_retry:
-                        stale_retry = False
-                        tried.append(target)
-                        target = None
-                        continue
-                    self._failed(target, loop.time())
+                else:
+                    conn.request_complete = True
+                if await conn.wait_head(deadline):
+                    break
+                # Failed before any response. A pooled connection the upstream had just
+                # closed is not the target's fault: one fresh connection may be tried.
+                target.in_flight -= 1
+                target.release(conn, False)
+                conn = None
+                if reused and stale_retry:
+                    stale_retry = False
+                    tried.append(target)
                     target = None
-                    raise GatewayError(ErrorType.UPSTREAM_FAILURE)
+                    continue
+                self._failed(target, loop.time())
+                target = None
+                raise GatewayError(ErrorType.UPSTREAM_FAILURE)
         except TimeoutError:
             if target is not None:
                 target.in_flight -= 1
@@ -633,7 +693,6 @@ class HttpProxyIntegration:
                     target.release(conn, False)
             raise
 
-        assert target is not None and conn is not None
         # perf_counter: uvloop's loop.time() only ticks in whole milliseconds.
         ctx.integration_latency_s = time.perf_counter() - sent_at
         self._succeeded(target)
@@ -644,9 +703,13 @@ class HttpProxyIntegration:
 
     # -- request side -------------------------------------------------------------------------
 
-    def _render(self, ctx: RequestContext) -> bytes:
+    def _render(self, ctx: RequestContext, overrides: dict[str, Any] | None) -> bytes:
         """Request target below the target's base path, with the client's query appended."""
-        if not self._literals:
+        path_override: str | None = overrides.get("path") if overrides else None
+        path: str
+        if path_override is not None:
+            path = path_override
+        elif not self._literals:
             path = ctx.path
         elif not self._pieces:
             path = self._literals[0]
@@ -662,17 +725,25 @@ class HttpProxyIntegration:
                     ErrorType.INTEGRATION_FAILURE, f"missing path parameter {exc}"
                 ) from None
             path = "".join(parts)
-        raw = ctx.request.raw_path
-        q = raw.find("?")
-        if q >= 0 and q + 1 < len(raw):
-            path = path + ("&" if self._template_query else "?") + raw[q + 1 :]
+        query_override: str | None = overrides.get("query") if overrides else None
+        if query_override is not None:
+            if query_override:
+                path = path + ("&" if self._template_query else "?") + query_override
+        else:
+            raw = ctx.request.raw_path
+            q = raw.find("?")
+            if q >= 0 and q + 1 < len(raw):
+                path = path + ("&" if self._template_query else "?") + raw[q + 1 :]
         target = path.encode("utf-8", "surrogateescape")
         if _UNSAFE_TARGET.search(target) is not None:
             target = _UNSAFE_TARGET.sub(_escape_target, target)
         return target
 
-    def _head_tail(self, ctx: RequestContext) -> tuple[bytes, int]:
-        """Header lines after Host through the blank line; body mode 0 none, 1 length, 2 chunked."""
+    def _head_tail(
+        self, ctx: RequestContext, overrides: dict[str, Any] | None, body: bytes | None
+    ) -> tuple[bytes, int]:
+        """Header lines after Host through the blank line; body mode 0 none, 1 length,
+        2 chunked, 3 the bytes a stage left in ctx.extras["body"]."""
         request = ctx.request
         connection = request.headers.get("Connection")
         named = _connection_tokens(connection.encode("latin-1")) if connection else None
@@ -681,7 +752,14 @@ class HttpProxyIntegration:
         forwarded_for: bytes | None = None
         client_host: bytes | None = None
         body_mode = 0
-        for name, value in request.raw_headers:
+        raw_headers: Iterable[tuple[bytes, bytes]] = request.raw_headers
+        mapped = overrides.get("headers") if overrides else None
+        if mapped is not None:
+            raw_headers = [
+                (name.encode("latin-1"), value.encode("utf-8")) for name, value in mapped.items()
+            ]
+        content_type: str | None = ctx.extras.get("body_content_type") if body is not None else None
+        for name, value in raw_headers:
             lname = name.lower()
             if lname in _REQUEST_REWRITTEN:
                 if lname == b"x-forwarded-for":
@@ -694,9 +772,13 @@ class HttpProxyIntegration:
                     body_mode = 2
                 continue
             if lname == b"content-length":
+                if body is not None:
+                    continue
                 if body_mode == 0:
                     body_mode = 1
-            elif named is not None and lname in named:
+            elif (named is not None and lname in named) or (
+                content_type is not None and lname == b"content-type"
+            ):
                 continue
             append(b"\r\n")
             append(name)
@@ -711,7 +793,14 @@ class HttpProxyIntegration:
             append(client_host)
         append(b"\r\nx-request-id: ")
         append(ctx.request_id.encode("ascii", "replace"))
-        if body_mode == 2:
+        if body is not None:
+            # The client's stream was consumed by a stage: send its bytes with their own length.
+            body_mode = _BODY_BYTES
+            if content_type is not None:
+                append(b"\r\nContent-Type: ")
+                append(content_type.encode("latin-1"))
+            append(b"\r\nContent-Length: %d" % len(body))
+        elif body_mode == 2:
             append(b"\r\nTransfer-Encoding: chunked")
         append(b"\r\n\r\n")
         return b"".join(out), body_mode
@@ -745,7 +834,13 @@ class HttpProxyIntegration:
         self, ctx: RequestContext, conn: _Upstream, target: _Target
     ) -> web.StreamResponse:
         reason = conn.reason.decode("latin-1") if conn.reason.isascii() else None
-        resp = web.StreamResponse(status=conn.status, reason=reason or None)
+        # When body bytes (or the end of the body) are already here, the head can wait for them
+        # and leave in the same write; otherwise it goes out at once, as a stream's should.
+        resp = (
+            _CoalescingResponse(status=conn.status, reason=reason or None)
+            if conn.chunks or conn.done
+            else web.StreamResponse(status=conn.status, reason=reason or None)
+        )
         headers = resp.headers
         drop = conn.drop
         for name, lname, value in conn.headers:

@@ -1,13 +1,32 @@
 """Prometheus metrics mirroring the managed gateway's (Count, 4XX/5XX, Latency, IntegrationLatency).
 
 One registry lives as long as the process, so counters survive reloads. Label children are resolved
-once per route when a config is compiled (`RouteMetrics`), keeping `labels()` off the hot path.
+once per route when a config is compiled (`RouteMetrics`), keeping label lookups off the hot path.
+
+The per-request families (requests, latencies, overhead, canary requests) are plain Python numbers
+and lists updated in place, turned into Prometheus families only when scraped (`_RequestFamilies`).
+prometheus_client's own Counter and Histogram take a lock and validate on every update, which cost
+more than the rest of the metrics work on the hot path; the gateway updates them from a single event
+loop thread, so no lock is needed. The exposition is the same as prometheus_client's (names, labels,
+`_created` samples, cumulative buckets).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -26,55 +45,197 @@ _LATENCY_BUCKETS = (
     10.0,
     30.0,
 )
+# Upper bounds, +Inf last: bisect_left finds the first bucket whose bound is >= the value, which is
+# Prometheus' `le` (less than or equal) rule.
+_BOUNDS = (*_LATENCY_BUCKETS, float("inf"))
+_go_string: Callable[[float], str] = floatToGoString  # untyped in prometheus_client
+_BUCKET_LABELS = tuple(_go_string(b) for b in _BOUNDS)
+
+
+class CounterChild:
+    """One labelled counter: `inc()` is an addition, nothing more."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        self.value += amount
+
+
+class HistogramChild:
+    """One labelled histogram: per-bucket counts (not cumulative) and the sum of observations."""
+
+    __slots__ = ("counts", "created", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(_BOUNDS)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(_BOUNDS, value)] += 1
+        self.sum += value
+
+
+class _Family:
+    """Children by label values: the same labels give the same child, so reloads keep counts."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+
+    def _check(self, values: tuple[str, ...]) -> None:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values!r}")
+
+
+class CounterFamily(_Family):
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        super().__init__(name, documentation, labelnames)
+        self.children: dict[tuple[str, ...], CounterChild] = {}
+
+    def labels(self, *values: str) -> CounterChild:
+        key = tuple(str(v) for v in values)
+        child = self.children.get(key)
+        if child is None:
+            self._check(key)
+            child = self.children[key] = CounterChild()
+        return child
+
+    def collect(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self.children.items()):
+            family.add_metric(values, child.value, created=child.created)
+        return family
+
+
+class HistogramFamily(_Family):
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        super().__init__(name, documentation, labelnames)
+        self.children: dict[tuple[str, ...], HistogramChild] = {}
+
+    def labels(self, *values: str) -> HistogramChild:
+        key = tuple(str(v) for v in values)
+        child = self.children.get(key)
+        if child is None:
+            self._check(key)
+            child = self.children[key] = HistogramChild()
+        return child
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self.children.items()):
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip(_BUCKET_LABELS, child.counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric(values, buckets, child.sum)
+            family.samples.append(
+                Sample(
+                    f"{self.name}_created",
+                    dict(zip(self.labelnames, values, strict=True)),
+                    child.created,
+                )
+            )
+        return family
+
+
+class _RequestFamilies:
+    """The prometheus_client collector for the hot-path families."""
+
+    def __init__(self, families: Iterable[CounterFamily | HistogramFamily]) -> None:
+        self._families = tuple(families)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        for family in self._families:
+            if isinstance(family, CounterFamily):
+                yield CounterMetricFamily(family.name, family.documentation)
+            else:
+                yield HistogramMetricFamily(family.name, family.documentation)
+
+
+class _UpstreamCollector:
+    """`pygw_upstream_health{target}` and `pygw_upstream_queue_length{target}` at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        health = GaugeMetricFamily(
+            "pygw_upstream_health",
+            "1 when an upstream target is taking traffic, 0 while it is ejected.",
+            labels=["target"],
+        )
+        queue = GaugeMetricFamily(
+            "pygw_upstream_queue_length",
+            "Requests waiting for a pooled upstream connection, per integration's targets.",
+            labels=["target"],
+        )
+        healthy: dict[str, bool] = {}
+        waiting: dict[str, int] = {}
+        for target, up, queued in self._metrics.upstreams():
+            healthy[target] = healthy.get(target, True) and up
+            waiting[target] = waiting.get(target, 0) + queued
+        for target, up in healthy.items():
+            health.add_metric([target], 1.0 if up else 0.0)
+            queue.add_metric([target], float(waiting[target]))
+        yield health
+        yield queue
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+        route_labels = ("api", "stage", "route", "style")
+        self.requests = CounterFamily(
             "pygw_requests",
             "Requests answered, by route and status.",
-            ["api", "stage", "route", "method", "status"],
-            registry=self.registry,
+            ("api", "stage", "route", "method", "status"),
         )
-        self.latency = Histogram(
+        self.latency = HistogramFamily(
             "pygw_latency_seconds",
             "Time from request received to response handed to the client.",
-            ["api", "stage", "route", "style"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            route_labels,
         )
-        self.integration_latency = Histogram(
+        self.integration_latency = HistogramFamily(
             "pygw_integration_latency_seconds",
             "Time spent waiting for the integration (upstream, function, mock).",
-            ["api", "stage", "route", "style"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            route_labels,
         )
-        self.overhead = Histogram(
+        self.overhead = HistogramFamily(
             "pygw_overhead_seconds",
             "The gateway's own time: latency minus integration latency.",
-            ["style"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            ("style",),
         )
-        self.canary = Counter(
+        self.canary = CounterFamily(
             "pygw_canary_requests",
             "Requests served with a stage's canary settings.",
-            ["api", "stage"],
-            registry=self.registry,
+            ("api", "stage"),
         )
-        self.upstream_health = Gauge(
-            "pygw_upstream_health",
-            "1 when an upstream target is taking traffic, 0 while it is ejected.",
-            ["target"],
-            registry=self.registry,
-        )
-        self.upstream_queue = Gauge(
-            "pygw_upstream_queue_length",
-            "Requests waiting for a pooled upstream connection.",
-            ["api", "route"],
-            registry=self.registry,
+        self.registry.register(
+            _RequestFamilies(
+                (
+                    self.requests,
+                    self.latency,
+                    self.integration_latency,
+                    self.overhead,
+                    self.canary,
+                )
+            )
         )
         self.config_reloads = Counter(
             "pygw_config_reloads",
@@ -82,6 +243,26 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.cache_hits = Counter(
+            "pygw_cache_hits",
+            "Responses served from the response cache.",
+            ["api", "stage"],
+            registry=self.registry,
+        )
+        self.cache_misses = Counter(
+            "pygw_cache_misses",
+            "Cacheable requests the response cache could not answer.",
+            ["api", "stage"],
+            registry=self.registry,
+        )
+        self.websocket_connections = Gauge(
+            "pygw_websocket_connections",
+            "WebSocket connections open.",
+            registry=self.registry,
+        )
+        # Upstream health is read from the live snapshot's pools when scraped, not pushed.
+        self.upstreams: Callable[[], Iterable[tuple[str, bool, int]]] = lambda: ()
+        self.registry.register(_UpstreamCollector(self))
 
     def route(self, api: str, stage: str, route: str, style: str) -> RouteMetrics:
         return RouteMetrics(self, api, stage, route, style)
@@ -101,7 +282,7 @@ class RouteMetrics:
         self.latency = metrics.latency.labels(api, stage, route, style)
         self.integration_latency = metrics.integration_latency.labels(api, stage, route, style)
         self.canary = metrics.canary.labels(api, stage)
-        self._by_status: dict[tuple[str, int], Counter] = {}
+        self._by_status: dict[tuple[str, int], CounterChild] = {}
 
     def count(self, method: str, status: int) -> None:
         child = self._by_status.get((method, status))
@@ -109,4 +290,4 @@ class RouteMetrics:
             api, stage, route = self._labels
             child = self._metrics.requests.labels(api, stage, route, method, str(status))
             self._by_status[(method, status)] = child
-        child.inc()
+        child.value += 1.0

@@ -17,10 +17,10 @@ import hashlib
 import hmac
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
-from pygw._native import Throttle
 from pygw.config.model import ApiConfig, ApiKeyConfig, RouteConfig, UsagePlanConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
@@ -80,8 +80,16 @@ class ApiKeys:
         return self.stage, self.limits
 
 
+class BucketRegistry(Protocol):
+    """Where buckets and quotas are created: the native Throttle, or the Redis backend's."""
+
+    def add_bucket(self, rate: float, burst: int) -> int: ...
+
+    def add_quota(self, limit: int, period: str) -> int: ...
+
+
 def usage_plan_limits(
-    plans: Iterable[UsagePlanConfig], throttle: Throttle, key_ids: Collection[str]
+    plans: Iterable[UsagePlanConfig], throttle: BucketRegistry, key_ids: Collection[str]
 ) -> KeyLimits:
     """A bucket and a quota counter in `throttle` for each of `key_ids` in a plan that has them
     (keys not listed, such as disabled ones, get nothing: they never get past the key stage)."""
@@ -105,7 +113,7 @@ def usage_plan_limits(
     return limits
 
 
-def build_api_keys(api: ApiConfig, throttle: Throttle) -> ApiKeys | None:
+def build_api_keys(api: ApiConfig, throttle: BucketRegistry) -> ApiKeys | None:
     """The API's compiled keys and plans, or None when it has no keys (HTTP-style APIs never do).
     Call once per API: every call creates new buckets and quota counters."""
     if not api.api_keys:

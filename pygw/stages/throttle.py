@@ -88,6 +88,8 @@ def _decide(ctx: RequestContext, decision: tuple[int, float, int, int, float]) -
 
 
 def _whole_seconds(seconds: float, cap: int = _MAX_RETRY_AFTER_S) -> int:
+    if 0.0 <= seconds <= cap:  # the usual case; false for NaN
+        return math.ceil(seconds)
     if not math.isfinite(seconds):
         return cap
     return min(max(math.ceil(seconds), 0), cap)

@@ -1,0 +1,446 @@
+"""REST-style response cache (SPEC.md section 6), wrapped around a route's integration.
+
+A stage cannot see what the integration answers, so the cache is an integration wrapper:
+`wrap_with_cache` puts a `CachingIntegration` in front of a route's integration at load when the
+route's API and method make it cacheable, and returns the integration unchanged otherwise.
+
+Entries live in the API's native `ResponseCache` (LRU by bytes, per-entry TTL), shared by all of
+the API's stages and routes; the key holds the method and stage, so they never collide.
+
+Concurrent misses for one key make one upstream request (nginx's `proxy_cache_lock`): the first
+request leads, the others wait for it and answer from what it fetched. When the leader gets
+nothing usable (an exception, a non-200, a cut-off body, its client gone) the waiters wake up and
+one of them leads the next attempt, so one failing request never fails the others. A response the
+cache may never hold (`Cache-Control: no-store`, `private`, `no-cache`, `Set-Cookie`, `Vary: *`, a
+body over the size limit) leaves a short-lived "pass" marker under its key instead: later requests
+for the key go upstream side by side, rather than queueing behind each other for nothing.
+
+`ctx.extras["cache"]` is set to "hit" or "miss" for GET and HEAD requests (the access log's cache
+field); other methods that reach the wrapper (through an `ANY` route) pass straight through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from pygw._native import ResponseCache
+from pygw.context import RequestContext
+from pygw.pipeline import Integration
+
+__all__ = [
+    "CACHE_STATE",
+    "MAX_BODY_BYTES",
+    "CachedResponse",
+    "CachingIntegration",
+    "max_body_bytes_for",
+    "wrap_with_cache",
+]
+
+# ctx.extras key: "hit" or "miss" once the wrapper has handled a GET or HEAD request.
+CACHE_STATE: Final = "cache"
+# The largest body one entry may hold; an API's cache also never spends more than an eighth of
+# its capacity on one response, so a few large bodies cannot flush everything else.
+MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+
+_COALESCED: Final = frozenset({"GET", "HEAD"})
+# Headers a cached entry must not replay: framing (recomputed for every answer), the date and age
+# (set fresh on a hit), and connection management (per connection, not per resource).
+_NOT_STORED: Final = frozenset(
+    {"content-length", "transfer-encoding", "date", "age", "connection", "keep-alive", "x-cache"}
+)
+_NEVER_STORE: Final = frozenset({"no-store", "private", "no-cache"})
+# What a pass marker or a Vary marker is charged for beyond its key.
+_MARKER_BYTES: Final = 64
+# Per stored header, beyond the characters themselves: the tuple and string objects holding them.
+_HEADER_OVERHEAD: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    stored_at: float  # time.monotonic() when the upstream answered
+
+
+@dataclass(frozen=True, slots=True)
+class _Vary:
+    """Stored under a key whose response varies by request headers: the entries themselves live
+    under the key extended with the values of these (lower-cased) headers."""
+
+    names: tuple[str, ...]
+
+
+class _Pass:
+    """Stored under a key whose response may not be cached: skip coalescing for it."""
+
+    __slots__ = ()
+
+
+_PASS: Final = _Pass()
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """What a leader hands its waiters: the response and the request headers it varies by."""
+
+    entry: CachedResponse
+    vary: tuple[str, ...]
+    vary_values: str
+
+
+class _Flight:
+    __slots__ = ("done", "fetched")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.fetched: _Fetched | None = None
+
+
+class _Collector:
+    """ctx.body_sink for a streamed response: keeps a copy of the body up to `limit` bytes."""
+
+    __slots__ = ("chunks", "limit", "overflow", "previous", "size")
+
+    def __init__(self, limit: int, previous: Callable[[bytes], None] | None) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.limit = limit
+        self.overflow = False
+        self.previous = previous
+
+    def __call__(self, chunk: bytes) -> None:
+        if self.previous is not None:
+            self.previous(chunk)
+        if self.overflow:
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.overflow = True
+            self.chunks.clear()
+            return
+        self.chunks.append(bytes(chunk))
+
+    def body(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+
+
+Counter = Callable[[], object]
+_KeyParam = tuple[str, str]  # (querystring | header | path, name)
+
+
+def _compile_key_params(key_params: Sequence[str]) -> tuple[_KeyParam, ...]:
+    compiled: list[_KeyParam] = []
+    for ref in key_params:
+        kind, _, name = ref.partition(".")
+        if kind not in ("querystring", "header", "path") or not name:
+            raise ValueError(
+                f"cache key parameter {ref!r} must be querystring.X, header.X or path.X"
+            )
+        compiled.append((kind, name.lower() if kind == "header" else name))
+    return tuple(compiled)
+
+
+def _encode(values: Sequence[str]) -> str:
+    """Values joined so that no two different lists give the same text."""
+    return "".join(f"{len(value)}:{value}," for value in values) + ";"
+
+
+def _tokens(values: Sequence[str]) -> list[str]:
+    return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
+
+
+def _wants_refresh(headers: CIMultiDictProxy[str]) -> bool:
+    for token in _tokens(headers.getall("Cache-Control", ())):
+        name, _, value = token.partition("=")
+        if name.strip() == "max-age" and value.strip().strip('"') == "0":
+            return True
+    return False
+
+
+def _vary_values(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> str:
+    """The key suffix of one variant: the varied header names and this request's values."""
+    return "\x1e" + _encode(names) + "".join(_encode(headers.getall(name, ())) for name in names)
+
+
+class CachingIntegration:
+    """Answers cacheable GET (and coalesces GET and HEAD) requests around `inner`."""
+
+    __slots__ = (
+        "_allow_invalidation",
+        "_cache",
+        "_flights",
+        "_hit",
+        "_key_params",
+        "_max_body",
+        "_miss",
+        "_prefixes",
+        "_ttl_s",
+        "inner",
+    )
+
+    def __init__(
+        self,
+        inner: Integration,
+        *,
+        cache: ResponseCache,
+        ttl_s: float,
+        key_params: Sequence[str],
+        allow_invalidation: bool,
+        stage: str,
+        metrics_hit: Counter | None = None,
+        metrics_miss: Counter | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        if not ttl_s > 0:
+            raise ValueError("ttl_s must be positive (0 disables the cache: do not wrap)")
+        self.inner = inner
+        self._cache = cache
+        self._ttl_s = float(ttl_s)
+        self._key_params = _compile_key_params(key_params)
+        self._allow_invalidation = allow_invalidation
+        self._hit = metrics_hit
+        self._miss = metrics_miss
+        self._max_body = max(0, max_body_bytes)
+        # method, stage and canary flag, then the path: the fixed part of every key.
+        self._prefixes = {
+            (method, canary): f"{method}\x1f{len(stage)}:{stage}\x1f{'c' if canary else 'p'}\x1f"
+            for method in _COALESCED
+            for canary in (False, True)
+        }
+        self._flights: dict[str, _Flight] = {}
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    # -- per request --------------------------------------------------------------------------
+
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        request = ctx.request
+        method = request.method
+        if method not in _COALESCED:
+            return await self.inner(ctx)
+        base = self._key(ctx, method)
+        headers = request.headers
+        if self._allow_invalidation and method == "GET" and _wants_refresh(headers):
+            # A refresh skips the lookup and any request in flight; its answer replaces the entry.
+            response, _ = await self._fetch(ctx, base, method)
+            return response
+        cache = self._cache
+        flights = self._flights
+        while True:
+            lock_key = base
+            found = cache.get(base)
+            if isinstance(found, _Vary):
+                lock_key = base + _vary_values(headers, found.names)
+                found = cache.get(lock_key)
+            if isinstance(found, CachedResponse):
+                return self._answer(ctx, found, method)
+            if found is _PASS:
+                response, _ = await self._fetch(ctx, base, method)
+                return response
+            flight = flights.get(lock_key)
+            if flight is None:
+                flight = _Flight()
+                flights[lock_key] = flight
+                try:
+                    response, flight.fetched = await self._fetch(ctx, base, method)
+                    return response
+                finally:
+                    del flights[lock_key]
+                    flight.done.set()
+            # An Event, not the leader's task: a waiter that is cancelled leaves the others be.
+            await flight.done.wait()
+            fetched = flight.fetched
+            if fetched is not None and (
+                not fetched.vary or _vary_values(headers, fetched.vary) == fetched.vary_values
+            ):
+                return self._answer(ctx, fetched.entry, method)
+            # The leader got nothing usable, or a variant for other request headers: look again
+            # (the first waiter to get here leads the next attempt).
+
+    def _key(self, ctx: RequestContext, method: str) -> str:
+        key = self._prefixes[method, ctx.canary] + ctx.path + "\x1f"
+        if not self._key_params:
+            return key
+        request = ctx.request
+        parts: list[str] = []
+        for kind, name in self._key_params:
+            if kind == "querystring":
+                parts.append(_encode(request.query.getall(name, ())))
+            elif kind == "header":
+                parts.append(_encode(request.headers.getall(name, ())))
+            else:
+                value = ctx.params.get(name)
+                parts.append(_encode(() if value is None else (value,)))
+        return key + "".join(parts)
+
+    def _answer(self, ctx: RequestContext, entry: CachedResponse, method: str) -> web.Response:
+        ctx.response_headers["X-Cache"] = "Hit"
+        ctx.extras[CACHE_STATE] = "hit"
+        if self._hit is not None:
+            self._hit()
+        headers: CIMultiDict[str] = CIMultiDict(entry.headers)
+        headers["Age"] = str(int(max(0.0, time.monotonic() - entry.stored_at)))
+        response = web.Response(
+            status=entry.status, body=entry.body if method != "HEAD" else None, headers=headers
+        )
+        ctx.apply_response_headers(response)
+        return response
+
+    async def _fetch(
+        self, ctx: RequestContext, base: str, method: str
+    ) -> tuple[web.StreamResponse, _Fetched | None]:
+        """One call to the integration; stores what it answers when that may be cached."""
+        # Before the call: a streaming integration sends the headers before it returns.
+        ctx.response_headers["X-Cache"] = "Miss"
+        ctx.extras[CACHE_STATE] = "miss"
+        if self._miss is not None:
+            self._miss()
+        previous = ctx.body_sink
+        collector = _Collector(self._max_body, previous)
+        ctx.body_sink = collector
+        try:
+            response = await self.inner(ctx)
+        finally:
+            ctx.body_sink = previous
+        return response, self._keep(ctx, base, method, response, collector)
+
+    def _keep(
+        self,
+        ctx: RequestContext,
+        base: str,
+        method: str,
+        response: web.StreamResponse,
+        collector: _Collector,
+    ) -> _Fetched | None:
+        if response.status != 200:
+            return None
+        headers = response.headers
+        vary = _tokens(headers.getall("Vary", ()))
+        if (
+            "*" in vary
+            or "set-cookie" in headers
+            or not _NEVER_STORE.isdisjoint(
+                t.partition("=")[0].strip() for t in _tokens(headers.getall("Cache-Control", ()))
+            )
+        ):
+            self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
+            return None
+        body = self._body(ctx, method, response, collector)
+        if body is None:
+            return None
+        if isinstance(body, _Pass) or len(body) > self._max_body:
+            self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
+            return None
+        skip = set(_NOT_STORED)
+        skip.update(name.lower() for name in ctx.response_headers)
+        stored: list[tuple[str, str]] = [
+            (name, value) for name, value in headers.items() if name.lower() not in skip
+        ]
+        if method == "HEAD":
+            # A HEAD answer has no body to count: it keeps the length the resource announced.
+            length = headers.get("Content-Length")
+            if length is None and not response.prepared and isinstance(response, web.Response):
+                raw = response.body
+                length = str(len(raw)) if isinstance(raw, bytes | bytearray) else None
+            if length is not None:
+                stored.append(("Content-Length", length))
+            body = b""
+        entry = CachedResponse(200, tuple(stored), body, time.monotonic())
+        names = tuple(sorted(set(vary)))
+        values = _vary_values(ctx.request.headers, names) if names else ""
+        if method == "GET":
+            size = len(body) + sum(len(n) + len(v) + _HEADER_OVERHEAD for n, v in stored)
+            if names:
+                self._cache.put(base, _Vary(names), _MARKER_BYTES, self._ttl_s)
+                self._cache.put(base + values, entry, size, self._ttl_s)
+            else:
+                self._cache.put(base, entry, size, self._ttl_s)
+        return _Fetched(entry, names, values)
+
+    @staticmethod
+    def _body(
+        ctx: RequestContext, method: str, response: web.StreamResponse, collector: _Collector
+    ) -> bytes | _Pass | None:
+        """The complete body the client got; None when it was cut off (another attempt may do
+        better), _PASS when it can never be kept (too large, or not in memory)."""
+        if not response.prepared:
+            if not isinstance(response, web.Response):
+                return None
+            raw = response.body
+            if raw is None:
+                return b""
+            if not isinstance(raw, bytes | bytearray):
+                return _PASS  # a payload object (a file, a stream): nothing to copy safely
+            return bytes(raw)
+        if collector.overflow:
+            return _PASS
+        transport = ctx.request.transport
+        if transport is None or transport.is_closing():
+            # The client went away or the upstream broke mid-body: what was seen is partial.
+            return None
+        if method != "HEAD":
+            length = response.headers.get("Content-Length")
+            if length is not None and (not length.isdigit() or int(length) != collector.size):
+                return None
+        return collector.body()
+
+
+def max_body_bytes_for(capacity_bytes: int) -> int:
+    return min(MAX_BODY_BYTES, capacity_bytes // 8)
+
+
+def wrap_with_cache(
+    inner: Integration,
+    api_cfg: Any,
+    route_cfg: Any,
+    route_key: str,
+    stage_name: str,
+    caches: dict[str, ResponseCache],
+    *,
+    metrics_hit: Counter | None = None,
+    metrics_miss: Counter | None = None,
+) -> Integration:
+    """`inner` behind the API's response cache, or `inner` itself when caching does not apply.
+
+    `caches` maps API names to their ResponseCache; one is created on first use and shared by the
+    API's stages and routes (pass the same dict for every route of one runtime snapshot).
+    """
+    api_cache = getattr(api_cfg, "cache", None)
+    if getattr(api_cfg, "type", None) != "rest" or api_cache is None:
+        return inner
+    method = "ANY" if route_key == "$default" else route_key.partition(" ")[0].upper()
+    if method not in ("GET", "ANY"):
+        return inner
+    route_cache = getattr(route_cfg, "cache", None)
+    ttl_s = api_cache.ttl_s
+    key_params: Sequence[str] = ()
+    if route_cache is not None:
+        if route_cache.ttl_s is not None:
+            ttl_s = route_cache.ttl_s
+        key_params = route_cache.key_params
+    if ttl_s <= 0:
+        return inner
+    capacity = int(api_cache.capacity_bytes)
+    cache = caches.get(api_cfg.name)
+    if cache is None:
+        cache = caches[api_cfg.name] = ResponseCache(capacity)
+    return CachingIntegration(
+        inner,
+        cache=cache,
+        ttl_s=ttl_s,
+        key_params=key_params,
+        allow_invalidation=bool(api_cache.allow_invalidation),
+        stage=stage_name,
+        metrics_hit=metrics_hit,
+        metrics_miss=metrics_miss,
+        max_body_bytes=max_body_bytes_for(capacity),
+    )
