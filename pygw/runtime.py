@@ -248,6 +248,12 @@ class _Compiler:
         state = loaded.config.state
         self.redis: RedisThrottle | None = None
         self.throttle: BucketRegistry
+        if state.backend == "shared":
+            self.issue(
+                "state.backend",
+                "the shared-memory backend is not available in this version",
+                "use local (one process), or redis to share limits across workers and hosts",
+            )
         if state.backend == "redis":
             self.redis = redis_throttle_from_config(state)
             self.throttle = _RedisBuckets(self.redis)
