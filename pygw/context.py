@@ -33,5 +33,13 @@ class RequestContext:
 
     def apply_response_headers(self, response: web.StreamResponse) -> None:
         """Called by whoever builds the response, before it is prepared (headers go out first)."""
+        extra = self.response_headers
+        headers = response.headers
+        vary = extra.get("Vary")
+        if vary is not None:
+            # The integration's own Vary (say Accept-Encoding) must survive CORS's Vary: Origin.
+            theirs = headers.get("Vary")
+            if theirs is not None and vary.lower() not in theirs.lower():
+                extra = {**extra, "Vary": f"{theirs}, {vary}"}
         # update() replaces like item assignment does, in one call.
-        response.headers.update(self.response_headers)
+        headers.update(extra)

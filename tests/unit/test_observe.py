@@ -51,3 +51,28 @@ def test_route_metrics_render_as_prometheus_text() -> None:
     assert f'pygw_latency_seconds_bucket{{api="shop",le="2.5",{rest}}} 2.0' in text
     assert f'pygw_latency_seconds_count{{api="shop",{rest}}} 2.0' in text
     assert "# TYPE pygw_latency_seconds histogram" in text
+
+
+def test_cors_vary_joins_the_integrations_own() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from pygw.context import RequestContext
+
+    ctx = RequestContext(
+        request=make_mocked_request("GET", "/"),
+        request_id="r",
+        path="/",
+        params={},
+        stage_variables={},
+        client_ip="127.0.0.1",
+        received_at=0.0,
+        response_headers={"Vary": "Origin", "x-request-id": "r"},
+    )
+    upstream = web.Response(headers={"Vary": "Accept-Encoding"})
+    ctx.apply_response_headers(upstream)
+    assert upstream.headers["Vary"] == "Accept-Encoding, Origin"
+    plain = web.Response()
+    ctx.apply_response_headers(plain)
+    assert plain.headers["Vary"] == "Origin"
+    assert plain.headers["x-request-id"] == "r"
