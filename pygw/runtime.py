@@ -25,6 +25,7 @@ from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.integrations.mock import Faults, Latency, MockIntegration
 from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
+from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys
@@ -607,6 +608,10 @@ class _Compiler:
             except ValueError as bad:
                 self.issue(f"{where}.uri", str(bad), "use only the route's path parameters")
                 return None
+            # WebSocket upgrades relayed through this route obey the body limit per message.
+            proxy.websocket = WsPassthrough(
+                proxy, max_message_bytes=self.loaded.config.server.limits.max_body_bytes
+            )
             self.proxies.append(proxy)
             return proxy
         self.issue(

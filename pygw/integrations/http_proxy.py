@@ -28,6 +28,7 @@ from yarl import URL
 
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
 
 __all__ = ["HttpProxyIntegration"]
 
@@ -586,6 +587,8 @@ class HttpProxyIntegration:
         self._cooldown_s = cooldown_s
         self._rr = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Made on the first WebSocket upgrade; the runtime may set one with its own limits.
+        self.websocket: WsPassthrough | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -598,9 +601,16 @@ class HttpProxyIntegration:
     async def close(self) -> None:
         for target in self._targets:
             target.shutdown()
+        if self.websocket is not None:
+            await self.websocket.close()
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
         request = ctx.request
+        if "Upgrade" in request.headers and is_websocket_upgrade(request):
+            passthrough = self.websocket
+            if passthrough is None:
+                passthrough = self.websocket = WsPassthrough(self)
+            return await passthrough(ctx)
         loop = self._loop
         if loop is None or loop.is_closed():
             # Cached: on Python 3.11 every get_running_loop() costs a getpid() system call.
