@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -443,7 +443,13 @@ class _Compiler:
             if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
                 return
             try:
-                integration = build_websocket_api(api, stage.name, self.loaded, self.registry)
+                integration = build_websocket_api(
+                    api,
+                    stage.name,
+                    self.loaded,
+                    self.registry,
+                    on_message=self._count_websocket_message(api.name, stage.name),
+                )
             except ValueError as bad:
                 self.issue(f"{where}.routes", str(bad), "fix the route's integration or authorizer")
                 continue
@@ -463,6 +469,14 @@ class _Compiler:
                 "websocket",
                 synthetic=False,
             )
+
+    def _count_websocket_message(self, api: str, stage: str) -> Callable[[str, str], None]:
+        messages = self.metrics.websocket_messages
+
+        def count(route_key: str, outcome: str) -> None:
+            messages.labels(api, stage, route_key, outcome).inc()
+
+        return count
 
     def _auth_stage(self, where: str, api: Any, route: Any, stage: str, key: str) -> Stage | None:
         """The route's authorizer; the model has already checked that the name exists."""

@@ -255,6 +255,13 @@ class Metrics:
             ["api", "stage"],
             registry=self.registry,
         )
+        self.websocket_messages = Counter(
+            "pygw_websocket_messages",
+            "WebSocket client messages routed, by route and outcome "
+            "(ok, error, timeout, throttled, no_route).",
+            ["api", "stage", "route", "outcome"],
+            registry=self.registry,
+        )
         self.websocket_connections = Gauge(
             "pygw_websocket_connections",
             "WebSocket connections open.",

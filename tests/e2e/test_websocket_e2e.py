@@ -108,6 +108,15 @@ async def test_chat_room(gateway: GatewayProcess, session: aiohttp.ClientSession
     assert (await _json(bob))["message"] == "unknown action"
     await alice.close()
     await bob.close()
+    async with session.get(gateway.admin_url + "/metrics") as response:
+        text = await response.text()
+    sent = [
+        line
+        for line in text.splitlines()
+        if line.startswith("pygw_websocket_messages_total{") and 'route="sendmessage"' in line
+    ]
+    assert sent and 'outcome="ok"' in sent[0]
+    assert float(sent[0].rsplit(" ", 1)[1]) >= 1.0
 
 
 async def test_refused_connect_and_plain_http(
