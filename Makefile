@@ -68,7 +68,11 @@ bench-proxy: dev
 		{ apt-get update -qq && apt-get install -y -qq nginx-light wrk; }
 	$(BIN)/python bench/proxy_bench.py
 
-bench: bench-native bench-proxy
+# The whole harness: every scenario, report and plots in bench/results/<timestamp>/.
+bench: dev
+	command -v nginx >/dev/null && command -v wrk >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq nginx-light wrk; }
+	$(BIN)/pygw bench
 
 clean:
 	rm -rf $(VENV) target

@@ -22,7 +22,7 @@ def _serve_openapi(args: argparse.Namespace) -> int:
     import uvloop
 
     from pygw.config.load import LoadedConfig
-    from pygw.config.openapi import load_openapi_config, parse_upstreams
+    from pygw.config.openapi import load_openapi_config, parse_handlers, parse_upstreams
     from pygw.server import run_gateway
 
     if args.workers is not None and args.workers > 1:
@@ -34,6 +34,7 @@ def _serve_openapi(args: argparse.Namespace) -> int:
         return 2
     try:
         upstreams = parse_upstreams(args.upstream)
+        handlers = parse_handlers(args.handler)
     except ValueError as bad:
         print(f"pygw serve: {bad}", file=sys.stderr)
         return 2
@@ -41,7 +42,12 @@ def _serve_openapi(args: argparse.Namespace) -> int:
 
     def load() -> LoadedConfig:
         return load_openapi_config(
-            spec, args.stage, upstreams, style=args.style, admin_listen=args.admin_listen
+            spec,
+            args.stage,
+            upstreams,
+            style=args.style,
+            admin_listen=args.admin_listen,
+            handlers=handlers,
         )
 
     code: int = uvloop.run(run_gateway(spec, args.listen, loader=load))
@@ -50,7 +56,7 @@ def _serve_openapi(args: argparse.Namespace) -> int:
 
 def _import_openapi(args: argparse.Namespace) -> int:
     from pygw.config.load import ConfigError
-    from pygw.config.openapi import import_openapi, parse_upstreams
+    from pygw.config.openapi import import_openapi, parse_handlers, parse_upstreams
 
     try:
         result = import_openapi(
@@ -58,6 +64,7 @@ def _import_openapi(args: argparse.Namespace) -> int:
             stage=args.stage,
             upstreams=parse_upstreams(args.upstream),
             style=args.style,
+            handlers=parse_handlers(args.handler),
         )
     except ConfigError as failure:
         print(str(failure), file=sys.stderr)
@@ -67,12 +74,15 @@ def _import_openapi(args: argparse.Namespace) -> int:
         return 2
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for error in result.errors:
+        print(f"error: {error}", file=sys.stderr)
     text = result.to_yaml()
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
-    return 0
+    # Unsupported elements are warnings; only an API that could not work at all fails.
+    return 1 if result.errors else 0
 
 
 def _openapi_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +98,15 @@ def _openapi_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST=URL",
         help="OpenAPI import: send integrations for HOST (a host name, a URL prefix, a "
         "placeholder such as ${uri}, or stageVariables.NAME) to URL; repeatable",
+    )
+    parser.add_argument(
+        "--handler",
+        action="append",
+        default=[],
+        metavar="ARN_OR_NAME=MODULE:FUNCTION",
+        help="OpenAPI import: run aws_proxy integrations and Lambda authorizers whose uri is "
+        "ARN_OR_NAME (the full uri, or the Lambda function name inside it) with the local "
+        "Python callable MODULE:FUNCTION; repeatable",
     )
     parser.add_argument(
         "--style",
@@ -225,13 +244,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     routes.add_argument("--json", action="store_true", help="machine-readable output")
     routes.set_defaults(run=_routes)
+
+    # Listed here for --help; its options belong to the harness (`pygw bench --help`).
+    commands.add_parser(
+        "bench",
+        help="run the benchmark harness (from a source checkout; see bench/README.md)",
+        add_help=False,
+    )
     return parser
+
+
+def _bench(argv: list[str]) -> int:
+    try:
+        from bench.harness import main as harness_main
+    except ImportError:
+        print(
+            "pygw bench: the harness lives in the source tree's bench/ folder; run it from a "
+            "checkout (make bench)",
+            file=sys.stderr,
+        )
+        return 2
+    return harness_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["bench"]:
+        return _bench(arguments[1:])
     args = build_parser().parse_args(argv)
     code: int = args.run(args)
     return code

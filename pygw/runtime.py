@@ -316,7 +316,7 @@ class _Compiler:
                     api_keys.for_route(route) if api_keys is not None else (None, None)
                 )
                 auth_stage = self._auth_stage(route_where, api, route, stage.name, key)
-                shaping = self._shaping_stages(route_where, api, route, stage.name)
+                shaping = self._shaping_stages(route_where, api, route, stage.name, key)
                 stages: tuple[Stage, ...] = (
                     *front,
                     *((auth_stage,) if auth_stage is not None else ()),
@@ -325,7 +325,7 @@ class _Compiler:
                     *shaping,
                 )
                 origin = _RouteOrigin(api, style, stage.name, key)
-                respond = self._response_transform(route_where, api, route, stage.name)
+                respond = self._response_transform(route_where, api, route, stage.name, key)
                 primary = self._variant(
                     route_where, origin, route, variables, False, stages, respond
                 )
@@ -495,7 +495,9 @@ class _Compiler:
             )
             return None
 
-    def _shaping_stages(self, where: str, api: Any, route: Any, stage: str) -> tuple[Stage, ...]:
+    def _shaping_stages(
+        self, where: str, api: Any, route: Any, stage: str, key: str
+    ) -> tuple[Stage, ...]:
         """Request validation, then the request template or parameter mapping."""
         limit = self.loaded.config.server.limits.max_body_bytes
         found: list[Stage] = []
@@ -506,7 +508,9 @@ class _Compiler:
         except ValueError as bad:
             self.issue(f"{where}.validate", str(bad), "fix the model or the route's validate")
         try:
-            transform = build_request_transform_stage(api, route, stage, max_body_bytes=limit)
+            transform = build_request_transform_stage(
+                api, route, stage, max_body_bytes=limit, route_key=key
+            )
             if transform is not None:
                 found.append(transform)
         except ValueError as bad:
@@ -514,10 +518,10 @@ class _Compiler:
         return tuple(found)
 
     def _response_transform(
-        self, where: str, api: Any, route: Any, stage: str
+        self, where: str, api: Any, route: Any, stage: str, key: str
     ) -> ResponseTransform | None:
         try:
-            transform = build_response_transform(api, route, stage)
+            transform = build_response_transform(api, route, stage, key)
         except ValueError as bad:
             self.issue(f"{where}.templates", str(bad), "fix the route's response templates")
             return None

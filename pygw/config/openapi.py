@@ -9,7 +9,7 @@ is dropped silently.
 Choices a user should know about:
 
 - Routes that cannot be served as written (an ``aws`` integration, ``aws_proxy`` without a local
-  ``x-pygw-handler``, a uri still holding a deployment-time placeholder such as ``${uri}``, a stage
+  handler, a uri still holding a deployment-time placeholder such as ``${uri}``, a stage
   variable without a value) are kept as mock routes answering 501, so the API's shape stays visible.
 - Authorizers fail closed: a Lambda authorizer without ``x-pygw-handler``, or a Cognito authorizer
   whose pool or app clients are unknown, becomes a custom authorizer that refuses every request
@@ -18,6 +18,15 @@ Choices a user should know about:
   scheme and host are replaced), a URL prefix (replaced), a template placeholder such as ``${uri}``
   (replaced wherever it appears), or ``stageVariables.NAME`` (the value of that stage variable).
   Operations without an integration proxy to an upstream given for the API's server URL or host.
+- A Lambda (``aws_proxy`` integration or Lambda authorizer) runs a local Python callable named by
+  ``x-pygw-handler: module:callable`` on the operation or security scheme, or by
+  ``--handler KEY=module:callable`` (``handlers``), KEY being the integration's full uri (ARN) or
+  the Lambda function name inside it.
+- REST-style mock integrations answer through their integration response: its static
+  ``responseParameters`` become the mock's headers and its ``responseTemplates`` become the route's
+  ``templates.response``, rendered per request (``$context.stage`` and friends are filled in).
+- ``ImportResult.errors`` lists why an API could not work at all (no route that serves); the
+  ``import-openapi`` command exits non-zero only then.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ __all__ = [
     "ImportResult",
     "import_openapi",
     "load_openapi_config",
+    "parse_handlers",
     "parse_upstreams",
     "refuse_unresolved",
 ]
@@ -71,6 +81,10 @@ _COGNITO_ARN = re.compile(
     r"^arn:aws[a-z-]*:cognito-idp:([a-z0-9-]+):\d*:userpool/([A-Za-z0-9_-]+)$"
 )
 _VTL = re.compile(r"[$#][A-Za-z{!]")
+# The function name inside a Lambda ARN, alone or wrapped in an API Gateway invocation uri:
+# ...:function:NAME[:ALIAS_OR_VERSION][/invocations].
+_LAMBDA_NAME = re.compile(r":function:([A-Za-z0-9_-]+)(?::[A-Za-z0-9_$-]+)?(?:/invocations)?$")
+_STAND_IN = "Not Implemented: "
 
 # Keys of x-amazon-apigateway-integration the importer applies (per integration type) or that
 # carry no behaviour for pygw.
@@ -104,9 +118,13 @@ class ImportResult:
     config: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     source: str = ""
+    # Why the API could not work at all; empty when at least one route serves.
+    errors: list[str] = field(default_factory=list)
 
     def to_yaml(self) -> str:
         lines = [f"# pygw configuration imported from {self.source or 'an OpenAPI definition'}"]
+        for error in self.errors:
+            lines.append(f"# ERROR: {' '.join(error.split())}")
         if self.warnings:
             lines.append(f"# {len(self.warnings)} warning(s): what pygw does differently")
             for warning in self.warnings:
@@ -129,6 +147,27 @@ def parse_upstreams(items: list[str] | None) -> dict[str, str]:
             )
         out[key.strip()] = value.strip()
     return out
+
+
+def parse_handlers(items: list[str] | None) -> dict[str, str]:
+    """``ARN_OR_NAME=module:callable`` strings (``--handler``) as a mapping; raises ValueError."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.rpartition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not _HANDLER_RE.match(value):
+            raise ValueError(
+                f"--handler {item!r} is not ARN_OR_NAME=module:callable "
+                "(e.g. GetProductFunction=handlers:get_product)"
+            )
+        out[key] = value
+    return out
+
+
+def lambda_name(uri: str) -> str | None:
+    """The Lambda function name in an ARN or API Gateway invocation uri, or None."""
+    found = _LAMBDA_NAME.search(uri.strip())
+    return found.group(1) if found else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,12 +259,22 @@ class _Importer:
         stage: str | None,
         upstreams: Mapping[str, str],
         style: str,
+        handlers: Mapping[str, str] | None = None,
     ) -> None:
         self.doc = doc
         self.source = source
         self.stage = stage
         self.upstreams = dict(upstreams)
         self.style = style
+        self.handlers = dict(handlers or {})
+        self.handlers_used: set[str] = set()
+        # Set while importing one operation: its integration is a 501 stand-in.
+        self.stood_in = False
+        # Authorizers that refuse every request.
+        self.refused: set[str] = set()
+        # Route keys that can answer as the definition asks.
+        self.serving: list[str] = []
+        self.errors: list[str] = []
         self.warnings: list[str] = []
         self.consumed: set[str] = set()
         self.swagger = str(doc.get("swagger", "")).startswith("2")
@@ -240,6 +289,18 @@ class _Importer:
         self.needs_api_keys = False
         # HTTP-style parameter mapping of the operation being imported.
         self.mapping: dict[str, str] = {}
+        # REST-style response templates of the operation being imported (mock integrations).
+        self.response_templates: dict[str, str] = {}
+
+    def local_handler(self, uri: Any) -> str | None:
+        """The --handler callable for a Lambda uri: by the full uri, or the function name in it."""
+        if not isinstance(uri, str) or not self.handlers:
+            return None
+        for key in (uri.strip(), lambda_name(uri)):
+            if key is not None and key in self.handlers:
+                self.handlers_used.add(key)
+                return self.handlers[key]
+        return None
 
     # ---------------------------------------------------------------------------------- basics
 
@@ -320,6 +381,24 @@ class _Importer:
         api["routes"] = self.routes
         self.unused_schemes()
         self.sweep(doc, ())
+        for key in self.handlers:
+            if key not in self.handlers_used:
+                self.warn(
+                    f"--handler {key}",
+                    "matches no aws_proxy integration uri or Lambda authorizer uri (give the full "
+                    "uri or the function name inside its ARN)",
+                )
+        # CORS preflight mocks alone do not make an API work.
+        wanted = [k for k in self.routes if not k.startswith("OPTIONS ")] or list(self.routes)
+        if not self.routes:
+            self.errors.append("the definition yields no route: there is nothing to serve")
+        elif not any(k in self.serving for k in wanted):
+            besides = " besides OPTIONS preflight answers" if len(wanted) < len(self.routes) else ""
+            self.errors.append(
+                f"none of the {len(wanted)} route(s){besides} can answer as the definition asks "
+                "(each is a 501 stand-in or behind an authorizer that refuses every request); "
+                "see the warnings for what to add (--upstream, --handler, x-pygw-handler)"
+            )
         config: dict[str, Any] = {}
         if self.uses_handlers:
             config["python_path"] = [str(self.source.resolve().parent)]
@@ -553,12 +632,18 @@ class _Importer:
         params = self.parameters(shared, op, where)
         route: dict[str, Any] = {}
         self.mapping = {}
+        self.response_templates = {}
+        self.stood_in = False
         route["integration"] = self.integration(method, path, parsed.params, op, where)
         if self.mapping and route["integration"]["type"] == "http_proxy":
             route["mapping"] = {"request": dict(self.mapping)}
+        if self.response_templates:
+            route["templates"] = {"response": dict(self.response_templates)}
         self.security(op, route, where)
         self.validation(op, params, route, where)
         self.routes[route_key] = route
+        if not self.stood_in and route.get("authorizer") not in self.refused:
+            self.serving.append(route_key)
 
     def parameters(self, shared: list[Any], op: dict[str, Any], where: str) -> list[dict[str, Any]]:
         merged: dict[tuple[str, str], dict[str, Any]] = {}
@@ -572,7 +657,8 @@ class _Importer:
     # ---------------------------------------------------------------------------- integrations
 
     def stand_in(self, reason: str) -> dict[str, Any]:
-        return {"type": "mock", "status": 501, "body": {"message": f"Not Implemented: {reason}"}}
+        self.stood_in = True
+        return {"type": "mock", "status": 501, "body": {"message": f"{_STAND_IN}{reason}"}}
 
     def integration(
         self, method: str, path: str, route_params: tuple[str, ...], op: dict[str, Any], where: str
@@ -610,14 +696,19 @@ class _Importer:
         if kind in ("http", "http_proxy"):
             return self.http(kind, method, route_params, spec, spec_where)
         if kind == "aws_proxy":
+            if handler is None:
+                handler = self.local_handler(spec.get("uri"))
             if handler is not None:
                 return self.function(handler, spec, spec_where)
+            uri = spec.get("uri", "no uri")
+            name = lambda_name(uri) if isinstance(uri, str) else None
             self.warn(
                 spec_where,
-                f"aws_proxy integration ({spec.get('uri', 'no uri')}) names no local handler; pygw "
-                "answers 501 (add x-pygw-handler: module:callable to the operation)",
+                f"aws_proxy integration ({uri}) names no local handler; pygw answers 501 (add "
+                "x-pygw-handler: module:callable to the operation, or pass --handler "
+                f"{name or 'URI'}=module:callable)",
             )
-            return self.stand_in("aws_proxy integration without x-pygw-handler")
+            return self.stand_in("aws_proxy integration without a local handler")
         self.warn(
             spec_where,
             f"integration type {spec.get('type')!r} is not supported; pygw answers 501",
@@ -680,7 +771,9 @@ class _Importer:
             )
         headers = self.response_headers(chosen, rwhere)
         rtemplates = chosen.get("responseTemplates")
-        if isinstance(rtemplates, dict) and rtemplates:
+        if self.style == "rest" and isinstance(rtemplates, dict) and rtemplates:
+            self.mock_templates(rtemplates, headers, f"{rwhere}/responseTemplates")
+        elif isinstance(rtemplates, dict) and rtemplates:
             media = (
                 "application/json" if "application/json" in rtemplates else next(iter(rtemplates))
             )
@@ -695,8 +788,8 @@ class _Importer:
                 if _VTL.search(body):
                     self.warn(
                         f"{rwhere}/responseTemplates/{media.replace('/', '~1')}",
-                        "the response template uses VTL; pygw's mock returns the template text "
-                        "as written, unrendered",
+                        "the response template uses VTL, which HTTP-style APIs do not render; "
+                        "pygw's mock returns the template text as written",
                     )
                 out["body"] = body
                 if not any(h.lower() == "content-type" for h in headers):
@@ -722,6 +815,30 @@ class _Importer:
                 f"mock's status {requested}; pygw drops them",
             )
         return out
+
+    def mock_templates(
+        self, templates: dict[Any, Any], headers: dict[str, str], where: str
+    ) -> None:
+        """A REST-style mock answers through its response templates, rendered per request."""
+        kept: dict[str, str] = {}
+        for media, text in templates.items():
+            if not isinstance(text, str) or "/" not in str(media):
+                self.warn(
+                    f"{where}/{str(media).replace('/', '~1')}",
+                    "is not a media type with a template text; pygw skips it",
+                )
+                continue
+            kept[str(media)] = text
+        if not kept:
+            return
+        self.response_templates = kept
+        # The response transform picks the template by the answer's Content-Type, then Accept,
+        # then application/json; one template must be chosen whatever the client accepts.
+        has_type = any(h.lower() == "content-type" for h in headers)
+        if not has_type and (len(kept) == 1 or "application/json" not in kept):
+            headers["Content-Type"] = (
+                "application/json" if "application/json" in kept else next(iter(kept))
+            )
 
     def select_response(
         self, responses: dict[Any, Any], status: int
@@ -1042,18 +1159,24 @@ class _Importer:
         if kind == "jwt":
             return self.jwt(name, spec, awhere)
         if kind in ("token", "request"):
+            if handler is None:
+                handler = self.local_handler(spec.get("authorizerUri"))
             if handler is None or not isinstance(handler, str) or not _HANDLER_RE.match(handler):
+                uri = spec.get("authorizerUri", "no uri")
+                fn = lambda_name(uri) if isinstance(uri, str) else None
                 return self.refusing(
                     name,
                     awhere,
-                    f"Lambda authorizer ({spec.get('authorizerUri', 'no uri')}) names no local "
-                    "callable (add x-pygw-handler: module:callable to the security scheme)",
+                    f"Lambda authorizer ({uri}) names no local callable (add x-pygw-handler: "
+                    f"module:callable to the security scheme, or pass --handler "
+                    f"{fn or 'URI'}=module:callable)",
                 )
             return self.custom(name, kind.upper(), handler, spec, scheme, awhere)
         return self.refusing(name, awhere, f"authorizer type {spec.get('type')!r} is not supported")
 
     def refusing(self, name: str, where: str, reason: str) -> _Auth:
         self.warn(where, f"{reason}; routes using {name!r} refuse every request with 401")
+        self.refused.add(name)
         self.authorizers[name] = {
             "type": "custom",
             "handler": REFUSING_HANDLER,
@@ -1292,6 +1415,7 @@ def import_openapi(
     stage: str | None = None,
     upstreams: dict[str, str] | None = None,
     style: str = "rest",
+    handlers: dict[str, str] | None = None,
 ) -> ImportResult:
     """Import an OpenAPI 3 / Swagger 2.0 definition; raises ConfigError when it cannot be read."""
     path = Path(path)
@@ -1320,9 +1444,15 @@ def import_openapi(
                 )
             ]
         )
-    importer = _Importer(doc, path, stage, upstreams or {}, style)
+    importer = _Importer(doc, path, stage, upstreams or {}, style, handlers)
     config = importer.run()
-    return ImportResult(config=config, warnings=importer.warnings, source=str(path))
+    errors = list(importer.errors)
+    try:
+        # The import must always be a configuration pygw accepts; say so if it is not.
+        parse_config(yaml.safe_dump(config), str(path), env={API_KEY_ENV: "check"})
+    except ConfigError as failure:
+        errors.extend(f"the imported configuration is invalid: {issue}" for issue in failure.errors)
+    return ImportResult(config=config, warnings=importer.warnings, source=str(path), errors=errors)
 
 
 def load_openapi_config(
@@ -1332,12 +1462,15 @@ def load_openapi_config(
     *,
     style: str = "rest",
     admin_listen: str | None = None,
+    handlers: dict[str, str] | None = None,
 ) -> LoadedConfig:
     """What `pygw serve --openapi` serves: the imported config, validated, warnings logged."""
     spec = Path(path)
-    result = import_openapi(spec, stage=stage, upstreams=upstreams, style=style)
+    result = import_openapi(spec, stage=stage, upstreams=upstreams, style=style, handlers=handlers)
     for warning in result.warnings:
         log.warning("%s: %s", spec, warning)
+    for error in result.errors:
+        log.error("%s: %s", spec, error)
     config = dict(result.config)
     if admin_listen is not None:
         config["admin"] = {"listen": admin_listen}

@@ -1047,8 +1047,12 @@ class _HeadOnly:
 # Factories
 
 
-def _route_info(api_cfg: ApiConfig, route_cfg: RouteConfig, stage_name: str) -> _RouteInfo:
-    route_key = next((key for key, cfg in api_cfg.routes.items() if cfg is route_cfg), "")
+def _route_info(
+    api_cfg: ApiConfig, route_cfg: RouteConfig, stage_name: str, route_key: str | None = None
+) -> _RouteInfo:
+    # Searching the routes is linear: callers compiling many routes pass the key.
+    if route_key is None:
+        route_key = next((key for key, cfg in api_cfg.routes.items() if cfg is route_cfg), "")
     if route_key == "":
         route_key = next((key for key, cfg in api_cfg.routes.items() if cfg == route_cfg), "")
     _, _, resource = route_key.partition(" ")
@@ -1068,11 +1072,14 @@ def build_request_transform_stage(
     stage_name: str,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    route_key: str | None = None,
 ) -> RequestTemplateStage | MappingStage | None:
     """The route's request transformation (templates for REST-style routes, parameter mapping for
     HTTP-style ones), or None. Raises ValueError for a template that does not parse or a mapping
     value naming an unknown variable."""
-    route = _route_info(api_cfg, route_cfg, stage_name)
+    if route_cfg.templates is None and (route_cfg.mapping is None or not route_cfg.mapping.request):
+        return None
+    route = _route_info(api_cfg, route_cfg, stage_name, route_key)
     templates: TemplatesConfig | None = route_cfg.templates
     if templates is not None:
         compiled = _compile_templates(templates.request, f"route {route.route_key!r} request")
@@ -1087,7 +1094,7 @@ def build_request_transform_stage(
 
 
 def build_response_transform(
-    api_cfg: ApiConfig, route_cfg: RouteConfig, stage_name: str
+    api_cfg: ApiConfig, route_cfg: RouteConfig, stage_name: str, route_key: str | None = None
 ) -> ResponseTemplates | ResponseMapping | None:
     """The route's response transformation, or None. Both kinds are called as
     `transform(ctx, response: web.Response) -> web.Response` on a buffered response and have
@@ -1095,7 +1102,11 @@ def build_response_transform(
     response before it is prepared, with `apply_head(ctx, response)`. A request template's
     `$context.responseOverride` is applied by ResponseTemplates, also when no response template
     matches."""
-    route = _route_info(api_cfg, route_cfg, stage_name)
+    if route_cfg.templates is None and (
+        route_cfg.mapping is None or not route_cfg.mapping.response
+    ):
+        return None
+    route = _route_info(api_cfg, route_cfg, stage_name, route_key)
     templates = route_cfg.templates
     if templates is not None and (templates.response or templates.request):
         compiled = _compile_templates(templates.response, f"route {route.route_key!r} response")

@@ -19,7 +19,8 @@ from aiohttp import web
 
 from tests.e2e.gateway_process import GatewayProcess
 
-TESTDATA = Path("/work/shared/testdata/openapi")
+SHARED_TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
+TESTDATA = SHARED_TESTDATA / "openapi"
 _READY = re.compile(r"pygw listening on http://([\d.]+):(\d+) \(admin http://([\d.]+):(\d+)\)")
 
 
@@ -216,7 +217,7 @@ async def test_serve_openapi_routes(
         await asyncio.to_thread(gateway.stop)
 
 
-@pytest.mark.skipif(not TESTDATA.is_dir(), reason="/work/shared/testdata/openapi is absent")
+@pytest.mark.skipif(not TESTDATA.is_dir(), reason=f"{TESTDATA} is absent (shared test data)")
 async def test_serve_openapi_testdata_mock(session: aiohttp.ClientSession) -> None:
     gateway = await _started(TESTDATA / "openapi-basepath-server-variable.yaml")
     try:
@@ -269,3 +270,173 @@ def test_import_openapi_command(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert "file not found" in bad.stderr
+
+
+PETSTORE = SHARED_TESTDATA / "openapi" / "petstore-swagger.json"
+PETS = [{"id": 1, "type": "dog", "price": 249.99}, {"id": 2, "type": "cat", "price": 124.99}]
+
+
+@pytest.fixture
+async def petstore_upstream() -> AsyncIterator[tuple[str, list[str]]]:
+    """A stand-in for the PetStore demo endpoint (`${uri}` = .../petstore/pets in AWS's sample)."""
+    seen: list[str] = []
+
+    async def pets(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        return web.json_response(PETS)
+
+    async def pet(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        found = [p for p in PETS if str(p["id"]) == request.match_info["pet_id"]]
+        if not found:
+            return web.json_response({"message": "no such pet"}, status=404)
+        return web.json_response(found[0])
+
+    app = web.Application()
+    app.router.add_get("/petstore/pets", pets)
+    app.router.add_get("/petstore/pets/{pet_id}", pet)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}", seen
+    await runner.cleanup()
+
+
+@pytest.mark.skipif(not PETSTORE.is_file(), reason=f"{PETSTORE} is absent (shared test data)")
+async def test_serve_aws_petstore(
+    session: aiohttp.ClientSession, petstore_upstream: tuple[str, list[str]]
+) -> None:
+    upstream, seen = petstore_upstream
+    gateway = await _started(
+        PETSTORE, "--stage", "test", "--upstream", f"${{uri}}={upstream}/petstore/pets"
+    )
+    try:
+        base = gateway.url + "/test"
+        # The mock's HTML page, its response template rendered with $context.stage.
+        async with session.get(base + "/") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/html")
+            page = await response.text()
+            assert page.startswith("<html>")
+            assert '<a href="/test/pets/" target="_blank">' in page
+            assert '<a href="/test/pets/1" target="_blank">' in page
+            assert "$context" not in page
+        # /pets and /pets/{petId} go to the stand-in upstream, the query string with them.
+        async with session.get(base + "/pets", params={"type": "dog", "page": "1"}) as response:
+            assert response.status == 200
+            assert await response.json() == PETS
+        async with session.get(base + "/pets/1") as response:
+            assert response.status == 200
+            assert await response.json() == PETS[0]
+        async with session.get(base + "/pets/9") as response:
+            assert response.status == 404
+        assert seen == ["/petstore/pets?type=dog&page=1", "/petstore/pets/1", "/petstore/pets/9"]
+        # The OPTIONS mocks answer preflights with the CORS headers the definition declares.
+        preflight = {
+            "Origin": "https://example.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Content-Type",
+        }
+        async with session.options(base + "/pets", headers=preflight) as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
+            assert response.headers["Access-Control-Allow-Methods"] == "POST,GET,OPTIONS"
+            assert response.headers["Access-Control-Allow-Headers"] == (
+                "Content-Type,X-Amz-Date,Authorization,X-Api-Key"
+            )
+        async with session.options(base + "/pets/1", headers=preflight) as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
+            assert response.headers["Access-Control-Allow-Methods"] == "GET,OPTIONS"
+        # POST /pets is proxied too; the stand-in has no POST route.
+        async with session.post(base + "/pets", json={"type": "cat", "price": 1}) as response:
+            assert response.status == 405
+    finally:
+        await asyncio.to_thread(gateway.stop)
+
+
+CART = SHARED_TESTDATA / "openapi" / "swagger-mock-cors.json"
+GET_PRODUCT = "aws-serverless-shopping-cart-produc-GetProductFunction-28378339"
+GET_PRODUCTS = "aws-serverless-shopping-cart-produ-GetProductsFunction-c1359550"
+CART_HANDLERS = """
+import json
+
+
+def get_product(event, context):
+    return {"statusCode": 200, "body": json.dumps({"id": event["pathParameters"]["product_id"]})}
+
+
+def list_products(event, context):
+    return {"statusCode": 200, "body": json.dumps({"products": []})}
+"""
+
+
+def _pygw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pygw", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.skipif(not CART.is_file(), reason=f"{CART} is absent (shared test data)")
+def test_import_openapi_exit_code(tmp_path: Path) -> None:
+    out = tmp_path / "cart.yaml"
+    # Its Lambda routes have no local handler: only CORS preflight mocks would answer.
+    failed = _pygw("import-openapi", str(CART), "-o", str(out))
+    assert failed.returncode == 1
+    assert f"--handler {GET_PRODUCT}=module:callable" in failed.stderr
+    assert "error: none of the 2 route(s) besides OPTIONS preflight answers" in failed.stderr
+    assert "# ERROR: " in out.read_text()  # the configuration is still written, to be edited
+    given = _pygw(
+        "import-openapi",
+        str(CART),
+        "-o",
+        str(out),
+        "--handler",
+        f"{GET_PRODUCT}=cart:get_product",
+        "--handler",
+        f"{GET_PRODUCTS}=cart:list_products",
+    )
+    assert given.returncode == 0, given.stderr
+    assert "warning:" not in given.stderr and "error:" not in given.stderr
+    assert "handler: cart:get_product" in out.read_text()
+    # Unsupported elements alone are warnings: PetStore without upstreams still serves its page.
+    if PETSTORE.is_file():
+        partial = _pygw("import-openapi", str(PETSTORE), "-o", str(tmp_path / "pets.yaml"))
+        assert partial.returncode == 0, partial.stderr
+        assert "${uri}" in partial.stderr and "error:" not in partial.stderr
+    bad = _pygw("import-openapi", str(CART), "--handler", "no-callable")
+    assert bad.returncode == 2
+    assert "ARN_OR_NAME=module:callable" in bad.stderr
+
+
+@pytest.mark.skipif(not CART.is_file(), reason=f"{CART} is absent (shared test data)")
+async def test_serve_openapi_with_handler_option(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    # Handlers are imported from the definition's folder.
+    spec = tmp_path / CART.name
+    spec.write_text(CART.read_text())
+    (tmp_path / "cart.py").write_text(CART_HANDLERS)
+    gateway = await _started(
+        spec,
+        "--handler",
+        f"{GET_PRODUCT}=cart:get_product",
+        "--handler",
+        f"arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:"
+        f"000000000000:function:{GET_PRODUCTS}:live/invocations=cart:list_products",
+    )
+    try:
+        async with session.get(gateway.url + "/product/abc") as response:
+            assert response.status == 200
+            assert await response.json() == {"id": "abc"}
+        async with session.get(gateway.url + "/product") as response:
+            assert response.status == 200
+            assert await response.json() == {"products": []}
+        async with session.options(gateway.url + "/product") as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:8080"
+            assert response.headers["Access-Control-Allow-Methods"] == "OPTIONS,POST,GET"
+    finally:
+        await asyncio.to_thread(gateway.stop)

@@ -15,7 +15,9 @@ from pygw.config.openapi import (
     REFUSING_HANDLER,
     ImportResult,
     import_openapi,
+    lambda_name,
     load_openapi_config,
+    parse_handlers,
     parse_upstreams,
     pointer,
     refuse_unresolved,
@@ -23,14 +25,14 @@ from pygw.config.openapi import (
 from pygw.observe.metrics import Metrics
 from pygw.runtime import compile_runtime
 
-TESTDATA = Path("/work/shared/testdata/openapi")
+TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "openapi"
 SPEC_FILES = (
     sorted(p for p in TESTDATA.iterdir() if p.suffix in (".json", ".yaml", ".yml"))
     if TESTDATA.is_dir()
     else []
 )
 needs_testdata = pytest.mark.skipif(
-    not TESTDATA.is_dir(), reason="/work/shared/testdata/openapi is absent"
+    not TESTDATA.is_dir(), reason=f"{TESTDATA} is absent (shared test data)"
 )
 
 # What the runtime refuses until a stage is wired in; an import using it is still a valid config.
@@ -113,8 +115,12 @@ def test_petstore_swagger_routes_and_placeholders() -> None:
     }
     root = routes["GET /"]["integration"]
     assert root["type"] == "mock" and root["status"] == 200
-    assert root["headers"]["Content-Type"] == "text/html"
-    assert root["body"].startswith("<html>")
+    assert root["headers"] == {"Content-Type": "text/html"}
+    assert "body" not in root
+    # The page is a response template, rendered per request ($context.stage).
+    page = routes["GET /"]["templates"]["response"]["text/html"]
+    assert page.startswith("<html>") and "/$context.stage/pets/" in page
+    assert not warned(result, "unrendered")
     assert routes["OPTIONS /pets"]["integration"]["headers"] == {
         "Access-Control-Allow-Methods": "POST,GET,OPTIONS",
         "Access-Control-Allow-Headers": "Content-Type,X-Amz-Date,Authorization,X-Api-Key",
@@ -184,12 +190,21 @@ def test_mock_any_method_and_vtl_warning() -> None:
     result = import_openapi(TESTDATA / "openapi-mock.json")
     routes = api_of(result)["routes"]
     assert list(routes) == ["ANY /echo/{data}"]
-    integration = routes["ANY /echo/{data}"]["integration"]
-    assert integration["type"] == "mock"
-    assert integration["status"] == 200
-    assert integration["headers"] == {"Content-Type": "application/json"}
+    route = routes["ANY /echo/{data}"]
+    integration = route["integration"]
+    assert integration == {
+        "type": "mock",
+        "status": 200,
+        "headers": {"Content-Type": "application/json"},
+    }
+    # REST-style: the template is rendered by the transform stage.
+    assert '"response": "mocked"' in route["templates"]["response"]["application/json"]
+    assert not warned(result, "VTL")
+    # HTTP-style APIs have no templates: the text is returned as written, with a warning.
+    http = import_openapi(TESTDATA / "openapi-mock.json", style="http")
+    integration = api_of(http)["routes"]["ANY /echo/{data}"]["integration"]
     assert '"response": "mocked"' in integration["body"]
-    assert warned(result, "responseTemplates/application~1json", "VTL")
+    assert warned(http, "responseTemplates/application~1json", "VTL")
 
 
 @needs_testdata
@@ -683,7 +698,8 @@ def test_env_references_in_the_definition_stay_text(tmp_path: Path) -> None:
     result = import_openapi(write_spec(tmp_path, oas({"/a": {"get": op}})))
     config = parse_config(yaml.safe_dump(result.config), "<x>", env={"HOME": "/root"})
     route = config.apis[0].routes["GET /a"]
-    assert route.integration.body == "home is ${env:HOME}"  # type: ignore[union-attr]
+    assert route.templates is not None
+    assert route.templates.response == {"text/plain": "home is ${env:HOME}"}
 
 
 def test_yaml_output_carries_warnings_as_comments(tmp_path: Path) -> None:
@@ -762,3 +778,149 @@ def test_parse_upstreams_and_helpers() -> None:
     assert pointer("paths", "/a~b", "get") == "#/paths/~1a~0b/get"
     with pytest.raises(Exception, match="Unauthorized"):
         refuse_unresolved({}, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# --handler, mock response templates, and when an import fails
+
+LAMBDA_URI = (
+    "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
+    "arn:aws:lambda:us-east-1:123456789012:function:{name}/invocations"
+)
+
+
+def aws_proxy(uri: str) -> dict[str, Any]:
+    return {
+        "x-amazon-apigateway-integration": {"type": "aws_proxy", "httpMethod": "POST", "uri": uri}
+    }
+
+
+def test_parse_handlers_and_lambda_names() -> None:
+    assert parse_handlers(["GetItem=shop:get_item", "arn:aws:lambda:x:function:f=m.n:f"]) == {
+        "GetItem": "shop:get_item",
+        "arn:aws:lambda:x:function:f": "m.n:f",
+    }
+    for bad in ("GetItem", "=shop:get", "GetItem=shop", "GetItem=shop:get-item"):
+        with pytest.raises(ValueError, match="ARN_OR_NAME=module:callable"):
+            parse_handlers([bad])
+    assert lambda_name(LAMBDA_URI.format(name="GetItem")) == "GetItem"
+    assert lambda_name(LAMBDA_URI.format(name="GetItem:live")) == "GetItem"
+    assert lambda_name("arn:aws:lambda:us-east-1:1:function:fn-1") == "fn-1"
+    assert lambda_name("${lambda_arn}") is None
+
+
+def test_handler_option_matches_uri_or_function_name(tmp_path: Path) -> None:
+    (tmp_path / "shop.py").write_text(
+        "def get(event, context):\n    return {'statusCode': 200, 'body': 'ok'}\n"
+        "def auth(event, context):\n    return {'principalId': 'u', 'policyDocument': {}}\n"
+    )
+    spec = oas(
+        {
+            "/by-name": {"get": aws_proxy(LAMBDA_URI.format(name="GetItem:live"))},
+            "/by-uri": {"get": aws_proxy("${lambda_arn}")},
+            "/none": {"get": aws_proxy(LAMBDA_URI.format(name="Other"))},
+            "/secured": {"get": {**mock_op(), "security": [{"lambda": []}]}},
+        },
+        components={
+            "securitySchemes": {
+                "lambda": {
+                    "type": "apiKey",
+                    "name": "Authorization",
+                    "in": "header",
+                    "x-amazon-apigateway-authorizer": {
+                        "type": "token",
+                        "authorizerUri": LAMBDA_URI.format(name="Authorizer"),
+                    },
+                }
+            }
+        },
+    )
+    path = write_spec(tmp_path, spec)
+    handlers = {
+        "GetItem": "shop:get",
+        "${lambda_arn}": "shop:get",
+        "Authorizer": "shop:auth",
+        "Unused": "shop:get",
+    }
+    result = import_openapi(path, handlers=handlers)
+    routes = api_of(result)["routes"]
+    assert routes["GET /by-name"]["integration"] == {"type": "function", "handler": "shop:get"}
+    assert routes["GET /by-uri"]["integration"] == {"type": "function", "handler": "shop:get"}
+    assert routes["GET /none"]["integration"]["status"] == 501
+    assert warned(result, "~1none/get/x-amazon-apigateway-integration", "--handler Other=")
+    assert api_of(result)["authorizers"]["lambda"]["handler"] == "shop:auth"
+    assert warned(result, "--handler Unused", "matches no")
+    assert not warned(result, "--handler GetItem") and not warned(result, "Authorizer=")
+    assert result.errors == []
+    assert result.config["python_path"] == [str(tmp_path.resolve())]
+    check(result, tmp_path)
+    # Without handlers: every route is a stand-in or refuses; the authorizer names its fix.
+    bare = import_openapi(path)
+    assert warned(bare, "securitySchemes/lambda", "--handler Authorizer=module:callable")
+    assert bare.errors and "none of the 4 route(s)" in bare.errors[0]
+
+
+def test_mock_response_templates_and_parameters(tmp_path: Path) -> None:
+    op = mock_op()
+    op["x-amazon-apigateway-integration"]["responses"]["default"].update(
+        {
+            "responseParameters": {
+                "method.response.header.Access-Control-Allow-Origin": "'*'",
+                "method.response.header.X-Request": "context.requestId",
+            },
+            "responseTemplates": {
+                "application/json": '{"stage": "$context.stage"}',
+                "application/xml": "<stage>$context.stage</stage>",
+            },
+        }
+    )
+    result = import_openapi(write_spec(tmp_path, oas({"/a": {"get": op}})), stage="v1")
+    route = api_of(result)["routes"]["GET /a"]
+    # Several templates: no fixed Content-Type, so the client's Accept picks one.
+    assert route["integration"] == {
+        "type": "mock",
+        "status": 200,
+        "headers": {"Access-Control-Allow-Origin": "*"},
+    }
+    assert route["templates"] == {
+        "response": {
+            "application/json": '{"stage": "$context.stage"}',
+            "application/xml": "<stage>$context.stage</stage>",
+        }
+    }
+    assert warned(result, "responseParameters/method.response.header.X-Request", "not a static")
+    assert not warned(result, "responseTemplates")
+    check(result, tmp_path)
+    # A static Content-Type response parameter is kept as the mock's header.
+    op["x-amazon-apigateway-integration"]["responses"]["default"]["responseParameters"] = {
+        "method.response.header.Content-Type": "'text/html'"
+    }
+    op["x-amazon-apigateway-integration"]["responses"]["default"]["responseTemplates"] = {
+        "text/html": "<p>$context.stage</p>",
+        "": "not a media type",
+    }
+    result = import_openapi(write_spec(tmp_path, oas({"/a": {"get": op}})))
+    route = api_of(result)["routes"]["GET /a"]
+    assert route["integration"]["headers"] == {"Content-Type": "text/html"}
+    assert route["templates"] == {"response": {"text/html": "<p>$context.stage</p>"}}
+    assert warned(result, "responseTemplates/", "not a media type")
+
+
+def test_errors_only_when_the_api_cannot_work(tmp_path: Path) -> None:
+    lam = aws_proxy(LAMBDA_URI.format(name="Fn"))
+    preflight = mock_op()
+    # Some routes work: warnings, no errors.
+    mixed = import_openapi(
+        write_spec(tmp_path, oas({"/a": {"get": mock_op()}, "/b": {"get": lam}}))
+    )
+    assert mixed.warnings and mixed.errors == []
+    # Only stand-ins (CORS preflight mocks do not count): an error naming what to add.
+    broken = import_openapi(write_spec(tmp_path, oas({"/b": {"get": lam, "options": preflight}})))
+    assert len(broken.errors) == 1
+    assert "besides OPTIONS" in broken.errors[0] and "--handler" in broken.errors[0]
+    assert "# ERROR: none of the 1 route(s)" in broken.to_yaml()
+    # An API of OPTIONS mocks only still works.
+    assert import_openapi(write_spec(tmp_path, oas({"/c": {"options": preflight}}))).errors == []
+    # No paths at all.
+    empty = import_openapi(write_spec(tmp_path, oas({})))
+    assert empty.errors == ["the definition yields no route: there is nothing to serve"]

@@ -1,0 +1,381 @@
+"""report.md and the PNG plots of a `pygw bench` run, from its results.json content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios as sc
+
+PLOTS = ("throughput.png", "latency.png", "stage_costs.png")
+
+
+def _fmt_rps(s: dict[str, float]) -> str:
+    return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
+
+
+def _fmt_ms(s: dict[str, float]) -> str:
+    return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
+
+
+def _fmt_us(s: dict[str, float]) -> str:
+    return f"{s['median']:,.1f} ({s['min']:,.1f} to {s['max']:,.1f})"
+
+
+def _ratio(num: float, den: float | None) -> str:
+    return f"{num / den:.2f}x" if den else "-"
+
+
+def _labels(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in results["scenarios"]}
+
+
+def saturation_table(results: dict[str, Any], groups: tuple[str, ...]) -> list[str]:
+    summary = results["summary"]
+    info = _labels(results)
+
+    def median_rps(name: str) -> float | None:
+        return summary[name]["rps"]["median"] if name in summary else None
+
+    lines = [
+        "| scenario | req/s | p50 ms | p99 ms | µs/request | errors "
+        "| vs aiohttp proxy | vs nginx proxy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        if info[name]["group"] not in groups:
+            continue
+        big = info[name]["group"] == sc.BIG
+        aio = median_rps("aiohttp_big" if big else "aiohttp")
+        ngx = median_rps("nginx_big" if big else "nginx")
+        rps = s["rps"]["median"]
+        lines.append(
+            f"| {info[name]['label']} | {_fmt_rps(s['rps'])} | {_fmt_ms(s['p50_ms'])} "
+            f"| {_fmt_ms(s['p99_ms'])} | {s['us_per_request']['median']:,.1f} | {s['errors']} "
+            f"| {_ratio(rps, aio)} | {_ratio(rps, ngx)} |"
+        )
+    return lines
+
+
+def style_overhead_table(results: dict[str, Any]) -> list[str]:
+    summary = results["summary"]
+    info = _labels(results)
+    bare = summary.get("pygw_bare")
+    lines = [
+        "| style | µs/request (1 core) | over the bare route, µs | req/s vs bare |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        if info[name]["group"] != sc.STYLES:
+            continue
+        us = s["us_per_request"]["median"]
+        over = f"{us - bare['us_per_request']['median']:,.1f}" if bare else "-"
+        ratio = _ratio(s["rps"]["median"], bare["rps"]["median"]) if bare else "-"
+        lines.append(f"| {info[name]['label']} | {us:,.1f} | {over} | {ratio} |")
+    return lines
+
+
+def stage_table(results: dict[str, Any]) -> list[str]:
+    info = _labels(results)
+    summary = results["summary"]
+    lines = [
+        "| stage | on top of | req/s | marginal cost, µs per request (min to max) |",
+        "|---|---|---:|---:|",
+    ]
+    for name, cost in results["stage_costs"].items():
+        lines.append(
+            f"| {info[name]['label']} | {info[cost['baseline']]['label']} "
+            f"| {_fmt_rps(summary[name]['rps'])} | {_fmt_us(cost['cost_us'])} |"
+        )
+    return lines
+
+
+def fixed_table(results: dict[str, Any]) -> list[str]:
+    info = _labels(results)
+    lines = [
+        "| scenario | offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in results["fixed_rate_summary"].items():
+        lines.append(
+            f"| {info[name]['label']} | {f['rate']:,.0f} | {f['achieved_rps']['median']:,.0f} "
+            f"| {_fmt_ms(f['p50_ms'])} | {_fmt_ms(f['p90_ms'])} | {_fmt_ms(f['p99_ms'])} "
+            f"| {f['max_ms']['median']:.2f} | {f['errors']} |"
+        )
+    return lines
+
+
+def routes_claim(results: dict[str, Any]) -> str:
+    summary = results["summary"]
+    sizes = sorted(s["routes"] for s in results["scenarios"] if s["group"] == sc.ROUTES)
+    if len(sizes) < 2 or f"routes_{sizes[0]}" not in summary:
+        return ""
+    small = summary[f"routes_{sizes[0]}"]["rps"]["median"]
+    large = summary[f"routes_{sizes[-1]}"]["rps"]["median"]
+    return (
+        f"Throughput at {sizes[-1]:,} routes / at {sizes[0]:,} routes: {large / small:.2f}x "
+        "(the claim: flat, i.e. close to 1x)."
+    )
+
+
+def workers_line(results: dict[str, Any]) -> str:
+    summary = results["summary"]
+    if "workers_2" not in summary or "pygw_bare" not in summary:
+        return ""
+    one, two = summary["pygw_bare"]["rps"]["median"], summary["workers_2"]["rps"]["median"]
+    return f"--workers 2 / --workers 1: {two / one:.2f}x req/s."
+
+
+def mock_lines(mock: dict[str, Any]) -> list[str]:
+    if not mock:
+        return ["(not run)"]
+    latency, faults = mock["config"]["latency_ms"], mock["config"]["faults"]
+    lines = [
+        f"Route `GET /mock` configured with `latency_ms: {{p50: {latency['p50']:g}, "
+        f"p99: {latency['p99']:g}}}` and `faults: {{rate: "
+        f"{faults['rate']:g}, status: {faults['status']}}}`, "
+        f"measured by the {mock['tool']} at {mock['rate']:g} req/s for {mock['duration_s']:g} s "
+        f"({mock['answered']:,} answered, {mock['unanswered']} unanswered, "
+        f"{mock['unexpected_status']} unexpected statuses); tolerance "
+        f"{mock['tolerance']:.0%} relative.",
+        "",
+        "| figure | configured | measured | relative error | within tolerance |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, c in mock["checks"].items():
+        measured = (
+            f"{c['measured']:.4f} (± {c['standard_error']:.4f} s.e.)"
+            if name == "fault_rate"
+            else f"{c['measured']:.2f}"
+        )
+        lines.append(
+            f"| {name} | {c['target']:g} | {measured} | {c['relative_error']:.1%} "
+            f"| {'yes' if c['ok'] else 'NO'} |"
+        )
+    lines += ["", f"Overall: {'ok' if mock['ok'] else 'NOT ok'}."]
+    return lines
+
+
+def native_lines(native: dict[str, Any] | None) -> list[str]:
+    if not native:
+        return ["(skipped)"]
+    lines = [
+        "| scenario | implementation | ns/call (median, min-max) |",
+        "|---|---|---:|",
+    ]
+    for r in native["results"]:
+        samples = r["samples_ns_per_call"]
+        lines.append(
+            f"| {r['group']} | {r['impl']} | {r['ns_per_call']:,.0f} "
+            f"({min(samples):,.0f}-{max(samples):,.0f}) |"
+        )
+    lines += ["", "| ratio | value | target | met |", "|---|---:|---|---|"]
+    for q in native["ratios"]:
+        lines.append(
+            f"| {q['name']} | {q['value']:,.2f}x | {q['target']} | {'yes' if q['met'] else 'NO'} |"
+        )
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    mode = meta["mode"]
+    tools = meta["tools"]
+    lines = [
+        f"# pygw bench, {meta['date']}",
+        "",
+        f"Mode `{mode['name']}`: wrk `-c{mode['connections']}` for {mode['duration_s']:g} s "
+        "per run, "
+        f"{mode['repeats']} interleaved round(s) (order rotated each round); figures are medians "
+        "with min-max over the rounds in brackets.",
+        f"Machine: {meta['cpus']} CPUs, {meta['cpu_model']}, {meta['platform']}, "
+        f"Python {meta['python']}.",
+        f"Tools: {tools['wrk']}; {tools['nginx']}; oha: {tools['oha'] or 'not installed'}; "
+        f"matplotlib {tools['matplotlib']}.",
+        f"Pinning: {meta['pinning']['note']}.",
+        f"Fixed-rate latencies: {meta['fixed_rate_tool']}. {meta['coordinated_omission']}.",
+        "",
+        "µs/request is 1 / req/s: with one gateway process pinned to one core and saturated, the "
+        "CPU time a request costs the proxy (the upstream and wrk run on other cores).",
+        "",
+        "## Peers and styles (41-byte upstream body)",
+        "",
+        *saturation_table(results, (sc.PEERS, sc.STYLES)),
+        "",
+        "## Overhead per style",
+        "",
+        *style_overhead_table(results),
+        "",
+        "## Overhead per stage (each alone on the same one-route API)",
+        "",
+        *stage_table(results),
+        "",
+        "## Route table size",
+        "",
+        *saturation_table(results, (sc.ROUTES,)),
+        "",
+        routes_claim(results),
+        "",
+        "## Workers",
+        "",
+        *saturation_table(results, (sc.WORKERS,)),
+        "",
+        workers_line(results),
+        "",
+        "## 64 KiB upstream body",
+        "",
+        *saturation_table(results, (sc.BIG,)),
+        "",
+        f"## Latency at a fixed offered rate ({mode['rate']:g} req/s)",
+        "",
+        *fixed_table(results),
+        "",
+        "## Mock route as a load-testing target",
+        "",
+        *mock_lines(results["mock_check"]),
+        "",
+        "## Native core against the pure-Python references (bench/native_bench.py)",
+        "",
+        *native_lines(results["native"]),
+        "",
+        "## Plots",
+        "",
+        "![throughput](throughput.png)",
+        "",
+        "![latency](latency.png)",
+        "",
+        "![stage costs](stage_costs.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plots
+
+
+def _err(s: dict[str, float]) -> tuple[float, float]:
+    return (max(0.0, s["median"] - s["min"]), max(0.0, s["max"] - s["median"]))
+
+
+def plot_throughput(results: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    info = _labels(results)
+    names = list(results["summary"])
+    values = [results["summary"][n]["rps"]["median"] for n in names]
+    errs = list(zip(*[_err(results["summary"][n]["rps"]) for n in names], strict=True))
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(names) + 1.5))
+    y = range(len(names))
+    ax.barh(
+        list(y), values, xerr=[list(errs[0]), list(errs[1])] if names else None, color="#4c72b0"
+    )
+    ax.set_yticks(list(y), [info[n]["label"] for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("requests per second (median, bars: min-max)")
+    ax.set_title("Throughput at saturation (wrk)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_latency(results: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    info = _labels(results)
+    fixed = results["fixed_rate_summary"]
+    sat = results["summary"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.35 * len(sat) + 2))
+    names = list(sat)
+    y = list(range(len(names)))
+    height = 0.4
+    left.barh(
+        [v - height / 2 for v in y],
+        [sat[n]["p50_ms"]["median"] for n in names],
+        height,
+        label="p50",
+    )
+    left.barh(
+        [v + height / 2 for v in y],
+        [sat[n]["p99_ms"]["median"] for n in names],
+        height,
+        label="p99",
+    )
+    left.set_yticks(y, [info[n]["label"] for n in names], fontsize=7)
+    left.invert_yaxis()
+    left.set_xscale("log")
+    left.set_xlabel("ms (log scale)")
+    left.set_title("At saturation (wrk, closed loop)")
+    left.legend()
+    fnames = list(fixed)
+    fy = list(range(len(fnames)))
+    h3 = 0.27
+    for offset, key, label in (
+        (-h3, "p50_ms", "p50"),
+        (0.0, "p90_ms", "p90"),
+        (h3, "p99_ms", "p99"),
+    ):
+        right.barh(
+            [v + offset for v in fy], [fixed[n][key]["median"] for n in fnames], h3, label=label
+        )
+    right.set_yticks(fy, [info[n]["label"] for n in fnames], fontsize=7)
+    right.invert_yaxis()
+    right.set_xscale("log")
+    right.set_xlabel("ms (log scale)")
+    rate = results["meta"]["mode"]["rate"]
+    tool = "oha" if "oha" in results["meta"]["fixed_rate_tool"] else "open-loop generator"
+    right.set_title(f"At a fixed offered rate, {rate:g} req/s ({tool})")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_stage_costs(results: dict[str, Any], path: Path) -> None:
+    """A waterfall per baseline: the baseline's µs per request, then each stage's marginal cost."""
+    import matplotlib.pyplot as plt
+
+    info = _labels(results)
+    summary = results["summary"]
+    by_base: dict[str, list[str]] = {}
+    for name, cost in results["stage_costs"].items():
+        by_base.setdefault(cost["baseline"], []).append(name)
+    panels = max(1, len(by_base))
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), squeeze=False)
+    for ax, (base, stages) in zip(axes[0], by_base.items(), strict=False):
+        base_us = summary[base]["us_per_request"]["median"]
+        labels = [info[base]["label"]]
+        bottoms, heights, colors = [0.0], [base_us], ["#8c8c8c"]
+        level = base_us
+        for name in stages:
+            cost = results["stage_costs"][name]["cost_us"]["median"]
+            labels.append(info[name]["label"])
+            bottoms.append(level if cost >= 0 else level + cost)
+            heights.append(abs(cost))
+            colors.append("#c44e52" if cost >= 0 else "#55a868")
+            level += cost
+        x = list(range(len(labels)))
+        ax.bar(x, heights, bottom=bottoms, color=colors)
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("µs per request (1 core)")
+        ax.set_title(f"Stage costs on top of: {info[base]['label']}", fontsize=9)
+    if not by_base:
+        axes[0][0].set_title("no stage scenarios in this run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plot_throughput(results, out / "throughput.png")
+    plot_latency(results, out / "latency.png")
+    plot_stage_costs(results, out / "stage_costs.png")
+    text = markdown(results)
+    # A NaN figure (a run with no answers) is printed as "nan": say what that means.
+    if "nan" in text:
+        text += "\n`nan`: no successful request in that run.\n"
+    (out / "report.md").write_text(text)

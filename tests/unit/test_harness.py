@@ -1,0 +1,271 @@
+"""`pygw bench` (bench/harness.py) writes the expected output; its statistics are right.
+
+The smoke run checks the shape of what the harness writes, never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import harness, scenarios
+from pygw.config.load import load_config
+from pygw.observe.metrics import Metrics
+from pygw.runtime import compile_runtime
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# The mock-target check's statistics, on synthetic samples
+
+
+def lognormal_samples(n: int, p50: float, p99: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    sigma = math.log(p99 / p50) / 2.3263478740408408
+    return [rng.lognormvariate(math.log(p50), sigma) for _ in range(n)]
+
+
+def test_mock_stats_accept_what_the_route_is_configured_with() -> None:
+    n = 200_000
+    latencies = lognormal_samples(n, 20, 80, seed=1)
+    rng = random.Random(2)
+    statuses = [503 if rng.random() < 0.05 else 200 for _ in range(n)]
+    stats = harness.mock_target_stats(latencies, statuses, 20, 80, 0.05, 503)
+    assert stats["ok"] is True
+    assert stats["answered"] == n and stats["unanswered"] == 0
+    checks = stats["checks"]
+    assert checks["p50_ms"]["measured"] == pytest.approx(20, rel=0.03)
+    assert checks["p99_ms"]["measured"] == pytest.approx(80, rel=0.05)
+    assert checks["fault_rate"]["measured"] == pytest.approx(0.05, rel=0.05)
+    assert checks["fault_rate"]["standard_error"] == pytest.approx(math.sqrt(0.05 * 0.95 / n))
+    assert all(c["relative_error"] <= 0.10 for c in checks.values())
+
+
+def test_mock_stats_reject_figures_off_by_more_than_the_tolerance() -> None:
+    n = 50_000
+    slow = lognormal_samples(n, 25, 80, seed=3)  # p50 25% high
+    statuses = [200] * n
+    stats = harness.mock_target_stats(slow, statuses, 20, 80, 0.05, 503)
+    assert stats["ok"] is False
+    assert stats["checks"]["p50_ms"]["ok"] is False
+    assert stats["checks"]["p99_ms"]["ok"] is True
+    assert stats["checks"]["fault_rate"]["measured"] == 0
+    assert stats["checks"]["fault_rate"]["ok"] is False
+
+
+def test_mock_stats_count_unanswered_and_unexpected_requests() -> None:
+    latencies = [20.0] * 100
+    statuses = [200] * 95 + [503] * 5
+    assert harness.mock_target_stats(latencies, statuses, 20, 20, 0.05, 503)["ok"] is True
+    statuses[0] = -1  # no answer (timeout, reset)
+    stats = harness.mock_target_stats(latencies, statuses, 20, 20, 0.05, 503)
+    assert stats["unanswered"] == 1 and stats["ok"] is False
+    statuses[0] = 500
+    stats = harness.mock_target_stats(latencies, statuses, 20, 20, 0.05, 503)
+    assert stats["unexpected_status"] == 1 and stats["ok"] is False
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert harness.percentile(values, 50) == pytest.approx(50.5)
+    assert harness.percentile(values, 99) == pytest.approx(99.01)
+    assert harness.percentile(values, 0) == 1 and harness.percentile(values, 100) == 100
+    assert harness.percentile([7.0], 99) == 7.0
+    assert math.isnan(harness.percentile([], 50))
+
+
+def test_stage_costs_pair_rounds() -> None:
+    plan = scenarios.Plan(
+        [],
+        [
+            scenarios.Scenario("base", "base", scenarios.STAGES, "s"),
+            scenarios.Scenario("jwt", "jwt", scenarios.STAGES, "s", baseline="base"),
+        ],
+    )
+    runs = [
+        {"scenario": "base", "round": 0, "rps": 10_000.0},
+        {"scenario": "jwt", "round": 0, "rps": 5_000.0},
+        {"scenario": "base", "round": 1, "rps": 5_000.0},
+        {"scenario": "jwt", "round": 1, "rps": 4_000.0},
+    ]
+    costs = harness.stage_costs(runs, plan)
+    assert set(costs) == {"jwt"}
+    assert costs["jwt"]["cost_us"]["min"] == pytest.approx(50.0)  # 250 - 200
+    assert costs["jwt"]["cost_us"]["max"] == pytest.approx(100.0)  # 200 - 100
+
+
+# --------------------------------------------------------------------------------------------------
+# Generated configurations
+
+
+def test_every_generated_pygw_config_loads(tmp_path: Path) -> None:
+    jwt = scenarios.make_jwt(tmp_path)
+    plan = scenarios.build_plan(18001, 18002, jwt, [10, 100])
+    servers = {s.name for s in plan.servers}
+    assert {s.server for s in plan.scenarios} <= servers
+    for server in plan.servers:
+        if server.kind != "pygw":
+            continue
+        assert server.config is not None
+        assert server.config["access_log"] is None
+        assert server.config["throttle"] == {"rate": 1_000_000, "burst": 1_000_000}
+        path = tmp_path / f"{server.name}.yaml"
+        path.write_text(scenarios.with_listen(server.config, 18003, 18004, server.workers))
+        assert "&id" not in path.read_text()  # no YAML anchors
+        runtime = compile_runtime(load_config(path), Metrics())
+        assert runtime.summary()
+
+
+def test_jwt_material_verifies_with_its_jwks(tmp_path: Path) -> None:
+    import jwt as pyjwt
+
+    material = scenarios.make_jwt(tmp_path)
+    jwks = json.loads(material.jwks_path.read_text())
+    key = pyjwt.PyJWK(jwks["keys"][0]).key
+    claims = pyjwt.decode(
+        material.token, key, algorithms=["RS256"], audience=scenarios.JWT_AUDIENCE
+    )
+    assert claims["iss"] == scenarios.JWT_ISSUER
+
+
+def test_route_sample_spreads_over_the_table() -> None:
+    assert scenarios.route_sample(10) == list(range(10))
+    picks = scenarios.route_sample(100_000)
+    assert len(picks) == scenarios.ROUTE_SAMPLE
+    assert picks[0] == 0 and picks[-1] == 99_999
+    assert "/svc99999/" in scenarios.routes_lua(100_000) or "99999" in scenarios.routes_lua(100_000)
+
+
+def test_arguments_and_modes() -> None:
+    args = harness.parse_args(["--smoke", "--out", "x", "--no-native"])
+    mode = harness.resolve_mode(args)
+    assert mode.name == "smoke" and mode.native == []
+    quick = harness.resolve_mode(harness.parse_args(["--quick", "--duration", "3"]))
+    assert quick.duration_s == 3 and quick.name == "quick"
+    for bad in (["--repeats", "0"], ["--duration", "0"], ["--quick", "--smoke"]):
+        with pytest.raises(SystemExit):
+            harness.parse_args(bad)
+
+
+def test_missing_tools_are_named_with_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    missing = harness.missing_requirements()
+    assert any(line.startswith("nginx:") and "apt-get install" in line for line in missing)
+    assert any(line.startswith("wrk:") for line in missing)
+    assert harness.run(harness.parse_args(["--smoke"])) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# The smoke run
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("wrk") is None,
+    reason="nginx and wrk are needed (apt-get install -y nginx-light wrk)",
+)
+def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.harness", "--smoke", "--no-native", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=140,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.strip() == str(out)
+    assert {p.name for p in out.iterdir()} == {"results.json", "report.md", *harness_plots()}
+    for name in harness_plots():
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR" and len(data) > 1000
+
+    results: dict[str, Any] = json.loads((out / "results.json").read_text())
+    assert set(results) >= {
+        "meta",
+        "scenarios",
+        "runs",
+        "fixed_rate_runs",
+        "summary",
+        "fixed_rate_summary",
+        "stage_costs",
+        "mock_check",
+        "native",
+    }
+    meta = results["meta"]
+    assert meta["mode"]["name"] == "smoke"
+    assert meta["pinning"]["note"] and meta["fixed_rate_tool"]
+    assert meta["tools"]["matplotlib"]
+    names = {s["name"] for s in results["scenarios"]}
+    assert {
+        "direct",
+        "nginx",
+        "aiohttp",
+        "pygw_bare",
+        "pygw_http_full",
+        "pygw_rest_miss",
+        "pygw_rest_hit",
+        "workers_2",
+        "pygw_bare_big",
+        "stage_jwt",
+        "stage_cache_hit",
+    } <= names
+    assert sum(1 for s in results["scenarios"] if s["group"] == scenarios.ROUTES) == 3
+    repeats = meta["mode"]["repeats"]
+    assert len(results["runs"]) == len(names) * repeats
+    for run in results["runs"]:
+        assert set(run) >= {"scenario", "round", "rps", "p50_ms", "p99_ms", "requests", "errors"}
+        assert run["rps"] > 0 and run["requests"] > 0
+    assert set(results["summary"]) == names
+    for s in results["summary"].values():
+        for key in ("rps", "p50_ms", "p99_ms", "us_per_request"):
+            assert set(s[key]) == {"median", "min", "max"}
+            assert s[key]["min"] <= s[key]["median"] <= s[key]["max"]
+    fixed = {s["name"] for s in results["scenarios"] if s["fixed_rate"]}
+    assert set(results["fixed_rate_summary"]) == fixed
+    for f in results["fixed_rate_runs"]:
+        assert set(f) >= {"scenario", "tool", "rate", "p50_ms", "p90_ms", "p99_ms", "requests"}
+    baselines = {s["name"] for s in results["scenarios"] if s["baseline"]}
+    assert set(results["stage_costs"]) == baselines
+    mock = results["mock_check"]
+    assert set(mock["checks"]) == {"p50_ms", "p99_ms", "fault_rate"}
+    assert mock["answered"] > 0 and isinstance(mock["ok"], bool)
+    assert results["native"] is None
+
+    report = (out / "report.md").read_text()
+    for heading in (
+        "## Peers and styles",
+        "## Overhead per style",
+        "## Overhead per stage",
+        "## Route table size",
+        "## Workers",
+        "## 64 KiB upstream body",
+        "## Latency at a fixed offered rate",
+        "## Mock route as a load-testing target",
+        "## Native core",
+    ):
+        assert heading in report
+    assert "| scenario | req/s | p50 ms | p99 ms |" in report
+    assert "vs aiohttp proxy | vs nginx proxy |" in report
+    assert "| stage | on top of |" in report
+    assert "Pinning:" in report
+    for name in harness_plots():
+        assert f"({name})" in report
+
+
+def harness_plots() -> tuple[str, ...]:
+    from bench import report
+
+    return report.PLOTS
