@@ -161,6 +161,34 @@ async def test_rs256_token_is_accepted_and_claims_recorded(keys: Keys, jwks_file
     assert presented["scopes"] == ["items/read", "items/write"]
 
 
+async def test_a_verified_token_is_not_checked_again_until_it_expires(
+    keys: Keys, jwks_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pygw.stages.jwt_auth as jwt_auth
+
+    decoded: list[str] = []
+    real_decode = jwt_auth.jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt_auth.jwt, "decode", counting_decode)
+    stage = jwt_stage(jwks_file, scopes=("items/read",))
+    good = sign(keys, scope="items/read")
+    for _ in range(5):
+        assert await stage(make_ctx(headers=bearer(good))) is None
+    assert len(decoded) == 1
+    # The remembered claims still go through the scope check of each route.
+    other = jwt_stage(jwks_file, scopes=("admin",))
+    assert await refused(other, make_ctx(headers=bearer(good))) is ErrorType.ACCESS_DENIED
+    # An expired token is checked again (and refused), whatever was remembered.
+    old = sign(keys, exp=int(time.time()) - 3600)
+    assert await refused(stage, make_ctx(headers=bearer(old))) is ErrorType.UNAUTHORIZED
+    assert await refused(stage, make_ctx(headers=bearer(old))) is ErrorType.UNAUTHORIZED
+    assert decoded.count(old) == 2
+
+
 async def test_es256_token_is_accepted(keys: Keys, jwks_file: Path) -> None:
     stage = jwt_stage(jwks_file)
     ctx = make_ctx(headers=bearer(sign(keys, kid="ec1", alg="ES256")))
