@@ -84,7 +84,17 @@ def test_check_names_file_field_and_fix(
         assert mention in err, (case, err)
 
 
-def test_check_accepts_the_examples(capsys: pytest.CaptureFixture[str]) -> None:
-    examples = Path(__file__).parents[2] / "examples"
-    assert main(["check", "-c", str(examples / "quickstart.yaml")]) == 0
+@pytest.mark.parametrize(
+    "example",
+    [
+        "examples/quickstart.yaml",
+        "examples/full.yaml",
+        "examples/lambda.yaml",
+        "examples/chat/chat.yaml",
+        "deploy/config.yaml",
+    ],
+)
+def test_check_accepts_the_examples(example: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).parents[2] / example
+    assert main(["check", "-c", str(path)]) == 0, capsys.readouterr().err
     assert "ok" in capsys.readouterr().out

@@ -1,0 +1,1 @@
+"""Handlers for examples/full.yaml's shop APIs."""
