@@ -1,5 +1,7 @@
 """Type stubs for the Rust extension (native/src/py)."""
 
+import os
+import pathlib
 from collections.abc import Sequence
 from typing import Final, final
 
@@ -119,3 +121,44 @@ def normalize_path(path: str) -> str:
     """The one normalised reading of a raw path: leading slashes collapsed, dot segments
     (also `%2e`) removed and clamped at the root, nothing decoded. ValueError on a path
     that does not start with '/' or holds a control character."""
+
+@final
+class SharedThrottle:
+    """Token buckets and quota counters in a file mapping shared by the worker processes of one
+    host (`state.backend: shared`): every process that opens the same `path` with the same table
+    shares the same levels, so a limit of R/s is R/s in total. Lock-free; a worker killed mid-call
+    leaks at most the tokens of its one request."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        buckets: list[tuple[float, int]],
+        quotas: list[tuple[int, str]] = ...,
+    ) -> None:
+        """Creates the file (every bucket full, every quota unused) or attaches to it. `buckets`
+        are (rate per second, burst), `quotas` (limit, "DAY" | "WEEK" | "MONTH"); bucket and quota
+        ids are indexes into them. ValueError for bad values (rate < 0, NaN, > 1e9; burst outside
+        0..2**32-1; limit outside 0..2**32-1; unknown period) and when an existing file was made for
+        another table, format version or boot; OSError for file system failures."""
+    def acquire(
+        self,
+        bucket_ids: list[int],
+        quota_id: int | None = None,
+        now: float | None = None,
+        unix_now: float | None = None,
+    ) -> tuple[int, float, int, int, float]:
+        """Exactly as `Throttle.acquire`: (status, retry_after_s, limit, remaining, reset_s).
+        `now` defaults to `host_monotonic()`, `unix_now` to the wall clock."""
+    @property
+    def path(self) -> pathlib.Path: ...
+    @property
+    def layout(self) -> int:
+        """Hash of the bucket/quota table; equal tables give equal layouts."""
+    @property
+    def bucket_count(self) -> int: ...
+    @property
+    def quota_count(self) -> int: ...
+
+def host_monotonic() -> float:
+    """Seconds on the host-wide monotonic clock (CLOCK_MONOTONIC; `time.monotonic()` on Linux)
+    that `SharedThrottle.acquire` uses when `now` is None."""

@@ -8,15 +8,18 @@ and their connection pools are created, and routes an API does not define fall t
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from aiohttp import web
 
-from pygw._native import ResponseCache, Router, Throttle
+from pygw._native import ResponseCache, Router, SharedThrottle, Throttle
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
@@ -45,6 +48,9 @@ from pygw.stages.validate import build_validate_stage
 from pygw.state.redis_throttle import RedisThrottle, RedisThrottleStage, redis_throttle_from_config
 
 ResponseTransform = ResponseTemplates | ResponseMapping
+
+# Cleared at every boot, as the shared state's monotonic clock requires; memory-backed.
+SHARED_STATE_DIR = "/dev/shm"
 
 _STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_.\-]+)\}")
 
@@ -113,7 +119,11 @@ class Runtime:
         routes: list[CompiledRoute],
         proxies: Sequence[HttpProxyIntegration] = (),
         redis: RedisThrottle | None = None,
+        shared: _SharedBuckets | None = None,
+        shared_key: str = "",
     ) -> None:
+        self._shared = shared
+        self._shared_key = shared_key
         self.loaded = loaded
         self.config = loaded.config
         self.router = router
@@ -162,6 +172,25 @@ class Runtime:
                 found.append(route.canary_variant.pipeline.integration)
         return found
 
+    def attach_shared_state(self) -> None:
+        """Map the throttle state shared by this gateway's worker processes. Only a serving
+        gateway does this, so `pygw check` and `pygw routes` leave no files behind."""
+        if self._shared is None:
+            return
+        try:
+            self._shared.open(self._shared_key)
+        except (ValueError, OSError) as bad:
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        str(self.loaded.path),
+                        "state.backend",
+                        f"cannot map the shared throttle state: {bad}",
+                        f"check that {SHARED_STATE_DIR} is writable, or use backend local",
+                    )
+                ]
+            ) from None
+
     def upstream_states(self) -> list[tuple[str, bool, int]]:
         """(target, healthy, requests queued) for every http_proxy target, for /metrics."""
         states = []
@@ -202,6 +231,37 @@ class _TransformedResponses:
         await self._inner.close()
 
 
+class _SharedBuckets:
+    """Records the bucket and quota table while compiling (ids are table indexes), then maps the
+    file every worker process of this gateway shares."""
+
+    def __init__(self) -> None:
+        self.buckets: list[tuple[float, int]] = []
+        self.quotas: list[tuple[int, str]] = []
+        self._shared: SharedThrottle | None = None
+
+    def add_bucket(self, rate: float, burst: int) -> int:
+        self.buckets.append((rate, burst))
+        return len(self.buckets) - 1
+
+    def add_quota(self, limit: int, period: str) -> int:
+        self.quotas.append((limit, period))
+        return len(self.quotas) - 1
+
+    def open(self, gateway_key: str) -> None:
+        # Workers of one gateway (same config file and listen address) derive the same name; a
+        # reload that changes the table gets a fresh file, as local buckets start full again.
+        table = hashlib.sha256(repr((self.buckets, self.quotas)).encode()).hexdigest()[:16]
+        name = f"pygw-{os.getuid()}-{gateway_key}.{table}"
+        self._shared = SharedThrottle(str(Path(SHARED_STATE_DIR) / name), self.buckets, self.quotas)
+
+    def acquire(
+        self, bucket_ids: list[int], quota_id: int | None = None
+    ) -> tuple[int, float, int, int, float]:
+        assert self._shared is not None
+        return self._shared.acquire(bucket_ids, quota_id)
+
+
 class _RedisBuckets:
     """Registers buckets with the Redis backend under names every host derives alike from the
     same config (creation order), so the hosts of a fleet share them."""
@@ -233,8 +293,13 @@ class _RouteOrigin:
 
 class _Compiler:
     def __init__(
-        self, loaded: LoadedConfig, metrics: Metrics, registry: ConnectionRegistry
+        self,
+        loaded: LoadedConfig,
+        metrics: Metrics,
+        registry: ConnectionRegistry,
+        shared_key: str,
     ) -> None:
+        self.shared_key = shared_key
         self.loaded = loaded
         self.metrics = metrics
         self.registry = registry
@@ -249,15 +314,12 @@ class _Compiler:
         state = loaded.config.state
         self.redis: RedisThrottle | None = None
         self.throttle: BucketRegistry
-        if state.backend == "shared":
-            self.issue(
-                "state.backend",
-                "the shared-memory backend is not available in this version",
-                "use local (one process), or redis to share limits across workers and hosts",
-            )
+        self.shared: _SharedBuckets | None = None
         if state.backend == "redis":
             self.redis = redis_throttle_from_config(state)
             self.throttle = _RedisBuckets(self.redis)
+        elif state.backend == "shared":
+            self.shared = self.throttle = _SharedBuckets()
         else:
             self.throttle = Throttle()
         account = loaded.config.throttle
@@ -276,7 +338,9 @@ class _Compiler:
         except ValueError as conflict:
             self.issue("apis", str(conflict), "make the routes distinguishable or remove one")
             raise ConfigError(self.issues) from None
-        return Runtime(self.loaded, router, self.routes, self.proxies, self.redis)
+        return Runtime(
+            self.loaded, router, self.routes, self.proxies, self.redis, self.shared, self.shared_key
+        )
 
     def _api(self, index: int, api: Any) -> None:
         where = f"apis[{index}]"
@@ -411,6 +475,9 @@ class _Compiler:
     def _throttle_stage(self, buckets: list[int], key_limits: KeyLimits | None) -> Stage:
         if self.redis is not None:
             return RedisThrottleStage(self.redis, buckets, key_limits)
+        if self.shared is not None:
+            # The stages only call acquire(), which _SharedBuckets forwards to the shared file.
+            return build_throttle_stage(cast(Throttle, self.shared), buckets, key_limits)
         assert isinstance(self.throttle, Throttle)
         return build_throttle_stage(self.throttle, buckets, key_limits)
 
@@ -661,10 +728,15 @@ def _mock(spec: Any) -> MockIntegration:
 
 
 def compile_runtime(
-    loaded: LoadedConfig, metrics: Metrics, registry: ConnectionRegistry | None = None
+    loaded: LoadedConfig,
+    metrics: Metrics,
+    registry: ConnectionRegistry | None = None,
+    listen: str | None = None,
 ) -> Runtime:
     """`registry` holds the websocket connections; it outlives snapshots (connections survive a
     reload), so the server passes its own. Commands that only compile get a throwaway one."""
     if registry is None:
         registry = ConnectionRegistry()
-    return _Compiler(loaded, metrics, registry).compile()
+    where = f"{loaded.path}|{listen or loaded.config.server.listen}"
+    shared_key = hashlib.sha256(where.encode()).hexdigest()[:12]
+    return _Compiler(loaded, metrics, registry, shared_key).compile()

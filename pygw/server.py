@@ -198,7 +198,8 @@ class Gateway:
 
     async def start(self) -> None:
         loaded = self._load()
-        runtime = compile_runtime(loaded, self.metrics, self.connections)
+        runtime = compile_runtime(loaded, self.metrics, self.connections, self._listen_override)
+        runtime.attach_shared_state()
         config = loaded.config
         limits = config.server.limits
         if config.access_log is not None:
@@ -263,7 +264,10 @@ class Gateway:
         async with self._reload_lock:
             try:
                 loaded = self._load()
-                fresh = compile_runtime(loaded, self.metrics, self.connections)
+                fresh = compile_runtime(
+                    loaded, self.metrics, self.connections, self._listen_override
+                )
+                fresh.attach_shared_state()
             except ConfigError as failure:
                 self.metrics.config_reloads.labels("error").inc()
                 log.error("reload refused, still serving the previous config:\n%s", failure)

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod path;
 pub mod router;
+pub mod shared;
 pub mod throttle;
 
 #[cfg(feature = "python")]

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod cache;
 mod router;
+mod shared;
 mod throttle;
 
 #[pymodule(gil_used = false)]
@@ -14,5 +15,6 @@ fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     router::register(m)?;
     throttle::register(m)?;
     cache::register(m)?;
+    shared::register(m)?;
     Ok(())
 }
