@@ -20,11 +20,9 @@ authorizers: their context dict plus "principalId").
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -46,6 +44,7 @@ from pygw.integrations.lambda_events import (
     read_result_v1,
     read_result_v2,
 )
+from pygw.loader import load_callable
 
 __all__ = ["FunctionIntegration", "LambdaContext", "load_handler", "shared_executor"]
 
@@ -54,7 +53,6 @@ log = logging.getLogger("pygw.function")
 # Enough threads to overlap handlers that wait on I/O, few enough that a flood of slow handlers
 # queues instead of exhausting the process. Override with PYGW_FUNCTION_THREADS.
 _DEFAULT_THREADS: Final = 32
-_import_lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
@@ -85,48 +83,8 @@ def shared_executor() -> ThreadPoolExecutor:
 
 
 def load_handler(spec: str, search_paths: Sequence[Path]) -> Callable[..., Any]:
-    """Import `module:callable` (the callable may be dotted: `module:App.handler`), looking in
-    `search_paths` first (in order), then on the usual import path.
-
-    Raises ValueError naming the module or the attribute when either cannot be found, or when
-    importing the module fails.
-    """
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"handler {spec!r} is not module:callable")
-    with _import_lock:
-        for folder in reversed([str(Path(p).resolve()) for p in search_paths]):
-            if folder in sys.path:
-                sys.path.remove(folder)
-            sys.path.insert(0, folder)
-        importlib.invalidate_caches()
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as missing:
-            looked = ", ".join(str(p) for p in search_paths) or "the import path"
-            if missing.name and module_name.startswith(missing.name):
-                raise ValueError(
-                    f"handler {spec!r}: module {module_name!r} not found (looked in {looked})"
-                ) from None
-            raise ValueError(
-                f"handler {spec!r}: importing module {module_name!r} failed: {missing}"
-            ) from None
-        except Exception as broken:
-            raise ValueError(
-                f"handler {spec!r}: importing module {module_name!r} failed: "
-                f"{type(broken).__name__}: {broken}"
-            ) from None
-    found: Any = module
-    for part in attribute.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise ValueError(
-                f"handler {spec!r}: module {module_name!r} has no attribute {attribute!r}"
-            ) from None
-    if not callable(found):
-        raise ValueError(f"handler {spec!r}: {attribute!r} in {module_name!r} is not callable")
-    return found  # type: ignore[no-any-return]
+    """Import a `module:callable` handler from the config's folders; see pygw.loader."""
+    return load_callable(spec, search_paths)
 
 
 def _is_async(handler: Callable[..., Any]) -> bool:

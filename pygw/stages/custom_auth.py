@@ -29,11 +29,9 @@ integration presents it as its own event format wants (1.0 flat, 2.0 under ``lam
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 import re
-import sys
 import time
 import weakref
 from collections import OrderedDict
@@ -50,6 +48,7 @@ from pygw.config.model import ApiConfig, CustomAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.lambda_events import ACCOUNT_ID, api_id_for
+from pygw.loader import load_callable
 from pygw.pipeline import Stage
 
 __all__ = [
@@ -135,39 +134,6 @@ def identity_getter(source: str) -> IdentityGetter:
 
 # --------------------------------------------------------------------------------------------------
 # Loading the callable
-
-
-def load_callable(spec: str, search_paths: Sequence[Path | str]) -> Callable[..., Any]:
-    """Import ``module:attr[.attr...]``, looking in ``search_paths`` first.
-
-    Raises ValueError naming what is missing (module, attribute) or what went wrong on import.
-    """
-    module_name, sep, attr_path = spec.partition(":")
-    if not sep or not module_name or not attr_path:
-        raise ValueError(f"{spec!r} is not a handler reference (write module:callable)")
-    for folder in reversed([str(p) for p in search_paths]):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name is not None and module_name.startswith(err.name):
-            where = ", ".join(str(p) for p in search_paths) or "sys.path"
-            raise ValueError(f"module {module_name!r} not found (looked in {where})") from None
-        raise ValueError(f"module {module_name!r} failed to import: {err}") from None
-    except Exception as err:
-        raise ValueError(
-            f"module {module_name!r} failed to import: {type(err).__name__}: {err}"
-        ) from None
-    target: Any = module
-    for part in attr_path.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ValueError(f"module {module_name!r} has no attribute {attr_path!r}") from None
-    if not callable(target):
-        raise ValueError(f"{spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
 
 
 class _LambdaContext:

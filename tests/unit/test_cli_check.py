@@ -98,3 +98,17 @@ def test_check_accepts_the_examples(example: str, capsys: pytest.CaptureFixture[
     path = Path(__file__).parents[2] / example
     assert main(["check", "-c", str(path)]) == 0, capsys.readouterr().err
     assert "ok" in capsys.readouterr().out
+
+
+def test_a_config_gets_its_own_module_even_if_another_had_that_name(tmp_path: Path) -> None:
+    """Handler modules are cached by name per process: a second config (or a reload) whose own
+    folder provides `shop` must get its `shop`, not the first one's."""
+    from pygw.loader import load_callable
+
+    for name, answer in (("first", 1), ("second", 2)):
+        folder = tmp_path / name
+        (folder / "shop").mkdir(parents=True)
+        (folder / "shop" / "__init__.py").write_text("")
+        (folder / "shop" / "handlers.py").write_text(f"def create(e, c):\n    return {answer}\n")
+        handler = load_callable("shop.handlers:create", [folder])
+        assert handler({}, None) == answer
