@@ -74,10 +74,15 @@ def build_throttle_stage(
 
 def _decide(ctx: RequestContext, decision: tuple[int, float, int, int, float]) -> None:
     status, retry_after_s, limit, remaining, reset_s = decision
-    headers = ctx.response_headers
-    headers["RateLimit-Limit"] = str(limit)
-    headers["RateLimit-Remaining"] = str(remaining)
-    headers["RateLimit-Reset"] = str(_whole_seconds(reset_s))
+    # The usual reset (0 < s <= 1 s with a high-rate bucket) skips the general conversion.
+    reset = "1" if 0.0 < reset_s <= 1.0 else str(_whole_seconds(reset_s))
+    ctx.response_headers.update(
+        {
+            "RateLimit-Limit": str(limit),
+            "RateLimit-Remaining": str(remaining),
+            "RateLimit-Reset": reset,
+        }
+    )
     if status == GRANTED:
         return
     if status == THROTTLED:
