@@ -211,57 +211,6 @@ fn unpack_quota(w: u64) -> (Option<i64>, u32) {
     }
 }
 
-/// A number that grows by one from each period to the next (`days` counts days since 1970-01-01).
-/// Kept in step with `throttle.rs`, whose calendar helpers are private to it.
-fn period_index(period: QuotaPeriod, days: i64) -> i64 {
-    match period {
-        QuotaPeriod::Day => days,
-        // 1970-01-01 was a Thursday, so Monday 1969-12-29 is day -3.
-        QuotaPeriod::Week => (days + 3).div_euclid(7),
-        QuotaPeriod::Month => {
-            let (y, m) = year_month_from_days(days);
-            y * 12 + i64::from(m) - 1
-        }
-    }
-}
-
-/// The first day (days since 1970-01-01) of the period with this index.
-fn period_start_day(period: QuotaPeriod, index: i64) -> i64 {
-    match period {
-        QuotaPeriod::Day => index,
-        QuotaPeriod::Week => index * 7 - 3,
-        // rem_euclid(12) is in 0..12, so the cast cannot truncate.
-        QuotaPeriod::Month => {
-            days_from_civil(index.div_euclid(12), index.rem_euclid(12) as u32 + 1)
-        }
-    }
-}
-
-/// Proleptic Gregorian (year, month 1..=12) of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn year_month_from_days(days: i64) -> (i64, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    // mp is in 0..12, so the cast is exact.
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m)
-}
-
-/// Days since 1970-01-01 of the first day of a month (H. Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// FNV-1a: stable across builds and platforms, unlike the std and foldhash hashers.
 fn fnv1a(words: &[u64]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -578,7 +527,7 @@ impl SharedThrottle {
         let def = self.quotas[id];
         // unix_now is finite and bounded by MAX_UNIX_ABS_S, so the day count fits an i64.
         let days = (unix_now / SECS_PER_DAY).floor() as i64;
-        let index = period_index(def.period, days);
+        let index = QuotaPeriod::index(def.period, days);
         let word = self.quota_word(id);
         let mut current = word.load(Ordering::Acquire);
         loop {
@@ -589,7 +538,8 @@ impl SharedThrottle {
             };
             let room = used < def.limit;
             let next = pack_quota(period, if room { used + 1 } else { used });
-            let retry = period_start_day(def.period, period + 1) as f64 * SECS_PER_DAY - unix_now;
+            let retry =
+                QuotaPeriod::start_day(def.period, period + 1) as f64 * SECS_PER_DAY - unix_now;
             if next == current {
                 return (room, retry);
             }
@@ -889,8 +839,8 @@ mod tests {
             &[],
             &[(1, QuotaPeriod::Month), (1, QuotaPeriod::Week)],
         );
-        let feb = days_from_civil(2024, 2) as f64 * SECS_PER_DAY;
-        let mar = days_from_civil(2024, 3) as f64 * SECS_PER_DAY;
+        let feb = crate::throttle::days_from_civil(2024, 2, 1) as f64 * SECS_PER_DAY;
+        let mar = crate::throttle::days_from_civil(2024, 3, 1) as f64 * SECS_PER_DAY;
         assert_eq!(
             t.acquire(&[], Some(0), 0.0, feb).unwrap().status,
             Status::Granted
@@ -1175,9 +1125,9 @@ mod tests {
             assert_eq!(unpack_quota(pack_quota(index, used)), (Some(index), used));
         }
         for days in (-200_000..200_000).step_by(13) {
-            let month = period_index(QuotaPeriod::Month, days);
-            let start = period_start_day(QuotaPeriod::Month, month);
-            assert!(start <= days && days < period_start_day(QuotaPeriod::Month, month + 1));
+            let month = QuotaPeriod::index(QuotaPeriod::Month, days);
+            let start = QuotaPeriod::start_day(QuotaPeriod::Month, month);
+            assert!(start <= days && days < QuotaPeriod::start_day(QuotaPeriod::Month, month + 1));
         }
     }
 

@@ -62,7 +62,7 @@ impl FromStr for QuotaPeriod {
 
 impl QuotaPeriod {
     /// A number that grows by one from each period to the next; `days` counts days since 1970-01-01.
-    fn index(self, days: i64) -> i64 {
+    pub(crate) fn index(self, days: i64) -> i64 {
         match self {
             Self::Day => days,
             // 1970-01-01 was a Thursday, so Monday 1969-12-29 is day -3.
@@ -75,7 +75,7 @@ impl QuotaPeriod {
     }
 
     /// The first day (days since 1970-01-01) of the period with this index.
-    fn start_day(self, index: i64) -> i64 {
+    pub(crate) fn start_day(self, index: i64) -> i64 {
         match self {
             Self::Day => index,
             Self::Week => index * 7 - 3,
@@ -104,7 +104,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
