@@ -105,7 +105,8 @@ def media_type_matches(media: str, patterns: Sequence[str]) -> bool:
     return False
 
 
-def _request_time(now: float) -> str:
+def request_time(now: float) -> str:
+    """`requestContext.requestTime` as AWS writes it: `25/Nov/2026:16:14:40 +0000`."""
     t = time.gmtime(now)
     return (
         f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
@@ -274,7 +275,7 @@ class EventBuilder:
             "path": full_path,
             "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
             "requestId": ctx.request_id,
-            "requestTime": _request_time(now),
+            "requestTime": request_time(now),
             "requestTimeEpoch": int(now * 1000),
             "resourceId": self._resource_id,
             "resourcePath": self._resource,
@@ -373,7 +374,7 @@ class EventBuilder:
             "requestId": ctx.request_id,
             "routeKey": self.info.route_key,
             "stage": self.info.stage,
-            "time": _request_time(now),
+            "time": request_time(now),
             "timeEpoch": int(now * 1000),
         }
         authorizer = ctx.extras.get("authorizer")

@@ -58,7 +58,12 @@ from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.function import LambdaContext, load_handler, shared_executor
-from pygw.integrations.lambda_events import MalformedResult, api_id_for, read_result_v2
+from pygw.integrations.lambda_events import (
+    MalformedResult,
+    api_id_for,
+    read_result_v2,
+    request_time,
+)
 from pygw.integrations.ws_connections import Connection, ConnectionRegistry, new_id
 from pygw.pipeline import Stage
 
@@ -99,20 +104,6 @@ _NOT_FORWARDED: Final = frozenset(
         "sec-websocket-extensions",
         "sec-websocket-protocol",
     }
-)
-_MONTHS: Final = (
-    "Jan",
-    "Feb",
-    "Mar",
-    "Apr",
-    "May",
-    "Jun",
-    "Jul",
-    "Aug",
-    "Sep",
-    "Oct",
-    "Nov",
-    "Dec",
 )
 
 
@@ -167,14 +158,6 @@ class Target(Protocol):
 # Events in AWS's WebSocket format
 
 
-def _request_time(now: float) -> str:
-    t = time.gmtime(now)
-    return (
-        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
-    )
-
-
 def _authorizer_view(found: Mapping[str, Any]) -> dict[str, Any]:
     jwt = found.get("jwt")
     if isinstance(jwt, Mapping):
@@ -195,7 +178,7 @@ class EventFormat:
             "routeKey": event.route_key,
             "eventType": event.event_type,
             "extendedRequestId": event.request_id,
-            "requestTime": _request_time(now),
+            "requestTime": request_time(now),
             "messageDirection": "IN",
             "stage": self.stage,
             "connectedAt": session.connected_at_ms,
