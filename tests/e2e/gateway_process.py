@@ -33,18 +33,21 @@ class GatewayProcess:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "pygw",
+            "serve",
+            "-c",
+            str(self.config),
+            "--listen",
+            "127.0.0.1:0",
+        ]
+
     def start(self, timeout_s: float = 20.0) -> GatewayProcess:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pygw",
-                "serve",
-                "-c",
-                str(self.config),
-                "--listen",
-                "127.0.0.1:0",
-            ],
+            self.command(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

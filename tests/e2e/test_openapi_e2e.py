@@ -7,8 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,35 +43,6 @@ class OpenApiGateway(GatewayProcess):
             "127.0.0.1:0",
             *self.extra,
         ]
-
-    def start(self, timeout_s: float = 20.0) -> OpenApiGateway:
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=self.env,
-        )
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.output.append(line)
-                found = _READY.search(line)
-                if found:
-                    self.port = int(found.group(2))
-                    self.admin_port = int(found.group(4))
-                    ready.set()
-
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + timeout_s
-        while not ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("gateway did not start:\n" + "".join(self.output))
-        return self
 
 
 async def _started(spec: Path, *extra: str) -> OpenApiGateway:
