@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +18,6 @@ from tests.e2e.gateway_process import GatewayProcess
 
 SHARED_TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
 TESTDATA = SHARED_TESTDATA / "openapi"
-_READY = re.compile(r"pygw listening on http://([\d.]+):(\d+) \(admin http://([\d.]+):(\d+)\)")
 
 
 class OpenApiGateway(GatewayProcess):
