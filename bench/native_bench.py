@@ -22,8 +22,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -32,6 +30,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.proxy_bench import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -365,23 +365,6 @@ def markdown(scenarios: Sequence[Scenario], found: Sequence[Ratio], empty_ns: fl
     for r in found:
         lines.append(f"| {r.name} | {r.value:,.2f}x | {r.target} | {'yes' if r.met else 'NO'} |")
     return "\n".join(lines)
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
