@@ -40,7 +40,7 @@ class Throttle:
         quota_id: int | None = None,
         now: float | None = None,
         unix_now: float | None = None,
-    ) -> tuple[int, float, int, int, float]:
+    ) -> tuple[int, float, int, int, float, int | None]:
         """Decides one request: granted only if every bucket has a token and the quota has room
         (buckets checked first); then one token is taken from each bucket and one unit from the
         quota, otherwise nothing is taken. An id named twice counts once.
@@ -48,12 +48,14 @@ class Throttle:
         `now` is monotonic seconds (default `monotonic()`); a clock going backwards refills nothing.
         `unix_now` is wall-clock seconds for quota periods (default: the system clock).
 
-        Returns (status, retry_after_s, limit, remaining, reset_s): status is GRANTED, THROTTLED or
-        QUOTA_EXCEEDED; retry_after_s is 0 when granted, the time until every refusing bucket has a
-        token when throttled (inf if one never will), the time until the next quota period when the
-        quota is spent. limit/remaining/reset_s describe the tightest bucket (fewest whole tokens
-        left after the decision; ties: slowest to refill): its burst, its whole tokens left, the
-        seconds until it is full (inf if never). All three are 0 when `bucket_ids` is empty.
+        Returns (status, retry_after_s, limit, remaining, reset_s, refused_by): status is GRANTED,
+        THROTTLED or QUOTA_EXCEEDED; retry_after_s is 0 when granted, the time until every refusing
+        bucket has a token when throttled (inf if one never will), the time until the next quota
+        period when the quota is spent. limit/remaining/reset_s describe the tightest bucket (fewest
+        whole tokens left after the decision; ties: slowest to refill): its burst, its whole tokens
+        left, the seconds until it is full (inf if never). All three are 0 when `bucket_ids` is
+        empty. refused_by, when THROTTLED, is the position in `bucket_ids` of the first bucket (in
+        the order given) that had no token; None otherwise.
 
         Raises IndexError for an unknown id, ValueError for a NaN or infinite time.
         """
@@ -146,9 +148,9 @@ class SharedThrottle:
         quota_id: int | None = None,
         now: float | None = None,
         unix_now: float | None = None,
-    ) -> tuple[int, float, int, int, float]:
-        """Exactly as `Throttle.acquire`: (status, retry_after_s, limit, remaining, reset_s).
-        `now` defaults to `host_monotonic()`, `unix_now` to the wall clock."""
+    ) -> tuple[int, float, int, int, float, int | None]:
+        """Exactly as `Throttle.acquire`: (status, retry_after_s, limit, remaining, reset_s,
+        refused_by). `now` defaults to `host_monotonic()`, `unix_now` to the wall clock."""
     @property
     def path(self) -> pathlib.Path: ...
     @property

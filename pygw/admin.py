@@ -15,6 +15,8 @@ import orjson
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pygw.integrations.ws_connections import management_error
+
 if TYPE_CHECKING:
     from pygw.server import Gateway
     from pygw.supervisor import Supervisor
@@ -105,7 +107,8 @@ class SupervisorAdmin(_AdminBase):
     /health is 200 only while every worker is up (503 while one restarts or during the drain),
     /metrics sums the workers' metrics, /routes asks one worker (all serve the same config),
     POST /reload validates the config once and then reloads every worker, GET /workers lists
-    them (index, pid, started, restarts, ready)."""
+    them (index, pid, started, restarts, ready), and `/@connections/{id}` is answered by the
+    worker holding the WebSocket connection (its index is in the id)."""
 
     def __init__(self, supervisor: Supervisor, listen: str, token: str) -> None:
         super().__init__(listen, token)
@@ -116,6 +119,7 @@ class SupervisorAdmin(_AdminBase):
         app.router.add_get("/routes", self._routes)
         app.router.add_post("/reload", self._reload)
         app.router.add_get("/workers", self._workers)
+        app.router.add_route("*", "/@connections/{connection_id}", self._connections)
 
     async def _health(self, request: web.Request) -> web.Response:
         supervisor = self._supervisor
@@ -149,3 +153,28 @@ class SupervisorAdmin(_AdminBase):
 
     async def _workers(self, request: web.Request) -> web.Response:
         return _json(self._supervisor.describe())
+
+    async def _connections(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return management_error(401, "Unauthorized", "UnauthorizedException")
+        method = request.method
+        if method not in ("GET", "POST", "DELETE"):
+            return management_error(405, "Method Not Allowed", None, {"Allow": "GET, POST, DELETE"})
+        body = b""
+        if method == "POST":
+            # The worker checks the connection's own limit; this bounds what is read here.
+            limit = self._supervisor.connection_post_limit()
+            if request.content_length is not None and request.content_length > limit:
+                return management_error(413, "Message too long", "PayloadTooLargeException")
+            body = await request.content.read(limit + 1)
+            if len(body) > limit:
+                return management_error(413, "Message too long", "PayloadTooLargeException")
+        connection_id = request.match_info["connection_id"]
+        try:
+            answer = await self._supervisor.connection_call(method, connection_id, body)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return management_error(503, "Service Unavailable", None)
+        if answer is None:
+            return management_error(410, "Gone", "GoneException")
+        status, headers, payload = answer
+        return web.Response(status=status, body=payload or None, headers=headers)

@@ -12,8 +12,9 @@ import hashlib
 import os
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,14 +31,14 @@ from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
-from pygw.pipeline import Integration, Pipeline, Stage
+from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys
 from pygw.stages.cache import wrap_with_cache
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.jwt_auth import build_jwt_stage
 from pygw.stages.resource_policy import build_resource_policy_stage
-from pygw.stages.throttle import build_throttle_stage
+from pygw.stages.throttle import ACCOUNT, ROUTE, STAGE, CountFor, Decision, build_throttle_stage
 from pygw.stages.transform import (
     ResponseMapping,
     ResponseTemplates,
@@ -255,9 +256,7 @@ class _SharedBuckets:
         name = f"pygw-{os.getuid()}-{gateway_key}.{table}"
         self._shared = SharedThrottle(str(Path(SHARED_STATE_DIR) / name), self.buckets, self.quotas)
 
-    def acquire(
-        self, bucket_ids: list[int], quota_id: int | None = None
-    ) -> tuple[int, float, int, int, float]:
+    def acquire(self, bucket_ids: list[int], quota_id: int | None = None) -> Decision:
         assert self._shared is not None
         return self._shared.acquire(bucket_ids, quota_id)
 
@@ -352,9 +351,15 @@ class _Compiler:
         hosts: tuple[str | None, ...] = tuple(api.hosts) if api.hosts else (None,)
         overhead = self.metrics.overhead.labels(style.value)
         # Built once per API: key buckets and quotas are shared by all its routes and stages.
-        front: tuple[Stage, ...] = tuple(
-            s for s in (build_resource_policy_stage(api), build_cors_stage(api)) if s is not None
+        front_named: tuple[tuple[str, Stage], ...] = tuple(
+            (name, s)
+            for name, s in (
+                ("resource_policy", build_resource_policy_stage(api)),
+                ("cors", build_cors_stage(api)),
+            )
+            if s is not None
         )
+        front = tuple(s for _, s in front_named)
         api_keys = build_api_keys(api, self.throttle)
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
@@ -362,40 +367,55 @@ class _Compiler:
                 return
             variables = dict(stage.variables or {})
             stage_buckets = [self.account_bucket]
+            stage_levels = [ACCOUNT]
             if stage.throttle is not None:
                 stage_buckets.append(
                     self.throttle.add_bucket(stage.throttle.rate, stage.throttle.burst)
                 )
+                stage_levels.append(STAGE)
             canary = stage.canary
             canary_variables = {**variables, **dict(canary.variables or {})} if canary else None
             route_items: Mapping[str, Any] = api.routes
             for key, route in route_items.items():
                 route_where = f"{where}.routes.{key}"
                 buckets = list(stage_buckets)
+                levels = list(stage_levels)
                 if route.throttle is not None:
                     buckets.append(
                         self.throttle.add_bucket(route.throttle.rate, route.throttle.burst)
                     )
+                    levels.append(ROUTE)
                 key_stage, key_limits = (
                     api_keys.for_route(route) if api_keys is not None else (None, None)
                 )
                 auth_stage = self._auth_stage(route_where, api, route, stage.name, key)
+                auth_name = (
+                    "jwt_auth"
+                    if auth_stage is not None and api.authorizers[route.authorizer].type == "jwt"
+                    else "custom_auth"
+                )
                 shaping = self._shaping_stages(route_where, api, route, stage.name, key)
-                stages: tuple[Stage, ...] = (
-                    *front,
-                    *((auth_stage,) if auth_stage is not None else ()),
-                    *((key_stage,) if key_stage is not None else ()),
-                    self._throttle_stage(buckets, key_limits),
+                count = partial(self.metrics.throttled.labels, api.name, stage.name, key)
+                named: tuple[tuple[str, Stage], ...] = (
+                    *front_named,
+                    *(((auth_name, auth_stage),) if auth_stage is not None else ()),
+                    *((("api_key", key_stage),) if key_stage is not None else ()),
+                    ("throttle", self._throttle_stage(buckets, key_limits, levels, count)),
                     *shaping,
                 )
+                stages = tuple(s for _, s in named)
+                # A route that configures no stage runs only the account-wide throttle: left
+                # untimed, so the lean path pays nothing for the per-stage histogram.
+                lean = len(named) == 1 and len(buckets) == 1 and key_limits is None
+                timed = () if lean else self._timed(named, api.name, stage.name, key)
                 origin = _RouteOrigin(api, style, stage.name, key)
                 respond = self._response_transform(route_where, api, route, stage.name, key)
                 primary = self._variant(
-                    route_where, origin, route, variables, False, stages, respond
+                    route_where, origin, route, variables, False, stages, respond, timed
                 )
                 secondary = (
                     self._variant(
-                        route_where, origin, route, canary_variables, True, stages, respond
+                        route_where, origin, route, canary_variables, True, stages, respond, timed
                     )
                     if canary_variables is not None
                     else None
@@ -419,7 +439,10 @@ class _Compiler:
             if "$default" not in route_items:
                 # Policy and CORS also guard unmatched paths: this is where preflights for paths
                 # without an OPTIONS route land, and CorsStage answers them.
-                fallback = Variant(variables, Pipeline(front, _NotFound(style)), False)
+                fallback_timed = self._timed(front_named, api.name, stage.name, "$default")
+                fallback = Variant(
+                    variables, _pipeline(front, _NotFound(style), fallback_timed), False
+                )
                 self._add(
                     api,
                     style,
@@ -472,14 +495,30 @@ class _Compiler:
         for host in hosts:
             self.entries.append((host, prefix, key, route_id))
 
-    def _throttle_stage(self, buckets: list[int], key_limits: KeyLimits | None) -> Stage:
+    def _throttle_stage(
+        self,
+        buckets: list[int],
+        key_limits: KeyLimits | None,
+        levels: Sequence[str] = (),
+        count: CountFor | None = None,
+    ) -> Stage:
+        """`levels` names each bucket's level; `count` gives the route's refusal counter of a
+        level (refusals are not counted without it)."""
         if self.redis is not None:
-            return RedisThrottleStage(self.redis, buckets, key_limits)
+            return RedisThrottleStage(self.redis, buckets, key_limits, levels, count)
         if self.shared is not None:
             # The stages only call acquire(), which _SharedBuckets forwards to the shared file.
-            return build_throttle_stage(cast(Throttle, self.shared), buckets, key_limits)
+            throttle = cast(Throttle, self.shared)
+            return build_throttle_stage(throttle, buckets, key_limits, levels, count)
         assert isinstance(self.throttle, Throttle)
-        return build_throttle_stage(self.throttle, buckets, key_limits)
+        return build_throttle_stage(self.throttle, buckets, key_limits, levels, count)
+
+    def _timed(
+        self, named: Sequence[tuple[str, Stage]], api: str, stage: str, key: str
+    ) -> tuple[tuple[Stage, StageTimer], ...]:
+        """Each stage with its pygw_stage_seconds child, resolved now rather than per request."""
+        family = self.metrics.stage_seconds
+        return tuple((s, family.labels(api, stage, key, name)) for name, s in named)
 
     def _claim_mount(
         self, where: str, api_name: str, hosts: tuple[str | None, ...], prefix: str
@@ -515,12 +554,14 @@ class _Compiler:
                     stage.name,
                     self.loaded,
                     self.registry,
-                    on_message=self._count_websocket_message(api.name, stage.name),
+                    metrics=self.metrics,
                 )
             except ValueError as bad:
                 self.issue(f"{where}.routes", str(bad), "fix the route's integration or authorizer")
                 continue
-            stages = (*front, self._throttle_stage([self.account_bucket], None))
+            count = partial(self.metrics.throttled.labels, api.name, stage.name, "$default")
+            throttle = self._throttle_stage([self.account_bucket], None, [ACCOUNT], count)
+            stages = (*front, throttle)
             variant = Variant(dict(stage.variables or {}), Pipeline(stages, integration), False)
             self._add(
                 api,
@@ -536,14 +577,6 @@ class _Compiler:
                 "websocket",
                 synthetic=False,
             )
-
-    def _count_websocket_message(self, api: str, stage: str) -> Callable[[str, str], None]:
-        messages = self.metrics.websocket_messages
-
-        def count(route_key: str, outcome: str) -> None:
-            messages.labels(api, stage, route_key, outcome).inc()
-
-        return count
 
     def _auth_stage(self, where: str, api: Any, route: Any, stage: str, key: str) -> Stage | None:
         """The route's authorizer; the model has already checked that the name exists."""
@@ -564,14 +597,15 @@ class _Compiler:
 
     def _shaping_stages(
         self, where: str, api: Any, route: Any, stage: str, key: str
-    ) -> tuple[Stage, ...]:
-        """Request validation, then the request template or parameter mapping."""
+    ) -> tuple[tuple[str, Stage], ...]:
+        """Request validation, then the request template or parameter mapping (with their
+        names in pygw_stage_seconds)."""
         limit = self.loaded.config.server.limits.max_body_bytes
-        found: list[Stage] = []
+        found: list[tuple[str, Stage]] = []
         try:
             validate = build_validate_stage(api, route, max_body_bytes=limit)
             if validate is not None:
-                found.append(validate)
+                found.append(("validate", validate))
         except ValueError as bad:
             self.issue(f"{where}.validate", str(bad), "fix the model or the route's validate")
         try:
@@ -579,7 +613,7 @@ class _Compiler:
                 api, route, stage, max_body_bytes=limit, route_key=key
             )
             if transform is not None:
-                found.append(transform)
+                found.append(("transform", transform))
         except ValueError as bad:
             self.issue(f"{where}.templates", str(bad), "fix the route's templates or mapping")
         return tuple(found)
@@ -610,6 +644,7 @@ class _Compiler:
         canary: bool,
         stages: tuple[Stage, ...],
         respond: ResponseTransform | None,
+        timed: tuple[tuple[Stage, StageTimer], ...] = (),
     ) -> Variant | None:
         integration = self._integration(
             f"{where}.integration", origin, route.integration, variables
@@ -629,7 +664,7 @@ class _Compiler:
             metrics_hit=self.metrics.cache_hits.labels(origin.api.name, origin.stage).inc,
             metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage).inc,
         )
-        return Variant(variables, Pipeline(stages, integration), canary)
+        return Variant(variables, _pipeline(stages, integration, timed), canary)
 
     def _substitute(self, where: str, stage: str, text: str, variables: dict[str, str]) -> str:
         def replace(found: re.Match[str]) -> str:
@@ -705,6 +740,16 @@ class _Compiler:
             "use http_proxy, function or mock",
         )
         return None
+
+
+def _pipeline(
+    stages: tuple[Stage, ...],
+    integration: Integration,
+    timed: tuple[tuple[Stage, StageTimer], ...],
+) -> Pipeline:
+    if timed:
+        return TimedPipeline(stages, integration, timed)
+    return Pipeline(stages, integration)
 
 
 def _mock(spec: Any) -> MockIntegration:

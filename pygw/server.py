@@ -106,6 +106,8 @@ class _WorkerRequest(BaseRequest):
     costs single-process mode nothing."""
 
     worker_id = str(os.getpid())
+    # The same header for responses that bypass aiohttp's header handling (pygw/one_write.py).
+    response_line = f"x-pygw-worker: {worker_id}\r\n".encode("ascii")
 
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         response.headers["x-pygw-worker"] = self.worker_id
@@ -204,6 +206,7 @@ class Gateway:
         limits = config.server.limits
         if config.access_log is not None:
             self._access_log = AccessLog(config.access_log.path)
+            self.connections.access_log = self._access_log  # WebSocket event lines
         self._dispatcher = Dispatcher(
             runtime, self._access_log, limits.max_body_bytes, limits.max_header_bytes
         )
@@ -211,6 +214,7 @@ class Gateway:
         server_options: dict[str, Any] = {}
         if worker is not None:
             _WorkerRequest.worker_id = str(os.getpid())
+            _WorkerRequest.response_line = f"x-pygw-worker: {os.getpid()}\r\n".encode("ascii")
             loop = asyncio.get_running_loop()
 
             def make_request(

@@ -6,10 +6,12 @@ The supervisor holds the port (a bound, never-listening SO_REUSEPORT socket: the
 `--listen HOST:0` stays the workers' while they restart), restarts a worker that dies, forwards
 SIGTERM (every worker drains; exit 0 once all have) and SIGHUP (the config is validated here once,
 then every worker reloads it), and serves the public admin API: `/health`, `/metrics` (the
-workers' metrics summed), `/routes`, `POST /reload` and `GET /workers`.
+workers' metrics summed), `/routes`, `POST /reload`, `GET /workers` and the WebSocket
+connections API (`/@connections/{id}`, forwarded to the worker whose index the id carries).
 
 Workers serve their own admin API on unix sockets in a private temporary folder; the supervisor
-talks to them there, so N admin listeners never clash on a port.
+talks to them there, so N admin listeners never clash on a port. Each worker is told its index
+and every worker's socket, so a worker reaches a sibling's WebSocket connections there too.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from pygw.config.load import ConfigError, LoadedConfig, load_config
+from pygw.integrations.ws_connections import DEFAULT_MAX_POST_BYTES, join_workers, worker_of
 
 log = logging.getLogger("pygw.supervisor")
 
@@ -143,6 +146,8 @@ class Supervisor:
         self._reload_lock = asyncio.Lock()
         self._keepers: list[asyncio.Task[None]] = []
         self._admin: Any = None
+        # Pooled clients of the workers' admin sockets for the connections API (one per worker).
+        self._connection_clients: dict[int, aiohttp.ClientSession] = {}
         self.shown = ""
 
     # -- life cycle -------------------------------------------------------------------------
@@ -214,6 +219,9 @@ class Supervisor:
     async def _close(self) -> None:
         for keeper in self._keepers:
             keeper.cancel()
+        for client in self._connection_clients.values():
+            await client.close()
+        self._connection_clients.clear()
         if self._admin is not None:
             await self._admin.stop()
         if self._reservation is not None:
@@ -259,6 +267,10 @@ class Supervisor:
             f"unix:{worker.admin_socket}",
             "--parent",
             str(os.getpid()),
+            "--index",
+            str(worker.index),
+            # Connection ids have one byte for the worker's index.
+            *(f"--peer={peer.admin_socket}" for peer in self.workers if len(self.workers) <= 256),
         )
 
     async def _wait_ready(self, worker: Worker) -> None:
@@ -369,6 +381,52 @@ class Supervisor:
             session.request(method, f"http://worker{path}") as response,
         ):
             return response.status, await response.read()
+
+    def connection_post_limit(self) -> int:
+        """The largest message a backend may post: the biggest `max_message_bytes` of the
+        config's WebSocket APIs (each worker checks the connection's own limit)."""
+        limits = [
+            api.websocket.max_message_bytes
+            for api in self.loaded.config.apis
+            if api.type == "websocket"
+        ]
+        return max(limits, default=DEFAULT_MAX_POST_BYTES)
+
+    async def connection_call(
+        self, method: str, connection_id: str, body: bytes
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """`/@connections/{id}` answered by the worker holding the connection; None when that
+        worker is not serving (its connections ended with its process: the caller says 410)."""
+        index = worker_of(connection_id)
+        if index is None or index >= len(self.workers):
+            return None
+        worker = self.workers[index]
+        if not worker.ready or not worker.alive():
+            return None
+        client = self._connection_clients.get(index)
+        if client is None or client.closed:
+            # force_close: a restarted worker listens on the same path, and a pooled connection
+            # to its predecessor would fail the next call.
+            client = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=worker.admin_socket, force_close=True),
+                timeout=aiohttp.ClientTimeout(total=_WORKER_CALL_TIMEOUT_S),
+            )
+            self._connection_clients[index] = client
+        try:
+            async with client.request(
+                method, f"http://worker/@connections/{connection_id}", data=body or None
+            ) as response:
+                headers = {
+                    name: value
+                    for name in ("Content-Type", "x-amzn-ErrorType", "Allow")
+                    if (value := response.headers.get(name)) is not None
+                }
+                return response.status, headers, await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as failed:
+            if not worker.alive():
+                return None
+            log.warning("worker %d did not answer /@connections: %s", worker.index, failed)
+            raise
 
     async def metrics(self) -> bytes:
         """Every ready worker's `/metrics`, summed sample by sample, plus the supervisor's own."""
@@ -498,11 +556,15 @@ def _worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", required=True)
     parser.add_argument("--admin", required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--peer", action="append", default=[])
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
+    if args.peer:
+        join_workers(args.index, args.peer)
     options = WorkerOptions(admin_listen=args.admin, parent_pid=args.parent)
     code: int = uvloop.run(run_gateway(Path(args.config), args.listen, options))
     return code

@@ -6,26 +6,65 @@ Clients connect with `?name=alice` (a connection without a name is refused with 
 (the route has `route_response: true`), and anything else reaches `$default`, which tells the
 sender what it can do.
 
-The room is kept in this module, as it would be in a table on AWS. Messages go out through the
-gateway's connection registry, the in-process equivalent of the Management API's
-`post_to_connection`; a send that returns False means the member is gone (AWS's GoneException).
+The room is what a table would hold on AWS: a dict in this module, or, when `CHAT_ROOM_DB` names
+a file, an SQLite table every worker process of `pygw serve --workers N` shares (each worker has
+its own module state). Messages go out through the gateway's connection registry, the in-process
+equivalent of the Management API's `post_to_connection`: it reaches a member connected to another
+worker too. A send that returns False means the member is gone (AWS's GoneException).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sqlite3
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from pygw.integrations.ws_connections import connections
 
 _lock = threading.Lock()
 _members: dict[str, str] = {}  # connection id -> name
+_DB = os.environ.get("CHAT_ROOM_DB", "")
+
+
+@contextlib.contextmanager
+def _db() -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(_DB, timeout=10, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, name TEXT)")
+        yield db
+    finally:
+        db.close()
+
+
+def _join(connection_id: str, name: str) -> None:
+    if not _DB:
+        with _lock:
+            _members[connection_id] = name
+        return
+    with _lock, _db() as db:
+        db.execute("INSERT OR REPLACE INTO members VALUES (?, ?)", (connection_id, name))
+
+
+def _leave(connection_id: str) -> None:
+    if not _DB:
+        with _lock:
+            _members.pop(connection_id, None)
+        return
+    with _lock, _db() as db:
+        db.execute("DELETE FROM members WHERE id = ?", (connection_id,))
 
 
 def members() -> dict[str, str]:
-    with _lock:
-        return dict(_members)
+    if not _DB:
+        with _lock:
+            return dict(_members)
+    with _lock, _db() as db:
+        return dict(db.execute("SELECT id, name FROM members").fetchall())
 
 
 def connect(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -33,14 +72,12 @@ def connect(event: dict[str, Any], context: Any) -> dict[str, Any]:
     name = query.get("name", "").strip()
     if not name:
         return {"statusCode": 403, "body": json.dumps({"message": "a name is required"})}
-    with _lock:
-        _members[event["requestContext"]["connectionId"]] = name[:64]
+    _join(event["requestContext"]["connectionId"], name[:64])
     return {"statusCode": 200}
 
 
 def disconnect(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    with _lock:
-        _members.pop(event["requestContext"]["connectionId"], None)
+    _leave(event["requestContext"]["connectionId"])
     return {"statusCode": 200}
 
 
@@ -52,8 +89,7 @@ def send_message(event: dict[str, Any], context: Any) -> dict[str, Any]:
     registry = connections()
     for connection_id in room:
         if not registry.send(connection_id, payload):
-            with _lock:
-                _members.pop(connection_id, None)
+            _leave(connection_id)
     return {"statusCode": 200}
 
 

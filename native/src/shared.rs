@@ -583,27 +583,31 @@ impl SharedThrottle {
         in_order.sort_unstable();
 
         let mut taken: Vec<Taken> = Vec::with_capacity(in_order.len());
-        let mut refused = false;
+        // Buckets are taken in id order, but the refusal is reported as `Throttle` does: the first
+        // refusing bucket in the order the caller named them.
+        let mut refused_by: Option<usize> = None;
         let mut wait_s: f64 = 0.0;
         for &id in &in_order {
-            if refused {
-                // Only to report the longest wait: nothing more is taken once one bucket refused.
+            if refused_by.is_some() {
+                // Only to report the longest wait and the first refusing level: nothing more is
+                // taken once one bucket refused.
                 let level = self.level(id, now);
                 if level.tokens < 1.0 - TOKEN_EPSILON {
                     wait_s = wait_s.max(level.wait_s);
+                    refused_by = first_named(refused_by, bucket_ids, id);
                 }
                 continue;
             }
             match self.take(id, now) {
                 Ok(t) => taken.push(t),
                 Err(wait) => {
-                    refused = true;
+                    refused_by = first_named(refused_by, bucket_ids, id);
                     wait_s = wait_s.max(wait);
                 }
             }
         }
 
-        let (status, retry_after_s) = if refused {
+        let (status, retry_after_s) = if refused_by.is_some() {
             (Status::Throttled, wait_s)
         } else {
             match quota_id.map(|q| self.count_quota(q, unix_now)) {
@@ -636,7 +640,17 @@ impl SharedThrottle {
             limit,
             remaining,
             reset_s,
+            refused_by,
         })
+    }
+}
+
+/// The earlier of `seen` and the first position of bucket `id` in `bucket_ids`.
+fn first_named(seen: Option<usize>, bucket_ids: &[usize], id: usize) -> Option<usize> {
+    let at = bucket_ids.iter().position(|&named| named == id);
+    match (seen, at) {
+        (Some(seen), Some(at)) => Some(seen.min(at)),
+        (seen, at) => seen.or(at),
     }
 }
 
@@ -787,13 +801,37 @@ mod tests {
             let a = shared.acquire(ids, quota, now, JAN_1_2024).unwrap();
             let b = local.acquire(ids, quota, now, JAN_1_2024).unwrap();
             assert_eq!(
-                (a.status, a.limit, a.remaining),
-                (b.status, b.limit, b.remaining)
+                (a.status, a.limit, a.remaining, a.refused_by),
+                (b.status, b.limit, b.remaining, b.refused_by)
             );
             for (x, y) in [(a.retry_after_s, b.retry_after_s), (a.reset_s, b.reset_s)] {
                 assert!(x == y || (x - y).abs() < 1e-9, "{a:?} vs {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn refusal_names_the_first_refusing_bucket_as_given() {
+        let dir = TempDir::new("refused-by");
+        // Bucket 2 is empty from the start; bucket 0 is emptied below. Taken in id order, so 0 is
+        // found refusing before 2 whatever order the caller names them in.
+        let t = open(
+            &dir,
+            &[(0.0, 1), (0.0, 5), (0.0, 0)],
+            &[(0, QuotaPeriod::Day)],
+        );
+        assert_eq!(acq(&t, &[1, 2], 0.0).refused_by, Some(1));
+        assert_eq!(acq(&t, &[2, 2, 1], 0.0).refused_by, Some(0));
+        assert_eq!(acq(&t, &[1, 0], 0.0).refused_by, None);
+        let d = acq(&t, &[1, 2, 0], 0.0);
+        assert_eq!((d.status, d.refused_by), (Status::Throttled, Some(1)));
+        assert_eq!(acq(&t, &[1, 0, 2], 0.0).refused_by, Some(1));
+        assert_eq!(acq(&t, &[1, 1, 0], 0.0).refused_by, Some(2));
+        // Refused by the quota (limit 0): no bucket is named.
+        let d = t.acquire(&[1], Some(0), 0.0, JAN_1_2024).unwrap();
+        assert_eq!((d.status, d.refused_by), (Status::QuotaExceeded, None));
+        // Nothing taken from bucket 1 by any refusal: 5 - 1 (the one grant above) left.
+        assert_eq!(acq(&t, &[1], 0.0).remaining, 3);
     }
 
     #[test]

@@ -138,6 +138,9 @@ pub struct Decision {
     pub remaining: u32,
     /// Seconds until the tightest bucket is full again (infinite if it never refills).
     pub reset_s: f64,
+    /// Throttled: the position in the `bucket_ids` given of the first bucket that had no token, so
+    /// the caller can tell which level refused. None when granted or refused by the quota.
+    pub refused_by: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -318,7 +321,8 @@ impl Throttle {
 
     /// Decides one request: granted only if every named bucket has a token and the quota has room,
     /// and then one token is taken from each bucket and one unit from the quota; otherwise nothing
-    /// is taken. Buckets are checked before the quota. An id named twice counts once. Errors (unknown
+    /// is taken. Buckets are checked before the quota. An id named twice counts once. A throttled
+    /// decision names the first refusing bucket by its position in `bucket_ids`. Errors (unknown
     /// ids, non-finite times) change no state.
     pub fn acquire(
         &self,
@@ -343,7 +347,7 @@ impl Throttle {
         // A request names a handful of levels, so a quadratic scan beats building a set.
         let first_mention = |i: usize| !bucket_ids[..i].contains(&bucket_ids[i]);
 
-        let mut refused = false;
+        let mut refused_by: Option<usize> = None;
         let mut wait_s: f64 = 0.0;
         for (i, &id) in bucket_ids.iter().enumerate() {
             if !first_mention(i) {
@@ -352,12 +356,12 @@ impl Throttle {
             let b = &mut st.buckets[id];
             b.refill(now);
             if !b.has_token() {
-                refused = true;
+                refused_by = refused_by.or(Some(i));
                 wait_s = wait_s.max(b.wait_for_token_s());
             }
         }
 
-        let (status, retry_after_s) = if refused {
+        let (status, retry_after_s) = if refused_by.is_some() {
             (Status::Throttled, wait_s)
         } else {
             let quota_verdict = quota_id.map(|q| {
@@ -400,6 +404,7 @@ impl Throttle {
             limit,
             remaining,
             reset_s,
+            refused_by,
         })
     }
 }
@@ -491,6 +496,31 @@ mod tests {
         }
         let d = acq(&t, &[a, c], 0.0);
         assert_eq!((d.status, d.limit, d.remaining), (Status::Granted, 5, 4));
+    }
+
+    #[test]
+    fn refusal_names_the_first_refusing_bucket() {
+        let t = Throttle::new();
+        let open = t.add_bucket(0.0, 5).unwrap();
+        let empty = t.add_bucket(0.0, 0).unwrap();
+        let one = t.add_bucket(0.0, 1).unwrap();
+        let q = t.add_quota(0, QuotaPeriod::Day);
+        let d = acq(&t, &[open, one], 0.0);
+        assert_eq!((d.status, d.refused_by), (Status::Granted, None));
+        // Positions in the ids given, not bucket ids; the first refusing one in that order.
+        assert_eq!(acq(&t, &[open, empty], 0.0).refused_by, Some(1));
+        assert_eq!(acq(&t, &[open, one, empty], 0.0).refused_by, Some(1));
+        assert_eq!(acq(&t, &[empty, open, one], 0.0).refused_by, Some(0));
+        assert_eq!(acq(&t, &[open, open, empty, one], 0.0).refused_by, Some(2));
+        // A duplicate is reported at its first mention.
+        assert_eq!(acq(&t, &[open, one, open, one], 0.0).refused_by, Some(1));
+        // The quota refuses with no bucket named, and only once every bucket has a token.
+        let d = t.acquire(&[open], Some(q), 0.0, JAN_1_2024).unwrap();
+        assert_eq!((d.status, d.refused_by), (Status::QuotaExceeded, None));
+        let d = t.acquire(&[open, empty], Some(q), 0.0, JAN_1_2024).unwrap();
+        assert_eq!((d.status, d.refused_by), (Status::Throttled, Some(1)));
+        // Only the first grant took a token.
+        assert_eq!(acq(&t, &[open], 0.0).remaining, 3);
     }
 
     #[test]

@@ -30,6 +30,10 @@ bucket all messages of one client). Messages of one connection are handled in or
 time; a client that sends faster than its messages are handled gets "Too Many Requests" frames
 once ``4 * max_message_bytes`` (at least 1 MiB) are waiting.
 
+Observability (`_Telemetry`): the pygw_websocket_* metric families, and, when the gateway writes
+an access log, one line per CONNECT, routed MESSAGE and DISCONNECT (ids, route key, status,
+outcome, integration latency, sizes; never a message body or a header).
+
 ctx.extras read: "authorizer" (set by the $connect authorizer; every event of the connection
 carries it as ``requestContext.authorizer``).
 """
@@ -56,7 +60,7 @@ from pygw._native import GRANTED, Throttle
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
-from pygw.errors import ErrorType, GatewayError
+from pygw.errors import ErrorType, GatewayError, Style, gateway_response
 from pygw.integrations.function import LambdaContext, load_handler, shared_executor
 from pygw.integrations.lambda_events import (
     MalformedResult,
@@ -65,6 +69,7 @@ from pygw.integrations.lambda_events import (
     request_time,
 )
 from pygw.integrations.ws_connections import Connection, ConnectionRegistry, new_id
+from pygw.observe.metrics import CounterChild, HistogramChild, Metrics
 from pygw.pipeline import Stage
 
 __all__ = [
@@ -412,7 +417,212 @@ def _as_message(body: bytes) -> str | bytes:
         return body
 
 
-OnMessage = Callable[[str, str], None]
+# Status written to the access log for the messages the gateway answers itself.
+_STATUS_OF: Final = {"no_route": 403, "throttled": 429, "error": 500, "timeout": 504}
+_time_text: tuple[int, str] = (0, "")
+
+
+def _now_text() -> str:
+    """The access log's `time`, formatted once per second rather than once per message."""
+    global _time_text
+    now = int(time.time())
+    if _time_text[0] != now:
+        _time_text = (now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
+    return _time_text[1]
+
+
+class _Telemetry:
+    """Metrics and access-log lines of one WebSocket API mount. Label children are resolved
+    once; the access log is looked up on the registry per event (the gateway attaches it
+    after compiling) and is skipped entirely when there is none."""
+
+    __slots__ = (
+        "_client_errors",
+        "_connects",
+        "_integration_errors",
+        "_latency",
+        "_messages",
+        "_metrics",
+        "_registry",
+        "api",
+        "sent",
+        "stage",
+    )
+
+    def __init__(
+        self, api: str, stage: str, metrics: Metrics, registry: ConnectionRegistry
+    ) -> None:
+        self.api = api
+        self.stage = stage
+        self._metrics = metrics
+        self._registry = registry
+        self.sent: CounterChild = metrics.websocket_messages_sent.labels(api, stage)
+        self._messages: dict[tuple[str, str], CounterChild] = {}
+        self._latency: dict[str, HistogramChild] = {}
+        self._connects: dict[str, CounterChild] = {}
+        self._client_errors: dict[str, CounterChild] = {}
+        self._integration_errors: dict[tuple[str, str], CounterChild] = {}
+
+    def _count_message(self, route: str, outcome: str) -> None:
+        child = self._messages.get((route, outcome))
+        if child is None:
+            child = self._metrics.websocket_messages.labels(self.api, self.stage, route, outcome)
+            self._messages[(route, outcome)] = child
+        child.value += 1.0
+
+    def _observe(self, route: str, latency_s: float) -> None:
+        child = self._latency.get(route)
+        if child is None:
+            child = self._metrics.websocket_integration_latency.labels(self.api, self.stage, route)
+            self._latency[route] = child
+        child.observe(latency_s)
+
+    def client_error(self, reason: str) -> None:
+        child = self._client_errors.get(reason)
+        if child is None:
+            child = self._metrics.websocket_client_errors.labels(self.api, self.stage, reason)
+            self._client_errors[reason] = child
+        child.value += 1.0
+
+    def _integration_error(self, route: str, reason: str) -> None:
+        child = self._integration_errors.get((route, reason))
+        if child is None:
+            child = self._metrics.websocket_integration_errors.labels(
+                self.api, self.stage, route, reason
+            )
+            self._integration_errors[(route, reason)] = child
+        child.value += 1.0
+
+    def _write(
+        self,
+        session: Session,
+        event_type: str,
+        request_id: str,
+        route: str | None,
+        status: int | None,
+        outcome: str,
+        latency_s: float | None,
+        **more: Any,
+    ) -> None:
+        access_log = self._registry.access_log
+        if access_log is None:
+            return
+        record: dict[str, Any] = {
+            "time": _now_text(),
+            "request_id": request_id,
+            "connection_id": session.connection_id,
+            "event_type": event_type,
+            "route": route,
+            "status": status,
+            "outcome": outcome,
+            "integration_latency_ms": (
+                round(latency_s * 1000.0, 3) if latency_s is not None else None
+            ),
+            "api": self.api,
+            "stage": self.stage,
+            "style": "websocket",
+            "client_ip": session.source_ip,
+        }
+        record.update(more)
+        access_log.write(record)
+
+    def connect(
+        self,
+        session: Session,
+        request_id: str,
+        status: int,
+        latency_s: float | None,
+        failure: str | None = None,
+    ) -> None:
+        """`status` is what the client's handshake got (101 when upgraded). `failure`: why the
+        gateway refused ("unauthorized" before the integration, "error"/"timeout" in it)."""
+        accepted = status == 101
+        outcome = "accepted" if accepted else "refused"
+        child = self._connects.get(outcome)
+        if child is None:
+            child = self._metrics.websocket_connects.labels(self.api, self.stage, outcome)
+            self._connects[outcome] = child
+        child.value += 1.0
+        if latency_s is not None:
+            self._observe(CONNECT, latency_s)
+        if failure == "unauthorized":
+            self.client_error(failure)
+        elif failure is not None:
+            self._integration_error(CONNECT, failure)
+        self._write(
+            session,
+            "CONNECT",
+            request_id,
+            CONNECT,
+            status,
+            failure or outcome,
+            latency_s,
+            user_agent=session.user_agent,
+        )
+
+    def message(
+        self,
+        session: Session,
+        request_id: str,
+        message_id: str | None,
+        route: str,
+        outcome: str,
+        status: int,
+        size: int,
+        latency_s: float | None,
+        response_bytes: int,
+    ) -> None:
+        self._count_message(route, outcome)
+        if latency_s is not None:
+            self._observe(route, latency_s)
+        if outcome == "error" or outcome == "timeout":
+            self._integration_error(route, outcome)
+        elif outcome != "ok":
+            self.client_error(outcome)
+        if self._registry.access_log is not None:
+            self._write(
+                session,
+                "MESSAGE",
+                request_id,
+                route,
+                status,
+                outcome,
+                latency_s,
+                message_id=message_id,
+                bytes=size,
+                response_bytes=response_bytes,
+            )
+
+    def disconnect(
+        self,
+        session: Session,
+        request_id: str,
+        close_code: int,
+        reason: str,
+        route: str | None,
+        status: int | None,
+        outcome: str,
+        latency_s: float | None,
+    ) -> None:
+        if close_code == 1009:
+            # aiohttp refused a message over max_message_bytes and closed the connection.
+            self.client_error("too_large")
+        if latency_s is not None and route is not None:
+            self._observe(route, latency_s)
+        if outcome == "error" or outcome == "timeout":
+            self._integration_error(DISCONNECT, outcome)
+        self._write(
+            session,
+            "DISCONNECT",
+            request_id,
+            route,
+            status,
+            outcome,
+            latency_s,
+            close_code=close_code,
+            reason=reason,
+            duration_ms=int(time.time() * 1000) - session.connected_at_ms,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +645,7 @@ class WebSocketApiIntegration:
         max_message_bytes: int,
         route_throttles: Mapping[str, tuple[float, int]] | None = None,
         stage_throttle: tuple[float, int] | None = None,
-        on_message: OnMessage | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.api_name = api_name
         self.stage = stage
@@ -452,9 +662,10 @@ class WebSocketApiIntegration:
         self._heartbeat_s = min(_MAX_HEARTBEAT_S, idle_timeout_s / 2.0)
         self._route_throttles = dict(route_throttles or {})
         self._stage_throttle = stage_throttle
-        self._on_message = on_message
+        self._telemetry = _Telemetry(api_name, stage, metrics or Metrics(), registry)
         self._live = 0
         self._closed = False
+        self._ending: set[asyncio.Task[None]] = set()
 
     @property
     def live_connections(self) -> int:
@@ -493,40 +704,58 @@ class WebSocketApiIntegration:
             return self._upgrade_required(ctx)
         now = time.time()
         session = Session(
-            connection_id=new_id(),
+            connection_id=self._registry.new_connection_id(),
             connected_at_ms=int(now * 1000),
             source_ip=ctx.client_ip,
             user_agent=request.headers.get("User-Agent", ""),
             domain_name=_domain(request.headers.get("Host", "")),
             request=request,
         )
+        telemetry = self._telemetry
         connect = self._connect
+        connect_latency_s: float | None = None
         if connect is not None:
             if connect.auth is not None:
-                await connect.auth(ctx)  # a refusal raises GatewayError: the handshake fails
+                try:
+                    await connect.auth(ctx)  # a refusal raises GatewayError: the handshake fails
+                except GatewayError as refusal:
+                    status = gateway_response(refusal.error, Style.WEBSOCKET).status
+                    failure = "unauthorized" if status < 500 else "error"
+                    telemetry.connect(session, ctx.request_id, status, None, failure)
+                    raise
                 found = ctx.extras.get("authorizer")
                 if isinstance(found, dict):
                     session.authorizer = found
             event = Event(CONNECT, "CONNECT", ctx.request_id, session)
-            loop = asyncio.get_running_loop()
-            started = loop.time()
+            started = time.perf_counter()
             try:
                 outcome = await connect.target(event)
-            except IntegrationTimedOut:
-                raise GatewayError(ErrorType.INTEGRATION_TIMEOUT) from None
-            except IntegrationFailed:
-                raise GatewayError(ErrorType.INTEGRATION_FAILURE) from None
-            finally:
-                ctx.integration_latency_s = loop.time() - started
+            except (IntegrationTimedOut, IntegrationFailed) as failed:
+                timed_out = isinstance(failed, IntegrationTimedOut)
+                error = (
+                    ErrorType.INTEGRATION_TIMEOUT if timed_out else ErrorType.INTEGRATION_FAILURE
+                )
+                ctx.integration_latency_s = time.perf_counter() - started
+                telemetry.connect(
+                    session,
+                    ctx.request_id,
+                    gateway_response(error, Style.WEBSOCKET).status,
+                    ctx.integration_latency_s,
+                    "timeout" if timed_out else "error",
+                )
+                raise GatewayError(error) from None
+            connect_latency_s = ctx.integration_latency_s = time.perf_counter() - started
             if not 200 <= outcome.status < 300:
                 refused = web.Response(status=outcome.status, body=outcome.body or None)
                 if outcome.body:
                     refused.content_type = _JSON
                 ctx.apply_response_headers(refused)
+                telemetry.connect(session, ctx.request_id, outcome.status, connect_latency_s)
                 return refused
         self._throttle_for(session)
         ctx.apply_response_headers(ws)
         await ws.prepare(request)
+        telemetry.connect(session, ctx.request_id, 101, connect_latency_s)
         connection = Connection(
             session.connection_id,
             ws,
@@ -534,21 +763,36 @@ class WebSocketApiIntegration:
             user_agent=session.user_agent,
             connected_at_ms=session.connected_at_ms,
             max_post_bytes=self._max_message,
+            sent=telemetry.sent,
         )
         self._registry.add(connection)
         self._live += 1
         log.debug("connection %s opened on %s/%s", connection.id, self.api_name, self.stage)
         close_reason = ""
+        # aiohttp's close code after a protocol error (1009: too long) is 1006 once the client
+        # drops the connection; the code the gateway closed with is the one that explains it.
+        error_code: int | None = None
         try:
-            close_reason = await self._serve(ws, connection, session)
+            close_reason, error_code = await self._serve(ws, connection, session)
         finally:
             self._registry.remove(connection.id)
             self._live -= 1
             connection.closing = True
-            await self._disconnected(session, ws.close_code, close_reason)
-            if self._closed and self._live == 0:
-                await self._close_targets()
+            code = error_code if error_code is not None else ws.close_code
+            # A client dropping its TCP connection cancels this handler (the gateway's server
+            # cancels handlers of lost connections): $disconnect must run all the same.
+            ending = asyncio.get_running_loop().create_task(
+                self._ended(session, code, close_reason)
+            )
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
+            await asyncio.shield(ending)
         return ws
+
+    async def _ended(self, session: Session, code: int | None, reason: str) -> None:
+        await self._disconnected(session, code, reason)
+        if self._closed and self._live == 0:
+            await self._close_targets()
 
     def _upgrade_required(self, ctx: RequestContext) -> web.Response:
         response = web.Response(
@@ -562,7 +806,7 @@ class WebSocketApiIntegration:
 
     async def _serve(
         self, ws: web.WebSocketResponse, connection: Connection, session: Session
-    ) -> str:
+    ) -> tuple[str, int | None]:
         loop = asyncio.get_running_loop()
         watch = _Watchdog(loop, connection, self._idle_s, self._max_duration_s)
         pending: collections.deque[tuple[str, str | bytes, str]] = collections.deque()
@@ -577,11 +821,14 @@ class WebSocketApiIntegration:
                     data: str | bytes = msg.data
                     self._accept(connection, session, data, pending, state)
                 elif kind is web.WSMsgType.ERROR:
-                    return str(msg.data) if msg.data is not None else "Error"
+                    error = msg.data
+                    code = error.code if isinstance(error, aiohttp.WebSocketError) else None
+                    return (str(error) if error is not None else "Error"), code
                 elif watch.reason:
-                    return watch.reason
+                    return watch.reason, None
                 else:
-                    return "Client closed the connection" if not connection.closing else "Closed"
+                    closed = "Closed" if connection.closing else "Client closed the connection"
+                    return closed, None
         finally:
             watch.cancel()
 
@@ -604,26 +851,48 @@ class WebSocketApiIntegration:
         request_id = new_id()
         route = self._route_for(data)
         if route is None:
-            connection.enqueue(_frame("Forbidden", session, request_id))
-            self._count(DEFAULT, "no_route")
+            self._refuse(connection, session, request_id, DEFAULT, "no_route", len(data))
             return
         throttle = session.throttle
         if throttle is not None:
             buckets = session.buckets.get(route.key)
             if buckets and throttle.acquire(buckets)[0] != GRANTED:
-                connection.enqueue(_frame("Too Many Requests", session, request_id))
-                self._count(route.key, "throttled")
+                self._refuse(connection, session, request_id, route.key, "throttled", len(data))
                 return
         size = len(data)
         if state.bytes + size > self._max_pending:
-            connection.enqueue(_frame("Too Many Requests", session, request_id))
-            self._count(route.key, "throttled")
+            self._refuse(connection, session, request_id, route.key, "throttled", size)
             return
         pending.append((route.key, data, request_id))
         state.bytes += size
         if not state.running:
             state.running = True
             asyncio.get_running_loop().create_task(self._work(connection, session, pending, state))
+
+    def _refuse(
+        self,
+        connection: Connection,
+        session: Session,
+        request_id: str,
+        route_key: str,
+        outcome: str,
+        size: int,
+    ) -> None:
+        frame = _frame(
+            "Forbidden" if outcome == "no_route" else "Too Many Requests", session, request_id
+        )
+        connection.enqueue(frame)
+        self._telemetry.message(
+            session,
+            request_id,
+            None,
+            route_key,
+            outcome,
+            _STATUS_OF[outcome],
+            size,
+            None,
+            len(frame),
+        )
 
     async def _work(
         self,
@@ -652,50 +921,84 @@ class WebSocketApiIntegration:
         data: str | bytes,
         request_id: str,
     ) -> None:
-        event = Event(route.key, "MESSAGE", request_id, session, data, new_id())
+        message_id = new_id()
+        event = Event(route.key, "MESSAGE", request_id, session, data, message_id)
+        started = time.perf_counter()
+        reply: str | bytes | None = None
+        status = 200
         try:
             outcome = await route.target(event)
         except IntegrationTimedOut:
-            connection.enqueue(_frame("Endpoint request timed out", session, request_id))
-            self._count(route.key, "timeout")
-            return
+            reply = _frame("Endpoint request timed out", session, request_id)
+            result = "timeout"
         except IntegrationFailed:
-            connection.enqueue(_frame("Internal server error", session, request_id))
-            self._count(route.key, "error")
-            return
+            reply = _frame("Internal server error", session, request_id)
+            result = "error"
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("connection %s: route %s failed", session.connection_id, route.key)
-            connection.enqueue(_frame("Internal server error", session, request_id))
-            self._count(route.key, "error")
-            return
-        self._count(route.key, "ok")
-        if route.route_response and outcome.body:
-            connection.enqueue(_as_message(outcome.body))
+            reply = _frame("Internal server error", session, request_id)
+            result = "error"
+        else:
+            result = "ok"
+            status = outcome.status
+            if route.route_response and outcome.body:
+                reply = _as_message(outcome.body)
+        latency_s = time.perf_counter() - started
+        if reply is not None:
+            connection.enqueue(reply)
+        self._telemetry.message(
+            session,
+            request_id,
+            message_id,
+            route.key,
+            result,
+            status if result == "ok" else _STATUS_OF[result],
+            len(data),
+            latency_s,
+            len(reply) if reply is not None else 0,
+        )
 
     async def _disconnected(self, session: Session, code: int | None, reason: str) -> None:
         route = self._disconnect
+        close_code = code if code is not None else 1005
+        request_id = new_id()
         if route is None:
+            self._telemetry.disconnect(
+                session, request_id, close_code, reason, None, None, "closed", None
+            )
             return
         event = Event(
             DISCONNECT,
             "DISCONNECT",
-            new_id(),
+            request_id,
             session,
-            close_code=code if code is not None else 1005,
+            close_code=close_code,
             close_reason=reason,
         )
+        started = time.perf_counter()
+        status: int | None = None
         try:
-            await route.target(event)
-        except (IntegrationFailed, IntegrationTimedOut):
-            pass
+            status = (await route.target(event)).status
+            outcome = "ok"
+        except IntegrationTimedOut:
+            outcome = "timeout"
+        except IntegrationFailed:
+            outcome = "error"
         except Exception:
             log.exception("connection %s: $disconnect failed", session.connection_id)
-
-    def _count(self, route_key: str, outcome: str) -> None:
-        if self._on_message is not None:
-            self._on_message(route_key, outcome)
+            outcome = "error"
+        self._telemetry.disconnect(
+            session,
+            request_id,
+            close_code,
+            reason,
+            DISCONNECT,
+            status,
+            outcome,
+            time.perf_counter() - started,
+        )
 
     async def _close_targets(self) -> None:
         await asyncio.gather(*(route.target.close() for route in self._routes.values()))
@@ -832,14 +1135,14 @@ def build_websocket_api(
     loaded: LoadedConfig,
     registry: ConnectionRegistry,
     *,
-    on_message: OnMessage | None = None,
+    metrics: Metrics | None = None,
 ) -> WebSocketApiIntegration:
     """The integration serving one mount (API + stage). Raises ValueError, naming the route, for
     a handler that cannot be loaded, an unusable uri, an authorizer on a route other than
     $connect, or an unknown integration type.
 
-    `on_message(route_key, outcome)`, when given, is called once per client message with outcome
-    "ok", "error", "timeout", "throttled" or "no_route".
+    `metrics` receives the pygw_websocket_* families of this mount (a private set when None);
+    the access log is the one `registry.access_log` holds when an event happens.
     """
     stage_cfg = api_cfg.stage(stage)
     variables: dict[str, str] = dict(stage_cfg.variables or {}) if stage_cfg is not None else {}
@@ -877,5 +1180,5 @@ def build_websocket_api(
         max_message_bytes=settings.max_message_bytes,
         route_throttles=throttles,
         stage_throttle=stage_throttle,
-        on_message=on_message,
+        metrics=metrics,
     )

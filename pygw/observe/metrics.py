@@ -49,7 +49,23 @@ _LATENCY_BUCKETS = (
 # Prometheus' `le` (less than or equal) rule.
 _BOUNDS = (*_LATENCY_BUCKETS, float("inf"))
 _go_string: Callable[[float], str] = floatToGoString  # untyped in prometheus_client
-_BUCKET_LABELS = tuple(_go_string(b) for b in _BOUNDS)
+# One pipeline stage costs microseconds; an authorizer or a body read may wait for milliseconds.
+_STAGE_BUCKETS = (
+    1e-6,
+    2.5e-6,
+    5e-6,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    0.001,
+    0.005,
+    0.025,
+    0.1,
+    1.0,
+)
 
 
 class CounterChild:
@@ -70,15 +86,16 @@ class CounterChild:
 class HistogramChild:
     """One labelled histogram: per-bucket counts (not cumulative) and the sum of observations."""
 
-    __slots__ = ("counts", "created", "sum")
+    __slots__ = ("bounds", "counts", "created", "sum")
 
-    def __init__(self) -> None:
-        self.counts = [0] * len(_BOUNDS)
+    def __init__(self, bounds: tuple[float, ...] = _BOUNDS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
         self.sum = 0.0
         self.created = time.time()
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(_BOUNDS, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
 
@@ -116,16 +133,24 @@ class CounterFamily(_Family):
 
 
 class HistogramFamily(_Family):
-    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        buckets: tuple[float, ...] = _LATENCY_BUCKETS,
+    ) -> None:
         super().__init__(name, documentation, labelnames)
         self.children: dict[tuple[str, ...], HistogramChild] = {}
+        self._bounds = _BOUNDS if buckets == _LATENCY_BUCKETS else (*buckets, float("inf"))
+        self._bucket_labels = tuple(_go_string(b) for b in self._bounds)
 
     def labels(self, *values: str) -> HistogramChild:
         key = tuple(str(v) for v in values)
         child = self.children.get(key)
         if child is None:
             self._check(key)
-            child = self.children[key] = HistogramChild()
+            child = self.children[key] = HistogramChild(self._bounds)
         return child
 
     def collect(self) -> Metric:
@@ -133,7 +158,7 @@ class HistogramFamily(_Family):
         for values, child in list(self.children.items()):
             cumulative = 0.0
             buckets: list[tuple[str, float]] = []
-            for bound, count in zip(_BUCKET_LABELS, child.counts, strict=True):
+            for bound, count in zip(self._bucket_labels, child.counts, strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
             family.add_metric(values, buckets, child.sum)
@@ -226,6 +251,18 @@ class Metrics:
             "Requests served with a stage's canary settings.",
             ("api", "stage"),
         )
+        self.throttled = CounterFamily(
+            "pygw_throttled",
+            "Requests refused with 429, by the level that refused (account, stage, route, "
+            "usage_plan, quota; unavailable: the Redis state could not be reached).",
+            ("api", "stage", "route", "level"),
+        )
+        self.stage_seconds = HistogramFamily(
+            "pygw_stage_seconds",
+            "Time spent in each pipeline stage (step) of a route, before the integration.",
+            ("api", "stage", "route", "step"),
+            _STAGE_BUCKETS,
+        )
         self.registry.register(
             _RequestFamilies(
                 (
@@ -234,6 +271,8 @@ class Metrics:
                     self.integration_latency,
                     self.overhead,
                     self.canary,
+                    self.throttled,
+                    self.stage_seconds,
                 )
             )
         )
@@ -255,17 +294,57 @@ class Metrics:
             ["api", "stage"],
             registry=self.registry,
         )
-        self.websocket_messages = Counter(
+        # WebSocket families: `messages` and `integration_latency` move per client message, so
+        # they are lock-free families like the per-request ones. See README "Observability".
+        self.websocket_messages = CounterFamily(
             "pygw_websocket_messages",
             "WebSocket client messages routed, by route and outcome "
             "(ok, error, timeout, throttled, no_route).",
-            ["api", "stage", "route", "outcome"],
-            registry=self.registry,
+            ("api", "stage", "route", "outcome"),
         )
         self.websocket_connections = Gauge(
             "pygw_websocket_connections",
             "WebSocket connections open.",
             registry=self.registry,
+        )
+        self.websocket_connects = CounterFamily(
+            "pygw_websocket_connects",
+            "WebSocket handshakes, by outcome (accepted, refused).",
+            ("api", "stage", "outcome"),
+        )
+        self.websocket_messages_sent = CounterFamily(
+            "pygw_websocket_messages_sent",
+            "Messages sent to WebSocket clients: route responses, error frames, @connections "
+            "and in-process sends.",
+            ("api", "stage"),
+        )
+        self.websocket_integration_latency = HistogramFamily(
+            "pygw_websocket_integration_latency_seconds",
+            "Time spent in a WebSocket route's integration ($connect and $disconnect included).",
+            ("api", "stage", "route"),
+        )
+        self.websocket_client_errors = CounterFamily(
+            "pygw_websocket_client_errors",
+            "WebSocket events refused before any integration ran, by reason "
+            "(unauthorized, no_route, throttled, too_large).",
+            ("api", "stage", "reason"),
+        )
+        self.websocket_integration_errors = CounterFamily(
+            "pygw_websocket_integration_errors",
+            "WebSocket integrations that failed, by route and reason (error, timeout).",
+            ("api", "stage", "route", "reason"),
+        )
+        self.registry.register(
+            _RequestFamilies(
+                (
+                    self.websocket_messages,
+                    self.websocket_connects,
+                    self.websocket_messages_sent,
+                    self.websocket_integration_latency,
+                    self.websocket_client_errors,
+                    self.websocket_integration_errors,
+                )
+            )
         )
         # Upstream health is read from the live snapshot's pools when scraped, not pushed.
         self.upstreams: Callable[[], Iterable[tuple[str, bool, int]]] = lambda: ()

@@ -1,10 +1,17 @@
 """Throttling: every level that applies (account → stage → route → usage-plan key) and the key's
-quota, decided in one native call."""
+quota, decided in one native call.
+
+Each refusal is counted by the level that refused (`pygw_throttled_total{level}`): the acquire
+names the first refusing bucket by its position in the ids it was given, and the stage keeps, in
+the same order, the level of each id and its counter (resolved when the route is compiled).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 from aiohttp import web
 
@@ -18,16 +25,102 @@ _MAX_RETRY_AFTER_S = 86_400
 # A quota's retry time is the wait for its next period, at most a month.
 _MAX_QUOTA_RETRY_AFTER_S = 32 * 86_400
 
+# The `level` label values of pygw_throttled_total. UNAVAILABLE: refused because the shared state
+# (Redis) could not be reached and `on_error: deny` decided.
+ACCOUNT: Final = "account"
+STAGE: Final = "stage"
+ROUTE: Final = "route"
+USAGE_PLAN: Final = "usage_plan"
+QUOTA: Final = "quota"
+UNAVAILABLE: Final = "unavailable"
+
+# (status, retry_after_s, limit, remaining, reset_s, refused_by): what every acquire returns.
+Decision = tuple[int, float, int, int, float, int | None]
+
+
+class RefusalCounter(Protocol):
+    def inc(self, amount: float = 1.0) -> None: ...
+
+
+# A level name → its counter for this route (pygw_throttled_total{api,stage,route,level}).
+CountFor = Callable[[str], RefusalCounter]
+
+
+class _Uncounted:
+    __slots__ = ()
+
+    def inc(self, amount: float = 1.0) -> None:
+        return None
+
+
+_UNCOUNTED: Final = _Uncounted()
+
+
+class _OnFirstUse:
+    """A counter created only when first counted: for a level that may never refuse here."""
+
+    __slots__ = ("_child", "_count", "_level")
+
+    def __init__(self, count: CountFor, level: str) -> None:
+        self._count = count
+        self._level = level
+        self._child: RefusalCounter | None = None
+
+    def inc(self, amount: float = 1.0) -> None:
+        if self._child is None:
+            self._child = self._count(self._level)
+        self._child.inc(amount)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusals:
+    """The counters one acquire's refusal goes to: `buckets[i]` for the i-th bucket id given."""
+
+    buckets: tuple[RefusalCounter, ...]
+    quota: RefusalCounter = _UNCOUNTED
+    unavailable: RefusalCounter = _UNCOUNTED
+
+
+def route_refusals(
+    bucket_ids: Sequence[int],
+    levels: Sequence[str],
+    count: CountFor | None,
+    key_limits: Mapping[str, tuple[int | None, int | None]] | None = None,
+) -> tuple[Refusals, Refusals]:
+    """(refusals for the route's own ids, refusals for the ids plus a key's usage-plan bucket).
+    `levels` names the level of each of `bucket_ids`; without `count` nothing is counted."""
+    if count is None:
+        plain = Refusals((_UNCOUNTED,) * len(bucket_ids))
+        return plain, Refusals((*plain.buckets, _UNCOUNTED))
+    if len(levels) != len(bucket_ids):
+        raise ValueError(f"{len(bucket_ids)} bucket ids but levels {list(levels)!r}")
+    limits = (key_limits or {}).values()
+    own = tuple(count(level) for level in levels)
+    quota = count(QUOTA) if any(q is not None for _, q in limits) else _UNCOUNTED
+    plan = count(USAGE_PLAN) if any(b is not None for b, _ in limits) else _UNCOUNTED
+    return Refusals(own, quota), Refusals((*own, plan), quota)
+
+
+def on_first_use(count: CountFor | None, level: str) -> RefusalCounter:
+    return _UNCOUNTED if count is None else _OnFirstUse(count, level)
+
 
 class ThrottleStage:
-    __slots__ = ("_acquire", "_bucket_ids")
+    __slots__ = ("_acquire", "_bucket_ids", "_refusals")
 
-    def __init__(self, throttle: Throttle, bucket_ids: list[int]) -> None:
+    def __init__(
+        self,
+        throttle: Throttle,
+        bucket_ids: list[int],
+        levels: Sequence[str] = (),
+        count: CountFor | None = None,
+    ) -> None:
         self._acquire = throttle.acquire
         self._bucket_ids = bucket_ids
+        self._refusals = route_refusals(bucket_ids, levels, count)[0]
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
-        _decide(ctx, self._acquire(self._bucket_ids))
+        _decide(ctx, self._acquire(self._bucket_ids), self._refusals)
         return None
 
 
@@ -36,27 +129,35 @@ class KeyedThrottleStage:
     route's buckets, and its quota is counted, in the same call (so a refusal at any level takes
     nothing from the others). A key without a plan is throttled by the route's buckets alone."""
 
-    __slots__ = ("_acquire", "_bucket_ids", "_by_key")
+    __slots__ = ("_acquire", "_bucket_ids", "_by_key", "_refusals")
 
     def __init__(
         self,
         throttle: Throttle,
         bucket_ids: list[int],
         key_limits: Mapping[str, tuple[int | None, int | None]],
+        levels: Sequence[str] = (),
+        count: CountFor | None = None,
     ) -> None:
         self._acquire = throttle.acquire
         self._bucket_ids = bucket_ids
-        self._by_key: dict[str, tuple[list[int], int | None]] = {
-            key_id: (bucket_ids if bucket is None else [*bucket_ids, bucket], quota)
+        plain, with_plan = route_refusals(bucket_ids, levels, count, key_limits)
+        self._refusals = plain
+        self._by_key: dict[str, tuple[list[int], int | None, Refusals]] = {
+            key_id: (
+                (bucket_ids, quota, plain)
+                if bucket is None
+                else ([*bucket_ids, bucket], quota, with_plan)
+            )
             for key_id, (bucket, quota) in key_limits.items()
         }
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
         found = self._by_key.get(ctx.extras.get(API_KEY_ID, ""))
         if found is None:
-            _decide(ctx, self._acquire(self._bucket_ids))
+            _decide(ctx, self._acquire(self._bucket_ids), self._refusals)
         else:
-            _decide(ctx, self._acquire(found[0], found[1]))
+            _decide(ctx, self._acquire(found[0], found[1]), found[2])
         return None
 
 
@@ -64,16 +165,19 @@ def build_throttle_stage(
     throttle: Throttle,
     bucket_ids: list[int],
     key_limits: Mapping[str, tuple[int | None, int | None]] | None = None,
+    levels: Sequence[str] = (),
+    count: CountFor | None = None,
 ) -> ThrottleStage | KeyedThrottleStage:
     """The route's throttle stage; `key_limits` (from `ApiKeys.for_route`) only for routes that
-    require an API key."""
+    require an API key. `levels` names the level of each bucket id (ACCOUNT, STAGE, ROUTE) and
+    `count` gives the route's refusal counter for a level; refusals are not counted without it."""
     if key_limits is None:
-        return ThrottleStage(throttle, bucket_ids)
-    return KeyedThrottleStage(throttle, bucket_ids, key_limits)
+        return ThrottleStage(throttle, bucket_ids, levels, count)
+    return KeyedThrottleStage(throttle, bucket_ids, key_limits, levels, count)
 
 
-def _decide(ctx: RequestContext, decision: tuple[int, float, int, int, float]) -> None:
-    status, retry_after_s, limit, remaining, reset_s = decision
+def _decide(ctx: RequestContext, decision: Decision, refusals: Refusals) -> None:
+    status, retry_after_s, limit, remaining, reset_s, refused_by = decision
     # The usual reset (0 < s <= 1 s with a high-rate bucket) skips the general conversion.
     reset = "1" if 0.0 < reset_s <= 1.0 else str(_whole_seconds(reset_s))
     ctx.response_headers.update(
@@ -86,8 +190,13 @@ def _decide(ctx: RequestContext, decision: tuple[int, float, int, int, float]) -
     if status == GRANTED:
         return
     if status == THROTTLED:
+        if refused_by is None:
+            refusals.unavailable.inc()
+        else:
+            refusals.buckets[refused_by].inc()
         retry = _whole_seconds(retry_after_s)
         raise GatewayError(ErrorType.THROTTLED, headers={"Retry-After": str(retry)})
+    refusals.quota.inc()
     retry = _whole_seconds(retry_after_s, _MAX_QUOTA_RETRY_AFTER_S)
     raise GatewayError(ErrorType.QUOTA_EXCEEDED, headers={"Retry-After": str(retry)})
 

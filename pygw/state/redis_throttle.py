@@ -40,7 +40,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from aiohttp import web
@@ -52,7 +52,15 @@ from redis.exceptions import RedisError
 from pygw.config.model import StateConfig
 from pygw.context import RequestContext
 from pygw.stages.api_key import API_KEY_ID
-from pygw.stages.throttle import _decide
+from pygw.stages.throttle import (
+    UNAVAILABLE,
+    CountFor,
+    Decision,
+    Refusals,
+    _decide,
+    on_first_use,
+    route_refusals,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +123,7 @@ end
 # ARGV: nb, then per bucket rate burst need want, then (if a quota) limit ptype need want
 # give_back give_back_period.
 # Returns: status, retry_after, quota period, quota units leased, seconds to the next period,
-# then per bucket: tokens left, tokens leased.
+# then per bucket: tokens left, tokens leased; last, the first refusing bucket (1-based; 0: none).
 _DECIDE_LUA: Final = (
     CALENDAR_LUA
     + """
@@ -126,7 +134,7 @@ local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = now_us / 1000000
 local nb = tonumber(ARGV[1])
 local tok, ts, extra = {}, {}, {}
-local refused, wait = false, 0
+local refused, wait, first = false, 0, 0
 for i = 1, nb do
   local a = 1 + (i - 1) * 4
   local rate, burst, need = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
@@ -143,6 +151,7 @@ for i = 1, nb do
   tok[i], ts[i], extra[i] = x, last, 0
   if x < need - eps then
     refused = true
+    if first == 0 then first = i end
     local w
     if rate <= 0 or burst == 0 then w = math.huge else w = (need - x) / rate end
     if w > wait then wait = w end
@@ -208,6 +217,7 @@ for i = 1, nb do
   out[#out + 1] = string.format('%.17g', tok[i])
   out[#out + 1] = extra[i]
 end
+out[#out + 1] = first
 return out
 """
 )
@@ -365,12 +375,11 @@ class RedisThrottle:
         self._quota_ids[(name, limit, period)] = len(self._quotas) - 1
         return len(self._quotas) - 1
 
-    async def acquire(
-        self, bucket_ids: Sequence[int], quota_id: int | None = None
-    ) -> tuple[int, float, int, int, float]:
+    async def acquire(self, bucket_ids: Sequence[int], quota_id: int | None = None) -> Decision:
         """Decides one request: GRANTED only if every bucket has a token and the quota has room;
         then one token is taken from each and one unit from the quota, otherwise nothing is
-        taken. Raises IndexError for an unknown id."""
+        taken. A THROTTLED decision names the first refusing bucket by its position in
+        `bucket_ids` (None when `on_error: deny` refused it). IndexError for an unknown id."""
         all_buckets = self._buckets
         buckets = [all_buckets[i] for i in dict.fromkeys(bucket_ids)]
         quota = self._quotas[quota_id] if quota_id is not None else None
@@ -394,11 +403,15 @@ class RedisThrottle:
             return self._result(GRANTED, 0.0, buckets, now)
         if now < self._down_until:
             return self._fallback(buckets, now)
-        return await self._remote(buckets, quota, now)
+        return await self._remote(bucket_ids, buckets, quota, now)
 
     async def _remote(
-        self, buckets: list[_Bucket], quota: _Quota | None, sent: float
-    ) -> tuple[int, float, int, int, float]:
+        self,
+        bucket_ids: Sequence[int],
+        buckets: list[_Bucket],
+        quota: _Quota | None,
+        sent: float,
+    ) -> Decision:
         keys: list[str] = []
         args: list[Any] = [len(buckets)]
         # Spare tokens this request spends, put back if it is refused.
@@ -475,7 +488,14 @@ class RedisThrottle:
                 quota.spare_period = period
                 quota.spare += q_extra
         self.stats.by_status[status] += 1
-        return self._result(status, retry_after_s, buckets, now)
+        refused_by = None
+        first = int(reply[5 + 2 * len(buckets)])
+        if first:
+            # `buckets` has each id once, in the order first named.
+            refusing = buckets[first - 1]
+            all_buckets = self._buckets
+            refused_by = next(i for i, bid in enumerate(bucket_ids) if all_buckets[bid] is refusing)
+        return self._result(status, retry_after_s, buckets, now, refused_by)
 
     async def _call(self, keys: list[str], args: list[Any]) -> list[Any]:
         if self._client is None:
@@ -508,15 +528,19 @@ class RedisThrottle:
                 quota.spare += 1
             quota.give_back += q_back
 
-    def _fallback(self, buckets: list[_Bucket], now: float) -> tuple[int, float, int, int, float]:
+    def _fallback(self, buckets: list[_Bucket], now: float) -> Decision:
         if self._deny:
             return self._result(THROTTLED, DENY_RETRY_AFTER_S, buckets, now)
         return self._result(GRANTED, 0.0, buckets, now)
 
     @staticmethod
     def _result(
-        status: int, retry_after_s: float, buckets: list[_Bucket], now: float
-    ) -> tuple[int, float, int, int, float]:
+        status: int,
+        retry_after_s: float,
+        buckets: list[_Bucket],
+        now: float,
+        refused_by: int | None = None,
+    ) -> Decision:
         # The tightest bucket: fewest whole tokens, then slowest to be full again.
         best: tuple[int, float, int] | None = None
         for b in buckets:
@@ -531,8 +555,8 @@ class RedisThrottle:
             if best is None or (whole, -reset) < (best[0], -best[1]):
                 best = (whole, reset, b.burst)
         if best is None:
-            return (status, retry_after_s, 0, 0, 0.0)
-        return (status, retry_after_s, best[2], best[0], best[1])
+            return (status, retry_after_s, 0, 0, 0.0, refused_by)
+        return (status, retry_after_s, best[2], best[0], best[1], refused_by)
 
     async def close(self) -> None:
         """Gives unspent quota units back (best effort) and drops spare tokens. The connection
@@ -557,31 +581,43 @@ class RedisThrottle:
 
 
 class RedisThrottleStage:
-    """The throttle stage over `RedisThrottle`: same headers, errors and usage-plan handling as
-    `pygw.stages.throttle.KeyedThrottleStage` (or `ThrottleStage` when `key_limits` is None).
+    """The throttle stage over `RedisThrottle`: same headers, errors, usage-plan handling and
+    refusal counts as `pygw.stages.throttle.KeyedThrottleStage` (or `ThrottleStage` when
+    `key_limits` is None), plus refusals by `on_error: deny` counted as level UNAVAILABLE.
     `key_limits` maps an API key id to its plan's (bucket id, quota id) in this `RedisThrottle`."""
 
-    __slots__ = ("_acquire", "_bucket_ids", "_by_key")
+    __slots__ = ("_acquire", "_bucket_ids", "_by_key", "_refusals")
 
     def __init__(
         self,
         throttle: RedisThrottle,
         bucket_ids: list[int],
         key_limits: Mapping[str, tuple[int | None, int | None]] | None = None,
+        levels: Sequence[str] = (),
+        count: CountFor | None = None,
     ) -> None:
         self._acquire = throttle.acquire
         self._bucket_ids = bucket_ids
-        self._by_key: dict[str, tuple[list[int], int | None]] = {
-            key_id: (bucket_ids if bucket is None else [*bucket_ids, bucket], quota)
+        plain, with_plan = route_refusals(bucket_ids, levels, count, key_limits)
+        unavailable = on_first_use(count, UNAVAILABLE)
+        plain = replace(plain, unavailable=unavailable)
+        with_plan = replace(with_plan, unavailable=unavailable)
+        self._refusals = plain
+        self._by_key: dict[str, tuple[list[int], int | None, Refusals]] = {
+            key_id: (
+                (bucket_ids, quota, plain)
+                if bucket is None
+                else ([*bucket_ids, bucket], quota, with_plan)
+            )
             for key_id, (bucket, quota) in (key_limits or {}).items()
         }
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
         found = self._by_key.get(ctx.extras.get(API_KEY_ID, "")) if self._by_key else None
         if found is None:
-            _decide(ctx, await self._acquire(self._bucket_ids))
+            _decide(ctx, await self._acquire(self._bucket_ids), self._refusals)
         else:
-            _decide(ctx, await self._acquire(found[0], found[1]))
+            _decide(ctx, await self._acquire(found[0], found[1]), found[2])
         return None
 
 

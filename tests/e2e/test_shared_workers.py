@@ -117,5 +117,5 @@ def test_killed_worker_leaks_at_most_one_request(tmp_path: Path) -> None:
     # Every token went to a counted request except at most the one the victim had in flight.
     assert DRAIN_BURST - 1 <= counted <= DRAIN_BURST, counted
     # The survivors drained both buckets; what is left is consistent: nothing.
-    status, _, limit, remaining, _ = owner.acquire([0, 1])
+    status, _, limit, remaining, _, _ = owner.acquire([0, 1])
     assert (status, limit, remaining) == (_native.THROTTLED, DRAIN_BURST, 0)

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.stages.api_key import API_KEY_ID
+from pygw.stages.throttle import Decision
 from pygw.state import RedisThrottle, RedisThrottleStage
 from pygw.state.redis_throttle import (
     CALENDAR_LUA,
@@ -116,7 +117,7 @@ async def test_burst_shared_exactly_across_hosts(redis_server: RedisServer) -> N
     fleet = hosts(redis_server, 4)
     ids = [h.register_bucket("acct", 0.0, 20) for h in fleet]
 
-    async def hammer(h: RedisThrottle, bid: int) -> list[tuple[int, float, int, int, float]]:
+    async def hammer(h: RedisThrottle, bid: int) -> list[Decision]:
         return [await h.acquire([bid]) for _ in range(15)]
 
     results = await asyncio.gather(*(hammer(h, i) for h, i in zip(fleet, ids, strict=True)))
@@ -124,7 +125,7 @@ async def test_burst_shared_exactly_across_hosts(redis_server: RedisServer) -> N
     assert sum(d[0] == GRANTED for d in flat) == 20
     refused = [d for d in flat if d[0] != GRANTED]
     assert all(d[0] == THROTTLED and d[1] == math.inf for d in refused)
-    assert all(d[2:] == (20, 0, math.inf) for d in refused)
+    assert all(d[2:] == (20, 0, math.inf, 0) for d in refused)
     assert sum(h.stats.errors for h in fleet) == 0
     for h in fleet:
         await h.close()

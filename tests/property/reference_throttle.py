@@ -2,6 +2,7 @@
 
 Float token buckets (same arithmetic, so decisions match bit for bit) with the all-or-nothing rule,
 and quota counters over UTC calendar periods computed with ``datetime`` rather than day arithmetic.
+A throttled decision names the first bucket, in the order the ids were given, that had no token.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ MAX_UNIX_ABS_S = 1.0e13
 EPOCH = dt.date(1970, 1, 1)
 PERIODS = ("DAY", "WEEK", "MONTH")
 
-Decision = tuple[int, float, int, int, float]
+# (status, retry_after_s, limit, remaining, reset_s, refused_by)
+Decision = tuple[int, float, int, int, float, int | None]
 
 
 @dataclass
@@ -124,8 +126,12 @@ class ReferenceThrottle:
         for b in named:
             b.refill(now)
         refusing = [b for b in named if not b.has_token()]
+        refused_by = None
         if refusing:
             status, retry = THROTTLED, max(b.wait_s() for b in refusing)
+            refused_by = next(
+                at for at, i in enumerate(bucket_ids) if not self.buckets[i].has_token()
+            )
         else:
             room, retry = True, 0.0
             if quota_id is not None:
@@ -139,6 +145,6 @@ class ReferenceThrottle:
             else:
                 status = QUOTA_EXCEEDED
         if not named:
-            return status, retry, 0, 0, 0.0
+            return status, retry, 0, 0, 0.0, refused_by
         tight = min(named, key=lambda b: (b.whole(), -b.reset_s()))
-        return status, retry, tight.burst, tight.whole(), tight.reset_s()
+        return status, retry, tight.burst, tight.whole(), tight.reset_s(), refused_by

@@ -93,12 +93,12 @@ def _call(
 
 
 def _agrees(got: Decision, want: Decision, ref: ReferenceThrottle, named: list[int]) -> bool:
-    """Same status and retry time, and the reported bucket is one the reference ranks tightest
-    (ties in whole tokens and reset time may fall either way within float noise)."""
-    if got[0] != want[0] or not _close(got[1], want[1], 1e-4):
+    """Same status, retry time and refusing level, and the reported bucket is one the reference
+    ranks tightest (ties in whole tokens and reset time may fall either way within float noise)."""
+    if got[0] != want[0] or not _close(got[1], want[1], 1e-4) or got[5] != want[5]:
         return False
     if not named:
-        return got[2:] == (0, 0, 0.0)
+        return got[2:5] == (0, 0, 0.0)
     buckets = [ref.buckets[i] for i in dict.fromkeys(named)]
     tightest = [b for b in buckets if b.whole() == want[3] and _close(b.reset_s(), want[4], 1e-4)]
     return any(

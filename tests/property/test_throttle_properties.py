@@ -58,6 +58,7 @@ requests = st.lists(
 def assert_same(got: Decision, want: Decision) -> None:
     assert got[0] == want[0]
     assert got[2:4] == want[2:4]
+    assert got[5] == want[5], (got, want)
     for g, w in ((got[1], want[1]), (got[4], want[4])):
         assert g == w or math.isclose(g, w, rel_tol=1e-9, abs_tol=1e-9), (got, want)
 
@@ -118,8 +119,9 @@ def test_granted_never_exceeds_burst_plus_refill(
         if latest is None or now > latest:
             forward += 0.0 if latest is None else now - latest
             latest = now
-        status, retry, limit, remaining, reset = native.acquire([b], None, now, 0.0)
+        status, retry, limit, remaining, reset, refused_by = native.acquire([b], None, now, 0.0)
         assert limit == burst and 0 <= remaining <= burst
+        assert refused_by == (0 if status == _native.THROTTLED else None)
         assert retry >= 0.0 and reset >= 0.0
         granted += status == _native.GRANTED
         assert granted <= burst + rate * forward + 1e-6
@@ -156,11 +158,12 @@ def test_binding_errors_and_defaults() -> None:
     with pytest.raises(IndexError):
         native.acquire([b], 5)
     # Real clocks when none are given.
-    status, retry, limit, remaining, reset = native.acquire([b], q)
-    assert (status, retry, limit, remaining) == (_native.GRANTED, 0.0, 2, 1)
+    status, retry, limit, remaining, reset, refused_by = native.acquire([b], q)
+    assert (status, retry, limit, remaining, refused_by) == (_native.GRANTED, 0.0, 2, 1, None)
     assert 0.9 <= reset <= 1.0
-    status, retry, *_ = native.acquire([b], q)
+    status, retry, *_, refused_by = native.acquire([b], q)
     assert status == _native.QUOTA_EXCEEDED and 0.0 < retry <= 86_400.0
+    assert refused_by is None
     assert (_native.GRANTED, _native.THROTTLED, _native.QUOTA_EXCEEDED) == (0, 1, 2)
     t0 = _native.monotonic()
     assert _native.monotonic() >= t0

@@ -457,7 +457,7 @@ class ClockedThrottle:
 
     def acquire(
         self, bucket_ids: Sequence[int], quota_id: int | None = None
-    ) -> tuple[int, float, int, int, float]:
+    ) -> tuple[int, float, int, int, float, int | None]:
         return self.throttle.acquire(bucket_ids, quota_id, self.now(), self.unix_now())
 
 

@@ -68,8 +68,8 @@ impl PySharedThrottle {
         Ok(Self { inner })
     }
 
-    /// Returns (status, retry_after_s, limit, remaining, reset_s), like `Throttle.acquire`. `now`
-    /// defaults to `host_monotonic()`, `unix_now` to the wall clock.
+    /// Returns (status, retry_after_s, limit, remaining, reset_s, refused_by), like
+    /// `Throttle.acquire`. `now` defaults to `host_monotonic()`, `unix_now` to the wall clock.
     #[pyo3(signature = (bucket_ids, quota_id=None, now=None, unix_now=None))]
     fn acquire(
         &self,
@@ -77,7 +77,7 @@ impl PySharedThrottle {
         quota_id: Option<i64>,
         now: Option<f64>,
         unix_now: Option<f64>,
-    ) -> PyResult<(u8, f64, u32, u32, f64)> {
+    ) -> PyResult<(u8, f64, u32, u32, f64, Option<usize>)> {
         let ids = bucket_ids
             .into_iter()
             .map(|id| index(id, "bucket"))
@@ -98,6 +98,7 @@ impl PySharedThrottle {
             d.limit,
             d.remaining,
             d.reset_s,
+            d.refused_by,
         ))
     }
 

@@ -52,7 +52,7 @@ impl PyThrottle {
         Ok(self.inner.add_quota(limit, period))
     }
 
-    /// Returns (status, retry_after_s, limit, remaining, reset_s).
+    /// Returns (status, retry_after_s, limit, remaining, reset_s, refused_by).
     #[pyo3(signature = (bucket_ids, quota_id=None, now=None, unix_now=None))]
     fn acquire(
         &self,
@@ -60,7 +60,7 @@ impl PyThrottle {
         quota_id: Option<i64>,
         now: Option<f64>,
         unix_now: Option<f64>,
-    ) -> PyResult<(u8, f64, u32, u32, f64)> {
+    ) -> PyResult<(u8, f64, u32, u32, f64, Option<usize>)> {
         let ids = bucket_ids
             .into_iter()
             .map(bucket_index)
@@ -86,6 +86,7 @@ impl PyThrottle {
             d.limit,
             d.remaining,
             d.reset_s,
+            d.refused_by,
         ))
     }
 
