@@ -18,6 +18,7 @@ from aiohttp import web
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style, gateway_response
 from pygw.integrations.mock import ConnectionResetByFault
+from pygw.one_write import OneWriteResponse
 
 if TYPE_CHECKING:
     from pygw.observe.access_log import AccessLog
@@ -243,7 +244,9 @@ class Dispatcher:
     ) -> None:
         assert self._access_log is not None
         body_length = response.body_length if response.prepared else 0
-        if not body_length and isinstance(response, web.Response) and response.body is not None:
+        if isinstance(response, OneWriteResponse):
+            body_length = len(response.body)
+        elif not body_length and isinstance(response, web.Response) and response.body is not None:
             body = response.body
             body_length = len(body) if isinstance(body, bytes | bytearray) else 0
         self._access_log.write(

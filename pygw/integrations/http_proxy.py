@@ -29,6 +29,7 @@ from yarl import URL
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
+from pygw.one_write import OneWriteResponse, ResponseHead
 
 __all__ = ["HttpProxyIntegration"]
 
@@ -843,6 +844,8 @@ class HttpProxyIntegration:
     async def _respond(
         self, ctx: RequestContext, conn: _Upstream, target: _Target
     ) -> web.StreamResponse:
+        if conn.done and not conn.is_head and conn.status not in (204, 304):
+            return self._respond_whole(ctx, conn, target)
         reason = conn.reason.decode("latin-1") if conn.reason.isascii() else None
         # When body bytes (or the end of the body) are already here, the head can wait for them
         # and leave in the same write; otherwise it goes out at once, as a stream's should.
@@ -887,6 +890,48 @@ class HttpProxyIntegration:
             if not released:
                 target.release(conn, False)
         return resp
+
+    @staticmethod
+    def _respond_whole(ctx: RequestContext, conn: _Upstream, target: _Target) -> web.StreamResponse:
+        """The usual small answer: the whole body is here, so the upstream's header lines are
+        relayed as they came (no decoding) and everything leaves in one write."""
+        chunks = conn.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        conn.buffered = 0
+        if conn.reading_paused and conn.transport is not None and not conn.closed:
+            conn.reading_paused = False
+            conn.transport.resume_reading()
+        lines: list[bytes] = []
+        vary: list[bytes] = []
+        has_content_type = has_server = has_date = False
+        drop = conn.drop
+        for name, lname, value in conn.headers:
+            if lname in _HOP_BY_HOP or lname in drop or lname == b"content-length":
+                continue
+            if lname == b"vary":
+                vary.append(value)
+                continue
+            if lname == b"content-type":
+                has_content_type = True
+            elif lname == b"server":
+                has_server = True
+            elif lname == b"date":
+                has_date = True
+            lines.append(b"%s: %s\r\n" % (name, value))
+        head: ResponseHead = (
+            b"".join(lines),
+            b", ".join(vary).decode("latin-1") if vary else None,
+            has_content_type,
+            has_server,
+            has_date,
+        )
+        sink = ctx.body_sink
+        if sink is not None:
+            sink(body)
+        target.release(conn, conn.reusable())
+        reason = conn.reason if conn.reason.isascii() else b""
+        return OneWriteResponse(conn.status, head, body, ctx.response_headers, reason)
 
     # -- balancing and passive health -----------------------------------------------------------
 
