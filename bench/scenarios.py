@@ -4,8 +4,10 @@ A `Server` is one process to start (an nginx, the plain aiohttp proxy, or `pygw 
 generated config). A `Scenario` is one load run against a server: a path, headers, and optionally a
 wrk Lua script (for requests that must differ, e.g. unique query strings for cache misses).
 
-Every pygw config raises the account throttle far above the load and turns the access log off, so
-that neither the default throttle nor log writes shape the figures.
+Every pygw config turns the account-wide throttle off (`throttle: null`) and the access log too,
+so that only the features a scenario names shape its figures: the bare route is the lean path (an
+http_proxy integration and no stage at all), and a scenario with throttling configures it on the
+route or the usage plan.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def _proxy(upstream_port: int, path: str = "/{proxy}") -> dict[str, Any]:
 
 
 def pygw_base(apis: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"throttle": dict(HIGH_THROTTLE), "access_log": None, "apis": apis}
+    return {"throttle": None, "access_log": None, "apis": apis}
 
 
 def http_api(routes: dict[str, Any], **extra: Any) -> dict[str, Any]:

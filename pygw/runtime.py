@@ -322,7 +322,10 @@ class _Compiler:
         else:
             self.throttle = Throttle()
         account = loaded.config.throttle
-        self.account_bucket = self.throttle.add_bucket(account.rate, account.burst)
+        self.account_buckets = (
+            [self.throttle.add_bucket(account.rate, account.burst)] if account is not None else []
+        )
+        self.account_levels = [ACCOUNT] if account is not None else []
 
     def issue(self, path: str, message: str, fix: str) -> None:
         self.issues.append(ConfigIssue(str(self.loaded.path), path, message, fix))
@@ -366,8 +369,8 @@ class _Compiler:
             if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
                 return
             variables = dict(stage.variables or {})
-            stage_buckets = [self.account_bucket]
-            stage_levels = [ACCOUNT]
+            stage_buckets = list(self.account_buckets)
+            stage_levels = list(self.account_levels)
             if stage.throttle is not None:
                 stage_buckets.append(
                     self.throttle.add_bucket(stage.throttle.rate, stage.throttle.burst)
@@ -400,13 +403,22 @@ class _Compiler:
                     *front_named,
                     *(((auth_name, auth_stage),) if auth_stage is not None else ()),
                     *((("api_key", key_stage),) if key_stage is not None else ()),
-                    ("throttle", self._throttle_stage(buckets, key_limits, levels, count)),
+                    *(
+                        (("throttle", self._throttle_stage(buckets, key_limits, levels, count)),)
+                        if buckets or key_limits is not None
+                        else ()
+                    ),
                     *shaping,
                 )
                 stages = tuple(s for _, s in named)
-                # A route that configures no stage runs only the account-wide throttle: left
+                # A route that configures no stage runs at most the account-wide throttle: left
                 # untimed, so the lean path pays nothing for the per-stage histogram.
-                lean = len(named) == 1 and len(buckets) == 1 and key_limits is None
+                lean = not named or (
+                    len(named) == 1
+                    and buckets == self.account_buckets
+                    and key_limits is None
+                    and named[0][0] == "throttle"
+                )
                 timed = () if lean else self._timed(named, api.name, stage.name, key)
                 origin = _RouteOrigin(api, style, stage.name, key)
                 respond = self._response_transform(route_where, api, route, stage.name, key)
@@ -560,8 +572,12 @@ class _Compiler:
                 self.issue(f"{where}.routes", str(bad), "fix the route's integration or authorizer")
                 continue
             count = partial(self.metrics.throttled.labels, api.name, stage.name, "$default")
-            throttle = self._throttle_stage([self.account_bucket], None, [ACCOUNT], count)
-            stages = (*front, throttle)
+            stages: tuple[Stage, ...] = front
+            if self.account_buckets:
+                throttle = self._throttle_stage(
+                    self.account_buckets, None, self.account_levels, count
+                )
+                stages = (*front, throttle)
             variant = Variant(dict(stage.variables or {}), Pipeline(stages, integration), False)
             self._add(
                 api,

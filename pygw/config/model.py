@@ -1490,7 +1490,9 @@ class GatewayConfig(_Model):
     server: ServerConfig = ServerConfig()
     admin: AdminConfig = AdminConfig()
     state: StateConfig = StateConfig()
-    throttle: ThrottleConfig = ThrottleConfig(rate=10_000, burst=5_000)
+    # The account-wide limit every route shares; null turns it off (a gateway whose only
+    # limits are per stage, route or usage plan, or none at all).
+    throttle: ThrottleConfig | None = ThrottleConfig(rate=10_000, burst=5_000)
     access_log: AccessLogConfig | None = AccessLogConfig()
     python_path: StrList = []
     apis: list[ApiConfig] = []

@@ -308,6 +308,72 @@ async def test_account_level_and_the_first_refusing_level(tmp_path: Path) -> Non
     assert stage_counts(samples, "web") == {("$default", "GET /y", "throttle"): 3}
 
 
+# No account-wide limit: only the route and the usage plan throttle.
+NO_ACCOUNT_CONFIG = """
+admin: {listen: "127.0.0.1:0"}
+access_log: null
+throttle: null
+apis:
+  - name: web
+    type: http
+    routes:
+      "GET /free":
+        integration: {type: mock, status: 200, body: ok}
+      "GET /limited":
+        integration: {type: mock, status: 200, body: ok}
+        throttle: {rate: 0.001, burst: 2}
+  - name: keyed
+    type: rest
+    base_path: /keyed
+    api_keys: [{id: alice, value: "%(alice)s"}]
+    usage_plans: [{name: gold, keys: [alice], throttle: {rate: 0.001, burst: 1}}]
+    routes:
+      "GET /k":
+        integration: {type: mock, status: 200, body: ok}
+        api_key_required: true
+  - name: sock
+    type: websocket
+    base_path: /ws
+    stages: [{name: prod}]
+    routes:
+      $default: {integration: {type: mock, body: pong}, route_response: true}
+"""
+
+
+async def test_no_account_limit(tmp_path: Path) -> None:
+    config = tmp_path / "no-account.yaml"
+    config.write_text(textwrap.dedent(NO_ACCOUNT_CONFIG % {"alice": ALICE}))
+    seen: Counter[tuple[int, str]] = Counter()
+    async with serving(config) as gateway, aiohttp.ClientSession() as client:
+        url = gateway.url
+        # Far past what any default account limit would allow in one burst.
+        statuses = await asyncio.gather(
+            *(call(client, "GET", url + "/free", seen) for _ in range(300))
+        )
+        assert set(statuses) == {200}
+        async with client.get(url + "/free") as response:
+            # Nothing throttles this route, so there is no rate limit to announce.
+            assert "RateLimit-Limit" not in response.headers
+        assert [await call(client, "GET", url + "/limited", seen) for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        key = {"x-api-key": ALICE}
+        assert await call(client, "GET", url + "/keyed/k", seen, headers=key) == 200
+        assert await call(client, "GET", url + "/keyed/k", seen, headers=key) == 429
+        async with client.ws_connect(url + "/ws/prod") as ws:
+            await ws.send_str("ping")
+            assert (await ws.receive(timeout=5)).data == "pong"
+        samples = await scrape(gateway)
+    counted = throttled(samples)
+    assert counted[("web", "$default", "GET /limited", "route")] == 1
+    assert counted[("keyed", "$default", "GET /k", "usage_plan")] == 1
+    assert not any(level == "account" for (_, _, _, level) in counted)
+    # A route with no stage at all runs no throttle stage and is not timed.
+    assert ("$default", "GET /free", "throttle") not in stage_counts(samples, "web")
+
+
 WORKERS_CONFIG = """
 server: {workers: 2}
 admin: {listen: "127.0.0.1:0"}

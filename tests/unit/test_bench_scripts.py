@@ -86,7 +86,7 @@ def test_proxy_bench_arguments() -> None:
 def test_pygw_config_is_the_lean_path_and_compiles(tmp_path: Path) -> None:
     config = proxy_bench.pygw_config(18080, 18081, 18082)
     assert config["access_log"] is None
-    assert config["throttle"] == {"rate": 1_000_000, "burst": 1_000_000}
+    assert config["throttle"] is None  # no account-wide limit: not even a throttle stage
     assert config["admin"]["listen"] == "127.0.0.1:18081"
     (api,) = config["apis"]
     assert api["type"] == "http"
@@ -98,6 +98,8 @@ def test_pygw_config_is_the_lean_path_and_compiles(tmp_path: Path) -> None:
     path.write_text(proxy_bench.pygw_config_yaml(18080, 18081, 18082))
     runtime = compile_runtime(load_config(path), Metrics())
     assert runtime.summary()
+    (compiled,) = [route for route in runtime.routes if not route.synthetic]
+    assert compiled.pick_variant().pipeline.stages == ()
 
 
 def test_nginx_configs_stay_in_the_temp_dir(tmp_path: Path) -> None:
