@@ -105,6 +105,24 @@ def on_first_use(count: CountFor | None, level: str) -> RefusalCounter:
     return _UNCOUNTED if count is None else _OnFirstUse(count, level)
 
 
+def by_key(
+    bucket_ids: list[int],
+    key_limits: Mapping[str, tuple[int | None, int | None]] | None,
+    plain: Refusals,
+    with_plan: Refusals,
+) -> dict[str, tuple[list[int], int | None, Refusals]]:
+    """For each API key: the bucket ids to take from (the route's, plus the key's usage-plan
+    bucket when it has one), its quota, and where a refusal is counted."""
+    return {
+        key_id: (
+            (bucket_ids, quota, plain)
+            if bucket is None
+            else ([*bucket_ids, bucket], quota, with_plan)
+        )
+        for key_id, (bucket, quota) in (key_limits or {}).items()
+    }
+
+
 class ThrottleStage:
     __slots__ = ("_acquire", "_bucket_ids", "_refusals")
 
@@ -143,14 +161,7 @@ class KeyedThrottleStage:
         self._bucket_ids = bucket_ids
         plain, with_plan = route_refusals(bucket_ids, levels, count, key_limits)
         self._refusals = plain
-        self._by_key: dict[str, tuple[list[int], int | None, Refusals]] = {
-            key_id: (
-                (bucket_ids, quota, plain)
-                if bucket is None
-                else ([*bucket_ids, bucket], quota, with_plan)
-            )
-            for key_id, (bucket, quota) in key_limits.items()
-        }
+        self._by_key = by_key(bucket_ids, key_limits, plain, with_plan)
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
         found = self._by_key.get(ctx.extras.get(API_KEY_ID, ""))

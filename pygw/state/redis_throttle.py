@@ -56,8 +56,8 @@ from pygw.stages.throttle import (
     UNAVAILABLE,
     CountFor,
     Decision,
-    Refusals,
     _decide,
+    by_key,
     on_first_use,
     route_refusals,
 )
@@ -603,14 +603,7 @@ class RedisThrottleStage:
         plain = replace(plain, unavailable=unavailable)
         with_plan = replace(with_plan, unavailable=unavailable)
         self._refusals = plain
-        self._by_key: dict[str, tuple[list[int], int | None, Refusals]] = {
-            key_id: (
-                (bucket_ids, quota, plain)
-                if bucket is None
-                else ([*bucket_ids, bucket], quota, with_plan)
-            )
-            for key_id, (bucket, quota) in (key_limits or {}).items()
-        }
+        self._by_key = by_key(bucket_ids, key_limits, plain, with_plan)
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
         found = self._by_key.get(ctx.extras.get(API_KEY_ID, "")) if self._by_key else None

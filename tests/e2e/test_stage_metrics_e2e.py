@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.gateway_process import GatewayProcess
+from tests.e2e.test_shared_gateway import CONFIG as WORKERS_CONFIG
 from tests.integration.redis_server import RedisServer, running_redis
 
 pytestmark = pytest.mark.timeout(120)
@@ -372,21 +373,6 @@ async def test_no_account_limit(tmp_path: Path) -> None:
     assert not any(level == "account" for (_, _, _, level) in counted)
     # A route with no stage at all runs no throttle stage and is not timed.
     assert ("$default", "GET /free", "throttle") not in stage_counts(samples, "web")
-
-
-WORKERS_CONFIG = """
-server: {workers: 2}
-admin: {listen: "127.0.0.1:0"}
-access_log: null
-state: {backend: shared}
-apis:
-  - name: scarce
-    type: http
-    routes:
-      "GET /one":
-        integration: {type: mock, body: ok}
-        throttle: {rate: 0, burst: 8}
-"""
 
 
 async def test_two_workers_refusals_and_timings_summed(tmp_path: Path) -> None:

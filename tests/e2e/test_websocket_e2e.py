@@ -9,13 +9,12 @@ import json
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
 from tests.e2e.gateway_process import GatewayProcess
+from tests.ws_client import receive_json, until_closed
 
 CHAT = Path(__file__).resolve().parents[2] / "examples" / "chat"
 
@@ -71,19 +70,6 @@ def _ws_url(gateway: GatewayProcess, path: str) -> str:
     return gateway.url.replace("http://", "ws://") + path
 
 
-async def _json(ws: aiohttp.ClientWebSocketResponse) -> Any:
-    msg = await ws.receive(timeout=10)
-    assert msg.type is aiohttp.WSMsgType.TEXT, msg
-    return orjson.loads(msg.data)
-
-
-async def _until_closed(ws: aiohttp.ClientWebSocketResponse) -> int | None:
-    while True:
-        msg = await ws.receive(timeout=10)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-            return ws.close_code
-
-
 def _rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -98,14 +84,14 @@ async def test_chat_room(gateway: GatewayProcess, session: aiohttp.ClientSession
     # Both are members once $connect has run; a round trip on each makes sure of it.
     for ws in (alice, bob):
         await ws.send_str('{"action": "echo", "message": "ready"}')
-        assert await _json(ws) == {"echo": "ready"}
+        assert await receive_json(ws) == {"echo": "ready"}
     await alice.send_str(json.dumps({"action": "sendmessage", "message": "hello"}))
-    assert await _json(alice) == {"from": "alice", "message": "hello"}
-    assert await _json(bob) == {"from": "alice", "message": "hello"}
+    assert await receive_json(alice) == {"from": "alice", "message": "hello"}
+    assert await receive_json(bob) == {"from": "alice", "message": "hello"}
     await bob.send_str("not json")
-    assert (await _json(bob))["message"] == "unknown action"
+    assert (await receive_json(bob))["message"] == "unknown action"
     await bob.send_str('{"action": "juggle"}')
-    assert (await _json(bob))["message"] == "unknown action"
+    assert (await receive_json(bob))["message"] == "unknown action"
     await alice.close()
     await bob.close()
     async with session.get(gateway.admin_url + "/metrics") as response:
@@ -135,17 +121,17 @@ async def test_backend_pushes_through_admin_api(
 ) -> None:
     async with session.ws_connect(_ws_url(gateway, "/prod?name=erin")) as ws:
         await ws.send_str("who am i")
-        connection_id = (await _json(ws))["connectionId"]
+        connection_id = (await receive_json(ws))["connectionId"]
         admin = f"{gateway.admin_url}/@connections/{connection_id}"
         async with session.post(admin, data=b'{"note": "from the backend"}') as response:
             assert response.status == 200
-        assert await _json(ws) == {"note": "from the backend"}
+        assert await receive_json(ws) == {"note": "from the backend"}
         async with session.get(admin) as response:
             assert response.status == 200
             assert (await response.json())["identity"]["sourceIp"] == "127.0.0.1"
         async with session.delete(admin) as response:
             assert response.status == 204
-        assert await _until_closed(ws) == 1000
+        assert await until_closed(ws) == 1000
     async with session.post(admin, data=b"late") as response:
         assert response.status == 410
 
@@ -154,10 +140,10 @@ async def test_idle_timeout_and_oversize(
     gateway: GatewayProcess, session: aiohttp.ClientSession
 ) -> None:
     async with session.ws_connect(_ws_url(gateway, "/short/prod")) as ws:
-        assert await _until_closed(ws) == 1001
+        assert await until_closed(ws) == 1001
     async with session.ws_connect(_ws_url(gateway, "/short/prod")) as ws:
         await ws.send_str(json.dumps({"action": "echo", "message": "y" * 2000}))
-        assert await _until_closed(ws) == 1009
+        assert await until_closed(ws) == 1009
 
 
 async def test_thousand_connections_bounded_memory(

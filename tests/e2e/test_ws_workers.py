@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.gateway_process import GatewayProcess
+from tests.ws_client import receive_json, until_closed
 
 CHAT = Path(__file__).resolve().parents[2] / "examples" / "chat"
 TOKEN = "connections-admin-token"
@@ -79,19 +80,6 @@ async def client() -> AsyncIterator[tuple[aiohttp.ClientSession, dict[str, str]]
         yield session, answered
 
 
-async def _json(ws: aiohttp.ClientWebSocketResponse) -> Any:
-    msg = await ws.receive(timeout=10)
-    assert msg.type is aiohttp.WSMsgType.TEXT, msg
-    return orjson.loads(msg.data)
-
-
-async def _until_closed(ws: aiohttp.ClientWebSocketResponse) -> int | None:
-    while True:
-        msg = await ws.receive(timeout=10)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-            return ws.close_code
-
-
 def _sample(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for family in text_string_to_metric_families(text):
@@ -127,7 +115,7 @@ async def test_connections_api_and_broadcast_across_workers(
     ids: dict[str, str] = {}
     for name, (ws, _) in members.items():
         await ws.send_str('{"action": "whoami"}')
-        ids[name] = (await _json(ws))["connectionId"]
+        ids[name] = (await receive_json(ws))["connectionId"]
     assert len(set(ids.values())) == len(ids)
 
     admin = gateway.admin_url + "/@connections/"
@@ -138,7 +126,7 @@ async def test_connections_api_and_broadcast_across_workers(
         ) as response:
             assert response.status == 200, await response.text()
     for name, (ws, _) in members.items():
-        assert await _json(ws) == {"to": name}
+        assert await receive_json(ws) == {"to": name}
 
     # GET describes each of them.
     for name in members:
@@ -153,11 +141,11 @@ async def test_connections_api_and_broadcast_across_workers(
     speaker = by_worker[first][0]
     await members[speaker][0].send_str('{"action": "sendmessage", "message": "hi all"}')
     for _name, (ws, _) in members.items():
-        assert await _json(ws) == {"from": speaker, "message": "hi all"}
+        assert await receive_json(ws) == {"from": speaker, "message": "hi all"}
     speaker = by_worker[second][0]
     await members[speaker][0].send_str('{"action": "sendmessage", "message": "and back"}')
     for _name, (ws, _) in members.items():
-        assert await _json(ws) == {"from": speaker, "message": "and back"}
+        assert await receive_json(ws) == {"from": speaker, "message": "and back"}
 
     # DELETE closes one connection on each worker; afterwards it is gone (410).
     for pid in pids:
@@ -165,7 +153,7 @@ async def test_connections_api_and_broadcast_across_workers(
         ws, _ = members.pop(name)
         async with session.delete(admin + ids[name], headers=AUTH) as response:
             assert response.status == 204
-        assert await _until_closed(ws) == 1000
+        assert await until_closed(ws) == 1000
         for method in ("POST", "GET", "DELETE"):
             async with session.request(method, admin + ids[name], headers=AUTH) as response:
                 assert response.status == 410
@@ -175,7 +163,7 @@ async def test_connections_api_and_broadcast_across_workers(
     speaker = next(iter(members))
     await members[speaker][0].send_str('{"action": "sendmessage", "message": "still here"}')
     for _name, (ws, _) in members.items():
-        assert await _json(ws) == {"from": speaker, "message": "still here"}
+        assert await receive_json(ws) == {"from": speaker, "message": "still here"}
 
     # Unknown ids, ids of a worker that does not exist, and the admin token.
     for unknown in ("AAAAAAAAAAAAAAA=", "AQAAAAAAAAAAAAA=", "BQAAAAAAAAAAAAA=", "not-an-id"):

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from aiohttp import web
 
@@ -27,6 +26,7 @@ from pygw.config.load import load_config
 from pygw.integrations.websocket import WebSocketApiIntegration, build_websocket_api, select_route
 from pygw.integrations.ws_connections import ConnectionRegistry
 from tests.integration.conftest import Gateway, StartGateway, StartUpstream, Upstream
+from tests.ws_client import receive_json, until_closed
 
 CHAT = Path(__file__).resolve().parents[2] / "examples" / "chat"
 HERE = "tests.integration.test_websocket"
@@ -117,19 +117,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-async def _json(ws: aiohttp.ClientWebSocketResponse) -> Any:
-    msg = await ws.receive(timeout=10)
-    assert msg.type is aiohttp.WSMsgType.TEXT, msg
-    return orjson.loads(msg.data)
-
-
-async def _until_closed(ws: aiohttp.ClientWebSocketResponse) -> int | None:
-    while True:
-        msg = await ws.receive(timeout=10)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-            return ws.close_code
-
-
 async def _wait_for(check: Callable[[], bool]) -> None:
     for _ in range(400):
         if check():
@@ -155,14 +142,14 @@ async def test_chat_room_broadcast(build: Build, session: aiohttp.ClientSession)
     bob = await session.ws_connect(gateway.url + "/?name=bob")
     await _wait_for(lambda: len(registry) == 2)
     await alice.send_str(json.dumps({"action": "sendmessage", "message": "hello room"}))
-    assert await _json(alice) == {"from": "alice", "message": "hello room"}
-    assert await _json(bob) == {"from": "alice", "message": "hello room"}
+    assert await receive_json(alice) == {"from": "alice", "message": "hello room"}
+    assert await receive_json(bob) == {"from": "alice", "message": "hello room"}
     await bob.send_str(json.dumps({"action": "sendmessage", "message": "hi alice"}))
-    assert await _json(alice) == {"from": "bob", "message": "hi alice"}
-    assert await _json(bob) == {"from": "bob", "message": "hi alice"}
+    assert await receive_json(alice) == {"from": "bob", "message": "hi alice"}
+    assert await receive_json(bob) == {"from": "bob", "message": "hi alice"}
     # echo has route_response: only the sender hears it.
     await bob.send_str(json.dumps({"action": "echo", "message": "me"}))
-    assert await _json(bob) == {"echo": "me"}
+    assert await receive_json(bob) == {"echo": "me"}
     await alice.close()
     await _wait_for(lambda: len(registry) == 1)
     await bob.close()
@@ -175,12 +162,12 @@ async def test_unknown_action_and_non_json_go_to_default(
     gateway, _, _ = await build(CHAT_ROUTES)
     async with session.ws_connect(gateway.url + "/?name=carol") as ws:
         await ws.send_str(json.dumps({"action": "dance"}))
-        first = await _json(ws)
+        first = await receive_json(ws)
         assert first["message"] == "unknown action"
         await ws.send_str("this is not json")
-        assert (await _json(ws))["message"] == "unknown action"
+        assert (await receive_json(ws))["message"] == "unknown action"
         await ws.send_bytes(b"\x00\x01binary")
-        assert (await _json(ws))["message"] == "unknown action"
+        assert (await receive_json(ws))["message"] == "unknown action"
 
 
 async def test_no_default_route_answers_forbidden_frame(
@@ -191,14 +178,14 @@ async def test_no_default_route_answers_forbidden_frame(
     )
     async with session.ws_connect(gateway.url + "/") as ws:
         await ws.send_str('{"action": "nothing-here"}')
-        frame = await _json(ws)
+        frame = await receive_json(ws)
         assert frame["message"] == "Forbidden"
         assert frame["connectionId"] and frame["requestId"]
         await ws.send_str("garbage")
-        assert (await _json(ws))["message"] == "Forbidden"
+        assert (await receive_json(ws))["message"] == "Forbidden"
         # The connection stays usable.
         await ws.send_str('{"action": "echo", "message": 1}')
-        assert await _json(ws) == {"echo": 1}
+        assert await receive_json(ws) == {"echo": 1}
 
 
 async def test_refused_connect(build: Build, session: aiohttp.ClientSession) -> None:
@@ -246,7 +233,7 @@ async def test_event_format(build: Build, session: aiohttp.ClientSession) -> Non
         gateway.url + "/?room=1&room=2&x=y", headers={"User-Agent": "probe/1", "X-Custom": "v"}
     )
     await ws.send_str('{"action": "chat", "message": "Hello"}')
-    assert (await _json(ws)) == {"action": "chat", "message": "Hello"}
+    assert (await receive_json(ws)) == {"action": "chat", "message": "Hello"}
     await ws.close()
     await _wait_for(lambda: len(EVENTS) == 3)
     connect, message, disconnect = EVENTS
@@ -284,10 +271,10 @@ async def test_function_failure_and_timeout_frames(
     )
     async with session.ws_connect(gateway.url + "/") as ws:
         await ws.send_str('{"action": "boom"}')
-        frame = await _json(ws)
+        frame = await receive_json(ws)
         assert frame["message"] == "Internal server error" and frame["connectionId"]
         await ws.send_str('{"action": "slow"}')
-        assert (await _json(ws))["message"] == "Endpoint request timed out"
+        assert (await receive_json(ws))["message"] == "Endpoint request timed out"
 
 
 async def test_connections_api(build: Build, session: aiohttp.ClientSession) -> None:
@@ -322,7 +309,7 @@ async def test_connections_api(build: Build, session: aiohttp.ClientSession) -> 
             assert r.status == 413
         async with session.delete(f"{admin}/@connections/{connection_id}") as r:
             assert r.status == 204
-        assert await _until_closed(ws) == 1000
+        assert await until_closed(ws) == 1000
         await _wait_for(lambda: len(registry) == 0)
         for method in ("POST", "GET", "DELETE"):
             async with session.request(method, f"{admin}/@connections/{connection_id}") as r:
@@ -364,8 +351,8 @@ async def test_idle_timeout(build: Build, session: aiohttp.ClientSession) -> Non
         for _ in range(3):
             await asyncio.sleep(0.2)
             await ws.send_str('{"action": "echo", "message": "still here"}')
-            assert await _json(ws) == {"echo": "still here"}
-        assert await _until_closed(ws) == 1001
+            assert await receive_json(ws) == {"echo": "still here"}
+        assert await until_closed(ws) == 1001
     await _wait_for(lambda: len(registry) == 0)
 
 
@@ -383,7 +370,7 @@ async def test_max_duration(build: Build, session: aiohttp.ClientSession) -> Non
 
         busy = asyncio.create_task(keep_busy())
         # Echo answers arrive until the maximum duration closes the connection, busy or not.
-        assert await _until_closed(ws) == 1001
+        assert await until_closed(ws) == 1001
         busy.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await busy
@@ -393,9 +380,9 @@ async def test_oversize_message_closes_1009(build: Build, session: aiohttp.Clien
     gateway, _, registry = await build(CHAT_ROUTES, extra="websocket: {max_message_bytes: 1024}\n")
     async with session.ws_connect(gateway.url + "/?name=big") as ws:
         await ws.send_str(json.dumps({"action": "echo", "message": "x" * 900}))
-        assert await _json(ws) == {"echo": "x" * 900}
+        assert await receive_json(ws) == {"echo": "x" * 900}
         await ws.send_str(json.dumps({"action": "echo", "message": "x" * 2000}))
-        assert await _until_closed(ws) == 1009
+        assert await until_closed(ws) == 1009
     await _wait_for(lambda: len(registry) == 0)
 
 
@@ -409,15 +396,15 @@ async def test_per_connection_throttle(build: Build, session: aiohttp.ClientSess
     second = await session.ws_connect(gateway.url + "/")
     for _ in range(2):
         await first.send_str('{"action": "echo", "message": "a"}')
-        assert await _json(first) == {"echo": "a"}
+        assert await receive_json(first) == {"echo": "a"}
     await first.send_str('{"action": "echo", "message": "a"}')
-    frame = await _json(first)
+    frame = await receive_json(first)
     assert frame["message"] == "Too Many Requests" and frame["requestId"]
     # Other routes and other connections have their own buckets.
     await first.send_str("x")
     assert (await first.receive(timeout=10)).data == "default"
     await second.send_str('{"action": "echo", "message": "b"}')
-    assert await _json(second) == {"echo": "b"}
+    assert await receive_json(second) == {"echo": "b"}
     await first.close()
     await second.close()
 
@@ -482,7 +469,7 @@ async def test_upstream_down_answers_error_frame(
     )
     async with session.ws_connect(gateway.url + "/") as ws:
         await ws.send_str("hello")
-        assert (await _json(ws))["message"] == "Internal server error"
+        assert (await receive_json(ws))["message"] == "Internal server error"
 
 
 async def test_bad_config_is_refused(tmp_path: Path) -> None:
