@@ -263,6 +263,17 @@ class Metrics:
             ("api", "stage", "route", "step"),
             _STAGE_BUCKETS,
         )
+        # Counted on every cacheable request: lock-free like the per-request families.
+        self.cache_hits = CounterFamily(
+            "pygw_cache_hits",
+            "Responses served from the response cache.",
+            ("api", "stage"),
+        )
+        self.cache_misses = CounterFamily(
+            "pygw_cache_misses",
+            "Cacheable requests the response cache could not answer.",
+            ("api", "stage"),
+        )
         self.registry.register(
             _RequestFamilies(
                 (
@@ -273,6 +284,8 @@ class Metrics:
                     self.canary,
                     self.throttled,
                     self.stage_seconds,
+                    self.cache_hits,
+                    self.cache_misses,
                 )
             )
         )
@@ -280,18 +293,6 @@ class Metrics:
             "pygw_config_reloads",
             "Configuration reload attempts, by result.",
             ["result"],
-            registry=self.registry,
-        )
-        self.cache_hits = Counter(
-            "pygw_cache_hits",
-            "Responses served from the response cache.",
-            ["api", "stage"],
-            registry=self.registry,
-        )
-        self.cache_misses = Counter(
-            "pygw_cache_misses",
-            "Cacheable requests the response cache could not answer.",
-            ["api", "stage"],
             registry=self.registry,
         )
         # WebSocket families: `messages` and `integration_latency` move per client message, so
