@@ -405,7 +405,7 @@ class _Compiler:
                     *((("api_key", key_stage),) if key_stage is not None else ()),
                     *(
                         (("throttle", self._throttle_stage(buckets, key_limits, levels, count)),)
-                        if buckets or key_limits is not None
+                        if buckets or key_limits
                         else ()
                     ),
                     *shaping,

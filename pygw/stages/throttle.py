@@ -166,6 +166,8 @@ class KeyedThrottleStage:
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
         found = self._by_key.get(ctx.extras.get(API_KEY_ID, ""))
         if found is None:
+            if not self._bucket_ids:
+                return None  # a key in no usage plan, on a route with no limit of its own
             _decide(ctx, self._acquire(self._bucket_ids), self._refusals)
         else:
             _decide(ctx, self._acquire(found[0], found[1]), found[2])
@@ -189,15 +191,18 @@ def build_throttle_stage(
 
 def _decide(ctx: RequestContext, decision: Decision, refusals: Refusals) -> None:
     status, retry_after_s, limit, remaining, reset_s, refused_by = decision
-    # The usual reset (0 < s <= 1 s with a high-rate bucket) skips the general conversion.
-    reset = "1" if 0.0 < reset_s <= 1.0 else str(_whole_seconds(reset_s))
-    ctx.response_headers.update(
-        {
-            "RateLimit-Limit": str(limit),
-            "RateLimit-Remaining": str(remaining),
-            "RateLimit-Reset": reset,
-        }
-    )
+    # All three are 0 only when no bucket was involved (a key with a quota alone, say): then
+    # there is no rate limit to announce (a bucket that never refills has reset_s inf).
+    if limit or remaining or reset_s:
+        # The usual reset (0 < s <= 1 s with a high-rate bucket) skips the general conversion.
+        reset = "1" if 0.0 < reset_s <= 1.0 else str(_whole_seconds(reset_s))
+        ctx.response_headers.update(
+            {
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": str(remaining),
+                "RateLimit-Reset": reset,
+            }
+        )
     if status == GRANTED:
         return
     if status == THROTTLED:

@@ -608,6 +608,8 @@ class RedisThrottleStage:
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
         found = self._by_key.get(ctx.extras.get(API_KEY_ID, "")) if self._by_key else None
         if found is None:
+            if not self._bucket_ids:
+                return None  # a key in no usage plan, on a route with no limit of its own
             _decide(ctx, await self._acquire(self._bucket_ids), self._refusals)
         else:
             _decide(ctx, await self._acquire(found[0], found[1]), found[2])

@@ -326,8 +326,13 @@ apis:
   - name: keyed
     type: rest
     base_path: /keyed
-    api_keys: [{id: alice, value: "%(alice)s"}]
-    usage_plans: [{name: gold, keys: [alice], throttle: {rate: 0.001, burst: 1}}]
+    api_keys:
+      - {id: alice, value: "%(alice)s"}
+      - {id: bob, value: "%(bob)s"}
+      - {id: carol, value: "%(carol)s"}
+    usage_plans:
+      - {name: gold, keys: [alice], throttle: {rate: 0.001, burst: 1}}
+      - {name: tiny, keys: [bob], quota: {limit: 2, period: MONTH}}
     routes:
       "GET /k":
         integration: {type: mock, status: 200, body: ok}
@@ -343,7 +348,10 @@ apis:
 
 async def test_no_account_limit(tmp_path: Path) -> None:
     config = tmp_path / "no-account.yaml"
-    config.write_text(textwrap.dedent(NO_ACCOUNT_CONFIG % {"alice": ALICE}))
+    carol = "carol-00112233445566778899"
+    config.write_text(
+        textwrap.dedent(NO_ACCOUNT_CONFIG % {"alice": ALICE, "bob": BOB, "carol": carol})
+    )
     seen: Counter[tuple[int, str]] = Counter()
     async with serving(config) as gateway, aiohttp.ClientSession() as client:
         url = gateway.url
@@ -363,6 +371,15 @@ async def test_no_account_limit(tmp_path: Path) -> None:
         key = {"x-api-key": ALICE}
         assert await call(client, "GET", url + "/keyed/k", seen, headers=key) == 200
         assert await call(client, "GET", url + "/keyed/k", seen, headers=key) == 429
+        # A key whose plan has a quota alone, and a key in no plan: nothing announces a rate
+        # limit that does not exist.
+        for value, expected in ((BOB, [200, 200, 429]), (carol, [200, 200, 200])):
+            statuses = []
+            for _ in range(3):
+                async with client.get(url + "/keyed/k", headers={"x-api-key": value}) as response:
+                    statuses.append(response.status)
+                    assert "RateLimit-Limit" not in response.headers
+            assert statuses == expected
         async with client.ws_connect(url + "/ws/prod") as ws:
             await ws.send_str("ping")
             assert (await ws.receive(timeout=5)).data == "pong"
@@ -370,6 +387,7 @@ async def test_no_account_limit(tmp_path: Path) -> None:
     counted = throttled(samples)
     assert counted[("web", "$default", "GET /limited", "route")] == 1
     assert counted[("keyed", "$default", "GET /k", "usage_plan")] == 1
+    assert counted[("keyed", "$default", "GET /k", "quota")] == 1
     assert not any(level == "account" for (_, _, _, level) in counted)
     # A route with no stage at all runs no throttle stage and is not timed.
     assert ("$default", "GET /free", "throttle") not in stage_counts(samples, "web")
