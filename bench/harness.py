@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import signal
 import statistics
@@ -390,10 +391,12 @@ async def open_loop(
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     sep = "&" if "?" in url else "?"
+    # Fresh in every run, so that no run asks for what an earlier one left in a cache.
+    run_id = secrets.token_hex(6)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def fire(i: int, scheduled: float) -> None:
-            target = f"{url}{sep}n=ol-{i}" if unique else url
+            target = f"{url}{sep}n=ol-{run_id}-{i}" if unique else url
             try:
                 async with session.get(target, headers=headers) as response:
                     await response.read()

@@ -13,6 +13,7 @@ route or the usage plan.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,14 +237,22 @@ def make_jwt(directory: Path, lifetime_s: int = 86_400) -> JwtMaterial:
 # wrk Lua scripts
 
 
-def unique_lua(path: str) -> str:
-    """Each request carries a query string no earlier request had (a cache miss every time)."""
+def unique_lua(path: str, run_id: str) -> str:
+    """Each request carries a query string no earlier request had (a cache miss every time).
+
+    `run_id` must differ between runs: wrk's Lua random generator is never seeded, so anything
+    drawn from it repeats in every run (and in every thread), and a second round would then ask
+    again for what the first one stored. Threads are told apart by setup() instead."""
     sep = "&" if "?" in path else "?"
-    return f"""local counter = 0
-local thread_id = tostring(math.random(1, 1000000000))
+    return f"""local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+local counter = 0
 request = function()
   counter = counter + 1
-  return wrk.format(nil, "{path}{sep}n=" .. thread_id .. "-" .. counter)
+  return wrk.format(nil, "{path}{sep}n={run_id}-" .. thread_id .. "-" .. counter)
 end
 """
 
@@ -259,8 +268,9 @@ end
 
 
 def lua_for(scenario: Scenario) -> str | None:
+    """The wrk script of one run of the scenario (call it again for every run)."""
     if scenario.lua == "unique":
-        return unique_lua(scenario.path)
+        return unique_lua(scenario.path, secrets.token_hex(6))
     if scenario.lua == "routes":
         return routes_lua(scenario.routes)
     return None

@@ -269,3 +269,38 @@ def harness_plots() -> tuple[str, ...]:
     from bench import report
 
     return report.PLOTS
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is needed (apt-get install -y wrk)")
+async def test_cache_miss_runs_never_repeat_a_request(tmp_path: Path) -> None:
+    """The cache-miss scenario must miss on every request of every round: a request that an
+    earlier run (or another wrk thread) already sent would be a hit and flatter the figures."""
+    import asyncio
+
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def record(request: web.BaseRequest) -> web.Response:
+        seen.append(request.query_string)
+        return web.Response(text="ok")
+
+    server = web.Server(record, access_log=None)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(server, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    scenario = scenarios.Scenario("miss", "miss", scenarios.STYLES, "x", lua="unique")
+    try:
+        for run in range(2):
+            script = tmp_path / f"run{run}.lua"
+            script.write_text(scenarios.lua_for(scenario) or "")
+            argv = ["wrk", "-t2", "-c4", "-d1s", "-s", str(script)]
+            wrk = await asyncio.create_subprocess_exec(
+                *argv, f"http://127.0.0.1:{port}{scenario.path}", stdout=subprocess.DEVNULL
+            )
+            assert await wrk.wait() == 0
+    finally:
+        listener.close()
+        await server.shutdown(1.0)
+    assert len(seen) > 100
+    assert len(set(seen)) == len(seen)
