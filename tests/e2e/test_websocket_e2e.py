@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.gateway_process import GatewayProcess
-from tests.ws_client import receive_json, until_closed
+from tests.ws_client import close_frame_code, receive_json, until_closed
 
 CHAT = Path(__file__).resolve().parents[2] / "examples" / "chat"
 
@@ -119,7 +119,7 @@ async def test_refused_connect_and_plain_http(
 async def test_backend_pushes_through_admin_api(
     gateway: GatewayProcess, session: aiohttp.ClientSession
 ) -> None:
-    async with session.ws_connect(_ws_url(gateway, "/prod?name=erin")) as ws:
+    async with session.ws_connect(_ws_url(gateway, "/prod?name=erin"), autoclose=False) as ws:
         await ws.send_str("who am i")
         connection_id = (await receive_json(ws))["connectionId"]
         admin = f"{gateway.admin_url}/@connections/{connection_id}"
@@ -131,7 +131,7 @@ async def test_backend_pushes_through_admin_api(
             assert (await response.json())["identity"]["sourceIp"] == "127.0.0.1"
         async with session.delete(admin) as response:
             assert response.status == 204
-        assert await until_closed(ws) == 1000
+        assert await close_frame_code(ws) == 1000
     async with session.post(admin, data=b"late") as response:
         assert response.status == 410
 

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.gateway_process import GatewayProcess
-from tests.ws_client import receive_json, until_closed
+from tests.ws_client import close_frame_code, receive_json
 
 CHAT = Path(__file__).resolve().parents[2] / "examples" / "chat"
 TOKEN = "connections-admin-token"
@@ -103,7 +103,7 @@ async def test_connections_api_and_broadcast_across_workers(
     for number in range(60):
         name = f"user{number}"
         url = f"{base}?name={name}"
-        ws = await session.ws_connect(url)
+        ws = await session.ws_connect(url, autoclose=False)
         members[name] = (ws, answered[url])
         held = [pid for _, pid in members.values()]
         if all(held.count(pid) >= 2 for pid in pids):
@@ -153,7 +153,7 @@ async def test_connections_api_and_broadcast_across_workers(
         ws, _ = members.pop(name)
         async with session.delete(admin + ids[name], headers=AUTH) as response:
             assert response.status == 204
-        assert await until_closed(ws) == 1000
+        assert await close_frame_code(ws) == 1000
         for method in ("POST", "GET", "DELETE"):
             async with session.request(method, admin + ids[name], headers=AUTH) as response:
                 assert response.status == 410

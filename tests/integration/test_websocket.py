@@ -26,7 +26,7 @@ from pygw.config.load import load_config
 from pygw.integrations.websocket import WebSocketApiIntegration, build_websocket_api, select_route
 from pygw.integrations.ws_connections import ConnectionRegistry
 from tests.integration.conftest import Gateway, StartGateway, StartUpstream, Upstream
-from tests.ws_client import receive_json, until_closed
+from tests.ws_client import close_frame_code, receive_json, until_closed
 
 CHAT = Path(__file__).resolve().parents[2] / "examples" / "chat"
 HERE = "tests.integration.test_websocket"
@@ -287,7 +287,9 @@ async def test_connections_api(build: Build, session: aiohttp.ClientSession) -> 
     await site.start()
     admin = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        ws = await session.ws_connect(gateway.url + "/?name=dave", headers={"User-Agent": "ua/2"})
+        ws = await session.ws_connect(
+            gateway.url + "/?name=dave", headers={"User-Agent": "ua/2"}, autoclose=False
+        )
         await _wait_for(lambda: len(registry) == 1)
         (connection_id,) = registry.ids()
         # A backend pushes over HTTP, as with AWS's post_to_connection.
@@ -309,7 +311,7 @@ async def test_connections_api(build: Build, session: aiohttp.ClientSession) -> 
             assert r.status == 413
         async with session.delete(f"{admin}/@connections/{connection_id}") as r:
             assert r.status == 204
-        assert await until_closed(ws) == 1000
+        assert await close_frame_code(ws) == 1000
         await _wait_for(lambda: len(registry) == 0)
         for method in ("POST", "GET", "DELETE"):
             async with session.request(method, f"{admin}/@connections/{connection_id}") as r:
