@@ -25,7 +25,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -967,11 +966,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--open-loop needs --rate, --fixed-duration and --raw-out")
         return serve_open_loop(args)
 
-    def terminate(signum: int, frame: object) -> None:
-        # Turned into SystemExit so that the children are stopped on the way out.
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
+    proxy_bench.exit_on_sigterm()
     return run(args)
 
 

@@ -617,12 +617,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_aiohttp_proxy(args.serve_aiohttp_proxy, args.upstream)
         return 0
 
+    exit_on_sigterm()
+    return run(args)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM becomes SystemExit, so that the servers a run started are stopped on the way out."""
+
     def terminate(signum: int, frame: object) -> None:
-        # Turned into SystemExit so that the children are stopped on the way out.
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminate)
-    return run(args)
 
 
 if __name__ == "__main__":
