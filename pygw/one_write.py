@@ -27,7 +27,7 @@ from multidict import CIMultiDict
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
 
-__all__ = ["OneWriteResponse", "ResponseHead", "head_from_pairs"]
+__all__ = ["OneWriteResponse", "ResponseHead", "head_from_pairs", "per_request_names"]
 
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
 _SERVER_LINE: Final = f"Server: {SERVER_SOFTWARE}\r\n".encode()
@@ -92,6 +92,23 @@ def head_from_pairs(pairs: Iterable[tuple[str, str]]) -> ResponseHead:
     )
 
 
+_NAMES_MEMO: dict[tuple[str, ...], frozenset[bytes]] = {}
+
+
+def per_request_names(extra: Mapping[str, str]) -> frozenset[bytes]:
+    """The lower-cased names of the per-request headers, as bytes: an upstream's header of the
+    same name must not be relayed or stored beside them (with aiohttp's Response the stage's
+    value replaces it). A route's stages set the same few names on almost every request, so the
+    sets are remembered (a bounded number of them)."""
+    names = tuple(extra)
+    found = _NAMES_MEMO.get(names)
+    if found is None:
+        found = frozenset(name.lower().encode("latin-1") for name in names)
+        if len(_NAMES_MEMO) < 256:
+            _NAMES_MEMO[names] = found
+    return found
+
+
 def _status_line(version: tuple[int, int], status: int, reason: bytes) -> bytes:
     key = (version[0], version[1], status, reason)
     line = _STATUS_LINES.get(key)
@@ -150,6 +167,11 @@ class OneWriteResponse(web.StreamResponse):
     @property
     def body(self) -> bytes:
         return self._one_body
+
+    @property
+    def unchanged_head(self) -> ResponseHead | None:
+        """The head as built, or None once `headers` was read (it may have been changed since)."""
+        return self._head if self._materialised is None else None
 
     @property
     def headers(self) -> CIMultiDict[str]:

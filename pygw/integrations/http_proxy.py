@@ -29,7 +29,7 @@ from yarl import URL
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
-from pygw.one_write import OneWriteResponse, ResponseHead
+from pygw.one_write import OneWriteResponse, ResponseHead, per_request_names
 
 __all__ = ["HttpProxyIntegration"]
 
@@ -906,8 +906,14 @@ class HttpProxyIntegration:
         vary: list[bytes] = []
         has_content_type = has_server = has_date = False
         drop = conn.drop
+        replaced = per_request_names(ctx.response_headers)
         for name, lname, value in conn.headers:
-            if lname in _HOP_BY_HOP or lname in drop or lname == b"content-length":
+            if (
+                lname in _HOP_BY_HOP
+                or lname in drop
+                or lname in replaced
+                or lname == b"content-length"
+            ):
                 continue
             if lname == b"vary":
                 vary.append(value)

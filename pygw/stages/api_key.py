@@ -1,7 +1,10 @@
 """API keys and usage plans (REST-style): the `x-api-key` header, and each key's throttle and quota.
 
-Keys are held only as SHA-256 digests, whether configured as `value` or `value_sha256`; a request's
-key is hashed and looked up by digest, then compared in constant time. Key values never appear in
+Keys are configured as SHA-256 digests, whether given as `value` or `value_sha256`; a request's
+key is hashed and looked up by digest, then compared in constant time. A value that matched is
+remembered (at most one per enabled key, never an unknown value), so a known key is hashed once
+rather than on every request; looking it up leaks nothing an attacker can time, as a dict compares
+strings only when their 64-bit randomised hashes are equal. Key values never appear in
 errors or logs: what later stages and the access log see is the key's id, in
 `ctx.extras["api_key_id"]`.
 
@@ -37,27 +40,38 @@ class ApiKeyStage:
     """Refuses with INVALID_API_KEY (403 Forbidden) a request whose key is missing, unknown or
     disabled; otherwise records the key's id in ctx.extras["api_key_id"]."""
 
-    __slots__ = ("_by_digest",)
+    __slots__ = ("_by_digest", "_verified")
 
     def __init__(self, keys: Iterable[ApiKeyConfig]) -> None:
         # A disabled key is left out, so it is refused exactly like an unknown one.
         self._by_digest: dict[str, tuple[str, str]] = {
             key.digest: (key.digest, key.id) for key in keys if key.enabled
         }
+        # value -> key id, for values that matched a key (bounded by the number of keys).
+        self._verified: dict[str, str] = {}
 
     def identify(self, value: str | None) -> str | None:
         """The id of the enabled key with this value, or None."""
         if not value:
             return None
+        known_id = self._verified.get(value)
+        if known_id is not None:
+            return known_id
         # surrogateescape: header bytes that are not UTF-8 hash as the bytes that were sent.
         digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
         found = self._by_digest.get(digest)
         if found is None:
             return None
         known, key_id = found
-        return key_id if hmac.compare_digest(known, digest) else None
+        if not hmac.compare_digest(known, digest):
+            return None
+        self._verified[value] = key_id
+        return key_id
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        return self.check(ctx)
+
+    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
         key_id = self.identify(ctx.request.headers.get(API_KEY_HEADER))
         if key_id is None:
             raise GatewayError(ErrorType.INVALID_API_KEY)

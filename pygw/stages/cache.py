@@ -32,7 +32,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from pygw._native import ResponseCache
 from pygw.context import RequestContext
-from pygw.one_write import OneWriteResponse, ResponseHead, head_from_pairs
+from pygw.one_write import OneWriteResponse, ResponseHead, head_from_pairs, per_request_names
 from pygw.pipeline import Integration
 
 __all__ = [
@@ -56,6 +56,7 @@ _COALESCED: Final = frozenset({"GET", "HEAD"})
 _NOT_STORED: Final = frozenset(
     {"content-length", "transfer-encoding", "date", "age", "connection", "keep-alive", "x-cache"}
 )
+_NOT_STORED_BYTES: Final = frozenset(name.encode() for name in _NOT_STORED)
 _NEVER_STORE: Final = frozenset({"no-store", "private", "no-cache"})
 # What a pass marker or a Vary marker is charged for beyond its key.
 _MARKER_BYTES: Final = 64
@@ -64,12 +65,13 @@ _HEADER_OVERHEAD: Final = 32
 
 
 # One stored answer: (status, headers, body, stored_at, head). stored_at is time.monotonic() when
-# the upstream answered; head holds the header lines serialized once at store time (a GET hit
-# sends them in one write, building no header objects), or None when a value could not be sent
-# that way (aiohttp answers then). A plain tuple of strings, bytes and numbers on purpose: the
-# garbage collector stops tracking such tuples after one pass, while every dataclass or
-# NamedTuple instance stays tracked, and a full collection scanning a cache of 200 000 of them
-# stalled every request for about 90 ms.
+# the upstream answered; headers are the decoded pairs, left empty for a GET answer kept from its
+# upstream's header lines as received (head alone serves those); head holds the header lines
+# serialized once at store time (a GET hit sends them in one write, building no header objects),
+# or None when a value could not be sent that way (aiohttp answers then). A plain tuple of
+# strings, bytes and numbers on purpose: the garbage collector stops tracking such tuples after
+# one pass, while every dataclass or NamedTuple instance stays tracked, and a full collection
+# scanning a cache of 200 000 of them stalled every request for about 90 ms.
 CachedResponse = tuple[int, tuple[tuple[str, str], ...], bytes, float, ResponseHead | None]
 # Stored under a key whose response varies by request headers: the (lower-cased) header names
 # joined by _VARY_SEP; the entries themselves live under the key extended with the values of
@@ -104,10 +106,12 @@ class _Fetched:
 
 
 class _Flight:
+    """One miss in progress. The Event is made by the first waiter: most misses have none."""
+
     __slots__ = ("done", "fetched")
 
     def __init__(self) -> None:
-        self.done = asyncio.Event()
+        self.done: asyncio.Event | None = None
         self.fetched: _Fetched | None = None
 
 
@@ -265,9 +269,13 @@ class CachingIntegration:
                     return response
                 finally:
                     del flights[lock_key]
-                    flight.done.set()
+                    if flight.done is not None:
+                        flight.done.set()
             # An Event, not the leader's task: a waiter that is cancelled leaves the others be.
-            await flight.done.wait()
+            done = flight.done
+            if done is None:
+                done = flight.done = asyncio.Event()
+            await done.wait()
             fetched = flight.fetched
             if fetched is not None and (
                 not fetched.vary or _vary_values(headers, fetched.vary) == fetched.vary_values
@@ -342,6 +350,10 @@ class CachingIntegration:
     ) -> _Fetched | None:
         if response.status != 200:
             return None
+        if method == "GET" and isinstance(response, OneWriteResponse):
+            head = response.unchanged_head
+            if head is not None:
+                return self._keep_head(ctx, base, head, response.body)
         headers = response.headers
         vary = _tokens(headers.getall("Vary", ()))
         if (
@@ -383,6 +395,51 @@ class CachingIntegration:
                 self._cache.put(base + values, entry, size, self._ttl_s)
             else:
                 self._cache.put(base, entry, size, self._ttl_s)
+        return _Fetched(entry, names, values)
+
+    def _keep_head(
+        self, ctx: RequestContext, base: str, head: ResponseHead, body: bytes
+    ) -> _Fetched | None:
+        """`_keep` for a GET answer that arrived whole (the usual miss): its header lines are
+        filtered as bytes, never decoded into a header map and serialized again."""
+        lines, own_vary, has_content_type, has_server, _ = head
+        vary = _tokens((own_vary,)) if own_vary is not None else []
+        if "*" in vary or len(body) > self._max_body:
+            self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
+            return None
+        per_request = per_request_names(ctx.response_headers)
+        kept: list[bytes] = []
+        for line in lines.split(b"\r\n"):
+            if not line:
+                continue
+            lname = line.partition(b":")[0].strip().lower()
+            if lname in _NOT_STORED_BYTES or lname in per_request:
+                continue
+            if lname == b"set-cookie":
+                self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
+                return None
+            if lname == b"cache-control":
+                value = line.partition(b":")[2].decode("latin-1")
+                if not _NEVER_STORE.isdisjoint(
+                    t.partition("=")[0].strip() for t in _tokens((value,))
+                ):
+                    self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
+                    return None
+            kept.append(line)
+        kept.append(b"")
+        stored_lines = b"\r\n".join(kept) if len(kept) > 1 else b""
+        # The Date line is never kept: a hit gets a fresh one.
+        stored_head: ResponseHead = (stored_lines, own_vary, has_content_type, has_server, False)
+        entry: CachedResponse = (200, (), body, time.monotonic(), stored_head)
+        names = tuple(sorted(set(vary)))
+        size = len(body) + len(stored_lines) + _HEADER_OVERHEAD * len(kept)
+        if names:
+            values = _vary_values(ctx.request.headers, names)
+            self._cache.put(base, _VARY_SEP.join(names), _MARKER_BYTES, self._ttl_s)
+            self._cache.put(base + values, entry, size, self._ttl_s)
+        else:
+            values = ""
+            self._cache.put(base, entry, size, self._ttl_s)
         return _Fetched(entry, names, values)
 
     @staticmethod

@@ -158,6 +158,9 @@ class CorsStage:
         return self._policy
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        return self.check(ctx)
+
+    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
         request = ctx.request
         policy = self._policy
         answer = policy.preflight(request)

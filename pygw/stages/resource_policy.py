@@ -99,10 +99,13 @@ class ResourcePolicyStage:
             return False
         return not self._allow or address in self._allow
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
         if self.admits(ctx.client_ip):
             return None
         raise GatewayError(ErrorType.ACCESS_DENIED)
+
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        return self.check(ctx)
 
 
 def build_resource_policy_stage(api: ApiConfig) -> ResourcePolicyStage | None:

@@ -138,6 +138,9 @@ class ThrottleStage:
         self._refusals = route_refusals(bucket_ids, levels, count)[0]
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        return self.check(ctx)
+
+    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
         _decide(ctx, self._acquire(self._bucket_ids), self._refusals)
         return None
 
@@ -164,6 +167,9 @@ class KeyedThrottleStage:
         self._by_key = by_key(bucket_ids, key_limits, plain, with_plan)
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        return self.check(ctx)
+
+    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
         found = self._by_key.get(ctx.extras.get(API_KEY_ID, ""))
         if found is None:
             if not self._bucket_ids:

@@ -185,7 +185,7 @@ def compile_model(models: dict[str, dict[str, Any]], name: str) -> Callable[[Any
 
 
 class ValidateStage:
-    __slots__ = ("_headers", "_max_body_bytes", "_model", "_path", "_query", "_validator")
+    __slots__ = ("_headers", "_max_body_bytes", "_model", "_path", "_query", "_validator", "check")
 
     def __init__(
         self,
@@ -208,8 +208,25 @@ class ValidateStage:
         self._validator = validator
         self._model = model
         self._max_body_bytes = max_body_bytes
+        # Without a body model nothing waits: the pipeline may call the check directly.
+        self.check: Callable[[RequestContext], None] | None = (
+            self._check_params if validator is None else None
+        )
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        self._check_params(ctx)
+        validator = self._validator
+        if validator is None:
+            return None
+        body = await read_body(ctx, self._max_body_bytes)
+        try:
+            validator(parse_json_body(body))
+        except (ValueError, fastjsonschema.JsonSchemaException, RecursionError) as exc:
+            log.debug("request %s: body fails model %s: %s", ctx.request_id, self._model, exc)
+            raise GatewayError(ErrorType.BAD_REQUEST_BODY) from None
+        return None
+
+    def _check_params(self, ctx: RequestContext) -> None:
         request = ctx.request
         # Plain loops: the usual request has everything, and a generator per location costs
         # more than the checks themselves.
@@ -233,16 +250,6 @@ class ValidateStage:
             raise GatewayError(
                 ErrorType.BAD_REQUEST_PARAMETERS, detail=_MISSING_PARAMS.format(", ".join(missing))
             )
-        validator = self._validator
-        if validator is None:
-            return None
-        body = await read_body(ctx, self._max_body_bytes)
-        try:
-            validator(parse_json_body(body))
-        except (ValueError, fastjsonschema.JsonSchemaException, RecursionError) as exc:
-            log.debug("request %s: body fails model %s: %s", ctx.request_id, self._model, exc)
-            raise GatewayError(ErrorType.BAD_REQUEST_BODY) from None
-        return None
 
 
 def build_validate_stage(

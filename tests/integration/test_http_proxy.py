@@ -215,6 +215,24 @@ async def test_hop_by_hop_response_headers_dropped(
         assert resp.headers.get("Connection", "keep-alive") == "keep-alive"
 
 
+async def test_per_request_headers_replace_the_upstreams(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
+) -> None:
+    """An upstream's x-request-id (or any header a stage sets per request) is not relayed beside
+    the gateway's own: the client gets one value, the gateway's, as with a streamed answer."""
+
+    async def answer(request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
+        return web.Response(text="ok", headers={"X-Request-Id": "upstream", "X-Other": "kept"})
+
+    up = await start_upstream(answer)
+    gw = await start_gateway(HttpProxyIntegration(uri=f"{up.url}/x", targets=[]))
+    async with client.get(f"{gw.url}/x") as resp:
+        assert resp.status == 200
+        assert await resp.text() == "ok"
+        assert resp.headers.getall("x-request-id") == [gw.contexts[0].request_id]
+        assert resp.headers["X-Other"] == "kept"
+
+
 # -- bodies -----------------------------------------------------------------------------------
 
 

@@ -529,6 +529,92 @@ async def test_head_requests_coalesce(
     assert len(upstream.requests) == 2
 
 
+# -- whole answers from the real http_proxy integration (kept from the upstream's header lines) ---
+
+OLD_DATE = "Mon, 01 Jan 2001 00:00:00 GMT"
+UPSTREAM_EXTRA: dict[str, dict[str, str]] = {
+    "cookie": {"Set-Cookie": "session=abc"},
+    "nostore": {"Cache-Control": "no-store"},
+    "private": {"Cache-Control": "max-age=60, private"},
+    "nocache": {"cache-control": "No-Cache"},
+    "star": {"Vary": "*"},
+    "lang": {"Vary": "Accept-Language"},
+}
+
+
+async def headers_behaviour(request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
+    """A small JSON answer with headers a cache must replay, drop or refuse, chosen by ?kind=."""
+    kind = request.rel_url.query.get("kind", "")
+    headers = {
+        "Content-Type": "application/json",
+        "ETag": '"v1"',
+        "X-Upstream": "yes",
+        "Date": OLD_DATE,
+        "x-request-id": "from-upstream",
+        "X-Cache": "from-upstream",
+        **UPSTREAM_EXTRA.get(kind, {}),
+    }
+    language = request.headers.get("Accept-Language", "")
+    body = f'{{"n": {len(upstream.requests)}, "lang": "{language}"}}'.encode()
+    return web.Response(body=body, headers=headers)
+
+
+async def test_whole_answer_replays_its_own_headers_only(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
+) -> None:
+    upstream = await start_upstream(headers_behaviour)
+    gateway = await start_gateway(caching(proxy(upstream)))
+    status, state, first, _ = await fetch(client, gateway.url + "/x")
+    assert (status, state) == (200, "Miss")
+    status, state, body, headers = await fetch(client, gateway.url + "/x")
+    assert (status, state, body) == (200, "Hit", first)
+    assert len(upstream.requests) == 1
+    assert headers["ETag"] == '"v1"'
+    assert headers["X-Upstream"] == "yes"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Content-Length"] == str(len(body))
+    assert headers["Age"] == "0"
+    # Per-request headers are this request's, never the stored answer's.
+    assert headers.getall("x-request-id") == [gateway.contexts[1].request_id]
+    assert headers.getall("X-Cache") == ["Hit"]
+    assert headers.getall("Date") != [OLD_DATE] and len(headers.getall("Date")) == 1
+
+
+@pytest.mark.parametrize("kind", ["cookie", "nostore", "private", "nocache", "star"])
+async def test_whole_answer_never_stored(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession, kind: str
+) -> None:
+    upstream = await start_upstream(headers_behaviour)
+    gateway = await start_gateway(caching(proxy(upstream)))
+    for _ in range(3):
+        status, state, _, _ = await fetch(client, gateway.url + f"/x?kind={kind}")
+        assert (status, state) == (200, "Miss")
+    assert len(upstream.requests) == 3
+
+
+async def test_whole_answer_varies_by_request_header(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
+) -> None:
+    upstream = await start_upstream(headers_behaviour)
+    gateway = await start_gateway(caching(proxy(upstream), key_params=("querystring.kind",)))
+    url = gateway.url + "/x?kind=lang"
+    seen: dict[str, bytes] = {}
+    for language in ("en", "de"):
+        status, state, body, headers = await fetch(
+            client, url, headers={"Accept-Language": language}
+        )
+        assert (status, state) == (200, "Miss")
+        assert headers["Vary"] == "Accept-Language"
+        seen[language] = body
+    for language in ("de", "en"):
+        status, state, body, headers = await fetch(
+            client, url, headers={"Accept-Language": language}
+        )
+        assert (status, state, body) == (200, "Hit", seen[language])
+        assert headers["Vary"] == "Accept-Language"
+    assert len(upstream.requests) == 2
+
+
 # -- wrap_with_cache ---------------------------------------------------------------------------
 
 

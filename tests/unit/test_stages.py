@@ -21,6 +21,7 @@ from pygw.config.model import ApiConfig, CorsConfig
 from pygw.context import RequestContext
 from pygw.dispatch import error_response
 from pygw.errors import ErrorType, GatewayError, Style
+from pygw.pipeline import Pipeline, TimedPipeline
 from pygw.stages.api_key import (
     API_KEY_ID,
     ApiKeyStage,
@@ -414,6 +415,73 @@ async def test_api_key_missing_unknown_or_disabled_is_forbidden(headers: dict[st
     assert response.status == 403
     assert orjson.loads(cast(bytes, response.body)) == {"message": "Forbidden"}
     assert response.headers["x-amzn-ErrorType"] == "ForbiddenException"
+
+
+def test_api_key_remembered_values_are_only_known_keys() -> None:
+    stage = key_stage()
+    for _ in range(3):
+        assert stage.identify(ALICE) == "alice"
+    # Near misses after a remembered key are still refused, and unknown values are not kept.
+    for guess in (
+        ALICE[:-1],
+        ALICE + "x",
+        ALICE.upper(),
+        CAROL,
+        *(f"guess-{i}" for i in range(500)),
+    ):
+        assert stage.identify(guess) is None
+    assert stage.identify(BOB) == "bob"
+    assert len(stage._verified) == 2
+
+
+async def test_pipeline_calls_stages_that_never_wait_directly() -> None:
+    """A stage's `check` runs without a coroutine; its refusal and its answer end the pipeline
+    exactly as the awaited form does, timed or not."""
+    calls: list[str] = []
+
+    class Passes:
+        def check(self, ctx: RequestContext) -> web.StreamResponse | None:
+            calls.append("check")
+            return None
+
+        async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+            raise AssertionError("the pipeline should have called check")
+
+    class Answers:
+        async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+            calls.append("awaited")
+            return web.Response(status=204)
+
+    class Integration:
+        async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+            calls.append("integration")
+            return web.Response(status=200)
+
+        async def close(self) -> None:
+            return None
+
+    class Timer:
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.seen.append(value)
+
+    plain = Pipeline((Passes(), Passes()), Integration())
+    assert (await plain.run(make_ctx())).status == 200
+    assert calls == ["check", "check", "integration"]
+    calls.clear()
+    timers = (Timer(), Timer(), Timer())
+    stages = (Passes(), Answers(), Passes())
+    timed = TimedPipeline(stages, Integration(), tuple(zip(stages, timers, strict=True)))
+    assert (await timed.run(make_ctx())).status == 204
+    assert calls == ["check", "awaited"]
+    assert [len(t.seen) for t in timers] == [1, 1, 0]
+    calls.clear()
+    refusing = Pipeline((key_stage(), Passes()), Integration())
+    with pytest.raises(GatewayError):
+        await refusing.run(make_ctx(headers={"x-api-key": "guess"}))
+    assert calls == []
 
 
 def test_api_key_bytes_that_are_not_utf8_do_not_break_hashing() -> None:
