@@ -12,6 +12,7 @@ timeout between keep-alive requests.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -37,6 +38,22 @@ from pygw.runtime import Runtime, compile_runtime
 from pygw.state.redis_throttle import close_pools
 
 log = logging.getLogger("pygw")
+
+
+def settle_heap() -> None:
+    """Moves what is alive now (modules, the compiled config) out of the garbage collector's
+    sight, after collecting what is already garbage.
+
+    A process serving requests holds some 190 000 tracked objects from its imports and config,
+    and every full collection scanned all of them: with a response cache filling up, objects
+    that survive a request (entries on their way to being untracked, connections, buffers)
+    trigger full collections often, and a cache miss spent several microseconds of its cost in
+    them. Frozen objects are still freed by reference counting; the collector no longer looks
+    for cycles among them, which is why this runs again once a reload's retired snapshot is
+    gone (unfreezing first, so its cycles are collected)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class _HeaderDeadlineHandler(RequestHandler):
@@ -175,6 +192,7 @@ class Gateway:
         self._listen_override = listen
         self._worker = worker
         self.metrics = Metrics()
+        self._retiring: asyncio.Task[None] | None = None
         # WebSocket connections outlive config snapshots: a reload keeps clients connected.
         self.connections = ConnectionRegistry(on_count=self.metrics.websocket_connections.set)
         self.connections.install()
@@ -285,8 +303,13 @@ class Gateway:
             if self._worker is None:
                 self.connections.admin_token = loaded.config.admin.token
             log.info("config reloaded: %s", fresh.summary())
-            asyncio.get_running_loop().create_task(retired.close_when_idle())
+            self._retiring = asyncio.get_running_loop().create_task(self._retire(retired))
             return True, fresh.summary()
+
+    async def _retire(self, retired: Runtime) -> None:
+        await retired.close_when_idle()
+        del retired
+        settle_heap()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -348,5 +371,6 @@ async def run_gateway(
     except ConfigError as failure:
         print(str(failure), flush=True)
         return 1
+    settle_heap()
     await gateway.serve_until_stopped()
     return 0
