@@ -74,12 +74,11 @@ class TimedPipeline(Pipeline):
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", _steps(self.stages))
+        Pipeline.__post_init__(self)
+        # `timed` pairs each of `stages`, in order, with its timer (zip's strict checks the count).
         timed_steps = tuple(
             (check, stage, timer)
-            for (check, stage), (_, timer) in zip(
-                _steps(tuple(s for s, _ in self.timed)), self.timed, strict=True
-            )
+            for (check, stage), (_, timer) in zip(self.steps, self.timed, strict=True)
         )
         object.__setattr__(self, "timed_steps", timed_steps)
 
