@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -314,6 +315,10 @@ def start_all(
 # wrk (closed loop, saturation)
 
 
+# Numbers the wrk script files of one harness run.
+_script_numbers = itertools.count(1)
+
+
 def wrk_argv(
     url: str,
     scenario: Scenario,
@@ -329,7 +334,9 @@ def wrk_argv(
         extra += ["-H", f"{name}: {value}"]
     script = scenarios.lua_for(scenario)
     if script is not None:
-        path = lua_dir / f"{scenario.name}.lua"
+        # A file per run: a unique-query script written once and reused (or overwritten by the
+        # warm-up's) would repeat an earlier run's requests, and a cache "miss" run would hit.
+        path = lua_dir / f"{scenario.name}-{next(_script_numbers)}.lua"
         path.write_text(script)
         extra += ["-s", str(path)]
     return [*taskset(pinning.load), *argv[:-1], *extra, argv[-1]]
@@ -776,24 +783,21 @@ def run(args: argparse.Namespace) -> int:
             log(f"servers ready after {time.monotonic() - started:.0f} s")
             lua_dir = tmp / "lua"
             lua_dir.mkdir()
-            argvs = {
-                s.name: wrk_argv(
-                    running[s.server].url, s, mode.duration_s, mode.connections, pinning, lua_dir
-                )
-                for s in plan.scenarios
-            }
-            commands["wrk"] = [" ".join(a) for a in argvs.values()]
+
+            def argv_for(s: Scenario, duration_s: float) -> list[str]:
+                url = running[s.server].url
+                return wrk_argv(url, s, duration_s, mode.connections, pinning, lua_dir)
+
+            commands["wrk"] = [" ".join(argv_for(s, mode.duration_s)) for s in plan.scenarios]
             if mode.warmup_s > 0:
                 for s in plan.scenarios:
-                    warm = wrk_argv(
-                        running[s.server].url, s, mode.warmup_s, mode.connections, pinning, lua_dir
-                    )
-                    run_wrk(warm, mode.warmup_s)
-            order = [s.name for s in plan.scenarios]
+                    run_wrk(argv_for(s, mode.warmup_s), mode.warmup_s)
+            by_name = {s.name: s for s in plan.scenarios}
+            order = list(by_name)
             for rnd in range(mode.repeats):
                 shift = (rnd * max(1, len(order) // mode.repeats)) % len(order)
                 for name in order[shift:] + order[:shift]:
-                    result = run_wrk(argvs[name], mode.duration_s)
+                    result = run_wrk(argv_for(by_name[name], mode.duration_s), mode.duration_s)
                     runs.append({"scenario": name, "round": rnd, **asdict(result)})
                     log(
                         f"round {rnd + 1}/{mode.repeats} {name}: {result.rps:,.0f} req/s, "

@@ -290,14 +290,15 @@ async def test_cache_miss_runs_never_repeat_a_request(tmp_path: Path) -> None:
     listener = await loop.create_server(server, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     scenario = scenarios.Scenario("miss", "miss", scenarios.STYLES, "x", lua="unique")
+    no_pinning = harness.Pinning(None, None, "")
+    url = f"http://127.0.0.1:{port}"
     try:
-        for run in range(2):
-            script = tmp_path / f"run{run}.lua"
-            script.write_text(scenarios.lua_for(scenario) or "")
-            argv = ["wrk", "-t2", "-c4", "-d1s", "-s", str(script)]
-            wrk = await asyncio.create_subprocess_exec(
-                *argv, f"http://127.0.0.1:{port}{scenario.path}", stdout=subprocess.DEVNULL
-            )
+        # Every argv is built before any runs, as the harness does, so a script file shared
+        # between runs (or rewritten by a later one) would repeat requests.
+        argvs = [harness.wrk_argv(url, scenario, 1, 4, no_pinning, tmp_path) for _ in range(2)]
+        for argv in argvs:
+            argv[1:2] = ["-t2"]
+            wrk = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL)
             assert await wrk.wait() == 0
     finally:
         listener.close()
