@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
@@ -96,13 +95,16 @@ class _Pass:
 _PASS: Final = _Pass()
 
 
-@dataclass(frozen=True, slots=True)
-class _Fetched:
-    """What a leader hands its waiters: the response and the request headers it varies by."""
-
-    entry: CachedResponse
-    vary: tuple[str, ...]
-    vary_values: str
+# What a leader hands its waiters: (the stored answer, the request header names it varies by,
+# _vary_values for those names). A tuple: one is made on every stored miss.
+_Fetched = tuple[CachedResponse, tuple[str, ...], str]
+# What _filter_lines makes of an upstream's header lines: (the lines to store, how many), or
+# None when the answer may not be stored.
+_FilteredLines = tuple[bytes, int] | None
+# _filter_lines results kept per CachingIntegration: an upstream sends the same header lines
+# (its Date aside, which changes once a second) on almost every answer.
+_FILTERED_MEMO_SIZE: Final = 64
+_UNSEEN: Final[Any] = object()
 
 
 class _Flight:
@@ -190,6 +192,7 @@ class CachingIntegration:
     __slots__ = (
         "_allow_invalidation",
         "_cache",
+        "_filtered",
         "_flights",
         "_hit",
         "_key_params",
@@ -230,6 +233,7 @@ class CachingIntegration:
             for canary in (False, True)
         }
         self._flights: dict[str, _Flight] = {}
+        self._filtered: dict[tuple[bytes, frozenset[bytes]], _FilteredLines] = {}
 
     async def close(self) -> None:
         await self.inner.close()
@@ -265,7 +269,13 @@ class CachingIntegration:
                 flight = _Flight()
                 flights[lock_key] = flight
                 try:
-                    response, flight.fetched = await self._fetch(ctx, base, method)
+                    # _fetch inline: the usual miss, one coroutine fewer.
+                    collector = self._collect(ctx)
+                    try:
+                        response = await self.inner(ctx)
+                    finally:
+                        ctx.body_sink = collector.previous
+                    flight.fetched = self._keep(ctx, base, method, response, collector)
                     return response
                 finally:
                     del flights[lock_key]
@@ -277,10 +287,10 @@ class CachingIntegration:
                 done = flight.done = asyncio.Event()
             await done.wait()
             fetched = flight.fetched
-            if fetched is not None and (
-                not fetched.vary or _vary_values(headers, fetched.vary) == fetched.vary_values
-            ):
-                return self._answer(ctx, fetched.entry, method)
+            if fetched is not None:
+                entry, vary, vary_values = fetched
+                if not vary or _vary_values(headers, vary) == vary_values:
+                    return self._answer(ctx, entry, method)
             # The leader got nothing usable, or a variant for other request headers: look again
             # (the first waiter to get here leads the next attempt).
 
@@ -326,19 +336,24 @@ class CachingIntegration:
         self, ctx: RequestContext, base: str, method: str
     ) -> tuple[web.StreamResponse, _Fetched | None]:
         """One call to the integration; stores what it answers when that may be cached."""
+        collector = self._collect(ctx)
+        try:
+            response = await self.inner(ctx)
+        finally:
+            ctx.body_sink = collector.previous
+        return response, self._keep(ctx, base, method, response, collector)
+
+    def _collect(self, ctx: RequestContext) -> _Collector:
+        """Marks the request a miss and starts collecting a streamed body; the caller puts
+        `collector.previous` back as ctx.body_sink once the integration has answered."""
         # Before the call: a streaming integration sends the headers before it returns.
         ctx.response_headers["X-Cache"] = "Miss"
         ctx.extras[CACHE_STATE] = "miss"
         if self._miss is not None:
             self._miss()
-        previous = ctx.body_sink
-        collector = _Collector(self._max_body, previous)
+        collector = _Collector(self._max_body, ctx.body_sink)
         ctx.body_sink = collector
-        try:
-            response = await self.inner(ctx)
-        finally:
-            ctx.body_sink = previous
-        return response, self._keep(ctx, base, method, response, collector)
+        return collector
 
     def _keep(
         self,
@@ -395,7 +410,7 @@ class CachingIntegration:
                 self._cache.put(base + values, entry, size, self._ttl_s)
             else:
                 self._cache.put(base, entry, size, self._ttl_s)
-        return _Fetched(entry, names, values)
+        return (entry, names, values)
 
     def _keep_head(
         self, ctx: RequestContext, base: str, head: ResponseHead, body: bytes
@@ -407,32 +422,23 @@ class CachingIntegration:
         if "*" in vary or len(body) > self._max_body:
             self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
             return None
-        per_request = per_request_names(ctx.response_headers)
-        kept: list[bytes] = []
-        for line in lines.split(b"\r\n"):
-            if not line:
-                continue
-            lname = line.partition(b":")[0].strip().lower()
-            if lname in _NOT_STORED_BYTES or lname in per_request:
-                continue
-            if lname == b"set-cookie":
-                self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
-                return None
-            if lname == b"cache-control":
-                value = line.partition(b":")[2].decode("latin-1")
-                if not _NEVER_STORE.isdisjoint(
-                    t.partition("=")[0].strip() for t in _tokens((value,))
-                ):
-                    self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
-                    return None
-            kept.append(line)
-        kept.append(b"")
-        stored_lines = b"\r\n".join(kept) if len(kept) > 1 else b""
+        memo_key = (lines, per_request_names(ctx.response_headers))
+        memo = self._filtered
+        filtered = memo.get(memo_key, _UNSEEN)
+        if filtered is _UNSEEN:
+            filtered = _filter_lines(*memo_key)
+            if len(memo) >= _FILTERED_MEMO_SIZE:
+                memo.clear()
+            memo[memo_key] = filtered
+        if filtered is None:
+            self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
+            return None
+        stored_lines, count = filtered
         # The Date line is never kept: a hit gets a fresh one.
         stored_head: ResponseHead = (stored_lines, own_vary, has_content_type, has_server, False)
         entry: CachedResponse = (200, (), body, time.monotonic(), stored_head)
         names = tuple(sorted(set(vary)))
-        size = len(body) + len(stored_lines) + _HEADER_OVERHEAD * len(kept)
+        size = len(body) + len(stored_lines) + _HEADER_OVERHEAD * count
         if names:
             values = _vary_values(ctx.request.headers, names)
             self._cache.put(base, _VARY_SEP.join(names), _MARKER_BYTES, self._ttl_s)
@@ -440,7 +446,7 @@ class CachingIntegration:
         else:
             values = ""
             self._cache.put(base, entry, size, self._ttl_s)
-        return _Fetched(entry, names, values)
+        return (entry, names, values)
 
     @staticmethod
     def _body(
@@ -470,6 +476,27 @@ class CachingIntegration:
             if length is not None and (not length.isdigit() or int(length) != collector.size):
                 return None
         return collector.body()
+
+
+def _filter_lines(lines: bytes, per_request: frozenset[bytes]) -> _FilteredLines:
+    """The header lines of an upstream's answer that a cache entry keeps, or None when a
+    Set-Cookie or a Cache-Control no-store/private/no-cache forbids storing the answer."""
+    kept: list[bytes] = []
+    for line in lines.split(b"\r\n"):
+        if not line:
+            continue
+        lname = line.partition(b":")[0].strip().lower()
+        if lname in _NOT_STORED_BYTES or lname in per_request:
+            continue
+        if lname == b"set-cookie":
+            return None
+        if lname == b"cache-control":
+            value = line.partition(b":")[2].decode("latin-1")
+            if not _NEVER_STORE.isdisjoint(t.partition("=")[0].strip() for t in _tokens((value,))):
+                return None
+        kept.append(line)
+    kept.append(b"")
+    return (b"\r\n".join(kept) if len(kept) > 1 else b"", len(kept))
 
 
 def max_body_bytes_for(capacity_bytes: int) -> int:

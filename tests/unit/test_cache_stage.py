@@ -580,6 +580,38 @@ async def test_whole_answer_replays_its_own_headers_only(
     assert headers.getall("Date") != [OLD_DATE] and len(headers.getall("Date")) == 1
 
 
+async def test_whole_answers_keep_their_own_header_lines_past_the_filter_memo(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
+) -> None:
+    """Filtered header lines are remembered per distinct upstream head: answers whose heads
+    differ (more of them than the memo holds, some that may not be stored) never borrow
+    another's lines or verdict."""
+
+    async def tagged(request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
+        n = int(request.query["n"])
+        headers = {"Content-Type": "application/json", "ETag": f'"v{n}"'}
+        if n % 10 == 0:
+            headers["Set-Cookie"] = f"s={n}"
+        return web.Response(body=b"{}", headers=headers)
+
+    upstream = await start_upstream(tagged)
+    wrapper = caching(proxy(upstream), key_params=("querystring.n",))
+    gateway = await start_gateway(wrapper)
+    answers = 100
+    for n in range(answers):
+        status, state, _, _ = await fetch(client, gateway.url + f"/x?n={n}")
+        assert (status, state) == (200, "Miss")
+    for n in range(answers):
+        status, state, _, headers = await fetch(client, gateway.url + f"/x?n={n}")
+        assert status == 200
+        if n % 10 == 0:
+            assert state == "Miss" and headers["Set-Cookie"] == f"s={n}"
+        else:
+            assert state == "Hit" and headers.getall("ETag") == [f'"v{n}"']
+            assert "Set-Cookie" not in headers
+    assert len(upstream.requests) == answers + answers // 10
+
+
 @pytest.mark.parametrize("kind", ["cookie", "nostore", "private", "nocache", "star"])
 async def test_whole_answer_never_stored(
     start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession, kind: str
