@@ -150,8 +150,13 @@ class Dispatcher:
                 response_headers={route.request_id_header: request_id, "x-request-id": request_id},
             )
             response: web.StreamResponse
+            pipeline = variant.pipeline
             try:
-                response = await variant.pipeline.run(ctx)
+                if pipeline.waits:
+                    response = await pipeline.run(ctx)
+                else:
+                    answered = pipeline.check(ctx)
+                    response = answered if answered is not None else await pipeline.integration(ctx)
             except GatewayError as failure:
                 response = error_response(
                     failure.error, route.style, request_id, failure.detail, failure.headers

@@ -190,8 +190,13 @@ class OneWriteResponse(web.StreamResponse):
         return headers
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        self.send(request)
+        return None
+
+    def send(self, request: web.BaseRequest) -> None:
+        """prepare() without a coroutine: the server's request handler calls this directly."""
         if self._eof_sent:
-            return None
+            return
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
@@ -232,7 +237,6 @@ class OneWriteResponse(web.StreamResponse):
         transport.write(b"".join(parts))
         self._eof_sent = True
         self._body_length = len(body)
-        return None
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         raise RuntimeError("a OneWriteResponse is sent whole; it cannot be written to")

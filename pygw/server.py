@@ -34,6 +34,7 @@ from pygw.dispatch import Dispatcher
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
 from pygw.observe.metrics import Metrics
+from pygw.one_write import OneWriteResponse
 from pygw.runtime import Runtime, compile_runtime
 from pygw.state.redis_throttle import close_pools
 
@@ -81,6 +82,23 @@ class _HeaderDeadlineHandler(RequestHandler):
             self._open_payload = self._messages[-1][1] if self._messages else None
         elif data and self._headers_since is None and not self._reading_body():
             self._headers_since = self._loop.time()
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        # aiohttp awaits prepare() and write_eof(), two coroutines per request, for what a
+        # OneWriteResponse does in one plain call. After a declined upgrade aiohttp has a
+        # message tail to feed first: its own path handles that.
+        if type(resp) is not OneWriteResponse or self._upgraded:
+            return await super().finish_response(request, resp, start_time)
+        request._finish()
+        try:
+            resp.send(request)
+        except ConnectionError:
+            self.log_access(request, resp, start_time)
+            return resp, True
+        self.log_access(request, resp, start_time)
+        return resp, False
 
     def _reading_body(self) -> bool:
         payload = self._open_payload

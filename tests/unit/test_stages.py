@@ -482,6 +482,22 @@ async def test_pipeline_calls_stages_that_never_wait_directly() -> None:
     with pytest.raises(GatewayError):
         await refusing.run(make_ctx(headers={"x-api-key": "guess"}))
     assert calls == []
+    # Without a waiting stage the dispatcher runs the checks itself and then the integration.
+    assert (plain.waits, timed.waits, refusing.waits) == (False, True, False)
+    assert plain.check(make_ctx()) is None
+    assert calls == ["check", "check"]
+    calls.clear()
+    only_checks = (Passes(), Passes())
+    timers = (Timer(), Timer())
+    timed_checks = TimedPipeline(
+        only_checks, Integration(), tuple(zip(only_checks, timers, strict=True))
+    )
+    assert not timed_checks.waits
+    assert timed_checks.check(make_ctx()) is None
+    assert calls == ["check", "check"]
+    assert [len(t.seen) for t in timers] == [1, 1]
+    with pytest.raises(GatewayError):
+        refusing.check(make_ctx(headers={"x-api-key": "guess"}))
 
 
 def test_api_key_bytes_that_are_not_utf8_do_not_break_hashing() -> None:
