@@ -106,6 +106,82 @@ def fixed_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def latency_overhead_table(results: dict[str, Any]) -> list[str]:
+    """At the fixed offered rate: the latency each style adds to going to the upstream directly
+    (p50 through pygw minus p50 of the upstream alone), and that against the bare route's."""
+    fixed = results["fixed_rate_summary"]
+    info = _labels(results)
+    direct = fixed.get("direct")
+    if direct is None:
+        return ["(needs the `direct` scenario at the fixed rate)"]
+    floor = direct["p50_ms"]["median"]
+    bare = fixed.get("pygw_bare")
+    bare_over = bare["p50_ms"]["median"] - floor if bare else None
+    lines = [
+        f"Upstream alone: p50 {floor:.3f} ms.",
+        "",
+        "| style | p50 ms | added latency, ms | vs the bare route's |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, f in fixed.items():
+        if info[name]["group"] != sc.STYLES:
+            continue
+        over = f["p50_ms"]["median"] - floor
+        lines.append(
+            f"| {info[name]['label']} | {f['p50_ms']['median']:.3f} | {over:.3f} "
+            f"| {_ratio(over, bare_over) if bare_over and bare_over > 0 else '-'} |"
+        )
+    return lines
+
+
+# The REST-style pipeline targets: (what, scenario, measure, bound); the bare route is the base.
+_TARGETS = (
+    ("REST key + plan + validation + cache miss: CPU per request", "pygw_rest_miss", "cpu", 1.5),
+    (
+        "REST key + plan + validation + cache miss: added latency at the fixed rate",
+        "pygw_rest_miss",
+        "latency",
+        1.5,
+    ),
+    ("REST key + plan + validation + cache hit: req/s", "pygw_rest_hit", "rps", 1.5),
+)
+
+
+def target_lines(results: dict[str, Any]) -> list[str]:
+    """The pipeline targets against the bare HTTP-style route, each with its measure: CPU cost
+    and added latency at most `bound` times the bare route's, req/s at least `bound` times."""
+    summary = results["summary"]
+    fixed = results["fixed_rate_summary"]
+    bare, bare_fixed, direct = (
+        summary.get("pygw_bare"),
+        fixed.get("pygw_bare"),
+        fixed.get("direct"),
+    )
+    lines = ["| target | measured | bound | met |", "|---|---:|---|---|"]
+    for what, name, measure, bound in _TARGETS:
+        value: float | None = None
+        if measure == "cpu" and bare and name in summary:
+            us = summary[name]["us_per_request"]["median"]
+            value = us / bare["us_per_request"]["median"]
+        elif measure == "rps" and bare and name in summary:
+            value = summary[name]["rps"]["median"] / bare["rps"]["median"]
+        elif measure == "latency" and bare_fixed and direct and name in fixed:
+            floor = direct["p50_ms"]["median"]
+            base = bare_fixed["p50_ms"]["median"] - floor
+            if base > 0:
+                value = (fixed[name]["p50_ms"]["median"] - floor) / base
+        if value is None:
+            lines.append(f"| {what} | (not run) | | |")
+            continue
+        met = value >= bound if measure == "rps" else value <= bound
+        sign = ">=" if measure == "rps" else "<="
+        lines.append(
+            f"| {what} | {value:.2f}x the bare route | {sign} {bound:g}x | "
+            f"{'yes' if met else 'NO'} |"
+        )
+    return lines
+
+
 def routes_claim(results: dict[str, Any]) -> str:
     summary = results["summary"]
     sizes = sorted(s["routes"] for s in results["scenarios"] if s["group"] == sc.ROUTES)
@@ -207,6 +283,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *style_overhead_table(results),
         "",
+        "## Pipeline targets (against the bare HTTP-style route)",
+        "",
+        *target_lines(results),
+        "",
         "## Overhead per stage (each alone on the same one-route API)",
         "",
         *stage_table(results),
@@ -230,6 +310,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"## Latency at a fixed offered rate ({mode['rate']:g} req/s)",
         "",
         *fixed_table(results),
+        "",
+        "Added latency per style (p50 minus the upstream's own p50 at the same rate):",
+        "",
+        *latency_overhead_table(results),
         "",
         "## Mock route as a load-testing target",
         "",

@@ -248,6 +248,7 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
     for heading in (
         "## Peers and styles",
         "## Overhead per style",
+        "## Pipeline targets",
         "## Overhead per stage",
         "## Route table size",
         "## Workers",
@@ -305,3 +306,43 @@ async def test_cache_miss_runs_never_repeat_a_request(tmp_path: Path) -> None:
         await server.shutdown(1.0)
     assert len(seen) > 100
     assert len(set(seen)) == len(seen)
+
+
+def _synthetic(rps: dict[str, float], p50_ms: dict[str, float]) -> dict[str, Any]:
+    def spread(value: float) -> dict[str, float]:
+        return {"median": value, "min": value, "max": value}
+
+    groups = {"direct": scenarios.PEERS}
+    return {
+        "scenarios": [
+            {"name": name, "label": name, "group": groups.get(name, scenarios.STYLES)}
+            for name in {*rps, *p50_ms}
+        ],
+        "summary": {
+            name: {"rps": spread(r), "us_per_request": spread(1e6 / r)} for name, r in rps.items()
+        },
+        "fixed_rate_summary": {name: {"p50_ms": spread(v)} for name, v in p50_ms.items()},
+    }
+
+
+def test_report_checks_the_pipeline_targets_against_the_bare_route() -> None:
+    from bench import report
+
+    results = _synthetic(
+        {"pygw_bare": 20_000, "pygw_rest_miss": 12_500, "pygw_rest_hit": 32_000},
+        {"direct": 0.10, "pygw_bare": 0.30, "pygw_rest_miss": 0.34, "pygw_rest_hit": 0.25},
+    )
+    cpu, latency, hit = report.target_lines(results)[2:]
+    # 80 µs against 50 µs per request; 0.24 ms added against 0.20; 1.6x the req/s.
+    assert "| 1.60x the bare route | <= 1.5x | NO |" in cpu
+    assert "| 1.20x the bare route | <= 1.5x | yes |" in latency
+    assert "| 1.60x the bare route | >= 1.5x | yes |" in hit
+    table = report.latency_overhead_table(results)
+    assert table[0] == "Upstream alone: p50 0.100 ms."
+    assert "| pygw_rest_miss | 0.340 | 0.240 | 1.20x |" in table
+    # Without the upstream's own latency there is nothing to subtract: said, not guessed.
+    del results["fixed_rate_summary"]["direct"]
+    assert "(not run)" in report.target_lines(results)[3]
+    assert report.latency_overhead_table(results) == [
+        "(needs the `direct` scenario at the fixed rate)"
+    ]
