@@ -108,13 +108,11 @@ _UNSEEN: Final[Any] = object()
 
 
 class _Flight:
-    """One miss in progress. The Event is made by the first waiter: most misses have none."""
+    """One miss in progress. The Event is made by the first waiter: most misses have none.
+    Class-level defaults rather than an __init__: one is made on every miss."""
 
-    __slots__ = ("done", "fetched")
-
-    def __init__(self) -> None:
-        self.done: asyncio.Event | None = None
-        self.fetched: _Fetched | None = None
+    done: asyncio.Event | None = None
+    fetched: _Fetched | None = None
 
 
 class _Collector:
@@ -196,6 +194,7 @@ class CachingIntegration:
         "_flights",
         "_hit",
         "_key_params",
+        "_keys_query",
         "_max_body",
         "_miss",
         "_prefixes",
@@ -222,6 +221,7 @@ class CachingIntegration:
         self._cache = cache
         self._ttl_s = float(ttl_s)
         self._key_params = _compile_key_params(key_params)
+        self._keys_query = any(kind == "querystring" for kind, _ in self._key_params)
         self._allow_invalidation = allow_invalidation
         self._hit = metrics_hit
         self._miss = metrics_miss
@@ -300,9 +300,10 @@ class CachingIntegration:
             return key
         request = ctx.request
         parts = [key]
+        query = request.query if self._keys_query else None
         for kind, name in self._key_params:
-            if kind == "querystring":
-                parts.append(_encode(request.query.getall(name, ())))
+            if query is not None and kind == "querystring":
+                parts.append(_encode(query.getall(name, ())))
             elif kind == "header":
                 parts.append(_encode(request.headers.getall(name, ())))
             else:
@@ -418,8 +419,14 @@ class CachingIntegration:
         """`_keep` for a GET answer that arrived whole (the usual miss): its header lines are
         filtered as bytes, never decoded into a header map and serialized again."""
         lines, own_vary, has_content_type, has_server, _ = head
-        vary = _tokens((own_vary,)) if own_vary is not None else []
-        if "*" in vary or len(body) > self._max_body:
+        names: tuple[str, ...] = ()
+        if own_vary is not None:
+            vary = _tokens((own_vary,))
+            if "*" in vary:
+                self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
+                return None
+            names = tuple(sorted(set(vary)))
+        if len(body) > self._max_body:
             self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
             return None
         memo_key = (lines, per_request_names(ctx.response_headers))
@@ -437,7 +444,6 @@ class CachingIntegration:
         # The Date line is never kept: a hit gets a fresh one.
         stored_head: ResponseHead = (stored_lines, own_vary, has_content_type, has_server, False)
         entry: CachedResponse = (200, (), body, time.monotonic(), stored_head)
-        names = tuple(sorted(set(vary)))
         size = len(body) + len(stored_lines) + _HEADER_OVERHEAD * count
         if names:
             values = _vary_values(ctx.request.headers, names)

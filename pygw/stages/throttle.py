@@ -201,14 +201,10 @@ def _decide(ctx: RequestContext, decision: Decision, refusals: Refusals) -> None
     # there is no rate limit to announce (a bucket that never refills has reset_s inf).
     if limit or remaining or reset_s:
         # The usual reset (0 < s <= 1 s with a high-rate bucket) skips the general conversion.
-        reset = "1" if 0.0 < reset_s <= 1.0 else str(_whole_seconds(reset_s))
-        ctx.response_headers.update(
-            {
-                "RateLimit-Limit": str(limit),
-                "RateLimit-Remaining": str(remaining),
-                "RateLimit-Reset": reset,
-            }
-        )
+        headers = ctx.response_headers
+        headers["RateLimit-Limit"] = str(limit)
+        headers["RateLimit-Remaining"] = str(remaining)
+        headers["RateLimit-Reset"] = "1" if 0.0 < reset_s <= 1.0 else str(_whole_seconds(reset_s))
     if status == GRANTED:
         return
     if status == THROTTLED:
