@@ -112,6 +112,8 @@ class TimedPipeline(Pipeline):
         return await self.integration(ctx)
 
     def check(self, ctx: RequestContext) -> web.StreamResponse | None:
+        # run()'s loop without the await: it must stay a plain function (see Pipeline.check),
+        # and a coroutine cannot share a loop body with one.
         clock = perf_counter
         started = clock()
         for check, _, timer in self.timed_steps:
