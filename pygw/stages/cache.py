@@ -198,6 +198,7 @@ class CachingIntegration:
         "_max_body",
         "_miss",
         "_prefixes",
+        "_replayed",
         "_ttl_s",
         "inner",
     )
@@ -234,6 +235,7 @@ class CachingIntegration:
         }
         self._flights: dict[str, _Flight] = {}
         self._filtered: dict[tuple[bytes, frozenset[bytes]], _FilteredLines] = {}
+        self._replayed: dict[tuple[ResponseHead, frozenset[bytes]], ResponseHead] = {}
 
     async def close(self) -> None:
         await self.inner.close()
@@ -323,6 +325,8 @@ class CachingIntegration:
         age = time.monotonic() - stored_at
         if method == "GET" and head is not None:
             extra["Age"] = str(int(age)) if age > 0.0 else "0"
+            if head[0]:
+                head = self._replayed_head(head, per_request_names(extra))
             return OneWriteResponse(status, head, body, extra)
         response = web.Response(
             status=status,
@@ -332,6 +336,23 @@ class CachingIntegration:
         response.headers["Age"] = str(int(age)) if age > 0.0 else "0"
         ctx.apply_response_headers(response)
         return response
+
+    def _replayed_head(self, head: ResponseHead, per_request: frozenset[bytes]) -> ResponseHead:
+        """The stored head without the lines this request's stages set themselves (the
+        storing request's stages may not have set them, CORS for a request without an Origin):
+        a stage's value replaces the stored one, as on a miss. Remembered, as for _keep_head."""
+        memo_key = (head, per_request)
+        memo = self._replayed
+        replayed = memo.get(memo_key)
+        if replayed is None:
+            replayed = head
+            filtered = _filter_lines(head[0], per_request)
+            if filtered is not None and filtered[0] != head[0]:
+                replayed = (filtered[0], *head[1:])
+            if len(memo) >= _FILTERED_MEMO_SIZE:
+                memo.clear()
+            memo[memo_key] = replayed
+        return replayed
 
     async def _fetch(
         self, ctx: RequestContext, base: str, method: str

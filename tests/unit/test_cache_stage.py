@@ -762,3 +762,44 @@ async def test_stored_entries_add_no_work_for_the_garbage_collector(
     # 400 entries and 400 Vary markers stored: tracked ones would add 800 objects or more.
     assert len(gc.get_objects()) - before < 200
     assert (await fetch(client, f"{gateway.url}/items/7"))[1] == "Hit"
+
+
+async def test_a_hit_sends_this_requests_own_value_of_a_header_the_upstream_also_sent(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
+) -> None:
+    """A header the stored request's stages did not set is kept from the upstream; when a later
+    request's stages do set it (CORS for a request with an Origin), the hit carries the stage's
+    value alone, as the miss path and aiohttp's Response do: two Access-Control-Allow-Origin
+    values make browsers refuse the response."""
+
+    async def cors_upstream(request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
+        headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
+        return web.Response(body=b"{}", headers=headers)
+
+    class CorsLikeStage:
+        def __init__(self, inner: CachingIntegration) -> None:
+            self.inner = inner
+
+        async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+            origin = ctx.request.headers.get("Origin")
+            if origin is not None:
+                ctx.response_headers["Access-Control-Allow-Origin"] = origin
+            return await self.inner(ctx)
+
+        async def close(self) -> None:
+            await self.inner.close()
+
+    upstream = await start_upstream(cors_upstream)
+    gateway = await start_gateway(CorsLikeStage(caching(proxy(upstream))))
+    status, state, _, headers = await fetch(client, gateway.url + "/x")
+    assert (status, state) == (200, "Miss")
+    assert headers.getall("Access-Control-Allow-Origin") == ["*"]
+    origin = {"Origin": "https://app.example"}
+    for _ in range(2):
+        status, state, _, headers = await fetch(client, gateway.url + "/x", headers=origin)
+        assert (status, state) == (200, "Hit")
+        assert headers.getall("Access-Control-Allow-Origin") == ["https://app.example"]
+    status, state, _, headers = await fetch(client, gateway.url + "/x")
+    assert (status, state) == (200, "Hit")
+    assert headers.getall("Access-Control-Allow-Origin") == ["*"]
+    assert len(upstream.requests) == 1
