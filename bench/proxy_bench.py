@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -296,11 +297,49 @@ def missing_tools() -> list[str]:
     return [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
 
 
-def free_port() -> int:
+# Ports free_port has handed out in this process: a server may not have bound its port yet.
+_handed_out: set[int] = set()
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 for a server about to start, never the same twice in one run.
+
+    Chosen below the kernel's ephemeral range: a port the kernel picks for bind(0) comes from the
+    range outgoing connections take their local ports from, so one of the harness's own probes or
+    upstream connections could take it before the server that was given it binds (seen as
+    "address already in use" with 25 servers starting)."""
+    start = _ephemeral_start()
+    low = max(1024, start - 16384)
+    if start - low >= 1024:
+        for _ in range(256):
+            port = random.randrange(low, start)
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+    while True:  # no room below the range (or all taken): let the kernel choose
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def pygw_command() -> list[str]:

@@ -346,3 +346,20 @@ def test_report_checks_the_pipeline_targets_against_the_bare_route() -> None:
     assert report.latency_overhead_table(results) == [
         "(needs the `direct` scenario at the fixed rate)"
     ]
+
+
+def test_free_ports_are_distinct_bindable_and_clear_of_outgoing_connections() -> None:
+    """The harness starts some 25 servers, each given ports before it binds them: a port handed
+    out twice, or one an outgoing connection can take meanwhile (the kernel's ephemeral range),
+    fails a server with "address already in use"."""
+    import socket
+
+    from bench import proxy_bench
+
+    ephemeral_start = proxy_bench._ephemeral_start()
+    ports = [proxy_bench.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    if ephemeral_start - 1024 >= 1024:
+        assert all(port < ephemeral_start for port in ports)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))
