@@ -164,3 +164,25 @@ class SharedThrottle:
 def host_monotonic() -> float:
     """Seconds on the host-wide monotonic clock (CLOCK_MONOTONIC; `time.monotonic()` on Linux)
     that `SharedThrottle.acquire` uses when `now` is None."""
+
+# --- histogram (native/src/py/histogram.rs) ---
+@final
+class Histogram:
+    """One histogram child: per-bucket counts (not cumulative) and the sum of observations.
+
+    `bounds` are ascending upper bounds ending with +Inf; a value equal to a bound counts in
+    that bound's bucket (Prometheus' `le`). Lock-free; updates from any thread are kept."""
+
+    def __init__(self, bounds: list[float], created: float) -> None:
+        """Raises ValueError unless the bounds ascend strictly and end with +Inf."""
+    def observe(self, value: float) -> None: ...
+    @property
+    def bounds(self) -> list[float]: ...
+    @property
+    def counts(self) -> list[int]:
+        """Per-bucket counts, in the order of `bounds`."""
+    @property
+    def sum(self) -> float: ...
+    @property
+    def created(self) -> float:
+        """The `created` time given at construction (seconds since the epoch)."""

@@ -2,6 +2,7 @@
 //! `py` bindings (behind the `python` feature, enabled by maturin) know about Python.
 
 pub mod cache;
+pub mod histogram;
 pub mod path;
 pub mod router;
 pub mod shared;

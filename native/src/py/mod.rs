@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod cache;
+mod histogram;
 mod router;
 mod shared;
 mod throttle;
@@ -16,5 +17,6 @@ fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     throttle::register(m)?;
     cache::register(m)?;
     shared::register(m)?;
+    histogram::register(m)?;
     Ok(())
 }
