@@ -186,3 +186,12 @@ class Histogram:
     @property
     def created(self) -> float:
         """The `created` time given at construction (seconds since the epoch)."""
+
+@final
+class RequestTimings:
+    """A route's latency, integration latency and overhead histograms, updated in one call."""
+
+    def __init__(self, latency: Histogram, integration: Histogram, overhead: Histogram) -> None: ...
+    def observe(self, latency_s: float, integration_s: float) -> None:
+        """Records both times, and latency_s - integration_s (0 when negative or NaN) as the
+        overhead."""

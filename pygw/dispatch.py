@@ -174,10 +174,7 @@ class Dispatcher:
             integration_s = ctx.integration_latency_s
             metrics = route.metrics
             metrics.count(request.method, response.status)
-            metrics.latency.observe(latency_s)
-            metrics.integration_latency.observe(integration_s)
-            overhead_s = latency_s - integration_s
-            route.overhead.observe(overhead_s if overhead_s > 0.0 else 0.0)
+            metrics.timings.observe(latency_s, integration_s)
             if ctx.canary:
                 metrics.canary.inc()
             if self._access_log is not None:
@@ -226,9 +223,7 @@ class Dispatcher:
         if route is not None:
             metrics = route.metrics
             metrics.count(request.method, response.status)
-            metrics.latency.observe(latency_s)
-            metrics.integration_latency.observe(integration_latency_s)
-            route.overhead.observe(max(latency_s - integration_latency_s, 0.0))
+            metrics.timings.observe(latency_s, integration_latency_s)
             if canary:
                 metrics.canary.inc()
         if self._access_log is not None:

@@ -78,7 +78,6 @@ class CompiledRoute:
     canary_variant: Variant | None
     canary_percent: float
     metrics: RouteMetrics
-    overhead: Any
     integration_kind: str
     synthetic: bool = False
     request_id_header: str = field(init=False)
@@ -352,7 +351,6 @@ class _Compiler:
             return
         base_path = (api.base_path or "").rstrip("/")
         hosts: tuple[str | None, ...] = tuple(api.hosts) if api.hosts else (None,)
-        overhead = self.metrics.overhead.labels(style.value)
         # Built once per API: key buckets and quotas are shared by all its routes and stages.
         front_named: tuple[tuple[str, Stage], ...] = tuple(
             (name, s)
@@ -444,7 +442,6 @@ class _Compiler:
                     primary,
                     secondary,
                     float(canary.percent) if canary else 0.0,
-                    overhead,
                     route.integration.type,
                     synthetic=False,
                 )
@@ -465,7 +462,6 @@ class _Compiler:
                     fallback,
                     None,
                     0.0,
-                    overhead,
                     "not_found",
                     synthetic=True,
                 )
@@ -481,7 +477,6 @@ class _Compiler:
         primary: Variant,
         canary: Variant | None,
         canary_percent: float,
-        overhead: Any,
         kind: str,
         synthetic: bool,
     ) -> None:
@@ -499,7 +494,6 @@ class _Compiler:
                 canary_variant=canary,
                 canary_percent=canary_percent,
                 metrics=self.metrics.route(api.name, stage, key, style.value),
-                overhead=overhead,
                 integration_kind=kind,
                 synthetic=synthetic,
             )
@@ -553,7 +547,6 @@ class _Compiler:
         connection and selects routes per message itself."""
         base_path = (api.base_path or "").rstrip("/")
         hosts: tuple[str | None, ...] = tuple(api.hosts) if api.hosts else (None,)
-        overhead = self.metrics.overhead.labels(Style.WEBSOCKET.value)
         policy = build_resource_policy_stage(api)
         front: tuple[Stage, ...] = (policy,) if policy is not None else ()
         for stage_index, stage in enumerate(api.stages):
@@ -589,7 +582,6 @@ class _Compiler:
                 variant,
                 None,
                 0.0,
-                overhead,
                 "websocket",
                 synthetic=False,
             )

@@ -8,8 +8,8 @@ updated in place, counters as plain Python numbers and histograms in native lock
 (`pygw._native.Histogram`), and turned into Prometheus families only when scraped
 (`_RequestFamilies`). prometheus_client's own Counter and Histogram take a lock and validate on
 every update, which cost more than the rest of the metrics work on the hot path; the gateway
-updates them from a single event loop thread, so no lock is needed. The exposition is the same as prometheus_client's (names, labels,
-`_created` samples, cumulative buckets).
+updates them from a single event loop thread, so no lock is needed. The exposition is the same
+as prometheus_client's (names, labels, `_created` samples, cumulative buckets).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from pygw._native import Histogram
+from pygw._native import Histogram, RequestTimings
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -357,13 +357,25 @@ class Metrics:
 class RouteMetrics:
     """The label children of one route, resolved at compile time."""
 
-    __slots__ = ("_by_status", "_labels", "_metrics", "canary", "integration_latency", "latency")
+    __slots__ = (
+        "_by_status",
+        "_labels",
+        "_metrics",
+        "canary",
+        "integration_latency",
+        "latency",
+        "timings",
+    )
 
     def __init__(self, metrics: Metrics, api: str, stage: str, route: str, style: str) -> None:
         self._metrics = metrics
         self._labels = (api, stage, route)
         self.latency = metrics.latency.labels(api, stage, route, style)
         self.integration_latency = metrics.integration_latency.labels(api, stage, route, style)
+        # Latency, integration latency and the style's overhead in one native call per request.
+        self.timings = RequestTimings(
+            self.latency, self.integration_latency, metrics.overhead.labels(style)
+        )
         self.canary = metrics.canary.labels(api, stage)
         self._by_status: dict[tuple[str, int], CounterChild] = {}
 

@@ -301,17 +301,22 @@ class CachingIntegration:
         if not self._key_params:
             return key
         request = ctx.request
-        parts = [key]
         query = request.query if self._keys_query else None
+        values: Sequence[str]
         for kind, name in self._key_params:
             if query is not None and kind == "querystring":
-                parts.append(_encode(query.getall(name, ())))
+                values = query.getall(name, ())
             elif kind == "header":
-                parts.append(_encode(request.headers.getall(name, ())))
+                values = request.headers.getall(name, ())
             else:
                 value = ctx.params.get(name)
-                parts.append(_encode(() if value is None else (value,)))
-        return "".join(parts)
+                values = () if value is None else (value,)
+            if len(values) == 1:  # _encode's usual case, without the call
+                value = values[0]
+                key += f"{len(value)}:{value},;"
+            else:
+                key += _encode(values)
+        return key
 
     def _answer(
         self, ctx: RequestContext, entry: CachedResponse, method: str

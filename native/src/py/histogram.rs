@@ -43,6 +43,43 @@ impl PyHistogram {
     }
 }
 
+/// A route's three per-request histograms, updated in one call: latency, integration latency
+/// and the gateway's own share (latency minus integration latency, never below 0).
+#[pyclass(frozen, module = "pygw._native", name = "RequestTimings")]
+pub struct PyRequestTimings {
+    latency: Py<PyHistogram>,
+    integration: Py<PyHistogram>,
+    overhead: Py<PyHistogram>,
+}
+
+#[pymethods]
+impl PyRequestTimings {
+    #[new]
+    fn new(
+        latency: Py<PyHistogram>,
+        integration: Py<PyHistogram>,
+        overhead: Py<PyHistogram>,
+    ) -> Self {
+        Self {
+            latency,
+            integration,
+            overhead,
+        }
+    }
+
+    fn observe(&self, latency_s: f64, integration_s: f64) {
+        self.latency.get().inner.observe(latency_s);
+        self.integration.get().inner.observe(integration_s);
+        let overhead_s = latency_s - integration_s;
+        // NaN compares false: it is recorded as 0, like a negative difference.
+        self.overhead
+            .get()
+            .inner
+            .observe(if overhead_s > 0.0 { overhead_s } else { 0.0 });
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyHistogram>()
+    m.add_class::<PyHistogram>()?;
+    m.add_class::<PyRequestTimings>()
 }
