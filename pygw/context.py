@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class RequestContext:
+    # The dispatcher passes the first nine fields positionally (it is the hot path): keep their
+    # order, or change the call in pygw/dispatch.py with them.
     request: web.BaseRequest
     request_id: str
     # Path below the stage prefix, as matched (normalised, trailing slash kept, never decoded).

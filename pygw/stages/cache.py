@@ -228,14 +228,17 @@ class CachingIntegration:
         self._miss = metrics_miss
         self._max_body = max(0, max_body_bytes)
         # method, stage and canary flag, then the path: the fixed part of every key.
+        # By method, then indexed by the canary flag (False 0, True 1): no tuple per lookup.
         self._prefixes = {
-            (method, canary): f"{method}\x1f{len(stage)}:{stage}\x1f{'c' if canary else 'p'}\x1f"
+            method: tuple(
+                f"{method}\x1f{len(stage)}:{stage}\x1f{'c' if canary else 'p'}\x1f"
+                for canary in (False, True)
+            )
             for method in _COALESCED
-            for canary in (False, True)
         }
         self._flights: dict[str, _Flight] = {}
         self._filtered: dict[tuple[bytes, frozenset[bytes]], _FilteredLines] = {}
-        self._replayed: dict[tuple[ResponseHead, frozenset[bytes]], ResponseHead] = {}
+        self._replayed: dict[tuple[ResponseHead, tuple[str, ...]], ResponseHead] = {}
 
     async def close(self) -> None:
         await self.inner.close()
@@ -297,7 +300,7 @@ class CachingIntegration:
             # (the first waiter to get here leads the next attempt).
 
     def _key(self, ctx: RequestContext, method: str) -> str:
-        key = self._prefixes[method, ctx.canary] + ctx.path + "\x1f"
+        key = self._prefixes[method][ctx.canary] + ctx.path + "\x1f"
         if not self._key_params:
             return key
         request = ctx.request
@@ -331,7 +334,8 @@ class CachingIntegration:
         if method == "GET" and head is not None:
             extra["Age"] = str(int(age)) if age > 0.0 else "0"
             if head[0]:
-                head = self._replayed_head(head, per_request_names(extra))
+                replayed = self._replayed.get((head, tuple(extra)))
+                head = replayed if replayed is not None else self._replayed_head(head, extra)
             return OneWriteResponse(status, head, body, extra)
         response = web.Response(
             status=status,
@@ -342,21 +346,20 @@ class CachingIntegration:
         ctx.apply_response_headers(response)
         return response
 
-    def _replayed_head(self, head: ResponseHead, per_request: frozenset[bytes]) -> ResponseHead:
+    def _replayed_head(self, head: ResponseHead, extra: dict[str, str]) -> ResponseHead:
         """The stored head without the lines this request's stages set themselves (the
         storing request's stages may not have set them, CORS for a request without an Origin):
-        a stage's value replaces the stored one, as on a miss. Remembered, as for _keep_head."""
-        memo_key = (head, per_request)
+        a stage's value replaces the stored one, as on a miss. Remembered by the stored head
+        and the names of the request's headers (the caller looks there first), as for
+        _keep_head."""
+        replayed = head
+        filtered = _filter_lines(head[0], per_request_names(extra))
+        if filtered is not None and filtered[0] != head[0]:
+            replayed = (filtered[0], *head[1:])
         memo = self._replayed
-        replayed = memo.get(memo_key)
-        if replayed is None:
-            replayed = head
-            filtered = _filter_lines(head[0], per_request)
-            if filtered is not None and filtered[0] != head[0]:
-                replayed = (filtered[0], *head[1:])
-            if len(memo) >= _FILTERED_MEMO_SIZE:
-                memo.clear()
-            memo[memo_key] = replayed
+        if len(memo) >= _FILTERED_MEMO_SIZE:
+            memo.clear()
+        memo[head, tuple(extra)] = replayed
         return replayed
 
     async def _fetch(
