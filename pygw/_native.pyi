@@ -176,6 +176,8 @@ class Histogram:
     def __init__(self, bounds: list[float], created: float) -> None:
         """Raises ValueError unless the bounds ascend strictly and end with +Inf."""
     def observe(self, value: float) -> None: ...
+    def lap(self, started: float) -> float:
+        """Observes `monotonic() - started` and returns that `monotonic()` reading."""
     @property
     def bounds(self) -> list[float]: ...
     @property

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from time import perf_counter
 from typing import Protocol
 
 from aiohttp import web
 
+from pygw._native import monotonic
 from pygw.context import RequestContext
 
 Stage = Callable[[RequestContext], Awaitable[web.StreamResponse | None]]
@@ -31,7 +31,9 @@ class Integration(Protocol):
 
 
 class StageTimer(Protocol):
-    def observe(self, value: float) -> None: ...
+    def lap(self, started: float) -> float:
+        """Records the time since `started` (a `monotonic()` reading); returns the time now."""
+        ...
 
 
 SyncCheck = Callable[[RequestContext], web.StreamResponse | None]
@@ -97,16 +99,14 @@ class TimedPipeline(Pipeline):
         object.__setattr__(self, "timed_steps", timed_steps)
 
     async def run(self, ctx: RequestContext) -> web.StreamResponse:
-        clock = perf_counter
-        # One clock reading per stage: each stage's end is the next one's start.
-        started = clock()
+        # One clock reading per stage, taken by the timer as it records: each stage's end is
+        # the next one's start.
+        started = monotonic()
         for check, stage, timer in self.timed_steps:
             try:
                 answered = check(ctx) if check is not None else await stage(ctx)  # type: ignore[misc]
             finally:
-                ended = clock()
-                timer.observe(ended - started)
-                started = ended
+                started = timer.lap(started)
             if answered is not None:
                 return answered
         return await self.integration(ctx)
@@ -114,15 +114,12 @@ class TimedPipeline(Pipeline):
     def check(self, ctx: RequestContext) -> web.StreamResponse | None:
         # run()'s loop without the await: it must stay a plain function (see Pipeline.check),
         # and a coroutine cannot share a loop body with one.
-        clock = perf_counter
-        started = clock()
+        started = monotonic()
         for check, _, timer in self.timed_steps:
             try:
                 answered = check(ctx)  # type: ignore[misc]
             finally:
-                ended = clock()
-                timer.observe(ended - started)
-                started = ended
+                started = timer.lap(started)
             if answered is not None:
                 return answered
         return None

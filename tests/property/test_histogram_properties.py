@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pygw._native import Histogram
+from pygw._native import Histogram, monotonic
 
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6)
 bounds_strategy = st.lists(finite, min_size=0, max_size=16, unique=True).map(
@@ -38,3 +38,14 @@ def test_buckets_and_sum_match_bisect_left(bounds: list[float], values: list[flo
 def test_bounds_that_leave_values_without_a_bucket_are_refused(bounds: list[float]) -> None:
     with pytest.raises(ValueError, match="bound"):
         Histogram(bounds, 0.0)
+
+
+def test_a_lap_records_the_time_since_its_start_and_returns_the_end() -> None:
+    histogram = Histogram([0.25, 1.0, math.inf], 0.0)
+    started = monotonic() - 0.5  # half a second ago
+    ended = histogram.lap(started)
+    assert histogram.counts == [0, 1, 0]
+    assert 0.5 <= histogram.sum == ended - started < 1.0
+    # The end is the next step's start: laps chain without a gap or an overlap.
+    histogram.lap(ended)
+    assert histogram.counts[0] == 1

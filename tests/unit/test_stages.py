@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from pygw._native import GRANTED, QUOTA_EXCEEDED, THROTTLED, Throttle
+from pygw._native import GRANTED, QUOTA_EXCEEDED, THROTTLED, Throttle, monotonic
 from pygw.config.model import ApiConfig, CorsConfig
 from pygw.context import RequestContext
 from pygw.dispatch import error_response
@@ -464,8 +464,10 @@ async def test_pipeline_calls_stages_that_never_wait_directly() -> None:
         def __init__(self) -> None:
             self.seen: list[float] = []
 
-        def observe(self, value: float) -> None:
-            self.seen.append(value)
+        def lap(self, started: float) -> float:
+            now = monotonic()
+            self.seen.append(now - started)
+            return now
 
     plain = Pipeline((Passes(), Passes()), Integration())
     assert (await plain.run(make_ctx())).status == 200

@@ -4,6 +4,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::histogram::Histogram;
+use crate::throttle::monotonic_now;
 
 /// One labelled histogram child: per-bucket counts (not cumulative) and the sum.
 #[pyclass(frozen, module = "pygw._native", name = "Histogram")]
@@ -25,6 +26,14 @@ impl PyHistogram {
 
     fn observe(&self, value: f64) {
         self.inner.observe(value);
+    }
+
+    /// Records the time since `started` (seconds on `monotonic()`) and returns the time now:
+    /// one call per timed step, the end of one step being the start of the next.
+    fn lap(&self, started: f64) -> f64 {
+        let now = monotonic_now();
+        self.inner.observe(now - started);
+        now
     }
 
     #[getter]
