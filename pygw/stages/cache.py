@@ -237,7 +237,7 @@ class CachingIntegration:
             for method in _COALESCED
         }
         self._flights: dict[str, _Flight] = {}
-        self._filtered: dict[tuple[bytes, frozenset[bytes]], _FilteredLines] = {}
+        self._filtered: dict[tuple[bytes, tuple[str, ...]], _FilteredLines] = {}
         self._replayed: dict[tuple[ResponseHead, tuple[str, ...]], ResponseHead] = {}
 
     async def close(self) -> None:
@@ -458,11 +458,14 @@ class CachingIntegration:
         if len(body) > self._max_body:
             self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
             return None
-        memo_key = (lines, per_request_names(ctx.response_headers))
+        # Remembered by the names of this request's own headers as they are: building the set
+        # of their lower-cased forms is only needed to filter, not to look up.
+        extra = ctx.response_headers
+        memo_key = (lines, tuple(extra))
         memo = self._filtered
         filtered = memo.get(memo_key, _UNSEEN)
         if filtered is _UNSEEN:
-            filtered = _filter_lines(*memo_key)
+            filtered = _filter_lines(lines, per_request_names(extra))
             if len(memo) >= _FILTERED_MEMO_SIZE:
                 memo.clear()
             memo[memo_key] = filtered
