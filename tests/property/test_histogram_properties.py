@@ -7,7 +7,7 @@ import math
 from bisect import bisect_left
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pygw._native import Histogram, monotonic
@@ -19,6 +19,7 @@ bounds_strategy = st.lists(finite, min_size=0, max_size=16, unique=True).map(
 values_strategy = st.lists(st.floats(allow_nan=True, allow_infinity=True) | finite, max_size=64)
 
 
+@settings(max_examples=500)
 @given(bounds=bounds_strategy, values=values_strategy)
 def test_buckets_and_sum_match_bisect_left(bounds: list[float], values: list[float]) -> None:
     histogram = Histogram(bounds, 0.0)
