@@ -179,8 +179,6 @@ class Histogram:
     def lap(self, started: float) -> float:
         """Observes `monotonic() - started` and returns that `monotonic()` reading."""
     @property
-    def bounds(self) -> list[float]: ...
-    @property
     def counts(self) -> list[int]:
         """Per-bucket counts, in the order of `bounds`."""
     @property

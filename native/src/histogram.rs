@@ -57,10 +57,6 @@ impl Histogram {
         }
     }
 
-    pub fn bounds(&self) -> &[f64] {
-        &self.bounds
-    }
-
     pub fn counts(&self) -> Vec<u64> {
         self.counts
             .iter()

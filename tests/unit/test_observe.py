@@ -53,6 +53,22 @@ def test_route_metrics_render_as_prometheus_text() -> None:
     assert "# TYPE pygw_latency_seconds histogram" in text
 
 
+def test_one_request_timing_call_fills_latency_integration_and_overhead() -> None:
+    metrics = Metrics()
+    route = metrics.route("shop", "v1", "GET /items/{id}", "rest")
+    route.timings.observe(0.004, 0.001)  # 3 ms of the gateway's own
+    route.timings.observe(0.001, 0.002)  # integration longer than the request: no negative cost
+    text = metrics.render().decode()
+    rest = 'api="shop",route="GET /items/{id}",stage="v1",style="rest"'
+    assert f"pygw_latency_seconds_sum{{{rest}}} 0.005" in text
+    assert f"pygw_integration_latency_seconds_sum{{{rest}}} 0.003" in text
+    assert 'pygw_overhead_seconds_count{style="rest"} 2.0' in text
+    assert 'pygw_overhead_seconds_sum{style="rest"} 0.003' in text
+    # 0 and 3 ms: one in the lowest bucket, both by le=0.005.
+    assert 'pygw_overhead_seconds_bucket{le="0.0005",style="rest"} 1.0' in text
+    assert 'pygw_overhead_seconds_bucket{le="0.005",style="rest"} 2.0' in text
+
+
 def test_cors_vary_joins_the_integrations_own() -> None:
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request

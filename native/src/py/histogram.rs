@@ -37,11 +37,6 @@ impl PyHistogram {
     }
 
     #[getter]
-    fn bounds(&self) -> Vec<f64> {
-        self.inner.bounds().to_vec()
-    }
-
-    #[getter]
     fn counts(&self) -> Vec<u64> {
         self.inner.counts()
     }
