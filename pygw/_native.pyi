@@ -2,8 +2,8 @@
 
 import os
 import pathlib
-from collections.abc import Sequence
-from typing import Final, final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, final
 
 __version__: str
 
@@ -195,3 +195,31 @@ class RequestTimings:
     def observe(self, latency_s: float, integration_s: float) -> None:
         """Records both times, and latency_s - integration_s (0 when negative or NaN) as the
         overhead."""
+
+@final
+class TimedChecks:
+    """A pipeline's checks, called in order with the request context until one answers (returns
+    something other than None), each timed into its histogram whether it passes, answers or
+    raises."""
+
+    def __init__(self, checks: list[Callable[[Any], Any]], timers: list[Histogram]) -> None:
+        """Raises ValueError unless there is one timer per check."""
+    def run(self, ctx: Any) -> Any:
+        """The first answer, or None; a check's exception propagates."""
+
+# --- response head (native/src/py/head.rs) ---
+def header_lines(headers: Mapping[str, str]) -> bytes:
+    """`Name: value\\r\\n` (UTF-8) for each item of `headers`, in order; a value that is not a
+    str is formatted with str(). Raises ValueError when a name or value holds CR or LF."""
+
+# --- request ids (native/src/py/request_id.rs) ---
+@final
+class RequestIds:
+    """Ids shaped like version-4 UUIDs: `prefix` (24 characters, `xxxxxxxx-xxxx-4xxx-8xxx-`,
+    lower-case hex, variant 8-b) then a 48-bit sequence from `start`, as 12 hex digits."""
+
+    def __init__(self, prefix: str, start: int) -> None:
+        """Raises ValueError for a prefix of another shape."""
+    def next(self) -> str: ...
+    def reseed(self, prefix: str, start: int) -> None:
+        """A new prefix and sequence (a forked child's own)."""

@@ -24,6 +24,8 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
+from pygw._native import header_lines
+
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
 
@@ -130,11 +132,9 @@ def _extra_lines(extra: Mapping[str, str], own_vary: str | None) -> bytes:
             extra = {**extra, "Vary": own_vary}
         else:
             extra = {**extra, "Vary": f"{own_vary}, {stage_vary}"}
-    text = "".join([f"{name}: {value}\r\n" for name, value in extra.items()])
-    # One line per header, or a value smuggled a line break in: refuse rather than split.
-    if text.count("\n") != len(extra) or text.count("\r") != len(extra):
-        raise ValueError("a response header value contains a line break")
-    return text.encode()
+    # Native: formatting the lines and looking for line breaks took about 1 µs in Python for
+    # the seven headers of a REST cache hit. A line break refuses the response (ValueError).
+    return header_lines(extra)
 
 
 class OneWriteResponse(web.StreamResponse):

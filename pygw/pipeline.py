@@ -18,7 +18,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from pygw._native import monotonic
+from pygw._native import Histogram, TimedChecks, monotonic
 from pygw.context import RequestContext
 
 Stage = Callable[[RequestContext], Awaitable[web.StreamResponse | None]]
@@ -55,11 +55,16 @@ class Pipeline:
     integration: Integration
     steps: tuple[Step, ...] = field(init=False, repr=False, compare=False)
     waits: bool = field(init=False, repr=False, compare=False)
+    # The stages of a pipeline that never waits: an answer, or None to call the integration.
+    # Only for `waits` False (a waiting stage would be skipped). A field, not a method, so that
+    # a timed pipeline can hand out its native loop and the dispatcher calls it directly.
+    check: SyncCheck = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         steps = _steps(self.stages)
         object.__setattr__(self, "steps", steps)
         object.__setattr__(self, "waits", any(check is None for check, _ in steps))
+        object.__setattr__(self, "check", self._check_each)
 
     async def run(self, ctx: RequestContext) -> web.StreamResponse:
         for check, stage in self.steps:
@@ -68,9 +73,7 @@ class Pipeline:
                 return answered
         return await self.integration(ctx)
 
-    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
-        """The stages of a pipeline that never waits: an answer, or None to call the
-        integration. Only for `waits` False (a waiting stage would be skipped)."""
+    def _check_each(self, ctx: RequestContext) -> web.StreamResponse | None:
         for check, _ in self.steps:
             answered = check(ctx)  # type: ignore[misc]
             if answered is not None:
@@ -97,6 +100,10 @@ class TimedPipeline(Pipeline):
             for (check, stage), (_, timer) in zip(self.steps, self.timed, strict=True)
         )
         object.__setattr__(self, "timed_steps", timed_steps)
+        checks = [check for check, _, _ in timed_steps if check is not None]
+        histograms = [timer for _, _, timer in timed_steps if isinstance(timer, Histogram)]
+        if len(checks) == len(histograms) == len(timed_steps):
+            object.__setattr__(self, "check", TimedChecks(checks, histograms).run)
 
     async def run(self, ctx: RequestContext) -> web.StreamResponse:
         # One clock reading per stage, taken by the timer as it records: each stage's end is
@@ -111,9 +118,10 @@ class TimedPipeline(Pipeline):
                 return answered
         return await self.integration(ctx)
 
-    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
-        # run()'s loop without the await: it must stay a plain function (see Pipeline.check),
-        # and a coroutine cannot share a loop body with one.
+    def _check_each(self, ctx: RequestContext) -> web.StreamResponse | None:
+        # run()'s loop without the await, for timers that are not native histograms (the
+        # native TimedChecks does the same loop): it must stay a plain function (see
+        # Pipeline.check), and a coroutine cannot share a loop body with one.
         started = monotonic()
         for check, _, timer in self.timed_steps:
             try:

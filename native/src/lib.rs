@@ -2,8 +2,10 @@
 //! `py` bindings (behind the `python` feature, enabled by maturin) know about Python.
 
 pub mod cache;
+pub mod head;
 pub mod histogram;
 pub mod path;
+pub mod request_id;
 pub mod router;
 pub mod shared;
 pub mod throttle;

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
+from pygw._native import RequestIds
 from pygw.dispatch import new_request_id
 from pygw.observe.metrics import Metrics
 
@@ -30,6 +33,17 @@ def test_a_forked_worker_does_not_repeat_its_parents_ids() -> None:
     parent_id = new_request_id()
     assert UUID4.fullmatch(child_id)
     assert child_id[:24] != parent_id[:24]  # a different random prefix
+
+
+def test_request_ids_continue_the_sequence_after_their_prefix() -> None:
+    ids = RequestIds("0a1b2c3d-4e5f-4a6b-8c7d-", 0xFFFFFFFFFFFF)
+    assert ids.next() == "0a1b2c3d-4e5f-4a6b-8c7d-ffffffffffff"
+    assert ids.next() == "0a1b2c3d-4e5f-4a6b-8c7d-000000000000"  # wraps, never grows
+    ids.reseed("ffffffff-0000-4000-b000-", 10)
+    assert ids.next() == "ffffffff-0000-4000-b000-00000000000a"
+    for bad in ("0a1b2c3d-4e5f-4a6b-8c7d", "0a1b2c3d-4e5f-4a6b-cc7d-", "0A1B2C3D-4e5f-4a6b-8c7d-"):
+        with pytest.raises(ValueError, match="prefix"):
+            RequestIds(bad, 0)
 
 
 def test_route_metrics_render_as_prometheus_text() -> None:

@@ -16,7 +16,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from pygw._native import GRANTED, QUOTA_EXCEEDED, THROTTLED, Throttle, monotonic
+from pygw._native import (
+    GRANTED,
+    QUOTA_EXCEEDED,
+    THROTTLED,
+    Histogram,
+    Throttle,
+    TimedChecks,
+    monotonic,
+)
 from pygw.config.model import ApiConfig, CorsConfig
 from pygw.context import RequestContext
 from pygw.dispatch import error_response
@@ -500,6 +508,59 @@ async def test_pipeline_calls_stages_that_never_wait_directly() -> None:
     assert [len(t.seen) for t in timers] == [1, 1]
     with pytest.raises(GatewayError):
         refusing.check(make_ctx(headers={"x-api-key": "guess"}))
+
+
+def test_native_timed_checks_time_every_stage_that_ran_and_stop_at_an_answer() -> None:
+    """With native histograms as timers, a pipeline that never waits runs its checks in native
+    code: each stage that ran is timed once, whether it passed, answered or refused, and the
+    ones after an answer or a refusal neither run nor count."""
+    calls: list[str] = []
+
+    def passes(ctx: RequestContext) -> web.StreamResponse | None:
+        calls.append("passes")
+        return None
+
+    def answers(ctx: RequestContext) -> web.StreamResponse | None:
+        calls.append("answers")
+        return web.Response(status=204)
+
+    class Stage:
+        def __init__(self, check: Callable[[RequestContext], web.StreamResponse | None]) -> None:
+            self.check = check
+
+        async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+            raise AssertionError("the pipeline should have called check")
+
+    class Integration:
+        async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+            raise AssertionError("not reached")
+
+        async def close(self) -> None:
+            return None
+
+    def timers(count: int) -> list[Histogram]:
+        return [Histogram([0.001, float("inf")], 0.0) for _ in range(count)]
+
+    stages = (Stage(passes), Stage(answers), Stage(passes))
+    histograms = timers(3)
+    pipeline = TimedPipeline(stages, Integration(), tuple(zip(stages, histograms, strict=True)))
+    assert type(pipeline.check.__self__) is TimedChecks  # type: ignore[attr-defined]
+    answer = pipeline.check(make_ctx())
+    assert answer is not None and answer.status == 204
+    assert calls == ["passes", "answers"]
+    assert [sum(h.counts) for h in histograms] == [1, 1, 0]
+
+    refusing = (key_stage(), Stage(passes))
+    histograms = timers(2)
+    pipeline = TimedPipeline(refusing, Integration(), tuple(zip(refusing, histograms, strict=True)))
+    with pytest.raises(GatewayError):
+        pipeline.check(make_ctx(headers={"x-api-key": "guess"}))
+    assert [sum(h.counts) for h in histograms] == [1, 0]
+    assert pipeline.check(make_ctx(headers={"x-api-key": ALICE})) is None
+    assert [sum(h.counts) for h in histograms] == [2, 1]
+
+    with pytest.raises(ValueError, match="timers"):
+        TimedChecks([passes], [])
 
 
 def test_api_key_bytes_that_are_not_utf8_do_not_break_hashing() -> None:

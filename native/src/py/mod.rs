@@ -4,7 +4,9 @@
 use pyo3::prelude::*;
 
 mod cache;
+mod head;
 mod histogram;
+mod request_id;
 mod router;
 mod shared;
 mod throttle;
@@ -18,5 +20,7 @@ fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     shared::register(m)?;
     histogram::register(m)?;
+    head::register(m)?;
+    request_id::register(m)?;
     Ok(())
 }
