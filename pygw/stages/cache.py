@@ -104,6 +104,10 @@ _FilteredLines = tuple[bytes, int] | None
 # _filter_lines results kept per CachingIntegration: an upstream sends the same header lines
 # (its Date aside, which changes once a second) on almost every answer.
 _FILTERED_MEMO_SIZE: Final = 64
+# Query strings whose key part is remembered (see CachingIntegration._key), and the longest one
+# remembered: the memo stays under 1 MiB whatever the traffic.
+_QUERY_MEMO_SIZE: Final = 4096
+_QUERY_MEMO_MAX_LEN: Final = 256
 _UNSEEN: Final[Any] = object()
 
 
@@ -198,6 +202,8 @@ class CachingIntegration:
         "_max_body",
         "_miss",
         "_prefixes",
+        "_query_only",
+        "_query_parts",
         "_replayed",
         "_ttl_s",
         "inner",
@@ -223,6 +229,12 @@ class CachingIntegration:
         self._ttl_s = float(ttl_s)
         self._key_params = _compile_key_params(key_params)
         self._keys_query = any(kind == "querystring" for kind, _ in self._key_params)
+        # A key made of query-string values alone depends on the raw query string only: its
+        # encoded part is remembered by it, since a hit repeats a query string seen before.
+        self._query_only = bool(self._key_params) and all(
+            kind == "querystring" for kind, _ in self._key_params
+        )
+        self._query_parts: dict[str, str] = {}
         self._allow_invalidation = allow_invalidation
         self._hit = metrics_hit
         self._miss = metrics_miss
@@ -303,6 +315,22 @@ class CachingIntegration:
         key = self._prefixes[method][ctx.canary] + ctx.path + "\x1f"
         if not self._key_params:
             return key
+        if self._query_only:
+            raw_query = ctx.request.rel_url.raw_query_string
+            part = self._query_parts.get(raw_query)
+            if part is None:
+                part = self._params_part(ctx)
+                if len(raw_query) <= _QUERY_MEMO_MAX_LEN:
+                    memo = self._query_parts
+                    if len(memo) >= _QUERY_MEMO_SIZE:
+                        memo.clear()
+                    memo[raw_query] = part
+            return key + part
+        return key + self._params_part(ctx)
+
+    def _params_part(self, ctx: RequestContext) -> str:
+        """The key's part from the request's values of the key parameters, in config order."""
+        part = ""
         request = ctx.request
         query = request.query if self._keys_query else None
         values: Sequence[str]
@@ -316,10 +344,10 @@ class CachingIntegration:
                 values = () if value is None else (value,)
             if len(values) == 1:  # _encode's usual case, without the call
                 value = values[0]
-                key += f"{len(value)}:{value},;"
+                part += f"{len(value)}:{value},;"
             else:
-                key += _encode(values)
-        return key
+                part += _encode(values)
+        return part
 
     def _answer(
         self, ctx: RequestContext, entry: CachedResponse, method: str

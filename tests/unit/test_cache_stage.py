@@ -232,6 +232,32 @@ async def test_key_params(start_gateway: StartGateway, client: ClientSession) ->
     assert inner.calls == 5
 
 
+async def test_query_only_keys_tell_raw_query_strings_apart(
+    start_gateway: StartGateway, client: ClientSession
+) -> None:
+    """Keys of query-string values alone are remembered by the raw query string: two query
+    strings that read alike once decoded still give their own keys, a repeated one hits, and
+    the memo stays bounded whatever the traffic."""
+    inner = FakeInner(body=lambda request: request.query_string.encode())
+    wrapper = caching(inner, key_params=("querystring.n", "querystring.lang"))
+    gateway = await start_gateway(wrapper)
+    url = gateway.url + "/x"
+    assert (await fetch(client, url + "?n=a%26b"))[1] == "Miss"  # n is "a&b"
+    assert (await fetch(client, url + "?n=a&b"))[1] == "Miss"  # n is "a"
+    assert (await fetch(client, url + "?n=a%26b"))[1] == "Hit"
+    assert (await fetch(client, url + "?b&n=a"))[1] == "Hit"  # the same values as "n=a&b"
+    assert (await fetch(client, url + "?n=a&lang=en"))[1] == "Miss"
+    assert (await fetch(client, url + "?lang=en&n=a"))[1] == "Hit"
+    long_value = "v" * 300  # too long to be remembered, still keyed by its value
+    assert (await fetch(client, url + f"?n={long_value}"))[1] == "Miss"
+    assert (await fetch(client, url + f"?n={long_value}"))[1] == "Hit"
+    assert inner.calls == 4
+    assert all(len(query) <= 256 for query in wrapper._query_parts)
+    for i in range(5000):
+        await wrapper(_context("GET", f"/x?n={i}"))
+    assert len(wrapper._query_parts) <= 4096
+
+
 async def test_stage_and_canary_are_part_of_the_key(
     start_gateway: StartGateway, client: ClientSession
 ) -> None:
