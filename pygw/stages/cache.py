@@ -105,7 +105,7 @@ _FilteredLines = tuple[bytes, int] | None
 # (its Date aside, which changes once a second) on almost every answer.
 _FILTERED_MEMO_SIZE: Final = 64
 # Query strings whose key part is remembered (see CachingIntegration._key), and the longest one
-# remembered: a key part is no longer than its query string, so the memo stays near 2 MiB at most
+# remembered: a key part is about as long as its query string, so the memo stays near 2 MiB
 # whatever the traffic.
 _QUERY_MEMO_SIZE: Final = 4096
 _QUERY_MEMO_MAX_LEN: Final = 256
