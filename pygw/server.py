@@ -17,15 +17,21 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.helpers import ceil_timeout
+from aiohttp.http_writer import StreamWriter
+from aiohttp.web_exceptions import HTTPException
+from aiohttp.web_protocol import _PAYLOAD_ACCESS_ERROR, RequestHandler, _ErrInfo
+from aiohttp.web_protocol import ERROR as _ERROR_MESSAGE
 from aiohttp.web_request import BaseRequest
 
 from pygw.admin import AdminServer
@@ -39,6 +45,11 @@ from pygw.runtime import Runtime, compile_runtime
 from pygw.state.redis_throttle import close_pools
 
 log = logging.getLogger("pygw")
+
+# The request loop below is aiohttp 3.14's with one change; another series may have moved the
+# private parts it uses, so it keeps aiohttp's own loop there. From Python 3.12 aiohttp starts
+# its per-request task eagerly, which costs no extra turns of the loop.
+_INLINE_REQUEST_LOOP = aiohttp.__version__.startswith("3.14.") and sys.version_info < (3, 12)
 
 
 def settle_heap() -> None:
@@ -83,6 +94,176 @@ class _HeaderDeadlineHandler(RequestHandler):
         elif data and self._headers_since is None and not self._reading_body():
             self._headers_since = self._loop.time()
 
+    async def start(self) -> None:
+        """aiohttp's request loop, less the task it creates per request on Python 3.11.
+
+        That task only copies context variables (which the gateway does not keep; async user
+        code run in-process gets its own task: asyncio.wait_for in pygw/integrations/function.py
+        makes one on 3.11, pygw/stages/custom_auth.py makes one) and costs every request two
+        more turns of the event loop.
+        The loop is aiohttp 3.14's own, line for line, with the handler awaited in place
+        through `_answer` (aiohttp's `_handle_request`); other aiohttp versions and Pythons
+        keep aiohttp's loop (see `_INLINE_REQUEST_LOOP`)."""
+        if not _INLINE_REQUEST_LOOP:
+            return await super().start()
+        loop = self._loop
+        manager = self._manager
+        assert manager is not None
+        keepalive_timeout = self._keepalive_timeout
+        resp: web.StreamResponse | None = None
+        assert self._request_factory is not None
+        assert self._request_handler is not None
+
+        while not self._force_close:
+            if not self._messages:
+                try:
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                finally:
+                    self._waiter = None
+
+            message, payload = self._messages.popleft()
+            if self._parser is not None:
+                self._parser.message_consumed()
+            if self._buffer_paused and len(self._messages) <= self._msg_queue_resume_size:
+                self._resume_reading_if_drained()
+
+            start_time = loop.time() if self._logging_enabled else None
+            manager.requests_count += 1
+            writer = StreamWriter(self, loop)
+            if isinstance(message, _ErrInfo):
+                request_handler = self._make_error_handler(message)
+                message = _ERROR_MESSAGE
+            else:
+                request_handler = self._request_handler
+
+            # This coroutine runs in the connection's task: current_task() is never None here.
+            request = self._request_factory(
+                message,
+                payload,
+                self,
+                writer,
+                self._task_handler or asyncio.current_task(loop),  # type: ignore[arg-type]
+            )
+            try:
+                try:
+                    resp, reset = await self._answer(request, start_time, request_handler)
+                except ConnectionError:
+                    self.log_debug("Ignored premature client disconnection")
+                    break
+                if reset:
+                    self.log_debug("Ignored premature client disconnection 2")
+                    break
+
+                self._keepalive = bool(resp.keep_alive)
+                if not payload.is_eof():
+                    await self._linger(payload)
+                payload.set_exception(_PAYLOAD_ACCESS_ERROR)
+            except asyncio.CancelledError:
+                self.log_debug("Ignored premature client disconnection")
+                self.force_close()
+                raise
+            except Exception as exc:
+                self.log_exception("Unhandled exception", exc_info=exc)
+                self.force_close()
+            except BaseException:
+                self.force_close()
+                raise
+            finally:
+                request._task = None  # type: ignore[assignment]  # breaks a cycle on errors
+                if self.transport is None and resp is not None:
+                    self.log_debug("Ignored premature client disconnection.")
+
+            if self._keepalive and not self._close and not self._force_close:
+                close_time = loop.time() + keepalive_timeout
+                self._next_keepalive_close_time = close_time
+                if self._keepalive_handle is None:
+                    self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
+            else:
+                break
+
+        if not self._force_close:
+            self._task_handler = None
+            if self.transport is not None:
+                self.transport.close()
+
+    async def _answer(
+        self,
+        request: BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
+        """aiohttp's `_handle_request`, sending a OneWriteResponse without another coroutine."""
+        self._request_in_progress = True
+        try:
+            try:
+                self._current_request = request
+                resp = await request_handler(request)
+            finally:
+                self._current_request = None
+        except HTTPException as exc:
+            resp, reset = await self.finish_response(request, exc, start_time)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError as exc:
+            self.log_debug("Request handler timed out.", exc_info=exc)
+            resp = self.handle_error(request, 504)
+            resp, reset = await self.finish_response(request, resp, start_time)
+        except Exception as exc:
+            resp = self.handle_error(request, 500, exc)
+            resp, reset = await self.finish_response(request, resp, start_time)
+        else:
+            if type(resp) is OneWriteResponse and not self._upgraded:
+                # _send_at_once, inlined: this is every cache hit's path.
+                request._finish()
+                reset = False
+                try:
+                    resp.send(request)
+                except ConnectionError:
+                    reset = True
+                self.log_access(request, resp, start_time)
+            else:
+                resp, reset = await self.finish_response(request, resp, start_time)
+        finally:
+            self._request_in_progress = False
+            if self._handler_waiter is not None:
+                self._handler_waiter.set_result(None)
+        return resp, reset
+
+    async def _linger(self, payload: Any) -> None:
+        """Reads and drops the rest of a body the handler left unread, for at most
+        `lingering_time` (aiohttp's behaviour), so the connection can be reused."""
+        lingering_time = self._lingering_time
+        if not self._force_close and lingering_time:
+            self.log_debug("Start lingering close timer for %s sec.", lingering_time)
+            now = self._loop.time()
+            end_t = now + lingering_time
+            try:
+                while not payload.is_eof() and now < end_t:
+                    async with ceil_timeout(end_t - now):
+                        await payload.readany()
+                    now = self._loop.time()
+            except (asyncio.CancelledError, TimeoutError):
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+        if not payload.is_eof() and not self._force_close:
+            self.log_debug("Uncompleted request.")
+            self.close()
+
+    def _send_at_once(
+        self, request: BaseRequest, resp: OneWriteResponse, start_time: float | None
+    ) -> bool:
+        """Sends a OneWriteResponse; True when the client has gone."""
+        request._finish()
+        try:
+            resp.send(request)
+        except ConnectionError:
+            self.log_access(request, resp, start_time)
+            return True
+        self.log_access(request, resp, start_time)
+        return False
+
     async def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
@@ -91,14 +272,7 @@ class _HeaderDeadlineHandler(RequestHandler):
         # message tail to feed first: its own path handles that.
         if type(resp) is not OneWriteResponse or self._upgraded:
             return await super().finish_response(request, resp, start_time)
-        request._finish()
-        try:
-            resp.send(request)
-        except ConnectionError:
-            self.log_access(request, resp, start_time)
-            return resp, True
-        self.log_access(request, resp, start_time)
-        return resp, False
+        return resp, self._send_at_once(request, resp, start_time)
 
     def _reading_body(self) -> bool:
         payload = self._open_payload

@@ -370,7 +370,8 @@ class CustomAuthorizer:
         try:
             async with asyncio.timeout(self._timeout_s):
                 if self._is_async:
-                    result = await self._call(*args)
+                    # Its own task, so context variables it sets stay with this call.
+                    result = await asyncio.create_task(self._call(*args))
                 else:
                     # A sync authorizer may block (I/O to an identity store): keep it off the loop.
                     result = await asyncio.to_thread(self._call, *args)

@@ -17,7 +17,7 @@ RATE = 200.0
 BURST = 50
 SECONDS = 2.0
 QUOTA = 300
-DRAIN_BURST = 300_000
+DRAIN_BURST = 1_000_000  # the victim, alone, must not empty it before it is killed
 JOIN_TIMEOUT_S = 60.0
 
 # Bucket 0: the rate-limited one; bucket 1: plenty of tokens, gated by quota 0.
@@ -42,9 +42,11 @@ def _hammer(path: str, ready: Any, go: Any, results: Any) -> None:
     results.put((rated, quota))
 
 
-def _drain(path: str, slot: int, granted: Any, ready: Any) -> None:
+def _drain(path: str, slot: int, granted: Any, ready: Any, go: Any) -> None:
     throttle = _native.SharedThrottle(path, DRAIN_BUCKETS, [])
     ready.put(slot)
+    if go is not None and not go.wait(JOIN_TIMEOUT_S):
+        return
     while throttle.acquire([1, 0])[0] == _native.GRANTED:
         # Counted after the grant: a kill between the two loses one count, like a lost response.
         granted.value += 1
@@ -89,8 +91,12 @@ def test_killed_worker_leaks_at_most_one_request(tmp_path: Path) -> None:
     ctx = mp.get_context("spawn")
     ready: Any = ctx.Queue()
     counters = [ctx.Value("q", 0, lock=False) for _ in range(3)]
+    # The survivors start draining once the victim is dead: on a busy machine they could
+    # otherwise empty the buckets before the victim had run at all.
+    survivors_go = ctx.Event()
     procs = [
-        ctx.Process(target=_drain, args=(path, i, counters[i], ready)) for i in range(len(counters))
+        ctx.Process(target=_drain, args=(path, i, counters[i], ready, survivors_go if i else None))
+        for i in range(len(counters))
     ]
     for p in procs:
         p.start()
@@ -105,6 +111,8 @@ def test_killed_worker_leaks_at_most_one_request(tmp_path: Path) -> None:
         assert victim.is_alive(), "the bucket drained before the worker could be killed"
         assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=JOIN_TIMEOUT_S)
+        survivors_go.set()
         for p in procs:
             p.join(timeout=JOIN_TIMEOUT_S)
     finally:

@@ -25,6 +25,7 @@ from pygw.state.redis_throttle import (
     LEASE_WINDOW_S,
     QUOTA_EXCEEDED,
     THROTTLED,
+    close_pools,
     connection_pool,
 )
 from tests.integration.redis_server import RedisServer, running_redis
@@ -39,6 +40,13 @@ TIMEOUT_S = 2.0
 def redis_server() -> Iterator[RedisServer]:
     with running_redis() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+async def pools_closed() -> AsyncIterator[None]:
+    """Each test's pools end with its event loop, rather than as warnings in a later test."""
+    yield
+    await close_pools()
 
 
 @pytest.fixture
