@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 NATIVE_SRC := $(shell find native/src -name '*.rs' 2>/dev/null) Cargo.toml native/Cargo.toml $(wildcard Cargo.lock)
 CONFIG ?= examples/quickstart.yaml
 
-.PHONY: dev serve test test-rust test-python system-packages lint fmt bench bench-native bench-proxy clean
+.PHONY: dev serve test test-rust test-python system-packages lint fmt bench bench-native bench-proxy bench-instructions clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ bench-proxy: dev
 	command -v nginx >/dev/null && command -v wrk >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq nginx-light wrk; }
 	$(BIN)/python bench/proxy_bench.py
+
+# Instructions per request under callgrind: steady where req/s on a shared machine is not.
+bench-instructions: dev
+	command -v valgrind >/dev/null && command -v nginx >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq valgrind nginx-light; }
+	$(BIN)/python bench/instructions.py
 
 # The whole harness: every scenario, report and plots in bench/results/<timestamp>/.
 bench: dev
