@@ -59,6 +59,17 @@ class Throttle:
 
         Raises IndexError for an unknown id, ValueError for a NaN or infinite time.
         """
+    def acquire_into(
+        self,
+        bucket_ids: Sequence[int],
+        headers: dict[str, str],
+        quota_id: int | None = None,
+        now: float | None = None,
+        unix_now: float | None = None,
+    ) -> tuple[int, float, int, int, float, int | None] | None:
+        """`acquire`, writing the decision's `RateLimit-Limit`, `RateLimit-Remaining` and
+        `RateLimit-Reset` (whole seconds, rounded up, at most 86 400) into `headers` unless all
+        three figures are 0; None when granted, else the decision as `acquire` returns it."""
 
 # --- response cache (native/src/py/cache.rs) ---
 
@@ -151,6 +162,15 @@ class SharedThrottle:
     ) -> tuple[int, float, int, int, float, int | None]:
         """Exactly as `Throttle.acquire`: (status, retry_after_s, limit, remaining, reset_s,
         refused_by). `now` defaults to `host_monotonic()`, `unix_now` to the wall clock."""
+    def acquire_into(
+        self,
+        bucket_ids: list[int],
+        headers: dict[str, str],
+        quota_id: int | None = None,
+        now: float | None = None,
+        unix_now: float | None = None,
+    ) -> tuple[int, float, int, int, float, int | None] | None:
+        """Exactly as `Throttle.acquire_into`."""
     @property
     def path(self) -> pathlib.Path: ...
     @property

@@ -259,6 +259,12 @@ class _SharedBuckets:
         assert self._shared is not None
         return self._shared.acquire(bucket_ids, quota_id)
 
+    def acquire_into(
+        self, bucket_ids: list[int], headers: dict[str, str], quota_id: int | None = None
+    ) -> Decision | None:
+        assert self._shared is not None
+        return self._shared.acquire_into(bucket_ids, headers, quota_id)
+
 
 class _RedisBuckets:
     """Registers buckets with the Redis backend under names every host derives alike from the

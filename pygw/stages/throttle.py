@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NoReturn, Protocol
 
 from aiohttp import web
 
@@ -124,7 +124,7 @@ def by_key(
 
 
 class ThrottleStage:
-    __slots__ = ("_acquire", "_bucket_ids", "_refusals")
+    __slots__ = ("_acquire_into", "_bucket_ids", "_refusals")
 
     def __init__(
         self,
@@ -133,7 +133,9 @@ class ThrottleStage:
         levels: Sequence[str] = (),
         count: CountFor | None = None,
     ) -> None:
-        self._acquire = throttle.acquire
+        # Native: the decision's rate-limit headers are written straight into the response's
+        # (what _decide does for the Redis backend), and a grant returns None.
+        self._acquire_into = throttle.acquire_into
         self._bucket_ids = bucket_ids
         self._refusals = route_refusals(bucket_ids, levels, count)[0]
 
@@ -141,7 +143,9 @@ class ThrottleStage:
         return self.check(ctx)
 
     def check(self, ctx: RequestContext) -> web.StreamResponse | None:
-        _decide(ctx, self._acquire(self._bucket_ids), self._refusals)
+        refused = self._acquire_into(self._bucket_ids, ctx.response_headers)
+        if refused is not None:
+            _refuse(refused, self._refusals)
         return None
 
 
@@ -150,7 +154,7 @@ class KeyedThrottleStage:
     route's buckets, and its quota is counted, in the same call (so a refusal at any level takes
     nothing from the others). A key without a plan is throttled by the route's buckets alone."""
 
-    __slots__ = ("_acquire", "_bucket_ids", "_by_key", "_refusals")
+    __slots__ = ("_acquire_into", "_bucket_ids", "_by_key", "_refusals")
 
     def __init__(
         self,
@@ -160,7 +164,7 @@ class KeyedThrottleStage:
         levels: Sequence[str] = (),
         count: CountFor | None = None,
     ) -> None:
-        self._acquire = throttle.acquire
+        self._acquire_into = throttle.acquire_into
         self._bucket_ids = bucket_ids
         plain, with_plan = route_refusals(bucket_ids, levels, count, key_limits)
         self._refusals = plain
@@ -174,9 +178,13 @@ class KeyedThrottleStage:
         if found is None:
             if not self._bucket_ids:
                 return None  # a key in no usage plan, on a route with no limit of its own
-            _decide(ctx, self._acquire(self._bucket_ids), self._refusals)
+            refused = self._acquire_into(self._bucket_ids, ctx.response_headers)
+            if refused is not None:
+                _refuse(refused, self._refusals)
         else:
-            _decide(ctx, self._acquire(found[0], found[1]), found[2])
+            refused = self._acquire_into(found[0], ctx.response_headers, found[1])
+            if refused is not None:
+                _refuse(refused, found[2])
         return None
 
 
@@ -196,7 +204,7 @@ def build_throttle_stage(
 
 
 def _decide(ctx: RequestContext, decision: Decision, refusals: Refusals) -> None:
-    status, retry_after_s, limit, remaining, reset_s, refused_by = decision
+    status, _, limit, remaining, reset_s, _ = decision
     # All three are 0 only when no bucket was involved (a key with a quota alone, say): then
     # there is no rate limit to announce (a bucket that never refills has reset_s inf).
     if limit or remaining or reset_s:
@@ -205,8 +213,13 @@ def _decide(ctx: RequestContext, decision: Decision, refusals: Refusals) -> None
         headers["RateLimit-Limit"] = str(limit)
         headers["RateLimit-Remaining"] = str(remaining)
         headers["RateLimit-Reset"] = "1" if 0.0 < reset_s <= 1.0 else str(_whole_seconds(reset_s))
-    if status == GRANTED:
-        return
+    if status != GRANTED:
+        _refuse(decision, refusals)
+
+
+def _refuse(decision: Decision, refusals: Refusals) -> NoReturn:
+    """Counts a refusal by the level that refused and raises the gateway's 429 for it."""
+    status, retry_after_s, _, _, _, refused_by = decision
     if status == THROTTLED:
         if refused_by is None:
             refusals.unavailable.inc()

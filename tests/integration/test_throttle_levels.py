@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from pygw import _native
 from pygw.stages.throttle import Decision
-from pygw.state.redis_throttle import RedisThrottle
+from pygw.state.redis_throttle import RedisThrottle, close_pools
 from tests.integration.redis_server import running_redis
 from tests.property.reference_throttle import ReferenceThrottle
 
@@ -46,6 +46,13 @@ def reference_decisions() -> list[Decision]:
         ref.add_bucket(rate, burst)
     ref.add_quota(*QUOTA)
     return [ref.acquire(ids, quota, NOW, UNIX_NOW) for ids, quota in REQUESTS]
+
+
+@pytest.fixture(autouse=True)
+async def pools_closed() -> AsyncIterator[None]:
+    """The redis backend's pool ends with the test's event loop, not as a warning later on."""
+    yield
+    await close_pools()
 
 
 @pytest.fixture(params=["local", "shared", "redis"])

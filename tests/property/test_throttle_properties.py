@@ -3,6 +3,7 @@ of requests, clock readings (equal, backwards, huge jumps) and UTC period bounda
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 
@@ -11,6 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pygw import _native
+from pygw.context import RequestContext
+from pygw.errors import GatewayError
+from pygw.stages.throttle import Refusals, _decide
 from tests.property.reference_throttle import PERIODS, Decision, ReferenceThrottle
 
 # Starting wall-clock times just before UTC day / ISO week / month / year / leap-day boundaries.
@@ -167,3 +171,62 @@ def test_binding_errors_and_defaults() -> None:
     assert (_native.GRANTED, _native.THROTTLED, _native.QUOTA_EXCEEDED) == (0, 1, 2)
     t0 = _native.monotonic()
     assert _native.monotonic() >= t0
+
+
+def _python_headers(decision: Decision) -> dict[str, str]:
+    """The rate-limit headers pygw/stages/throttle.py's `_decide` writes for a decision."""
+    ctx = RequestContext(None, "r", "/", {}, {}, "127.0.0.1", 0.0)  # type: ignore[arg-type]
+    # A refusal raises after the headers are written.
+    with contextlib.suppress(GatewayError):
+        _decide(ctx, decision, Refusals(buckets=(_Uncounted(),) * 8))
+    return ctx.response_headers
+
+
+class _Uncounted:
+    def inc(self, amount: float = 1.0) -> None:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    buckets=bucket_specs,
+    quotas=quota_specs,
+    start=st.sampled_from(BOUNDARIES),
+    start_now=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    reqs=requests,
+)
+def test_acquire_into_writes_the_headers_the_python_stage_wrote(
+    buckets: list[tuple[float, int]],
+    quotas: list[tuple[int, str]],
+    start: dt.datetime,
+    start_now: float,
+    reqs: list[tuple[list[int], int | None, float, float]],
+) -> None:
+    """`acquire_into` decides as `acquire` and writes the RateLimit-* headers the Python stage
+    wrote from its tuple (Limit, Remaining, Reset in whole seconds up to a day; none at all when
+    no bucket was named), returning None exactly when the request was granted."""
+    plain, into = _native.Throttle(), _native.Throttle()
+    for rate, burst in buckets:
+        plain.add_bucket(rate, burst)
+        into.add_bucket(rate, burst)
+    for limit, period in quotas:
+        plain.add_quota(limit, period)
+        into.add_quota(limit, period)
+    now, unix_now = start_now, start.timestamp()
+    for ids, quota_id, dnow, dunix in reqs:
+        now += dnow
+        unix_now += dunix
+        try:
+            decision = plain.acquire(ids, quota_id, now, unix_now)
+        except IndexError:
+            with pytest.raises(IndexError):
+                into.acquire_into(ids, {}, quota_id, now, unix_now)
+            continue
+        headers: dict[str, str] = {}
+        refused = into.acquire_into(ids, headers, quota_id, now, unix_now)
+        assert headers == _python_headers(decision)
+        if decision[0] == _native.GRANTED:
+            assert refused is None
+        else:
+            assert refused is not None
+            assert_same(refused, decision)

@@ -607,6 +607,13 @@ class ClockedThrottle:
     ) -> tuple[int, float, int, int, float, int | None]:
         return self.throttle.acquire(bucket_ids, quota_id, self.now(), self.unix_now())
 
+    def acquire_into(
+        self, bucket_ids: Sequence[int], headers: dict[str, str], quota_id: int | None = None
+    ) -> tuple[int, float, int, int, float, int | None] | None:
+        return self.throttle.acquire_into(
+            bucket_ids, headers, quota_id, self.now(), self.unix_now()
+        )
+
 
 def clocked(throttle: Throttle, now: Callable[[], float], **kw: Callable[[], float]) -> Throttle:
     return cast(Throttle, ClockedThrottle(throttle, now, **kw))

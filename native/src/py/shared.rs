@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
+use super::throttle::{decision_into, decision_tuple, DecisionTuple};
 use crate::shared::{host_monotonic_now, SharedError, SharedThrottle};
 use crate::throttle::{unix_now as wall_clock_now, QuotaPeriod, ThrottleError};
 
@@ -92,14 +94,35 @@ impl PySharedThrottle {
                 unix_now.unwrap_or_else(wall_clock_now),
             )
             .map_err(throttle_err)?;
-        Ok((
-            d.status as u8,
-            d.retry_after_s,
-            d.limit,
-            d.remaining,
-            d.reset_s,
-            d.refused_by,
-        ))
+        Ok(decision_tuple(&d))
+    }
+
+    /// `acquire`, with the decision's RateLimit-* headers written into `headers`: None when the
+    /// request is granted, else the decision tuple (as `Throttle.acquire_into`).
+    #[pyo3(signature = (bucket_ids, headers, quota_id=None, now=None, unix_now=None))]
+    fn acquire_into(
+        &self,
+        bucket_ids: Vec<i64>,
+        headers: &Bound<'_, PyDict>,
+        quota_id: Option<i64>,
+        now: Option<f64>,
+        unix_now: Option<f64>,
+    ) -> PyResult<Option<DecisionTuple>> {
+        let ids = bucket_ids
+            .into_iter()
+            .map(|id| index(id, "bucket"))
+            .collect::<PyResult<Vec<usize>>>()?;
+        let quota = quota_id.map(|q| index(q, "quota")).transpose()?;
+        let d = self
+            .inner
+            .acquire(
+                &ids,
+                quota,
+                now.unwrap_or_else(host_monotonic_now),
+                unix_now.unwrap_or_else(wall_clock_now),
+            )
+            .map_err(throttle_err)?;
+        decision_into(&d, headers)
     }
 
     #[getter]

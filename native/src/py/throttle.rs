@@ -2,11 +2,71 @@
 //! mapping (ValueError for bad values, IndexError for unknown ids).
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::throttle::{
-    monotonic_now, unix_now as wall_clock_now, QuotaPeriod, Status, Throttle, ThrottleError,
+    monotonic_now, unix_now as wall_clock_now, Decision, QuotaPeriod, Status, Throttle,
+    ThrottleError,
 };
+
+/// What `acquire` returns: (status, retry_after_s, limit, remaining, reset_s, refused_by).
+pub(crate) type DecisionTuple = (u8, f64, u32, u32, f64, Option<usize>);
+
+pub(crate) fn decision_tuple(d: &Decision) -> DecisionTuple {
+    (
+        d.status as u8,
+        d.retry_after_s,
+        d.limit,
+        d.remaining,
+        d.reset_s,
+        d.refused_by,
+    )
+}
+
+/// The longest reset announced: a bucket that never refills has no meaningful reset time.
+const MAX_RESET_S: i64 = 86_400;
+
+/// Whole seconds, rounded up, within 0..=cap (a NaN or infinite time is the cap).
+fn whole_seconds(seconds: f64, cap: i64) -> i64 {
+    if (0.0..=cap as f64).contains(&seconds) {
+        seconds.ceil() as i64
+    } else if !seconds.is_finite() {
+        cap
+    } else {
+        (seconds.ceil() as i64).clamp(0, cap)
+    }
+}
+
+/// Writes a decision's RateLimit-* headers into `headers` (only when a bucket was involved: all
+/// three figures are 0 otherwise) and gives None when it granted the request, the decision tuple
+/// when it refused, for the caller to count and answer. The same headers as
+/// pygw/stages/throttle.py's `_decide`, without building and unpacking the tuple on the usual path.
+pub(crate) fn decision_into(
+    d: &Decision,
+    headers: &Bound<'_, PyDict>,
+) -> PyResult<Option<DecisionTuple>> {
+    if d.limit != 0 || d.remaining != 0 || d.reset_s != 0.0 {
+        let py = headers.py();
+        let mut digits = itoa::Buffer::new();
+        // Interned names: made and hashed once, not on every request.
+        headers.set_item(intern!(py, "RateLimit-Limit"), digits.format(d.limit))?;
+        headers.set_item(
+            intern!(py, "RateLimit-Remaining"),
+            digits.format(d.remaining),
+        )?;
+        headers.set_item(
+            intern!(py, "RateLimit-Reset"),
+            digits.format(whole_seconds(d.reset_s, MAX_RESET_S)),
+        )?;
+    }
+    Ok(if d.status == Status::Granted {
+        None
+    } else {
+        Some(decision_tuple(d))
+    })
+}
 
 fn to_py_err(e: ThrottleError) -> PyErr {
     match e {
@@ -80,14 +140,40 @@ impl PyThrottle {
                 unix_now.unwrap_or_else(wall_clock_now),
             )
             .map_err(to_py_err)?;
-        Ok((
-            d.status as u8,
-            d.retry_after_s,
-            d.limit,
-            d.remaining,
-            d.reset_s,
-            d.refused_by,
-        ))
+        Ok(decision_tuple(&d))
+    }
+
+    /// `acquire`, with the decision's RateLimit-* headers written into `headers`: None when the
+    /// request is granted, else the decision tuple.
+    #[pyo3(signature = (bucket_ids, headers, quota_id=None, now=None, unix_now=None))]
+    fn acquire_into(
+        &self,
+        bucket_ids: Vec<i64>,
+        headers: &Bound<'_, PyDict>,
+        quota_id: Option<i64>,
+        now: Option<f64>,
+        unix_now: Option<f64>,
+    ) -> PyResult<Option<DecisionTuple>> {
+        let ids = bucket_ids
+            .into_iter()
+            .map(bucket_index)
+            .collect::<PyResult<Vec<usize>>>()?;
+        let quota = quota_id
+            .map(|q| {
+                usize::try_from(q)
+                    .map_err(|_| PyIndexError::new_err(format!("unknown quota id {q}")))
+            })
+            .transpose()?;
+        let d = self
+            .inner
+            .acquire(
+                &ids,
+                quota,
+                now.unwrap_or_else(monotonic_now),
+                unix_now.unwrap_or_else(wall_clock_now),
+            )
+            .map_err(to_py_err)?;
+        decision_into(&d, headers)
     }
 
     fn __repr__(&self) -> String {
