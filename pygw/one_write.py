@@ -97,7 +97,7 @@ def head_from_pairs(pairs: Iterable[tuple[str, str]]) -> ResponseHead:
 _NAMES_MEMO: dict[tuple[str, ...], frozenset[bytes]] = {}
 
 
-def per_request_names(extra: Mapping[str, str]) -> frozenset[bytes]:
+def per_request_names(extra: Iterable[str]) -> frozenset[bytes]:
     """The lower-cased names of the per-request headers, as bytes: an upstream's header of the
     same name must not be relayed or stored beside them (with aiohttp's Response the stage's
     value replaces it). A route's stages set the same few names on almost every request, so the

@@ -63,15 +63,20 @@ _MARKER_BYTES: Final = 64
 _HEADER_OVERHEAD: Final = 32
 
 
-# One stored answer: (status, headers, body, stored_at, head). stored_at is time.monotonic() when
-# the upstream answered; headers are the decoded pairs, left empty for a GET answer kept from its
-# upstream's header lines as received (head alone serves those); head holds the header lines
-# serialized once at store time (a GET hit sends them in one write, building no header objects),
-# or None when a value could not be sent that way (aiohttp answers then). A plain tuple of
-# strings, bytes and numbers on purpose: the garbage collector stops tracking such tuples after
-# one pass, while every dataclass or NamedTuple instance stays tracked, and a full collection
-# scanning a cache of 200 000 of them stalled every request for about 90 ms.
-CachedResponse = tuple[int, tuple[tuple[str, str], ...], bytes, float, ResponseHead | None]
+# One stored answer: (status, headers, body, stored_at, head, filtered_for). stored_at is
+# time.monotonic() when the upstream answered; headers are the decoded pairs, left empty for a GET
+# answer kept from its upstream's header lines as received (head alone serves those); head holds
+# the header lines serialized once at store time (a GET hit sends them in one write, building no
+# header objects), or None when a value could not be sent that way (aiohttp answers then);
+# filtered_for names the per-request headers (in the order the request's stages set them) whose
+# lines were taken out of head when it was stored: a hit whose stages set the same ones replays
+# head as it is. A plain tuple of strings, bytes and numbers on purpose: the garbage collector
+# stops tracking such tuples after one pass, while every dataclass or NamedTuple instance stays
+# tracked, and a full collection scanning a cache of 200 000 of them stalled every request for
+# about 90 ms.
+CachedResponse = tuple[
+    int, tuple[tuple[str, str], ...], bytes, float, ResponseHead | None, tuple[str, ...]
+]
 # Stored under a key whose response varies by request headers: the (lower-cased) header names
 # joined by _VARY_SEP; the entries themselves live under the key extended with the values of
 # these headers. A string for the same reason as above.
@@ -83,7 +88,7 @@ def _cached(status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> C
         head: ResponseHead | None = head_from_pairs(headers)
     except ValueError:
         head = None
-    return (status, headers, body, time.monotonic(), head)
+    return (status, headers, body, time.monotonic(), head, ())
 
 
 class _Pass:
@@ -358,13 +363,15 @@ class CachingIntegration:
         ctx.extras[CACHE_STATE] = "hit"
         if self._hit is not None:
             self._hit()
-        status, stored, body, stored_at, head = entry
+        status, stored, body, stored_at, head, filtered_for = entry
         age = time.monotonic() - stored_at
         if method == "GET" and head is not None:
             extra["Age"] = str(int(age)) if age > 0.0 else "0"
             if head[0]:
-                replayed = self._replayed.get((head, tuple(extra)))
-                head = replayed if replayed is not None else self._replayed_head(head, extra)
+                names = tuple(extra)
+                if names != filtered_for:
+                    replayed = self._replayed.get((head, names))
+                    head = replayed if replayed is not None else self._replayed_head(head, extra)
             return OneWriteResponse(status, head, body, extra)
         response = web.Response(
             status=status,
@@ -487,14 +494,16 @@ class CachingIntegration:
         if len(body) > self._max_body:
             self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
             return None
-        # Remembered by the names of this request's own headers as they are: building the set
-        # of their lower-cased forms is only needed to filter, not to look up.
-        extra = ctx.response_headers
-        memo_key = (lines, tuple(extra))
+        # Filtered for this request's own headers and the Age every hit sets: a hit whose
+        # stages set the same headers then replays the stored lines as they are (see _answer).
+        # Remembered by the names as they are: building the set of their lower-cased forms is
+        # only needed to filter, not to look up.
+        names_for = _names_for(ctx.response_headers)
+        memo_key = (lines, names_for)
         memo = self._filtered
         filtered = memo.get(memo_key, _UNSEEN)
         if filtered is _UNSEEN:
-            filtered = _filter_lines(lines, per_request_names(extra))
+            filtered = _filter_lines(lines, per_request_names(names_for))
             if len(memo) >= _FILTERED_MEMO_SIZE:
                 memo.clear()
             memo[memo_key] = filtered
@@ -504,7 +513,7 @@ class CachingIntegration:
         stored_lines, count = filtered
         # The Date line is never kept: a hit gets a fresh one.
         stored_head: ResponseHead = (stored_lines, own_vary, has_content_type, has_server, False)
-        entry: CachedResponse = (200, (), body, time.monotonic(), stored_head)
+        entry: CachedResponse = (200, (), body, time.monotonic(), stored_head, names_for)
         size = len(body) + len(stored_lines) + _HEADER_OVERHEAD * count
         if names:
             values = _vary_values(ctx.request.headers, names)
@@ -564,6 +573,22 @@ def _filter_lines(lines: bytes, per_request: frozenset[bytes]) -> _FilteredLines
         kept.append(line)
     kept.append(b"")
     return (b"\r\n".join(kept) if len(kept) > 1 else b"", len(kept))
+
+
+# names of a request's own headers -> the names a stored head is filtered for (with the Age a
+# hit sets), one tuple per distinct set, shared by the entries: a tuple of its own per entry
+# made a stored miss cost about 2 000 instructions more (bench/instructions.py).
+_NAMES_FOR: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _names_for(extra: dict[str, str]) -> tuple[str, ...]:
+    names = tuple(extra)
+    found = _NAMES_FOR.get(names)
+    if found is None:
+        found = names if "Age" in extra else (*names, "Age")
+        if len(_NAMES_FOR) < 256:
+            _NAMES_FOR[names] = found
+    return found
 
 
 def max_body_bytes_for(capacity_bytes: int) -> int:

@@ -615,7 +615,7 @@ async def test_whole_answers_keep_their_own_header_lines_past_the_filter_memo(
 
     async def tagged(request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
         n = int(request.query["n"])
-        headers = {"Content-Type": "application/json", "ETag": f'"v{n}"'}
+        headers = {"Content-Type": "application/json", "ETag": f'"v{n}"', "Age": "100"}
         if n % 10 == 0:
             headers["Set-Cookie"] = f"s={n}"
         return web.Response(body=b"{}", headers=headers)
@@ -635,7 +635,11 @@ async def test_whole_answers_keep_their_own_header_lines_past_the_filter_memo(
         else:
             assert state == "Hit" and headers.getall("ETag") == [f'"v{n}"']
             assert "Set-Cookie" not in headers
+            assert headers.getall("Age") == ["0"]  # the cache's own, not the upstream's too
     assert len(upstream.requests) == answers + answers // 10
+    # Each entry's head was filtered for the headers these requests' stages set, when it was
+    # stored: the hits replayed the heads as stored, with nothing to filter or remember.
+    assert wrapper._replayed == {}
 
 
 @pytest.mark.parametrize("kind", ["cookie", "nostore", "private", "nocache", "star"])
