@@ -223,3 +223,22 @@ def test_default_clock_is_the_host_monotonic_clock() -> None:
     before = time.monotonic()
     reading = _native.host_monotonic()
     assert before <= reading <= time.monotonic()
+
+
+def test_acquire_into_writes_the_rate_limit_headers_and_says_none_on_a_grant() -> None:
+    for shared, _ in _open([(0.0, 2), (0.5, 10)], [(1, "DAY")]):
+        headers: dict[str, str] = {}
+        assert shared.acquire_into([0], headers, None, 0.0, 1_700_000_000.0) is None
+        assert headers == {
+            "RateLimit-Limit": "2",
+            "RateLimit-Remaining": "1",
+            "RateLimit-Reset": "86400",
+        }
+        headers = {}
+        assert shared.acquire_into([1], headers, None, 0.0, 1_700_000_000.0) is None
+        assert headers["RateLimit-Reset"] == "2"  # one token short of 10 at 0.5/s
+        headers = {}
+        assert shared.acquire_into([], headers, 0, 0.0, 1_700_000_000.0) is None
+        assert headers == {}  # a quota alone announces no rate limit
+        refused = shared.acquire_into([], headers, 0, 0.0, 1_700_000_000.0)
+        assert refused is not None and refused[0] == _native.QUOTA_EXCEEDED

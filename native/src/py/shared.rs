@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 
 use super::throttle::{decision_into, decision_tuple, DecisionTuple};
 use crate::shared::{host_monotonic_now, SharedError, SharedThrottle};
-use crate::throttle::{unix_now as wall_clock_now, QuotaPeriod, ThrottleError};
+use crate::throttle::{unix_now as wall_clock_now, Decision, QuotaPeriod, ThrottleError};
 
 fn throttle_err(e: ThrottleError) -> PyErr {
     match e {
@@ -39,6 +39,31 @@ fn index(id: i64, what: &str) -> PyResult<usize> {
 #[pyclass(frozen, module = "pygw._native", name = "SharedThrottle")]
 pub struct PySharedThrottle {
     inner: SharedThrottle,
+}
+
+impl PySharedThrottle {
+    /// One decision, with Python's ids checked and the real clocks where none are given.
+    fn decide(
+        &self,
+        bucket_ids: Vec<i64>,
+        quota_id: Option<i64>,
+        now: Option<f64>,
+        unix_now: Option<f64>,
+    ) -> PyResult<Decision> {
+        let ids = bucket_ids
+            .into_iter()
+            .map(|id| index(id, "bucket"))
+            .collect::<PyResult<Vec<usize>>>()?;
+        let quota = quota_id.map(|q| index(q, "quota")).transpose()?;
+        self.inner
+            .acquire(
+                &ids,
+                quota,
+                now.unwrap_or_else(host_monotonic_now),
+                unix_now.unwrap_or_else(wall_clock_now),
+            )
+            .map_err(throttle_err)
+    }
 }
 
 #[pymethods]
@@ -80,20 +105,7 @@ impl PySharedThrottle {
         now: Option<f64>,
         unix_now: Option<f64>,
     ) -> PyResult<(u8, f64, u32, u32, f64, Option<usize>)> {
-        let ids = bucket_ids
-            .into_iter()
-            .map(|id| index(id, "bucket"))
-            .collect::<PyResult<Vec<usize>>>()?;
-        let quota = quota_id.map(|q| index(q, "quota")).transpose()?;
-        let d = self
-            .inner
-            .acquire(
-                &ids,
-                quota,
-                now.unwrap_or_else(host_monotonic_now),
-                unix_now.unwrap_or_else(wall_clock_now),
-            )
-            .map_err(throttle_err)?;
+        let d = self.decide(bucket_ids, quota_id, now, unix_now)?;
         Ok(decision_tuple(&d))
     }
 
@@ -108,20 +120,7 @@ impl PySharedThrottle {
         now: Option<f64>,
         unix_now: Option<f64>,
     ) -> PyResult<Option<DecisionTuple>> {
-        let ids = bucket_ids
-            .into_iter()
-            .map(|id| index(id, "bucket"))
-            .collect::<PyResult<Vec<usize>>>()?;
-        let quota = quota_id.map(|q| index(q, "quota")).transpose()?;
-        let d = self
-            .inner
-            .acquire(
-                &ids,
-                quota,
-                now.unwrap_or_else(host_monotonic_now),
-                unix_now.unwrap_or_else(wall_clock_now),
-            )
-            .map_err(throttle_err)?;
+        let d = self.decide(bucket_ids, quota_id, now, unix_now)?;
         decision_into(&d, headers)
     }
 

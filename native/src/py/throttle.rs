@@ -89,6 +89,36 @@ pub struct PyThrottle {
     inner: Throttle,
 }
 
+impl PyThrottle {
+    /// One decision, with Python's ids checked and the real clocks where none are given.
+    fn decide(
+        &self,
+        bucket_ids: Vec<i64>,
+        quota_id: Option<i64>,
+        now: Option<f64>,
+        unix_now: Option<f64>,
+    ) -> PyResult<Decision> {
+        let ids = bucket_ids
+            .into_iter()
+            .map(bucket_index)
+            .collect::<PyResult<Vec<usize>>>()?;
+        let quota = quota_id
+            .map(|q| {
+                usize::try_from(q)
+                    .map_err(|_| PyIndexError::new_err(format!("unknown quota id {q}")))
+            })
+            .transpose()?;
+        self.inner
+            .acquire(
+                &ids,
+                quota,
+                now.unwrap_or_else(monotonic_now),
+                unix_now.unwrap_or_else(wall_clock_now),
+            )
+            .map_err(to_py_err)
+    }
+}
+
 #[pymethods]
 impl PyThrottle {
     #[new]
@@ -121,25 +151,7 @@ impl PyThrottle {
         now: Option<f64>,
         unix_now: Option<f64>,
     ) -> PyResult<(u8, f64, u32, u32, f64, Option<usize>)> {
-        let ids = bucket_ids
-            .into_iter()
-            .map(bucket_index)
-            .collect::<PyResult<Vec<usize>>>()?;
-        let quota = quota_id
-            .map(|q| {
-                usize::try_from(q)
-                    .map_err(|_| PyIndexError::new_err(format!("unknown quota id {q}")))
-            })
-            .transpose()?;
-        let d = self
-            .inner
-            .acquire(
-                &ids,
-                quota,
-                now.unwrap_or_else(monotonic_now),
-                unix_now.unwrap_or_else(wall_clock_now),
-            )
-            .map_err(to_py_err)?;
+        let d = self.decide(bucket_ids, quota_id, now, unix_now)?;
         Ok(decision_tuple(&d))
     }
 
@@ -154,25 +166,7 @@ impl PyThrottle {
         now: Option<f64>,
         unix_now: Option<f64>,
     ) -> PyResult<Option<DecisionTuple>> {
-        let ids = bucket_ids
-            .into_iter()
-            .map(bucket_index)
-            .collect::<PyResult<Vec<usize>>>()?;
-        let quota = quota_id
-            .map(|q| {
-                usize::try_from(q)
-                    .map_err(|_| PyIndexError::new_err(format!("unknown quota id {q}")))
-            })
-            .transpose()?;
-        let d = self
-            .inner
-            .acquire(
-                &ids,
-                quota,
-                now.unwrap_or_else(monotonic_now),
-                unix_now.unwrap_or_else(wall_clock_now),
-            )
-            .map_err(to_py_err)?;
+        let d = self.decide(bucket_ids, quota_id, now, unix_now)?;
         decision_into(&d, headers)
     }
 
