@@ -214,14 +214,7 @@ class _HeaderDeadlineHandler(RequestHandler):
             resp, reset = await self.finish_response(request, resp, start_time)
         else:
             if type(resp) is OneWriteResponse and not self._upgraded:
-                # _send_at_once, inlined: this is every cache hit's path.
-                request._finish()
-                reset = False
-                try:
-                    resp.send(request)
-                except ConnectionError:
-                    reset = True
-                self.log_access(request, resp, start_time)
+                reset = self._send_at_once(request, resp, start_time)
             else:
                 resp, reset = await self.finish_response(request, resp, start_time)
         finally:
