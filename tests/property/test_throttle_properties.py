@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -59,6 +60,17 @@ requests = st.lists(
 )
 
 
+def on_the_clocks(
+    reqs: list[tuple[list[int], int | None, float, float]], start_now: float, start: dt.datetime
+) -> Iterator[tuple[list[int], int | None, float, float]]:
+    """Each request with its monotonic and wall-clock readings, the clocks stepped as drawn."""
+    now, unix_now = start_now, start.timestamp()
+    for ids, quota_id, dnow, dunix in reqs:
+        now += dnow
+        unix_now += dunix
+        yield ids, quota_id, now, unix_now
+
+
 def assert_same(got: Decision, want: Decision) -> None:
     assert got[0] == want[0]
     assert got[2:4] == want[2:4]
@@ -89,10 +101,7 @@ def test_matches_reference(
     for limit, period in quotas:
         assert native.add_quota(limit, period) == model.add_quota(limit, period)
 
-    now, unix_now = start_now, start.timestamp()
-    for ids, quota_id, dnow, dunix in reqs:
-        now += dnow
-        unix_now += dunix
+    for ids, quota_id, now, unix_now in on_the_clocks(reqs, start_now, start):
         try:
             want = model.acquire(ids, quota_id, now, unix_now)
         except IndexError:
@@ -212,10 +221,7 @@ def test_acquire_into_writes_the_headers_the_python_stage_wrote(
     for limit, period in quotas:
         plain.add_quota(limit, period)
         into.add_quota(limit, period)
-    now, unix_now = start_now, start.timestamp()
-    for ids, quota_id, dnow, dunix in reqs:
-        now += dnow
-        unix_now += dunix
+    for ids, quota_id, now, unix_now in on_the_clocks(reqs, start_now, start):
         try:
             decision = plain.acquire(ids, quota_id, now, unix_now)
         except IndexError:
