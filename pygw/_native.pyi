@@ -2,7 +2,7 @@
 
 import os
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, final
 
 __version__: str
@@ -231,6 +231,25 @@ class TimedChecks:
 def header_lines(headers: Mapping[str, str]) -> bytes:
     """`Name: value\\r\\n` (UTF-8) for each item of `headers`, in order; a value that is not a
     str is formatted with str(). Raises ValueError when a name or value holds CR or LF."""
+
+# --- proxied request head (native/src/py/request_head.rs) ---
+def request_head_tail(
+    headers: Iterable[tuple[bytes, bytes]],
+    client_ip: str,
+    https: bool,
+    request_id: str,
+    body_len: int | None = None,
+    content_type: bytes | None = None,
+) -> tuple[bytes, int]:
+    """(head, body_mode): the client's headers as forwarded upstream, each as `\\r\\nName: value`
+    (hop-by-hop ones, those a Connection header names, Host, X-Forwarded-*, x-request-id and
+    Expect left out), then X-Forwarded-For (the client's list plus `client_ip`), -Proto and
+    -Host, x-request-id and the body framing, through the blank line. body_mode: 0 no body,
+    1 the client's with its Content-Length, 2 the client's, chunked, 3 `body_len` bytes a stage
+    holds (the client's Content-Length and, with `content_type`, Content-Type replaced)."""
+
+def header_block_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """Sum over the header lines of len(name) + len(value) + 4."""
 
 # --- request ids (native/src/py/request_id.rs) ---
 @final

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pygw._native import RequestIds
+from pygw._native import RequestIds, header_block_size
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style, gateway_response
 from pygw.integrations.mock import ConnectionResetByFault
@@ -189,10 +189,7 @@ class Dispatcher:
         length = request.content_length
         if length is not None and length > self._max_body_bytes:
             return ErrorType.REQUEST_TOO_LARGE
-        header_bytes = 0
-        for name, value in request.raw_headers:
-            header_bytes += len(name) + len(value) + 4
-        if header_bytes > self._max_header_bytes:
+        if header_block_size(request.raw_headers) > self._max_header_bytes:
             return ErrorType.HEADERS_TOO_LARGE
         return None
 

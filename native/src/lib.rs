@@ -5,6 +5,7 @@ pub mod cache;
 pub mod head;
 pub mod histogram;
 pub mod path;
+pub mod request_head;
 pub mod request_id;
 pub mod router;
 pub mod shared;

@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from yarl import URL
 
+from pygw._native import request_head_tail
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
@@ -40,7 +41,8 @@ _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Body mode for bytes a stage read (validation) or produced (a request template).
 _BODY_BYTES: Final = 3
 
-# RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection some clients still send.
+# RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection some clients still send: left out
+# of an upstream's answer (request_head_tail leaves them out of the request).
 _HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
@@ -54,24 +56,11 @@ _HOP_BY_HOP: Final = frozenset(
         b"proxy-connection",
     }
 )
-# Client headers this module writes itself (or must not forward: a 100-continue exchange is not
-# relayed, so the upstream must not wait for one).
-_REQUEST_REWRITTEN: Final = _HOP_BY_HOP | {
-    b"host",
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-    b"x-request-id",
-    b"expect",
-}
-
 # Read-side flow control for response bodies: stop reading the upstream above this many buffered
 # bytes; the consumer takes everything buffered at once, so reading resumes at zero.
 _HIGH_WATER: Final = 256 * 1024
 # Bytes that can never appear in a request target; escaped so no value can split the request line.
 _UNSAFE_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
-_PROTO_HTTP: Final = b"\r\nX-Forwarded-Proto: http"
-_PROTO_HTTPS: Final = b"\r\nX-Forwarded-Proto: https"
 _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
 _PARAM_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]+\+?")
 
@@ -750,71 +739,32 @@ class HttpProxyIntegration:
             target = _UNSAFE_TARGET.sub(_escape_target, target)
         return target
 
+    @staticmethod
     def _head_tail(
-        self, ctx: RequestContext, overrides: dict[str, Any] | None, body: bytes | None
+        ctx: RequestContext, overrides: dict[str, Any] | None, body: bytes | None
     ) -> tuple[bytes, int]:
         """Header lines after Host through the blank line; body mode 0 none, 1 length,
         2 chunked, 3 the bytes a stage left in ctx.extras["body"]."""
         request = ctx.request
-        connection = request.headers.get("Connection")
-        named = _connection_tokens(connection.encode("latin-1")) if connection else None
-        out: list[bytes] = []
-        append = out.append
-        forwarded_for: bytes | None = None
-        client_host: bytes | None = None
-        body_mode = 0
         raw_headers: Iterable[tuple[bytes, bytes]] = request.raw_headers
         mapped = overrides.get("headers") if overrides else None
         if mapped is not None:
             raw_headers = [
                 (name.encode("latin-1"), value.encode("utf-8")) for name, value in mapped.items()
             ]
-        content_type: str | None = ctx.extras.get("body_content_type") if body is not None else None
-        for name, value in raw_headers:
-            lname = name.lower()
-            if lname in _REQUEST_REWRITTEN:
-                if lname == b"x-forwarded-for":
-                    forwarded_for = (
-                        value if forwarded_for is None else forwarded_for + b", " + value
-                    )
-                elif lname == b"host":
-                    client_host = value
-                elif lname == b"transfer-encoding":
-                    body_mode = 2
-                continue
-            if lname == b"content-length":
-                if body is not None:
-                    continue
-                if body_mode == 0:
-                    body_mode = 1
-            elif (named is not None and lname in named) or (
-                content_type is not None and lname == b"content-type"
-            ):
-                continue
-            append(b"\r\n")
-            append(name)
-            append(b": ")
-            append(value)
-        ip = ctx.client_ip.encode("ascii", "replace")
-        append(b"\r\nX-Forwarded-For: ")
-        append(ip if forwarded_for is None else forwarded_for + b", " + ip)
-        append(_PROTO_HTTPS if request.scheme == "https" else _PROTO_HTTP)
-        if client_host is not None:
-            append(b"\r\nX-Forwarded-Host: ")
-            append(client_host)
-        append(b"\r\nx-request-id: ")
-        append(ctx.request_id.encode("ascii", "replace"))
-        if body is not None:
-            # The client's stream was consumed by a stage: send its bytes with their own length.
-            body_mode = _BODY_BYTES
-            if content_type is not None:
-                append(b"\r\nContent-Type: ")
-                append(content_type.encode("latin-1"))
-            append(b"\r\nContent-Length: %d" % len(body))
-        elif body_mode == 2:
-            append(b"\r\nTransfer-Encoding: chunked")
-        append(b"\r\n\r\n")
-        return b"".join(out), body_mode
+        if body is None:
+            return request_head_tail(
+                raw_headers, ctx.client_ip, request.scheme == "https", ctx.request_id
+            )
+        content_type: str | None = ctx.extras.get("body_content_type")
+        return request_head_tail(
+            raw_headers,
+            ctx.client_ip,
+            request.scheme == "https",
+            ctx.request_id,
+            len(body),
+            None if content_type is None else content_type.encode("latin-1"),
+        )
 
     @staticmethod
     async def _send_body(content: StreamReader, conn: _Upstream, chunked: bool) -> None:

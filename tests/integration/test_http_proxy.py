@@ -186,6 +186,25 @@ async def test_hop_by_hop_request_headers_dropped(
     assert seen["x-request-id"] == [gw.contexts[0].request_id]
 
 
+async def test_every_connection_header_names_headers_to_drop(
+    start_upstream: StartUpstream, start_gateway: StartGateway
+) -> None:
+    """Connection is a list header: a second Connection line names hop-by-hop headers too."""
+    up = await start_upstream()
+    proxy = HttpProxyIntegration(uri=f"{up.url}/echo", targets=[])
+    gw = await start_gateway(proxy)
+    status, _, body = await raw_exchange(
+        gw.url,
+        b"GET /x HTTP/1.1\r\nHost: gw.example\r\nConnection: close, X-First\r\n"
+        b"X-First: 1\r\nX-Second: 2\r\nconnection:  x-second ,\r\nX-Third: 3\r\n\r\n",
+    )
+    assert status == 200
+    seen = headers_of(orjson.loads(body))
+    assert "x-first" not in seen
+    assert "x-second" not in seen
+    assert seen["x-third"] == ["3"]
+
+
 async def test_forwarded_for_without_chain(
     start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
 ) -> None:

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod cache;
 mod head;
 mod histogram;
+mod request_head;
 mod request_id;
 mod router;
 mod shared;
@@ -22,5 +23,6 @@ fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     histogram::register(m)?;
     head::register(m)?;
     request_id::register(m)?;
+    request_head::register(m)?;
     Ok(())
 }

@@ -1,0 +1,89 @@
+//! Bindings for `crate::request_head`.
+
+use std::borrow::Cow;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+
+use crate::request_head::{self, Added};
+
+type Pair<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>);
+
+/// The `(name, value)` bytes pairs of `headers`: aiohttp's `raw_headers` tuple, or any iterable
+/// of such pairs. TypeError for anything else.
+fn pairs<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Vec<Pair<'py>>> {
+    let mut found = Vec::with_capacity(16);
+    if let Ok(tuple) = headers.cast::<PyTuple>() {
+        for item in tuple.iter() {
+            found.push(item.extract::<Pair<'py>>()?);
+        }
+    } else {
+        for item in headers.try_iter()? {
+            found.push(item?.extract::<Pair<'py>>()?);
+        }
+    }
+    Ok(found)
+}
+
+/// `text.encode("ascii", "replace")`: a request id or address is ASCII, and a header line must
+/// never carry anything else.
+fn ascii(text: &str) -> Cow<'_, [u8]> {
+    if text.is_ascii() {
+        Cow::Borrowed(text.as_bytes())
+    } else {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if c.is_ascii() { c as u8 } else { b'?' })
+                .collect(),
+        )
+    }
+}
+
+/// `(head, body_mode)`: the client's headers as forwarded upstream (hop-by-hop ones, those the
+/// Connection header names and those written here left out), then X-Forwarded-For/-Proto/-Host,
+/// x-request-id and the body framing, through the blank line that ends the head. body_mode is
+/// 0 no body, 1 the client's, framed by its Content-Length, 2 the client's, chunked, 3
+/// `body_len` bytes a stage holds (sent with `content_type` when given).
+#[pyfunction]
+#[pyo3(signature = (headers, client_ip, https, request_id, body_len=None, content_type=None))]
+fn request_head_tail<'py>(
+    headers: &Bound<'py, PyAny>,
+    client_ip: &str,
+    https: bool,
+    request_id: &str,
+    body_len: Option<usize>,
+    content_type: Option<&[u8]>,
+) -> PyResult<(Bound<'py, PyBytes>, u8)> {
+    let pairs = pairs(headers)?;
+    let slices: Vec<(&[u8], &[u8])> = pairs
+        .iter()
+        .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
+        .collect();
+    let client_ip = ascii(client_ip);
+    let request_id = ascii(request_id);
+    let added = Added {
+        client_ip: &client_ip,
+        https,
+        request_id: &request_id,
+        body_len,
+        content_type,
+    };
+    let (out, body_mode) = request_head::request_head_tail(&slices, &added);
+    Ok((PyBytes::new(headers.py(), &out), body_mode))
+}
+
+/// The size of a request's header block as the header limit counts it: the names and values with
+/// four bytes per line for `: ` and the line end.
+#[pyfunction]
+fn header_block_size(headers: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let pairs = pairs(headers)?;
+    Ok(pairs
+        .iter()
+        .map(|(name, value)| name.as_bytes().len() + value.as_bytes().len() + 4)
+        .sum())
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(request_head_tail, m)?)?;
+    m.add_function(wrap_pyfunction!(header_block_size, m)?)
+}
