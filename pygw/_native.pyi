@@ -73,6 +73,9 @@ class Throttle:
 
 # --- response cache (native/src/py/cache.rs) ---
 
+# (lines, vary, has_content_type, has_server, has_date) of an answer without Vary.
+_WholeHead = tuple[bytes, None, bool, bool, bool]
+
 @final
 class ResponseCache:
     """LRU cache bounded by bytes (UTF-8 key bytes + the size given to `put`) with per-entry TTL.
@@ -93,6 +96,21 @@ class ResponseCache:
         len(key.encode()) + size fits. Returns False, storing nothing, if that alone exceeds the
         capacity or ttl_s is not > 0; any previous entry under `key` is removed either way.
         Raises ValueError if size < 0 or `now` is NaN or infinite."""
+    def keep_whole(
+        self,
+        key: str,
+        head: _WholeHead,
+        body: bytes,
+        own_names: tuple[str, ...],
+        ttl_s: float,
+        stored_at: float,
+    ) -> tuple[int, tuple[()], bytes, float, _WholeHead, tuple[str, ...]] | None:
+        """Stores a whole 200 answer to a GET (its head without Vary) as the entry
+        (200, (), body, stored_at, stored_head, own_names) and returns it; None, storing
+        nothing, when stored_lines refuses the head. stored_head keeps what stored_lines keeps
+        of head[0] and no Date. Charged len(body) +
+        the kept lines + STORED_LINE_OVERHEAD per line (count from stored_lines). ValueError
+        when head[1] is not None."""
     def invalidate(self, key: str) -> bool:
         """Removes `key`; True if it was held (expired or not)."""
     def clear(self) -> None:
@@ -226,6 +244,15 @@ class TimedChecks:
         """Raises ValueError unless there is one timer per check."""
     def run(self, ctx: Any) -> Any:
         """The first answer, or None; a check's exception propagates."""
+
+# --- what a cache entry keeps of an answer's head (native/src/stored_head.rs) ---
+STORED_LINE_OVERHEAD: Final[int]
+
+def stored_lines(lines: bytes, own_names: tuple[str, ...]) -> tuple[bytes, int] | None:
+    """(kept, count): the CRLF-terminated header lines of `lines` a cache entry keeps (no
+    framing, Date, Age, connection or X-Cache lines, none named in `own_names`, any case), and
+    their number plus one; None when a Set-Cookie or a Cache-Control no-store, private or
+    no-cache forbids storing the answer."""
 
 # --- response head (native/src/py/head.rs) ---
 def header_lines(headers: Mapping[str, str]) -> bytes:

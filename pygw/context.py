@@ -30,7 +30,8 @@ class RequestContext:
     # What stages learnt for the integration and the log (claims, api key id, cache state).
     extras: dict[str, Any] = field(default_factory=dict)
     # Set by a stage that needs a copy of a streamed response body (the response cache): an
-    # integration that streams calls it with every chunk it sends to the client.
+    # integration that streams calls it with every chunk it sends to the client (an answer sent
+    # whole, as a OneWriteResponse, carries its body instead).
     body_sink: Callable[[bytes], None] | None = None
 
     def apply_response_headers(self, response: web.StreamResponse) -> None:

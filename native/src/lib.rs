@@ -9,6 +9,7 @@ pub mod request_head;
 pub mod request_id;
 pub mod router;
 pub mod shared;
+pub mod stored_head;
 pub mod throttle;
 
 #[cfg(feature = "python")]

@@ -49,7 +49,7 @@ pub struct Added<'a> {
     pub content_type: Option<&'a [u8]>,
 }
 
-fn trim(token: &[u8]) -> &[u8] {
+pub(crate) fn trim(token: &[u8]) -> &[u8] {
     // Python's bytes.strip(): ASCII whitespace, including vertical tab and form feed.
     let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
     let start = token.iter().position(|b| !blank(b)).unwrap_or(token.len());

@@ -882,9 +882,7 @@ class HttpProxyIntegration:
             has_server,
             has_date,
         )
-        sink = ctx.body_sink
-        if sink is not None:
-            sink(body)
+        # No ctx.body_sink call: the body is not streamed, and the OneWriteResponse carries it.
         target.release(conn, conn.reusable())
         reason = conn.reason if conn.reason.isascii() else b""
         return OneWriteResponse(conn.status, head, body, ctx.response_headers, reason)

@@ -24,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from pygw._native import ResponseCache
+from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, stored_lines
 from pygw.context import RequestContext
-from pygw.one_write import OneWriteResponse, ResponseHead, head_from_pairs, per_request_names
+from pygw.one_write import OneWriteResponse, ResponseHead, head_from_pairs
 from pygw.pipeline import Integration
 
 __all__ = [
@@ -51,16 +51,14 @@ MAX_BODY_BYTES: Final = 10 * 1024 * 1024
 
 _COALESCED: Final = frozenset({"GET", "HEAD"})
 # Headers a cached entry must not replay: framing (recomputed for every answer), the date and age
-# (set fresh on a hit), and connection management (per connection, not per resource).
+# (set fresh on a hit), and connection management (per connection, not per resource). The same
+# list filters a whole answer's header lines in native/src/stored_head.rs.
 _NOT_STORED: Final = frozenset(
     {"content-length", "transfer-encoding", "date", "age", "connection", "keep-alive", "x-cache"}
 )
-_NOT_STORED_BYTES: Final = frozenset(name.encode() for name in _NOT_STORED)
 _NEVER_STORE: Final = frozenset({"no-store", "private", "no-cache"})
 # What a pass marker or a Vary marker is charged for beyond its key.
 _MARKER_BYTES: Final = 64
-# Per stored header, beyond the characters themselves: the tuple and string objects holding them.
-_HEADER_OVERHEAD: Final = 32
 
 
 # One stored answer: (status, headers, body, stored_at, head, filtered_for). stored_at is
@@ -77,6 +75,8 @@ _HEADER_OVERHEAD: Final = 32
 CachedResponse = tuple[
     int, tuple[tuple[str, str], ...], bytes, float, ResponseHead | None, tuple[str, ...]
 ]
+# A whole answer's head without Vary, as ResponseCache.keep_whole takes it.
+_WholeHead = tuple[bytes, None, bool, bool, bool]
 # Stored under a key whose response varies by request headers: the (lower-cased) header names
 # joined by _VARY_SEP; the entries themselves live under the key extended with the values of
 # these headers. A string for the same reason as above.
@@ -103,18 +103,14 @@ _PASS: Final = _Pass()
 # What a leader hands its waiters: (the stored answer, the request header names it varies by,
 # _vary_values for those names). A tuple: one is made on every stored miss.
 _Fetched = tuple[CachedResponse, tuple[str, ...], str]
-# What _filter_lines makes of an upstream's header lines: (the lines to store, how many), or
-# None when the answer may not be stored.
-_FilteredLines = tuple[bytes, int] | None
-# _filter_lines results kept per CachingIntegration: an upstream sends the same header lines
-# (its Date aside, which changes once a second) on almost every answer.
-_FILTERED_MEMO_SIZE: Final = 64
+# Stored heads replayed for other per-request header names, kept per CachingIntegration (see
+# _replayed_head).
+_REPLAYED_MEMO_SIZE: Final = 64
 # Query strings whose key part is remembered (see CachingIntegration._key), and the longest one
 # remembered: a key part is about as long as its query string, so the memo stays near 2 MiB
 # whatever the traffic.
 _QUERY_MEMO_SIZE: Final = 4096
 _QUERY_MEMO_MAX_LEN: Final = 256
-_UNSEEN: Final[Any] = object()
 
 
 class _Flight:
@@ -200,7 +196,6 @@ class CachingIntegration:
     __slots__ = (
         "_allow_invalidation",
         "_cache",
-        "_filtered",
         "_flights",
         "_hit",
         "_key_params",
@@ -255,7 +250,6 @@ class CachingIntegration:
             for method in _COALESCED
         }
         self._flights: dict[str, _Flight] = {}
-        self._filtered: dict[tuple[bytes, tuple[str, ...]], _FilteredLines] = {}
         self._replayed: dict[tuple[ResponseHead, tuple[str, ...]], ResponseHead] = {}
 
     async def close(self) -> None:
@@ -386,14 +380,13 @@ class CachingIntegration:
         """The stored head without the lines this request's stages set themselves (the
         storing request's stages may not have set them, CORS for a request without an Origin):
         a stage's value replaces the stored one, as on a miss. Remembered by the stored head
-        and the names of the request's headers (the caller looks there first), as for
-        _keep_head."""
+        and the names of the request's headers (the caller looks there first)."""
         replayed = head
-        filtered = _filter_lines(head[0], per_request_names(extra))
+        filtered = stored_lines(head[0], tuple(extra))
         if filtered is not None and filtered[0] != head[0]:
             replayed = (filtered[0], *head[1:])
         memo = self._replayed
-        if len(memo) >= _FILTERED_MEMO_SIZE:
+        if len(memo) >= _REPLAYED_MEMO_SIZE:
             memo.clear()
         memo[head, tuple(extra)] = replayed
         return replayed
@@ -470,7 +463,7 @@ class CachingIntegration:
         names = tuple(sorted(set(vary)))
         values = _vary_values(ctx.request.headers, names) if names else ""
         if method == "GET":
-            size = len(body) + sum(len(n) + len(v) + _HEADER_OVERHEAD for n, v in stored)
+            size = len(body) + sum(len(n) + len(v) + STORED_LINE_OVERHEAD for n, v in stored)
             if names:
                 self._cache.put(base, _VARY_SEP.join(names), _MARKER_BYTES, self._ttl_s)
                 self._cache.put(base + values, entry, size, self._ttl_s)
@@ -483,45 +476,38 @@ class CachingIntegration:
     ) -> _Fetched | None:
         """`_keep` for a GET answer that arrived whole (the usual miss): its header lines are
         filtered as bytes, never decoded into a header map and serialized again."""
-        lines, own_vary, has_content_type, has_server, _ = head
-        names: tuple[str, ...] = ()
-        if own_vary is not None:
-            vary = _tokens((own_vary,))
-            if "*" in vary:
-                self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
-                return None
-            names = tuple(sorted(set(vary)))
         if len(body) > self._max_body:
             self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
             return None
         # Filtered for this request's own headers and the Age every hit sets: a hit whose
         # stages set the same headers then replays the stored lines as they are (see _answer).
-        # Remembered by the names as they are: building the set of their lower-cased forms is
-        # only needed to filter, not to look up.
         names_for = _names_for(ctx.response_headers)
-        memo_key = (lines, names_for)
-        memo = self._filtered
-        filtered = memo.get(memo_key, _UNSEEN)
-        if filtered is _UNSEEN:
-            filtered = _filter_lines(lines, per_request_names(names_for))
-            if len(memo) >= _FILTERED_MEMO_SIZE:
-                memo.clear()
-            memo[memo_key] = filtered
+        own_vary = head[1]
+        if own_vary is None:  # the usual answer: filtered, built and stored in one native call
+            kept = self._cache.keep_whole(
+                base, cast(_WholeHead, head), body, names_for, self._ttl_s, time.monotonic()
+            )
+            if kept is None:
+                self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
+                return None
+            return (kept, (), "")
+        vary = _tokens((own_vary,))
+        if "*" in vary:
+            self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
+            return None
+        names = tuple(sorted(set(vary)))
+        filtered = stored_lines(head[0], names_for)
         if filtered is None:
             self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
             return None
-        stored_lines, count = filtered
+        lines, count = filtered
         # The Date line is never kept: a hit gets a fresh one.
-        stored_head: ResponseHead = (stored_lines, own_vary, has_content_type, has_server, False)
+        stored_head: ResponseHead = (lines, own_vary, head[2], head[3], False)
         entry: CachedResponse = (200, (), body, time.monotonic(), stored_head, names_for)
-        size = len(body) + len(stored_lines) + _HEADER_OVERHEAD * count
-        if names:
-            values = _vary_values(ctx.request.headers, names)
-            self._cache.put(base, _VARY_SEP.join(names), _MARKER_BYTES, self._ttl_s)
-            self._cache.put(base + values, entry, size, self._ttl_s)
-        else:
-            values = ""
-            self._cache.put(base, entry, size, self._ttl_s)
+        values = _vary_values(ctx.request.headers, names)
+        self._cache.put(base, _VARY_SEP.join(names), _MARKER_BYTES, self._ttl_s)
+        size = len(body) + len(lines) + STORED_LINE_OVERHEAD * count
+        self._cache.put(base + values, entry, size, self._ttl_s)
         return (entry, names, values)
 
     @staticmethod
@@ -552,27 +538,6 @@ class CachingIntegration:
             if length is not None and (not length.isdigit() or int(length) != collector.size):
                 return None
         return collector.body()
-
-
-def _filter_lines(lines: bytes, per_request: frozenset[bytes]) -> _FilteredLines:
-    """The header lines of an upstream's answer that a cache entry keeps, or None when a
-    Set-Cookie or a Cache-Control no-store/private/no-cache forbids storing the answer."""
-    kept: list[bytes] = []
-    for line in lines.split(b"\r\n"):
-        if not line:
-            continue
-        lname = line.partition(b":")[0].strip().lower()
-        if lname in _NOT_STORED_BYTES or lname in per_request:
-            continue
-        if lname == b"set-cookie":
-            return None
-        if lname == b"cache-control":
-            value = line.partition(b":")[2].decode("latin-1")
-            if not _NEVER_STORE.isdisjoint(t.partition("=")[0].strip() for t in _tokens((value,))):
-                return None
-        kept.append(line)
-    kept.append(b"")
-    return (b"\r\n".join(kept) if len(kept) > 1 else b"", len(kept))
 
 
 # names of a request's own headers -> the names a stored head is filtered for (with the Age a

@@ -5,9 +5,49 @@
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::cache::Cache;
+use crate::stored_head;
 use crate::throttle::monotonic_now;
+
+/// What an entry is charged per stored header line (and once for its head) beyond the bytes
+/// themselves: the objects that hold them.
+const STORED_LINE_OVERHEAD: usize = 32;
+
+/// The names in `names` as text, borrowed from the tuple's strings.
+fn names_of<'py>(names: &Bound<'py, PyTuple>) -> PyResult<Vec<Bound<'py, PyString>>> {
+    names
+        .iter()
+        .map(|name| Ok(name.cast_into::<PyString>()?))
+        .collect()
+}
+
+fn stored<'py>(
+    lines: &[u8],
+    names: &[Bound<'py, PyString>],
+) -> PyResult<Result<(Vec<u8>, usize), stored_head::NotStorable>> {
+    let names = names
+        .iter()
+        .map(|name| name.to_str())
+        .collect::<PyResult<Vec<&str>>>()?;
+    Ok(stored_head::stored_lines(lines, &names))
+}
+
+/// `(lines, count)`: the header lines of `lines` (CRLF-terminated) that a cache entry keeps,
+/// given the names of the headers the request's own stages set; None when the answer may not
+/// be stored at all (Set-Cookie; Cache-Control no-store, private or no-cache).
+#[pyfunction]
+fn stored_lines<'py>(
+    py: Python<'py>,
+    lines: &[u8],
+    own_names: &Bound<'py, PyTuple>,
+) -> PyResult<Option<(Bound<'py, PyBytes>, usize)>> {
+    let names = names_of(own_names)?;
+    Ok(stored(lines, &names)?
+        .ok()
+        .map(|(kept, count)| (PyBytes::new(py, &kept), count)))
+}
 
 fn clock(now: Option<f64>) -> PyResult<f64> {
     match now {
@@ -71,6 +111,78 @@ impl PyResponseCache {
         Ok(stored)
     }
 
+    /// Stores a whole 200 answer to a GET whose upstream head has no Vary, as the entry
+    /// `(200, (), body, stored_at, stored_head, own_names)`, and returns the entry; None (storing
+    /// nothing) when the head forbids storing it. `head` is the answer's
+    /// `(lines, None, has_content_type, has_server, has_date)`; the entry keeps the lines
+    /// `stored_lines` keeps, and no Date. `stored_at` is the caller's time.monotonic() (the
+    /// clock an entry's Age is read on).
+    fn keep_whole<'py>(
+        &self,
+        key: &str,
+        head: &Bound<'py, PyTuple>,
+        body: &Bound<'py, PyBytes>,
+        own_names: &Bound<'py, PyTuple>,
+        ttl_s: f64,
+        stored_at: f64,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let py = head.py();
+        if head.len() != 5 {
+            return Err(PyValueError::new_err("head must be a 5-tuple"));
+        }
+        let lines = head.get_item(0)?.cast_into::<PyBytes>()?;
+        if !head.get_item(1)?.is_none() {
+            return Err(PyValueError::new_err(
+                "keep_whole is for answers without Vary",
+            ));
+        }
+        let (has_content_type, has_server) = (head.get_item(2)?, head.get_item(3)?);
+        let names = names_of(own_names)?;
+        let Ok((kept, count)) = stored(lines.as_bytes(), &names)? else {
+            return Ok(None);
+        };
+        // Nothing filtered out (the usual head): the entry shares the answer's bytes.
+        let kept_lines = if kept.len() == lines.as_bytes().len() {
+            lines
+        } else {
+            PyBytes::new(py, &kept)
+        };
+        let size = body.as_bytes().len() + kept.len() + STORED_LINE_OVERHEAD * count;
+        let stored_head = PyTuple::new(
+            py,
+            [
+                kept_lines.into_any(),
+                py.None().into_bound(py),
+                has_content_type,
+                has_server,
+                false.into_pyobject(py)?.to_owned().into_any(),
+            ],
+        )?;
+        let entry = PyTuple::new(
+            py,
+            [
+                200u16.into_pyobject(py)?.into_any(),
+                PyTuple::empty(py).into_any(),
+                body.clone().into_any(),
+                stored_at.into_pyobject(py)?.into_any(),
+                stored_head.into_any(),
+                own_names.clone().into_any(),
+            ],
+        )?;
+        let now = monotonic_now();
+        let mut dropped = Vec::new();
+        self.inner.lock().insert_into(
+            key,
+            entry.clone().unbind().into_any(),
+            size,
+            ttl_s,
+            now,
+            &mut dropped,
+        );
+        drop(dropped);
+        Ok(Some(entry))
+    }
+
     fn invalidate(&self, key: &str) -> bool {
         let removed = self.inner.lock().remove(key);
         removed.is_some()
@@ -105,5 +217,7 @@ impl PyResponseCache {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyResponseCache>()?;
+    m.add_function(wrap_pyfunction!(stored_lines, m)?)?;
+    m.add("STORED_LINE_OVERHEAD", STORED_LINE_OVERHEAD)?;
     Ok(())
 }
