@@ -278,6 +278,20 @@ def request_head_tail(
 def header_block_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
     """Sum over the header lines of len(name) + len(value) + 4."""
 
+# --- an upstream's answer relayed (native/src/py/upstream_head.rs) ---
+def relayed_head(
+    headers: Iterable[tuple[bytes, bytes]], own_names: tuple[str, ...]
+) -> tuple[bytes, str | None, bool, bool, bool]:
+    """(lines, vary, has_content_type, has_server, has_date): `Name: value\\r\\n` for each
+    header of an upstream's answer relayed to the client (no hop-by-hop header, none the
+    answer's Connection headers name, no Content-Length, none named in `own_names` in any case,
+    no Vary), the Vary values joined by ", " or None, and whether a Content-Type, Server or Date
+    line is among the lines."""
+
+def is_framed(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether an answer has a Content-Length or a chunked Transfer-Encoding (otherwise its
+    body runs until the connection closes)."""
+
 # --- request ids (native/src/py/request_id.rs) ---
 @final
 class RequestIds:

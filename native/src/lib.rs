@@ -11,6 +11,7 @@ pub mod router;
 pub mod shared;
 pub mod stored_head;
 pub mod throttle;
+pub mod upstream_head;
 
 #[cfg(feature = "python")]
 mod py;

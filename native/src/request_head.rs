@@ -62,7 +62,7 @@ pub(crate) fn trim(token: &[u8]) -> &[u8] {
 
 /// Whether `name` is listed in any of the request's Connection headers (those headers are
 /// hop-by-hop too, RFC 9110 section 7.6.1).
-fn named_by_connection(name: &[u8], connection: &[&[u8]]) -> bool {
+pub(crate) fn named_by_connection(name: &[u8], connection: &[&[u8]]) -> bool {
     connection.iter().any(|value| {
         value
             .split(|&b| b == b',')

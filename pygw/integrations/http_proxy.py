@@ -26,11 +26,11 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from yarl import URL
 
-from pygw._native import request_head_tail
+from pygw._native import is_framed, relayed_head, request_head_tail
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
-from pygw.one_write import OneWriteResponse, ResponseHead, per_request_names
+from pygw.one_write import OneWriteResponse, ResponseHead
 
 __all__ = ["HttpProxyIntegration"]
 
@@ -42,7 +42,8 @@ _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _BODY_BYTES: Final = 3
 
 # RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection some clients still send: left out
-# of an upstream's answer (request_head_tail leaves them out of the request).
+# of a streamed answer (relayed_head leaves them out of a whole one, request_head_tail out of the
+# request).
 _HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
@@ -92,11 +93,19 @@ _COMMON_CONNECTION: Final = {
 }
 
 
-def _connection_tokens(value: bytes) -> frozenset[bytes]:
-    common = _COMMON_CONNECTION.get(value)
-    if common is not None:
-        return common
-    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+def _connection_named(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The (lower-cased) names an answer's Connection headers list: hop-by-hop for it."""
+    named: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            common = _COMMON_CONNECTION.get(value)
+            tokens = (
+                common
+                if common is not None
+                else frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+            )
+            named = named | tokens
+    return named
 
 
 def _wake(fut: asyncio.Future[None] | None) -> None:
@@ -128,9 +137,8 @@ class _Upstream(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.reason = b""
-        # (name, lower-cased name, value)
-        self.headers: list[tuple[bytes, bytes, bytes]] = []
-        self.drop: frozenset[bytes] = frozenset()
+        # (name, value) as received
+        self.headers: list[tuple[bytes, bytes]] = []
         self.head_ready = False
         self.done = False
         self.keep_alive = False
@@ -274,16 +282,12 @@ class _Upstream(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.reason = b""
         self.headers = []
-        self.drop = frozenset()
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname == b"connection":
-            self.drop = self.drop | _connection_tokens(value)
-        self.headers.append((name, lname, value))
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -298,14 +302,7 @@ class _Upstream(asyncio.Protocol):
             self.keep_alive = self.parser.should_keep_alive()
             self.renew_parser = True
         elif status not in (204, 304):
-            framed = False
-            for _, lname, value in self.headers:
-                if lname == b"content-length" or (
-                    lname == b"transfer-encoding" and b"chunked" in value.lower()
-                ):
-                    framed = True
-                    break
-            self.until_eof = not framed
+            self.until_eof = not is_framed(self.headers)
         _wake(self.waiter)
 
     def on_body(self, body: bytes) -> None:
@@ -805,8 +802,9 @@ class HttpProxyIntegration:
             else web.StreamResponse(status=conn.status, reason=reason or None)
         )
         headers = resp.headers
-        drop = conn.drop
-        for name, lname, value in conn.headers:
+        drop = _connection_named(conn.headers)
+        for name, value in conn.headers:
+            lname = name.lower()
             if lname in _HOP_BY_HOP or lname in drop:
                 continue
             headers.add(name.decode("latin-1"), value.decode("utf-8", "replace"))
@@ -852,36 +850,7 @@ class HttpProxyIntegration:
         if conn.reading_paused and conn.transport is not None and not conn.closed:
             conn.reading_paused = False
             conn.transport.resume_reading()
-        lines: list[bytes] = []
-        vary: list[bytes] = []
-        has_content_type = has_server = has_date = False
-        drop = conn.drop
-        replaced = per_request_names(ctx.response_headers)
-        for name, lname, value in conn.headers:
-            if (
-                lname in _HOP_BY_HOP
-                or lname in drop
-                or lname in replaced
-                or lname == b"content-length"
-            ):
-                continue
-            if lname == b"vary":
-                vary.append(value)
-                continue
-            if lname == b"content-type":
-                has_content_type = True
-            elif lname == b"server":
-                has_server = True
-            elif lname == b"date":
-                has_date = True
-            lines.append(b"%s: %s\r\n" % (name, value))
-        head: ResponseHead = (
-            b"".join(lines),
-            b", ".join(vary).decode("latin-1") if vary else None,
-            has_content_type,
-            has_server,
-            has_date,
-        )
+        head: ResponseHead = relayed_head(conn.headers, tuple(ctx.response_headers))
         # No ctx.body_sink call: the body is not streamed, and the OneWriteResponse carries it.
         target.release(conn, conn.reusable())
         reason = conn.reason if conn.reason.isascii() else b""

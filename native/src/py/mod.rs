@@ -11,6 +11,7 @@ mod request_id;
 mod router;
 mod shared;
 mod throttle;
+mod upstream_head;
 
 #[pymodule(gil_used = false)]
 #[pyo3(name = "_native")]
@@ -24,5 +25,6 @@ fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     head::register(m)?;
     request_id::register(m)?;
     request_head::register(m)?;
+    upstream_head::register(m)?;
     Ok(())
 }

@@ -7,11 +7,11 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use crate::request_head::{self, Added};
 
-type Pair<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>);
+pub(crate) type Pair<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>);
 
 /// The `(name, value)` bytes pairs of `headers`: aiohttp's `raw_headers` tuple, or any iterable
 /// of such pairs. TypeError for anything else.
-fn pairs<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Vec<Pair<'py>>> {
+pub(crate) fn pairs<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Vec<Pair<'py>>> {
     let mut found = Vec::with_capacity(16);
     if let Ok(tuple) = headers.cast::<PyTuple>() {
         for item in tuple.iter() {

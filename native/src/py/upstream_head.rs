@@ -1,0 +1,70 @@
+//! Bindings for `crate::upstream_head`.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use super::request_head::pairs;
+use crate::upstream_head;
+
+/// The `(name, value)` slices of `headers`, borrowed from its bytes objects.
+fn slices<'a, 'py>(found: &'a [super::request_head::Pair<'py>]) -> Vec<(&'a [u8], &'a [u8])> {
+    found
+        .iter()
+        .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
+        .collect()
+}
+
+/// A `pygw.one_write.ResponseHead`.
+type RelayedHead<'py> = (
+    Bound<'py, PyBytes>,
+    Option<Bound<'py, PyString>>,
+    bool,
+    bool,
+    bool,
+);
+
+/// `(lines, vary, has_content_type, has_server, has_date)`: the header lines of an upstream's
+/// answer relayed to the client (`Name: value\r\n` each, as received; no hop-by-hop header, none
+/// the answer's Connection header names, no Content-Length, none named in `own_names` in any
+/// case, no Vary), the Vary values joined by ", " (Latin-1 text) or None, and whether a
+/// Content-Type, Server or Date line is among them.
+#[pyfunction]
+fn relayed_head<'py>(
+    headers: &Bound<'py, PyAny>,
+    own_names: &Bound<'py, PyTuple>,
+) -> PyResult<RelayedHead<'py>> {
+    let py = headers.py();
+    let found = pairs(headers)?;
+    let names = own_names
+        .iter()
+        .map(|name| name.cast_into::<PyString>().map_err(PyErr::from))
+        .collect::<PyResult<Vec<_>>>()?;
+    let names = names
+        .iter()
+        .map(|name| name.to_str())
+        .collect::<PyResult<Vec<&str>>>()?;
+    let relayed = upstream_head::relayed_head(&slices(&found), &names);
+    let vary = relayed.vary.map(|vary| {
+        let text: String = vary.iter().map(|&b| char::from(b)).collect();
+        PyString::new(py, &text)
+    });
+    Ok((
+        PyBytes::new(py, &relayed.lines),
+        vary,
+        relayed.has_content_type,
+        relayed.has_server,
+        relayed.has_date,
+    ))
+}
+
+/// Whether an answer's body length is known from `headers` (Content-Length, or a chunked
+/// Transfer-Encoding); otherwise it runs until the upstream closes the connection.
+#[pyfunction]
+fn is_framed(headers: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(upstream_head::is_framed(&slices(&pairs(headers)?)))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(relayed_head, m)?)?;
+    m.add_function(wrap_pyfunction!(is_framed, m)?)
+}
