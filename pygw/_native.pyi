@@ -279,6 +279,9 @@ def header_block_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
     """Sum over the header lines of len(name) + len(value) + 4."""
 
 # --- an upstream's answer relayed (native/src/py/upstream_head.rs) ---
+HOP_BY_HOP: Final[frozenset[bytes]]
+"""RFC 9110's hop-by-hop header names and Proxy-Connection, lower-cased."""
+
 def relayed_head(
     headers: Iterable[tuple[bytes, bytes]], own_names: tuple[str, ...]
 ) -> tuple[bytes, str | None, bool, bool, bool]:

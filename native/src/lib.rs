@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod head;
 pub mod histogram;
+pub mod hop;
 pub mod path;
 pub mod request_head;
 pub mod request_id;

@@ -5,6 +5,8 @@
 //! done in Python this cost about 1 500 instructions per header (bench/instructions.py), here
 //! about a tenth of that.
 
+use crate::hop::{connection_values, is_hop_by_hop, HOP_BY_HOP};
+
 /// How the request body follows the head.
 pub const BODY_NONE: u8 = 0;
 /// The client's body, framed by its own Content-Length (forwarded as it came).
@@ -14,19 +16,9 @@ pub const BODY_CHUNKED: u8 = 2;
 /// Bytes a stage read or produced, framed by a Content-Length written here.
 pub const BODY_BYTES: u8 = 3;
 
-/// Client headers never forwarded as they came: hop-by-hop ones (RFC 9110 section 7.6.1, plus the
-/// non-standard Proxy-Connection), the ones written below, and Expect (a 100-continue exchange is
-/// not relayed, so the upstream must not wait for one).
-const REWRITTEN: [&[u8]; 15] = [
-    b"connection",
-    b"keep-alive",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-    b"proxy-authorization",
-    b"proxy-authenticate",
-    b"proxy-connection",
+/// Client headers never forwarded as they came, beside the hop-by-hop ones: those written below,
+/// and Expect (a 100-continue exchange is not relayed, so the upstream must not wait for one).
+const GATEWAY_WRITTEN: [&[u8]; 6] = [
     b"host",
     b"x-forwarded-for",
     b"x-forwarded-proto",
@@ -49,43 +41,19 @@ pub struct Added<'a> {
     pub content_type: Option<&'a [u8]>,
 }
 
-pub(crate) fn trim(token: &[u8]) -> &[u8] {
-    // Python's bytes.strip(): ASCII whitespace, including vertical tab and form feed.
-    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
-    let start = token.iter().position(|b| !blank(b)).unwrap_or(token.len());
-    let end = token
-        .iter()
-        .rposition(|b| !blank(b))
-        .map_or(start, |i| i + 1);
-    &token[start..end]
-}
-
-/// Whether `name` is listed in any of the request's Connection headers (those headers are
-/// hop-by-hop too, RFC 9110 section 7.6.1).
-pub(crate) fn named_by_connection(name: &[u8], connection: &[&[u8]]) -> bool {
-    connection.iter().any(|value| {
-        value
-            .split(|&b| b == b',')
-            .any(|token| trim(token).eq_ignore_ascii_case(name))
-    })
-}
-
 /// The request head after the request line and Host: `\r\nName: value` for each forwarded client
 /// header, then the added ones and the closing blank line; with the body mode (`BODY_*`).
 pub fn request_head_tail(headers: &[(&[u8], &[u8])], added: &Added<'_>) -> (Vec<u8>, u8) {
-    let connection: Vec<&[u8]> = headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
-        .map(|&(_, value)| value)
-        .collect();
+    let connection = connection_values(headers);
     let mut out = Vec::with_capacity(header_block_size(headers) + added.request_id.len() + 160);
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut client_host: Option<&[u8]> = None;
     let mut body_mode = BODY_NONE;
     for &(name, value) in headers {
-        if REWRITTEN
-            .iter()
-            .any(|known| name.eq_ignore_ascii_case(known))
+        if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+            || GATEWAY_WRITTEN
+                .iter()
+                .any(|known| name.eq_ignore_ascii_case(known))
         {
             if name.eq_ignore_ascii_case(b"x-forwarded-for") {
                 match forwarded_for.as_mut() {
@@ -109,7 +77,7 @@ pub fn request_head_tail(headers: &[(&[u8], &[u8])], added: &Added<'_>) -> (Vec<
             if body_mode == BODY_NONE {
                 body_mode = BODY_LENGTH;
             }
-        } else if (!connection.is_empty() && named_by_connection(name, &connection))
+        } else if (!connection.is_empty() && is_hop_by_hop(name, &connection))
             || (added.content_type.is_some() && name.eq_ignore_ascii_case(b"content-type"))
         {
             continue;

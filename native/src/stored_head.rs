@@ -6,7 +6,7 @@
 //! stored at all. Every stored miss runs this on its head; done in Python, with a memo to spare
 //! the filtering, it was about a tenth of a miss's cost in the gateway.
 
-use crate::request_head::trim;
+use crate::hop::{trim, trim_matching};
 
 /// Never kept in an entry: recomputed for every answer, or per connection.
 const NOT_STORED: [&[u8]; 7] = [
@@ -45,13 +45,9 @@ impl<'a> Iterator for CrlfLines<'a> {
 /// `trim` for a header value read as Latin-1 text: Python's str.strip() also takes the
 /// information separators (0x1C-0x1F), NEL (0x85) and the no-break space (0xA0).
 fn trim_text(text: &[u8]) -> &[u8] {
-    let blank = |b: &u8| b.is_ascii_whitespace() || matches!(b, 0x0b | 0x1c..=0x1f | 0x85 | 0xa0);
-    let start = text.iter().position(|b| !blank(b)).unwrap_or(text.len());
-    let end = text
-        .iter()
-        .rposition(|b| !blank(b))
-        .map_or(start, |i| i + 1);
-    &text[start..end]
+    trim_matching(text, |b| {
+        b.is_ascii_whitespace() || matches!(b, 0x0b | 0x1c..=0x1f | 0x85 | 0xa0)
+    })
 }
 
 /// The answer may not be stored (Set-Cookie, or Cache-Control no-store, private or no-cache).

@@ -6,20 +6,7 @@
 //! header map and serialized again. Every proxied answer passes here, with one pass per header;
 //! in Python that loop cost about 1 200 instructions per header.
 
-use crate::request_head::named_by_connection;
-
-/// RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection.
-const HOP_BY_HOP: [&[u8]; 9] = [
-    b"connection",
-    b"keep-alive",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-    b"proxy-authorization",
-    b"proxy-authenticate",
-    b"proxy-connection",
-];
+use crate::hop::{connection_values, is_hop_by_hop};
 
 /// An answer's relayed header lines, with what the response writer needs to know about them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -31,22 +18,6 @@ pub struct Relayed {
     pub has_content_type: bool,
     pub has_server: bool,
     pub has_date: bool,
-}
-
-/// The Connection header values among `headers`.
-fn connection_values<'a>(headers: &[(&'a [u8], &'a [u8])]) -> Vec<&'a [u8]> {
-    headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
-        .map(|&(_, value)| value)
-        .collect()
-}
-
-/// Whether `name` is hop-by-hop for this answer: listed by RFC 9110 or named by a Connection
-/// header (`connection` holds the answer's Connection values).
-pub fn is_hop_by_hop(name: &[u8], connection: &[&[u8]]) -> bool {
-    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
-        || (!connection.is_empty() && named_by_connection(name, connection))
 }
 
 /// The relayed part of an upstream answer's `headers`, given the names of the headers the

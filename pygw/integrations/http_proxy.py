@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from yarl import URL
 
-from pygw._native import is_framed, relayed_head, request_head_tail
+from pygw._native import HOP_BY_HOP, is_framed, relayed_head, request_head_tail
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
@@ -41,22 +41,6 @@ _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Body mode for bytes a stage read (validation) or produced (a request template).
 _BODY_BYTES: Final = 3
 
-# RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection some clients still send: left out
-# of a streamed answer (relayed_head leaves them out of a whole one, request_head_tail out of the
-# request).
-_HOP_BY_HOP: Final = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-        b"proxy-connection",
-    }
-)
 # Read-side flow control for response bodies: stop reading the upstream above this many buffered
 # bytes; the consumer takes everything buffered at once, so reading resumes at zero.
 _HIGH_WATER: Final = 256 * 1024
@@ -805,7 +789,7 @@ class HttpProxyIntegration:
         drop = _connection_named(conn.headers)
         for name, value in conn.headers:
             lname = name.lower()
-            if lname in _HOP_BY_HOP or lname in drop:
+            if lname in HOP_BY_HOP or lname in drop:
                 continue
             headers.add(name.decode("latin-1"), value.decode("utf-8", "replace"))
         ctx.apply_response_headers(resp)

@@ -10,36 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, stored_lines
+from tests.property.reference_heads import NOT_STORED, reference_stored_lines
 
-_NOT_STORED = frozenset(
-    {b"content-length", b"transfer-encoding", b"date", b"age", b"connection", b"keep-alive"}
-    | {b"x-cache"}
-)
-_NEVER_STORE = frozenset({"no-store", "private", "no-cache"})
-
-
-def reference_stored_lines(lines: bytes, own_names: tuple[str, ...]) -> tuple[bytes, int] | None:
-    per_request = frozenset(name.lower().encode("latin-1") for name in own_names)
-    kept: list[bytes] = []
-    for line in lines.split(b"\r\n"):
-        if not line:
-            continue
-        lname = line.partition(b":")[0].strip().lower()
-        if lname in _NOT_STORED or lname in per_request:
-            continue
-        if lname == b"set-cookie":
-            return None
-        if lname == b"cache-control":
-            value = line.partition(b":")[2].decode("latin-1")
-            tokens = [t.strip().lower() for t in value.split(",") if t.strip()]
-            if not _NEVER_STORE.isdisjoint(t.partition("=")[0].strip() for t in tokens):
-                return None
-        kept.append(line)
-    kept.append(b"")
-    return (b"\r\n".join(kept) if len(kept) > 1 else b"", len(kept))
-
-
-_NAMES = sorted(_NOT_STORED | {b"set-cookie", b"cache-control", b"server", b"etag", b"x-own"})
+_NAMES = sorted(NOT_STORED | {b"set-cookie", b"cache-control", b"server", b"etag", b"x-own"})
 names = st.sampled_from(_NAMES).flatmap(
     lambda name: st.sampled_from([name, name.upper(), name.title(), b" " + name])
 ) | st.binary(max_size=8)

@@ -1,10 +1,10 @@
 //! Bindings for `crate::upstream_head`.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyFrozenSet, PyString, PyTuple};
 
 use super::request_head::pairs;
-use crate::upstream_head;
+use crate::{hop, upstream_head};
 
 /// The `(name, value)` slices of `headers`, borrowed from its bytes objects.
 fn slices<'a, 'py>(found: &'a [super::request_head::Pair<'py>]) -> Vec<(&'a [u8], &'a [u8])> {
@@ -65,6 +65,10 @@ fn is_framed(headers: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let hop_by_hop = hop::HOP_BY_HOP
+        .iter()
+        .map(|name| PyBytes::new(m.py(), name));
+    m.add("HOP_BY_HOP", PyFrozenSet::new(m.py(), hop_by_hop)?)?;
     m.add_function(wrap_pyfunction!(relayed_head, m)?)?;
     m.add_function(wrap_pyfunction!(is_framed, m)?)
 }
