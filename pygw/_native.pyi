@@ -108,9 +108,8 @@ class ResponseCache:
         """Stores a whole 200 answer to a GET (its head without Vary) as the entry
         (200, (), body, stored_at, stored_head, own_names) and returns it; None, storing
         nothing, when stored_lines refuses the head. stored_head keeps what stored_lines keeps
-        of head[0] and no Date. Charged len(body) +
-        the kept lines + STORED_LINE_OVERHEAD per line (count from stored_lines). ValueError
-        when head[1] is not None."""
+        of head[0] and no Date. Charged len(body) + the kept lines + STORED_LINE_OVERHEAD per
+        line (count from stored_lines). ValueError when head[1] is not None."""
     def invalidate(self, key: str) -> bool:
         """Removes `key`; True if it was held (expired or not)."""
     def clear(self) -> None:
