@@ -6,6 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pygw.request import Request
+from pygw.response import Response
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -14,7 +17,7 @@ if TYPE_CHECKING:
 class RequestContext:
     # The dispatcher passes the first nine fields positionally (it is the hot path): keep their
     # order, or change the call in pygw/dispatch.py with them.
-    request: web.BaseRequest
+    request: Request
     request_id: str
     # Path below the stage prefix, as matched (normalised, trailing slash kept, never decoded).
     path: str
@@ -34,7 +37,7 @@ class RequestContext:
     # whole, as a OneWriteResponse, carries its body instead).
     body_sink: Callable[[bytes], None] | None = None
 
-    def apply_response_headers(self, response: web.StreamResponse) -> None:
+    def apply_response_headers(self, response: Response | web.StreamResponse) -> None:
         """Called by whoever builds the response, before it is prepared (headers go out first)."""
         extra = self.response_headers
         headers = response.headers

@@ -12,13 +12,12 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from pygw._native import RequestIds, header_block_size
+from pygw._native import RequestIds
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style, gateway_response
 from pygw.integrations.mock import ConnectionResetByFault
-from pygw.one_write import OneWriteResponse
+from pygw.request import Request, RequestBodyError
+from pygw.response import Response
 
 if TYPE_CHECKING:
     from pygw.observe.access_log import AccessLog
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pygw")
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 _JSON = "application/json"
 
 
@@ -55,9 +54,9 @@ def error_response(
     request_id: str,
     detail: str | None = None,
     extra_headers: dict[str, str] | None = None,
-) -> web.Response:
+) -> Response:
     answer = gateway_response(error, style)
-    response = web.Response(status=answer.status, body=answer.body(detail), content_type=_JSON)
+    response = Response(status=answer.status, body=answer.body(detail), content_type=_JSON)
     headers = response.headers
     if answer.aws_error_type is not None:
         headers["x-amzn-ErrorType"] = answer.aws_error_type
@@ -71,22 +70,42 @@ def error_response(
     return response
 
 
+def refusal_response(status: int, message: str) -> Response:
+    """The answer to a request refused by the connection before it was routed (malformed,
+    too large, an unsupported version): JSON like every other gateway error, with a request id."""
+    request_id = new_request_id()
+    response = Response(
+        status=status,
+        body=b'{"message":"%s"}' % message.encode("ascii", "replace"),
+        content_type=_JSON,
+        headers={"x-request-id": request_id, "apigw-requestid": request_id},
+    )
+    response.force_close()
+    return response
+
+
+_BODY_ERRORS = {
+    413: ErrorType.REQUEST_TOO_LARGE,
+    408: ErrorType.REQUEST_TIMEOUT,
+}
+
+
 class Dispatcher:
     def __init__(
         self,
         runtime: Runtime,
         access_log: AccessLog | None,
-        max_body_bytes: int,
-        max_header_bytes: int,
+        worker_id: str | None = None,
     ) -> None:
         self.runtime = runtime
         self._access_log = access_log
-        self._max_body_bytes = max_body_bytes
-        self._max_header_bytes = max_header_bytes
+        # Answers of a worker process name it; aiohttp sends a WebSocket handshake's answer,
+        # so for those the header travels with the stages' response headers.
+        self._worker_id = worker_id
         # uvloop's loop.time() counts whole milliseconds: too coarse for gateway overhead.
         self._loop_time = time.perf_counter
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: Request) -> Response:
         # One coroutine for the whole request (no inner await chain): every resumption of a
         # suspended request walks the chain of awaiting frames.
         started = self._loop_time()
@@ -94,24 +113,19 @@ class Dispatcher:
         runtime.in_flight += 1
         try:
             # A well-formed id the client sent is kept (inlined: every request passes here).
-            offered = request.headers.get("x-request-id")
+            offered = request.header(b"x-request-id")
             if offered is not None and _REQUEST_ID.fullmatch(offered):
-                request_id = offered
+                request_id = offered.decode("ascii")
             else:
                 request_id = new_request_id()
-            refused = self._check_limits(request)
-            if refused is not None:
-                too_large = error_response(refused, Style.REST, request_id)
-                too_large.force_close()
-                return self._unrouted(request, too_large, request_id, started)
-
             raw_path = request.raw_path
             q = raw_path.find("?")
             if q >= 0:
                 raw_path = raw_path[:q]
             try:
+                host = request.header(b"host")
                 found = runtime.router.lookup(
-                    request.headers.get("Host", ""), request.method, raw_path
+                    "" if host is None else host.decode("latin-1"), request.method, raw_path
                 )
             except ValueError:
                 bad_path = error_response(ErrorType.BAD_REQUEST, Style.HTTP, request_id)
@@ -131,12 +145,14 @@ class Dispatcher:
                 path,
                 dict(params),
                 variant.stage_variables,
-                request.remote or "",
+                request.client_ip,
                 started,
                 variant.canary,
                 {route.request_id_header: request_id, "x-request-id": request_id},
             )
-            response: web.StreamResponse
+            if request.upgrade is not None and self._worker_id is not None:
+                ctx.response_headers["x-pygw-worker"] = self._worker_id
+            response: Response
             pipeline = variant.pipeline
             try:
                 if pipeline.waits:
@@ -149,8 +165,15 @@ class Dispatcher:
                     failure.error, route.style, request_id, failure.detail, failure.headers
                 )
                 ctx.apply_response_headers(response)
+            except RequestBodyError as unread:
+                # The body could not be read whole (too large, too slow, cut off): the
+                # connection closes after this answer.
+                error = _BODY_ERRORS.get(unread.status, ErrorType.BAD_REQUEST)
+                response = error_response(error, route.style, request_id)
+                ctx.apply_response_headers(response)
+                response.force_close()
             except ConnectionResetByFault:
-                response = web.Response(status=499)
+                response = Response(status=499)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -180,24 +203,16 @@ class Dispatcher:
             runtime.in_flight -= 1
 
     def _unrouted(
-        self, request: web.BaseRequest, response: web.Response, request_id: str, started: float
-    ) -> web.Response:
+        self, request: Request, response: Response, request_id: str, started: float
+    ) -> Response:
         self._log(request, None, response, request_id, started, 0.0, False)
         return response
 
-    def _check_limits(self, request: web.BaseRequest) -> ErrorType | None:
-        length = request.content_length
-        if length is not None and length > self._max_body_bytes:
-            return ErrorType.REQUEST_TOO_LARGE
-        if header_block_size(request.raw_headers) > self._max_header_bytes:
-            return ErrorType.HEADERS_TOO_LARGE
-        return None
-
     def _log(
         self,
-        request: web.BaseRequest,
+        request: Request,
         route: CompiledRoute | None,
-        response: web.StreamResponse,
+        response: Response,
         request_id: str,
         started: float,
         integration_latency_s: float,
@@ -217,9 +232,9 @@ class Dispatcher:
 
     def _write_log(
         self,
-        request: web.BaseRequest,
+        request: Request,
         route: CompiledRoute | None,
-        response: web.StreamResponse,
+        response: Response,
         request_id: str,
         latency_s: float,
         integration_latency_s: float,
@@ -227,17 +242,12 @@ class Dispatcher:
         ctx_cache: str | None,
     ) -> None:
         assert self._access_log is not None
-        body_length = response.body_length if response.prepared else 0
-        if isinstance(response, OneWriteResponse):
-            body_length = len(response.body)
-        elif not body_length and isinstance(response, web.Response) and response.body is not None:
-            body = response.body
-            body_length = len(body) if isinstance(body, bytes | bytearray) else 0
+        body_length = response.body_length
         self._access_log.write(
             {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "request_id": request_id,
-                "client_ip": request.remote,
+                "client_ip": request.client_ip,
                 "method": request.method,
                 # The query string stays out of the log: it may carry credentials.
                 "path": request.raw_path.partition("?")[0],

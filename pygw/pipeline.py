@@ -16,16 +16,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiohttp import web
-
 from pygw._native import Histogram, TimedChecks, monotonic
 from pygw.context import RequestContext
+from pygw.response import Response
 
-Stage = Callable[[RequestContext], Awaitable[web.StreamResponse | None]]
+Stage = Callable[[RequestContext], Awaitable[Response | None]]
 
 
 class Integration(Protocol):
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse: ...
+    async def __call__(self, ctx: RequestContext) -> Response: ...
 
     async def close(self) -> None: ...
 
@@ -36,7 +35,7 @@ class StageTimer(Protocol):
         ...
 
 
-SyncCheck = Callable[[RequestContext], web.StreamResponse | None]
+SyncCheck = Callable[[RequestContext], Response | None]
 # (the stage's `check`, None) for a stage that never waits, else (None, the stage)
 Step = tuple[SyncCheck | None, Stage | None]
 
@@ -66,14 +65,14 @@ class Pipeline:
         object.__setattr__(self, "waits", any(check is None for check, _ in steps))
         object.__setattr__(self, "check", self._check_each)
 
-    async def run(self, ctx: RequestContext) -> web.StreamResponse:
+    async def run(self, ctx: RequestContext) -> Response:
         for check, stage in self.steps:
             answered = check(ctx) if check is not None else await stage(ctx)  # type: ignore[misc]
             if answered is not None:
                 return answered
         return await self.integration(ctx)
 
-    def _check_each(self, ctx: RequestContext) -> web.StreamResponse | None:
+    def _check_each(self, ctx: RequestContext) -> Response | None:
         for check, _ in self.steps:
             answered = check(ctx)  # type: ignore[misc]
             if answered is not None:
@@ -105,7 +104,7 @@ class TimedPipeline(Pipeline):
         if len(checks) == len(histograms) == len(timed_steps):
             object.__setattr__(self, "check", TimedChecks(checks, histograms).run)
 
-    async def run(self, ctx: RequestContext) -> web.StreamResponse:
+    async def run(self, ctx: RequestContext) -> Response:
         # One clock reading per stage, taken by the timer as it records: each stage's end is
         # the next one's start.
         started = monotonic()
@@ -118,7 +117,7 @@ class TimedPipeline(Pipeline):
                 return answered
         return await self.integration(ctx)
 
-    def _check_each(self, ctx: RequestContext) -> web.StreamResponse | None:
+    def _check_each(self, ctx: RequestContext) -> Response | None:
         # run()'s loop without the await, for timers that are not native histograms (the
         # native TimedChecks does the same loop): it must stay a plain function (see
         # Pipeline.check), and a coroutine cannot share a loop body with one.

@@ -18,8 +18,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-from aiohttp import web
-
 from pygw._native import ResponseCache, Router, SharedThrottle, Throttle
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.context import RequestContext
@@ -32,6 +30,7 @@ from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
+from pygw.response import Response
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys
 from pygw.stages.cache import wrap_with_cache
 from pygw.stages.cors import build_cors_stage
@@ -221,9 +220,9 @@ class _TransformedResponses:
         self._inner = inner
         self._transform = transform
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+    async def __call__(self, ctx: RequestContext) -> Response:
         response = await self._inner(ctx)
-        if isinstance(response, web.Response) and not response.prepared:
+        if not response.streamed:
             return self._transform(ctx, response)
         return response
 

@@ -4,52 +4,38 @@ With `--workers N` (N > 1) each worker process runs one Gateway in worker mode (
 it shares the traffic port through SO_REUSEPORT, serves its admin API on a private address that
 only the supervisor (pygw/supervisor.py) talks to, and tags its responses with `x-pygw-worker`.
 
-Protocol-level limits live here: header size (via aiohttp's parser), a header read deadline
-(aiohttp has none, so slow-header clients would otherwise hold connections forever) and the idle
-timeout between keep-alive requests.
+Connections are pygw's own HTTP/1.1 protocol (pygw/http1.py), which enforces the limits of
+`server.limits`; WebSocket handshakes are handed to an aiohttp low-level server (`_upgrade`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-import orjson
 from aiohttp import web
-from aiohttp.helpers import ceil_timeout
-from aiohttp.http_writer import StreamWriter
-from aiohttp.web_exceptions import HTTPException
-from aiohttp.web_protocol import _PAYLOAD_ACCESS_ERROR, RequestHandler, _ErrInfo
-from aiohttp.web_protocol import ERROR as _ERROR_MESSAGE
-from aiohttp.web_request import BaseRequest
 
 from pygw.admin import AdminServer
 from pygw.config.load import ConfigError, LoadedConfig, load_config
-from pygw.dispatch import Dispatcher
+from pygw.dispatch import Dispatcher, refusal_response
+from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
 from pygw.observe.metrics import Metrics
-from pygw.one_write import OneWriteResponse
+from pygw.request import Request
+from pygw.response import Response, UpgradedResponse
 from pygw.runtime import Runtime, compile_runtime
 from pygw.state.redis_throttle import close_pools
 
 log = logging.getLogger("pygw")
-
-# The request loop below is aiohttp 3.14's with one change; another series may have moved the
-# private parts it uses, so it keeps aiohttp's own loop there. From Python 3.12 aiohttp starts
-# its per-request task eagerly, which costs no extra turns of the loop.
-_INLINE_REQUEST_LOOP = aiohttp.__version__.startswith("3.14.") and sys.version_info < (3, 12)
 
 
 def settle_heap() -> None:
@@ -68,251 +54,40 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-class _HeaderDeadlineHandler(RequestHandler):
-    """Closes a connection whose request headers take longer than `header_timeout_s` to arrive.
+def upgrade_server(
+    handler: Callable[[Request], Awaitable[Response]],
+    max_header_bytes: int = 16_384,
+    worker_id: str | None = None,
+) -> web.Server:
+    """An aiohttp low-level server for the connections pygw's protocol hands over with a
+    WebSocket handshake: the handshake goes through `handler` like any request, and aiohttp's
+    WebSocket machinery runs the session an integration opens."""
 
-    A connection only notes when the current request's headers started arriving; one sweep per
-    server checks those notes periodically. A timer per request cost about 5% of the hot path."""
-
-    __slots__ = ("_headers_since", "_open_payload")
-
-    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._headers_since: float | None = None
-        self._open_payload: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._headers_since = self._loop.time()
-
-    def data_received(self, data: bytes) -> None:
-        parsed_before = self._request_count
-        super().data_received(data)
-        if self._request_count != parsed_before:
-            self._headers_since = None
-            self._open_payload = self._messages[-1][1] if self._messages else None
-        elif data and self._headers_since is None and not self._reading_body():
-            self._headers_since = self._loop.time()
-
-    async def start(self) -> None:
-        """aiohttp's request loop, less the task it creates per request on Python 3.11.
-
-        That task only copies context variables (which the gateway does not keep; async user
-        code run in-process gets its own task: asyncio.wait_for in pygw/integrations/function.py
-        makes one on 3.11, pygw/stages/custom_auth.py makes one) and costs every request two
-        more turns of the event loop.
-        The loop is aiohttp 3.14's own, line for line, with the handler awaited in place
-        through `_answer` (aiohttp's `_handle_request`); other aiohttp versions and Pythons
-        keep aiohttp's loop (see `_INLINE_REQUEST_LOOP`)."""
-        if not _INLINE_REQUEST_LOOP:
-            return await super().start()
-        loop = self._loop
-        manager = self._manager
-        assert manager is not None
-        keepalive_timeout = self._keepalive_timeout
-        resp: web.StreamResponse | None = None
-        assert self._request_factory is not None
-        assert self._request_handler is not None
-
-        while not self._force_close:
-            if not self._messages:
-                try:
-                    self._waiter = loop.create_future()
-                    await self._waiter
-                finally:
-                    self._waiter = None
-
-            message, payload = self._messages.popleft()
-            if self._parser is not None:
-                self._parser.message_consumed()
-            if self._buffer_paused and len(self._messages) <= self._msg_queue_resume_size:
-                self._resume_reading_if_drained()
-
-            start_time = loop.time() if self._logging_enabled else None
-            manager.requests_count += 1
-            writer = StreamWriter(self, loop)
-            if isinstance(message, _ErrInfo):
-                request_handler = self._make_error_handler(message)
-                message = _ERROR_MESSAGE
-            else:
-                request_handler = self._request_handler
-
-            # This coroutine runs in the connection's task: current_task() is never None here.
-            request = self._request_factory(
-                message,
-                payload,
-                self,
-                writer,
-                self._task_handler or asyncio.current_task(loop),  # type: ignore[arg-type]
-            )
-            try:
-                try:
-                    resp, reset = await self._answer(request, start_time, request_handler)
-                except ConnectionError:
-                    self.log_debug("Ignored premature client disconnection")
-                    break
-                if reset:
-                    self.log_debug("Ignored premature client disconnection 2")
-                    break
-
-                self._keepalive = bool(resp.keep_alive)
-                if not payload.is_eof():
-                    await self._linger(payload)
-                payload.set_exception(_PAYLOAD_ACCESS_ERROR)
-            except asyncio.CancelledError:
-                self.log_debug("Ignored premature client disconnection")
-                self.force_close()
-                raise
-            except Exception as exc:
-                self.log_exception("Unhandled exception", exc_info=exc)
-                self.force_close()
-            except BaseException:
-                self.force_close()
-                raise
-            finally:
-                request._task = None  # type: ignore[assignment]  # breaks a cycle on errors
-                if self.transport is None and resp is not None:
-                    self.log_debug("Ignored premature client disconnection.")
-
-            if self._keepalive and not self._close and not self._force_close:
-                close_time = loop.time() + keepalive_timeout
-                self._next_keepalive_close_time = close_time
-                if self._keepalive_handle is None:
-                    self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
-            else:
-                break
-
-        if not self._force_close:
-            self._task_handler = None
-            if self.transport is not None:
-                self.transport.close()
-
-    async def _answer(
-        self,
-        request: BaseRequest,
-        start_time: float | None,
-        request_handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
-    ) -> tuple[web.StreamResponse, bool]:
-        """aiohttp's `_handle_request`, sending a OneWriteResponse without another coroutine."""
-        self._request_in_progress = True
-        try:
-            try:
-                self._current_request = request
-                resp = await request_handler(request)
-            finally:
-                self._current_request = None
-        except HTTPException as exc:
-            resp, reset = await self.finish_response(request, exc, start_time)
-        except asyncio.CancelledError:
-            raise
-        except TimeoutError as exc:
-            self.log_debug("Request handler timed out.", exc_info=exc)
-            resp = self.handle_error(request, 504)
-            resp, reset = await self.finish_response(request, resp, start_time)
-        except Exception as exc:
-            resp = self.handle_error(request, 500, exc)
-            resp, reset = await self.finish_response(request, resp, start_time)
-        else:
-            if type(resp) is OneWriteResponse and not self._upgraded:
-                reset = self._send_at_once(request, resp, start_time)
-            else:
-                resp, reset = await self.finish_response(request, resp, start_time)
-        finally:
-            self._request_in_progress = False
-            if self._handler_waiter is not None:
-                self._handler_waiter.set_result(None)
-        return resp, reset
-
-    async def _linger(self, payload: Any) -> None:
-        """Reads and drops the rest of a body the handler left unread, for at most
-        `lingering_time` (aiohttp's behaviour), so the connection can be reused."""
-        lingering_time = self._lingering_time
-        if not self._force_close and lingering_time:
-            self.log_debug("Start lingering close timer for %s sec.", lingering_time)
-            now = self._loop.time()
-            end_t = now + lingering_time
-            try:
-                while not payload.is_eof() and now < end_t:
-                    async with ceil_timeout(end_t - now):
-                        await payload.readany()
-                    now = self._loop.time()
-            except (asyncio.CancelledError, TimeoutError):
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-        if not payload.is_eof() and not self._force_close:
-            self.log_debug("Uncompleted request.")
-            self.close()
-
-    def _send_at_once(
-        self, request: BaseRequest, resp: OneWriteResponse, start_time: float | None
-    ) -> bool:
-        """Sends a OneWriteResponse; True when the client has gone."""
-        request._finish()
-        try:
-            resp.send(request)
-        except ConnectionError:
-            self.log_access(request, resp, start_time)
-            return True
-        self.log_access(request, resp, start_time)
-        return False
-
-    async def finish_response(
-        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        # aiohttp awaits prepare() and write_eof(), two coroutines per request, for what a
-        # OneWriteResponse does in one plain call. After a declined upgrade aiohttp has a
-        # message tail to feed first: its own path handles that.
-        if type(resp) is not OneWriteResponse or self._upgraded:
-            return await super().finish_response(request, resp, start_time)
-        return resp, self._send_at_once(request, resp, start_time)
-
-    def _reading_body(self) -> bool:
-        payload = self._open_payload
-        return payload is not None and not payload.is_eof()
-
-    def headers_overdue(self, started_before: float) -> bool:
-        since = self._headers_since
-        return since is not None and since < started_before
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        """Requests aiohttp could not parse get a JSON answer like every other gateway error,
-        and never a traceback. Malformed input from clients is routine, so it is logged at debug."""
-        if status >= 500:
-            log.error("error handling request from %s", request.remote, exc_info=exc)
-        else:
-            log.debug("malformed request from %s: %s", request.remote, message)
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started, cannot send an error response")
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
-        response = web.Response(
-            status=status, body=orjson.dumps({"message": phrase}), content_type="application/json"
+    async def upgrade(handshake: web.BaseRequest) -> web.StreamResponse:
+        response = await handler(Request.from_aiohttp(handshake))
+        if isinstance(response, UpgradedResponse) and isinstance(
+            response.websocket, web.StreamResponse
+        ):
+            return response.websocket
+        answer = web.Response(
+            status=response.status,
+            reason=response.reason,
+            body=response.body,
+            headers=response.headers,
         )
-        response.force_close()
-        return response
+        if worker_id is not None:
+            answer.headers["x-pygw-worker"] = worker_id
+        return answer
 
-
-class _WorkerRequest(BaseRequest):
-    """A request whose response names the worker process that answered it.
-
-    The header is set when the response is prepared, so it reaches streamed responses too and
-    costs single-process mode nothing."""
-
-    worker_id = str(os.getpid())
-    # The same header for responses that bypass aiohttp's header handling (pygw/one_write.py).
-    response_line = f"x-pygw-worker: {worker_id}\r\n".encode("ascii")
-
-    async def _prepare_hook(self, response: web.StreamResponse) -> None:
-        response.headers["x-pygw-worker"] = self.worker_id
+    return web.Server(
+        upgrade,
+        access_log=None,
+        # A session ends by itself when its connection is lost (the reader sees it); cancelling
+        # it instead would cut short the close frame aiohttp sends after a protocol error.
+        handler_cancellation=False,
+        max_field_size=max_header_bytes,
+        max_line_size=max_header_bytes,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,36 +96,6 @@ class WorkerOptions:
 
     admin_listen: str  # private admin address the supervisor scrapes (unix:/path)
     parent_pid: int  # the supervisor: a worker whose parent is gone stops serving
-
-
-class _GatewayServer(web.Server):
-    def __init__(
-        self, handler: Callable[..., Any], *, header_timeout_s: float, **kwargs: Any
-    ) -> None:
-        super().__init__(handler, **kwargs)
-        self._header_timeout_s = header_timeout_s
-        # Checking a few times per timeout bounds the overshoot to a quarter of it.
-        self._sweep_every_s = min(max(header_timeout_s / 4, 0.05), 1.0)
-        self._sweeper: asyncio.TimerHandle | None = None
-
-    def __call__(self) -> RequestHandler:
-        if self._sweeper is None:
-            self._sweeper = self._loop.call_later(self._sweep_every_s, self._sweep)
-        return _HeaderDeadlineHandler(self, loop=self._loop, **self._kwargs)
-
-    def _sweep(self) -> None:
-        started_before = self._loop.time() - self._header_timeout_s
-        for handler, transport in list(self._connections.items()):
-            if isinstance(handler, _HeaderDeadlineHandler) and handler.headers_overdue(
-                started_before
-            ):
-                transport.close()
-        self._sweeper = self._loop.call_later(self._sweep_every_s, self._sweep)
-
-    def stop_sweeping(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
 
 
 def parse_listen(listen: str) -> tuple[str, int] | str:
@@ -384,12 +129,14 @@ class Gateway:
         self.metrics.upstreams = self._upstream_states
         self._dispatcher: Dispatcher | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._web_server: _GatewayServer | None = None
+        self._http: Http1Server | None = None
+        self._upgrades: web.Server | None = None
         self._admin: AdminServer | None = None
         self._access_log: AccessLog | None = None
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.bound: tuple[str, int] | str | None = None
+        self._worker_line = b""
 
     def _upstream_states(self) -> list[tuple[str, bool, int]]:
         dispatcher = self._dispatcher
@@ -410,42 +157,49 @@ class Gateway:
         if config.access_log is not None:
             self._access_log = AccessLog(config.access_log.path)
             self.connections.access_log = self._access_log  # WebSocket event lines
-        self._dispatcher = Dispatcher(
-            runtime, self._access_log, limits.max_body_bytes, limits.max_header_bytes
-        )
         worker = self._worker
-        server_options: dict[str, Any] = {}
+        self._dispatcher = Dispatcher(
+            runtime, self._access_log, str(os.getpid()) if worker is not None else None
+        )
+        worker_line = b""
         if worker is not None:
-            _WorkerRequest.worker_id = str(os.getpid())
-            _WorkerRequest.response_line = f"x-pygw-worker: {os.getpid()}\r\n".encode("ascii")
-            loop = asyncio.get_running_loop()
-
-            def make_request(
-                message: Any, payload: Any, protocol: Any, writer: Any, task: Any
-            ) -> BaseRequest:
-                return _WorkerRequest(message, payload, protocol, writer, task, loop)
-
-            server_options["request_factory"] = make_request
-        self._web_server = _GatewayServer(
+            worker_line = f"x-pygw-worker: {os.getpid()}\r\n".encode("ascii")
+        self._worker_line = worker_line
+        # WebSocket handshakes (a WebSocket API's, a pass-through route's) are handed with their
+        # connection to aiohttp's server, whose WebSocket machinery runs the session.
+        self._upgrades = upgrade_server(
+            self._dispatcher, limits.max_header_bytes, str(os.getpid()) if worker else None
+        )
+        self._http = Http1Server(
             self._dispatcher,
-            **server_options,
-            header_timeout_s=limits.header_timeout_s,
-            keepalive_timeout=limits.idle_timeout_s,
-            max_field_size=limits.max_header_bytes,
-            max_line_size=limits.max_header_bytes,
-            access_log=None,
-            handler_cancellation=True,
+            ConnectionLimits(
+                max_header_bytes=limits.max_header_bytes,
+                max_header_count=limits.max_header_count,
+                max_body_bytes=limits.max_body_bytes,
+                header_timeout_s=limits.header_timeout_s,
+                idle_timeout_s=limits.idle_timeout_s,
+                body_timeout_s=limits.body_timeout_s,
+                request_buffer_bytes=limits.request_buffer_bytes,
+                allow_underscores=limits.allow_underscores_in_headers,
+                trusted_proxies=tuple(
+                    ipaddress.ip_network(cidr, strict=False)
+                    for cidr in config.server.trusted_proxies
+                ),
+            ),
+            refusal_response,
+            upgrade=self._upgrades,
+            extra_head=worker_line,
         )
         loop = asyncio.get_running_loop()
         listen = parse_listen(self._listen_override or config.server.listen)
         if isinstance(listen, str):
-            self._server = await loop.create_unix_server(self._web_server, listen)
+            self._server = await loop.create_unix_server(self._http, listen)
             self.bound = listen
             shown = f"unix:{listen}"
         else:
             host, port = listen
             self._server = await loop.create_server(
-                self._web_server,
+                self._http,
                 host,
                 port,
                 reuse_port=worker is not None or config.server.workers > 1,
@@ -531,9 +285,10 @@ class Gateway:
             self._server.close()
         # Open websockets would otherwise hold the drain for its whole timeout.
         await self.connections.close_all()
-        if self._web_server is not None:
-            self._web_server.stop_sweeping()
-            await self._web_server.shutdown(timeout)
+        if self._http is not None:
+            await self._http.shutdown(timeout)
+        if self._upgrades is not None:
+            await self._upgrades.shutdown(timeout)
         if self._admin is not None:
             await self._admin.stop()
         if dispatcher is not None:

@@ -418,6 +418,15 @@ class LimitsConfig(_Model):
     max_header_bytes: int = Field(default=16_384, ge=1024)
     header_timeout_s: float = Field(default=10.0, gt=0)
     idle_timeout_s: float = Field(default=75.0, gt=0)
+    # More header lines than this is answered 431, like a header block over max_header_bytes.
+    max_header_count: int = Field(default=100, ge=8, le=10_000)
+    # A proxied body is buffered up to this many bytes before an upstream connection is taken,
+    # so a slow client holds only its own connection (nginx's request buffering).
+    request_buffer_bytes: int = Field(default=65_536, ge=0)
+    # How long that buffering, or any wait for more of a request body, may take (then 408).
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    # Names such as Content_Length read as Content-Length to backends that map _ to -.
+    allow_underscores_in_headers: bool = False
 
 
 class ServerConfig(_Model):
@@ -425,8 +434,23 @@ class ServerConfig(_Model):
     workers: int = Field(default=1, ge=1, le=1024)
     limits: LimitsConfig = LimitsConfig()
     drain_timeout_s: float = Field(default=10.0, ge=0)
+    # Peers (CIDRs) whose Forwarded, X-Real-IP and X-Forwarded-For headers are believed.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     _listen = field_validator("listen")(_check_listen)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise problem(
+                    f"trusted_proxies entry {cidr!r} is not an IP network",
+                    "write an address or a CIDR such as 10.0.0.0/8 or ::1",
+                ) from None
+        return value
 
     @property
     def address(self) -> ListenAddress:

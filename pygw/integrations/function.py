@@ -31,8 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
-from aiohttp import web
-
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
 from pygw.integrations.lambda_events import (
@@ -45,6 +43,7 @@ from pygw.integrations.lambda_events import (
     read_result_v2,
 )
 from pygw.loader import load_callable
+from pygw.response import Response
 
 __all__ = ["FunctionIntegration", "LambdaContext", "load_handler", "shared_executor"]
 
@@ -195,7 +194,7 @@ class FunctionIntegration:
     def build_event(self, ctx: RequestContext, body: bytes) -> dict[str, Any]:
         return self._events.build(ctx, body)
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+    async def __call__(self, ctx: RequestContext) -> Response:
         request = ctx.request
         # A stage that read the body (validation, a request template) left the bytes to send.
         body = ctx.extras.get("body")
@@ -233,7 +232,7 @@ class FunctionIntegration:
                 bad,
             )
             raise GatewayError(ErrorType.INTEGRATION_FAILURE) from None
-        response = web.Response(status=read.status, body=read.body, headers=read.headers)
+        response = Response(status=read.status, body=read.body, headers=read.headers)
         ctx.apply_response_headers(response)
         return response
 

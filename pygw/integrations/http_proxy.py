@@ -22,15 +22,14 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final, cast
 
 import httptools
-from aiohttp import web
-from aiohttp.streams import StreamReader
 from yarl import URL
 
 from pygw._native import HOP_BY_HOP, is_framed, relayed_head, request_head_tail
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
-from pygw.one_write import OneWriteResponse, ResponseHead
+from pygw.request import BodyStream, RequestBody
+from pygw.response import OneWriteResponse, Response, ResponseHead, ResponseStream
 
 __all__ = ["HttpProxyIntegration"]
 
@@ -44,13 +43,15 @@ _BODY_BYTES: Final = 3
 # Read-side flow control for response bodies: stop reading the upstream above this many buffered
 # bytes; the consumer takes everything buffered at once, so reading resumes at zero.
 _HIGH_WATER: Final = 256 * 1024
+# An upstream answer's header block beyond this is a failed exchange (502), not relayed.
+_MAX_RESPONSE_HEAD: Final = 64 * 1024
 # Bytes that can never appear in a request target; escaped so no value can split the request line.
 _UNSAFE_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
 _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
 _PARAM_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]+\+?")
 
 
-class _CoalescingResponse(web.StreamResponse):
+class _CoalescingResponse(Response):
     """A StreamResponse whose head is written together with the first piece of its body (or
     with its end): one send instead of two for the usual small response."""
 
@@ -123,6 +124,7 @@ class _Upstream(asyncio.Protocol):
         self.reason = b""
         # (name, value) as received
         self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
         self.head_ready = False
         self.done = False
         self.keep_alive = False
@@ -266,11 +268,16 @@ class _Upstream(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.reason = b""
         self.headers = []
+        self.head_bytes = 0
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > _MAX_RESPONSE_HEAD:
+            # A header block no client should be sent (nginx's proxy_buffer_size is 4-8 KiB).
+            raise _UpstreamBrokenError("upstream response header block too large")
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -547,6 +554,10 @@ class HttpProxyIntegration:
         else:
             self._literals, self._names = _compile_template(path_template, route_params)
             self._template_query = "?" in path_template
+        # A template ending in a parameter (`.../{proxy}`) ends the target with the end of the
+        # client's path: a trailing slash the client sent stays (the router leaves it out of
+        # the parameter's value).
+        self._param_tail = path_template is not None and path_template.endswith("}")
         self._pieces = tuple(zip(self._names, self._literals[1:], strict=True))
         self._balance = balance
         self._timeout_s = timeout_ms / 1000
@@ -575,7 +586,7 @@ class HttpProxyIntegration:
         if self.websocket is not None:
             await self.websocket.close()
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+    async def __call__(self, ctx: RequestContext) -> Response:
         request = ctx.request
         if "Upgrade" in request.headers and is_websocket_upgrade(request):
             passthrough = self.websocket
@@ -597,6 +608,11 @@ class HttpProxyIntegration:
             overrides = extras.get("request_overrides")
         target_path = self._render(ctx, overrides)
         tail, body_mode = self._head_tail(ctx, overrides, body)
+        content = request.content
+        if body_mode and body_mode != _BODY_BYTES and isinstance(content, RequestBody):
+            # A slow client must hold only its own connection, not one of the upstream's:
+            # the body is buffered up to a bound before a connection is taken.
+            await content.prefetch()
         method_line = method.encode("ascii") + b" "
         is_head = method == "HEAD"
         attempts = self._retries + 1 if method in _IDEMPOTENT else 1
@@ -641,7 +657,7 @@ class HttpProxyIntegration:
                     conn.request_complete = True
                 elif body_mode:
                     async with asyncio.timeout_at(deadline):
-                        await self._send_body(request.content, conn, body_mode == 2)
+                        await self._send_body(content, conn, body_mode == 2)
                 else:
                     conn.request_complete = True
                 if await conn.wait_head(deadline):
@@ -706,6 +722,8 @@ class HttpProxyIntegration:
                     ErrorType.INTEGRATION_FAILURE, f"missing path parameter {exc}"
                 ) from None
             path = "".join(parts)
+            if self._param_tail and ctx.path.endswith("/") and not path.endswith("/"):
+                path += "/"
         query_override: str | None = overrides.get("query") if overrides else None
         if query_override is not None:
             if query_override:
@@ -748,7 +766,7 @@ class HttpProxyIntegration:
         )
 
     @staticmethod
-    async def _send_body(content: StreamReader, conn: _Upstream, chunked: bool) -> None:
+    async def _send_body(content: BodyStream, conn: _Upstream, chunked: bool) -> None:
         transport = conn.transport
         assert transport is not None
         while True:
@@ -772,19 +790,11 @@ class HttpProxyIntegration:
 
     # -- response side ------------------------------------------------------------------------
 
-    async def _respond(
-        self, ctx: RequestContext, conn: _Upstream, target: _Target
-    ) -> web.StreamResponse:
+    async def _respond(self, ctx: RequestContext, conn: _Upstream, target: _Target) -> Response:
         if conn.done and not conn.is_head and conn.status not in (204, 304):
             return self._respond_whole(ctx, conn, target)
         reason = conn.reason.decode("latin-1") if conn.reason.isascii() else None
-        # When body bytes (or the end of the body) are already here, the head can wait for them
-        # and leave in the same write; otherwise it goes out at once, as a stream's should.
-        resp = (
-            _CoalescingResponse(status=conn.status, reason=reason or None)
-            if conn.chunks or conn.done
-            else web.StreamResponse(status=conn.status, reason=reason or None)
-        )
+        resp = Response(status=conn.status, reason=reason or None)
         headers = resp.headers
         drop = _connection_named(conn.headers)
         for name, value in conn.headers:
@@ -794,10 +804,13 @@ class HttpProxyIntegration:
             headers.add(name.decode("latin-1"), value.decode("utf-8", "replace"))
         ctx.apply_response_headers(resp)
         released = False
+        stream: ResponseStream | None = None
         try:
-            await resp.prepare(ctx.request)
+            # The head leaves with the first piece of the body (or with its end) when they are
+            # here already; otherwise at once, as a stream's should.
+            stream = ctx.request.start_stream(resp, at_once=not (conn.chunks or conn.done))
             idle = self._body_idle_s
-            write = resp.write
+            write = stream.write
             sink = ctx.body_sink
             while True:
                 try:
@@ -805,15 +818,14 @@ class HttpProxyIntegration:
                 except _UpstreamBrokenError:
                     # Headers are out: the only honest signal left is to cut the client off.
                     self._failed(target, conn.loop.time())
-                    transport = ctx.request.transport
-                    if transport is not None:
-                        transport.abort()
+                    stream.abort()
                     return resp
                 if not chunk:
                     break
                 if sink is not None:
                     sink(chunk)
                 await write(chunk)
+            await stream.finish()
             target.release(conn, conn.reusable())
             released = True
         except ConnectionError:
@@ -824,7 +836,7 @@ class HttpProxyIntegration:
         return resp
 
     @staticmethod
-    def _respond_whole(ctx: RequestContext, conn: _Upstream, target: _Target) -> web.StreamResponse:
+    def _respond_whole(ctx: RequestContext, conn: _Upstream, target: _Target) -> Response:
         """The usual small answer: the whole body is here, so the upstream's header lines are
         relayed as they came (no decoding) and everything leaves in one write."""
         chunks = conn.chunks

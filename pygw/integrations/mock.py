@@ -11,9 +11,9 @@ import struct
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from pygw.context import RequestContext
+from pygw.request import Request
+from pygw.response import Response
 
 # Standard normal quantile at 0.99: a log-normal with median p50 reaches p99 at
 # p50 * exp(sigma * Z99).
@@ -76,7 +76,7 @@ class ConnectionResetByFault(Exception):
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-def reset_connection(request: web.BaseRequest) -> None:
+def reset_connection(request: Request) -> None:
     """Close with RST rather than FIN, as a crashed backend would (SO_LINGER, zero timeout)."""
     transport = request.transport
     if transport is None:
@@ -107,7 +107,7 @@ class MockIntegration:
         self._faults = faults if faults is not None and faults.rate > 0 else None
         self._fault_body = b'{"message":"Injected fault"}'
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+    async def __call__(self, ctx: RequestContext) -> Response:
         if self._delay is not None:
             started = time.perf_counter()
             await asyncio.sleep(self._delay())
@@ -117,13 +117,13 @@ class MockIntegration:
             if faults.reset:
                 reset_connection(ctx.request)
                 raise ConnectionResetByFault
-            response = web.Response(
+            response = Response(
                 status=faults.status or 500,
                 body=self._fault_body,
                 content_type="application/json",
             )
         else:
-            response = web.Response(status=self._status, body=self._body, headers=self._headers)
+            response = Response(status=self._status, body=self._body, headers=self._headers)
         ctx.apply_response_headers(response)
         return response
 

@@ -71,6 +71,8 @@ from pygw.integrations.lambda_events import (
 from pygw.integrations.ws_connections import Connection, ConnectionRegistry, new_id
 from pygw.observe.metrics import CounterChild, HistogramChild, Metrics
 from pygw.pipeline import Stage
+from pygw.request import Request
+from pygw.response import Response, UpgradedResponse
 
 __all__ = [
     "Event",
@@ -135,7 +137,7 @@ class Session:
     source_ip: str
     user_agent: str
     domain_name: str
-    request: web.BaseRequest
+    request: Request
     authorizer: dict[str, Any] | None = None
     throttle: Throttle | None = None
     buckets: dict[str, list[int]] = field(default_factory=dict)
@@ -690,8 +692,9 @@ class WebSocketApiIntegration:
         session.throttle = throttle
         session.buckets = buckets
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+    async def __call__(self, ctx: RequestContext) -> Response:
         request = ctx.request
+        handshake = request.upgrade
         ws = web.WebSocketResponse(
             heartbeat=self._heartbeat_s,
             max_msg_size=self._max_message,
@@ -700,7 +703,7 @@ class WebSocketApiIntegration:
             # memory for many mostly idle connections.
             compress=False,
         )
-        if not ws.can_prepare(request).ok:
+        if handshake is None or not ws.can_prepare(handshake).ok:
             return self._upgrade_required(ctx)
         now = time.time()
         session = Session(
@@ -746,15 +749,17 @@ class WebSocketApiIntegration:
                 raise GatewayError(error) from None
             connect_latency_s = ctx.integration_latency_s = time.perf_counter() - started
             if not 200 <= outcome.status < 300:
-                refused = web.Response(status=outcome.status, body=outcome.body or None)
-                if outcome.body:
-                    refused.content_type = _JSON
+                refused = Response(
+                    status=outcome.status,
+                    body=outcome.body or None,
+                    content_type=_JSON if outcome.body else None,
+                )
                 ctx.apply_response_headers(refused)
                 telemetry.connect(session, ctx.request_id, outcome.status, connect_latency_s)
                 return refused
         self._throttle_for(session)
         ctx.apply_response_headers(ws)
-        await ws.prepare(request)
+        await ws.prepare(handshake)
         telemetry.connect(session, ctx.request_id, 101, connect_latency_s)
         connection = Connection(
             session.connection_id,
@@ -787,15 +792,15 @@ class WebSocketApiIntegration:
             self._ending.add(ending)
             ending.add_done_callback(self._ending.discard)
             await asyncio.shield(ending)
-        return ws
+        return UpgradedResponse(ws)
 
     async def _ended(self, session: Session, code: int | None, reason: str) -> None:
         await self._disconnected(session, code, reason)
         if self._closed and self._live == 0:
             await self._close_targets()
 
-    def _upgrade_required(self, ctx: RequestContext) -> web.Response:
-        response = web.Response(
+    def _upgrade_required(self, ctx: RequestContext) -> Response:
+        response = Response(
             status=426,
             body=orjson.dumps({"message": "Upgrade Required"}),
             content_type=_JSON,

@@ -34,6 +34,8 @@ from yarl import URL
 
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.request import Request
+from pygw.response import Response, UpgradedResponse
 
 if TYPE_CHECKING:
     from pygw.integrations.http_proxy import HttpProxyIntegration
@@ -76,7 +78,7 @@ _MAX_REASON: Final = 123
 _CLOSE_TIMEOUT_S: Final = 5.0
 
 
-def is_websocket_upgrade(request: web.BaseRequest) -> bool:
+def is_websocket_upgrade(request: Request) -> bool:
     return request.headers.get("Upgrade", "").strip().lower() == "websocket"
 
 
@@ -185,10 +187,11 @@ class WsPassthrough:
         headers["x-request-id"] = ctx.request_id
         return headers
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+    async def __call__(self, ctx: RequestContext) -> Response:
         request = ctx.request
         proxy = self._proxy
-        if not web.WebSocketResponse().can_prepare(request).ok:
+        handshake = request.upgrade
+        if handshake is None or not web.WebSocketResponse().can_prepare(handshake).ok:
             # A malformed handshake (no key, an unknown version) is the client's error.
             raise GatewayError(ErrorType.BAD_REQUEST)
         overrides = ctx.extras.get("request_overrides") if ctx.extras else None
@@ -260,7 +263,7 @@ class WsPassthrough:
         self._live.add(pair)
         try:
             try:
-                await client_ws.prepare(request)
+                await client_ws.prepare(handshake)
             except BaseException:
                 await upstream_ws.close(code=_GOING_AWAY)
                 raise
@@ -268,11 +271,11 @@ class WsPassthrough:
         finally:
             self._live.discard(pair)
             target.in_flight -= 1
-        return client_ws
+        return UpgradedResponse(client_ws)
 
     @staticmethod
-    def _refusal(ctx: RequestContext, refused: aiohttp.WSServerHandshakeError) -> web.Response:
-        response = web.Response(status=refused.status, reason=refused.message or None)
+    def _refusal(ctx: RequestContext, refused: aiohttp.WSServerHandshakeError) -> Response:
+        response = Response(status=refused.status, reason=refused.message or None)
         if refused.headers is not None:
             for name, value in refused.headers.items():
                 lname = name.lower()

@@ -22,11 +22,10 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import web
-
 from pygw.config.model import ApiConfig, ApiKeyConfig, RouteConfig, UsagePlanConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.response import Response
 
 API_KEY_HEADER = "x-api-key"
 # ctx.extras key: the id (never the value) of the key the request was identified by.
@@ -68,10 +67,10 @@ class ApiKeyStage:
         self._verified[value] = key_id
         return key_id
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         return self.check(ctx)
 
-    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         value = ctx.request.headers.get(API_KEY_HEADER)
         # The remembered values first, without identify()'s call: the usual request.
         key_id = self._verified.get(value) if value else None

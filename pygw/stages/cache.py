@@ -26,13 +26,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, stored_lines
 from pygw.context import RequestContext
-from pygw.one_write import OneWriteResponse, ResponseHead, head_from_pairs
 from pygw.pipeline import Integration
+from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
 
 __all__ = [
     "CACHE_STATE",
@@ -257,7 +256,7 @@ class CachingIntegration:
 
     # -- per request --------------------------------------------------------------------------
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+    async def __call__(self, ctx: RequestContext) -> Response:
         request = ctx.request
         method = request.method
         if method not in _COALESCED:
@@ -349,9 +348,7 @@ class CachingIntegration:
                 part += _encode(values)
         return part
 
-    def _answer(
-        self, ctx: RequestContext, entry: CachedResponse, method: str
-    ) -> web.StreamResponse:
+    def _answer(self, ctx: RequestContext, entry: CachedResponse, method: str) -> Response:
         extra = ctx.response_headers
         extra["X-Cache"] = "Hit"
         ctx.extras[CACHE_STATE] = "hit"
@@ -367,7 +364,7 @@ class CachingIntegration:
                     replayed = self._replayed.get((head, names))
                     head = replayed if replayed is not None else self._replayed_head(head, extra)
             return OneWriteResponse(status, head, body, extra)
-        response = web.Response(
+        response = Response(
             status=status,
             body=body if method != "HEAD" else None,
             headers=CIMultiDict(stored),
@@ -393,7 +390,7 @@ class CachingIntegration:
 
     async def _fetch(
         self, ctx: RequestContext, base: str, method: str
-    ) -> tuple[web.StreamResponse, _Fetched | None]:
+    ) -> tuple[Response, _Fetched | None]:
         """One call to the integration; stores what it answers when that may be cached."""
         collector = self._collect(ctx)
         try:
@@ -419,7 +416,7 @@ class CachingIntegration:
         ctx: RequestContext,
         base: str,
         method: str,
-        response: web.StreamResponse,
+        response: Response,
         collector: _Collector,
     ) -> _Fetched | None:
         if response.status != 200:
@@ -453,9 +450,8 @@ class CachingIntegration:
         if method == "HEAD":
             # A HEAD answer has no body to count: it keeps the length the resource announced.
             length = headers.get("Content-Length")
-            if length is None and not response.prepared and isinstance(response, web.Response):
-                raw = response.body
-                length = str(len(raw)) if isinstance(raw, bytes | bytearray) else None
+            if length is None and not response.streamed:
+                length = str(len(response.body))
             if length is not None:
                 stored.append(("Content-Length", length))
             body = b""
@@ -512,21 +508,14 @@ class CachingIntegration:
 
     @staticmethod
     def _body(
-        ctx: RequestContext, method: str, response: web.StreamResponse, collector: _Collector
+        ctx: RequestContext, method: str, response: Response, collector: _Collector
     ) -> bytes | _Pass | None:
         """The complete body the client got; None when it was cut off (another attempt may do
         better), _PASS when it can never be kept (too large, or not in memory)."""
         if isinstance(response, OneWriteResponse):
             return response.body
-        if not response.prepared:
-            if not isinstance(response, web.Response):
-                return None
-            raw = response.body
-            if raw is None:
-                return b""
-            if not isinstance(raw, bytes | bytearray):
-                return _PASS  # a payload object (a file, a stream): nothing to copy safely
-            return bytes(raw)
+        if not response.streamed:
+            return response.body
         if collector.overflow:
             return _PASS
         transport = ctx.request.transport

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aiohttp import web
-
 from pygw.config.model import METHODS, ApiConfig, CorsConfig
 from pygw.context import RequestContext
+from pygw.request import Request
+from pygw.response import Response
 
 ALLOW_ORIGIN = "Access-Control-Allow-Origin"
 ALLOW_METHODS = "Access-Control-Allow-Methods"
@@ -34,10 +34,10 @@ REQUEST_HEADERS = "Access-Control-Request-Headers"
 # What a wildcard in allow_methods stands for, spelt out so that it also holds with credentials.
 _EVERY_METHOD = ", ".join(m for m in METHODS if m != "ANY")
 
-PreflightAnswer = Callable[[web.BaseRequest], web.Response | None]
+PreflightAnswer = Callable[[Request], Response | None]
 
 
-def is_preflight(request: web.BaseRequest) -> bool:
+def is_preflight(request: Request) -> bool:
     headers = request.headers
     return request.method == "OPTIONS" and "Origin" in headers and REQUEST_METHOD in headers
 
@@ -100,7 +100,7 @@ class CorsPolicy:
     def origin_allowed(self, origin: str) -> bool:
         return self._any_origin or origin.lower() in self._origins
 
-    def preflight(self, request: web.BaseRequest) -> web.Response | None:
+    def preflight(self, request: Request) -> Response | None:
         """The answer to a preflight request, or None if `request` is not one."""
         if not is_preflight(request):
             return None
@@ -113,7 +113,7 @@ class CorsPolicy:
             or not (self._any_method or method in self._methods)
             or not (self._any_header or self._headers.issuperset(asked))
         ):
-            return web.Response(status=204, headers=self._refused)
+            return Response(status=204, headers=self._refused)
         answer = dict(self._preflight_allowed)
         if not self._any_origin:
             answer[ALLOW_ORIGIN] = origin
@@ -125,7 +125,7 @@ class CorsPolicy:
                 if self.vary_origin
                 else "Access-Control-Request-Headers"
             )
-        return web.Response(status=204, headers=answer)
+        return Response(status=204, headers=answer)
 
     def response_headers(self, origin: str | None) -> dict[str, str]:
         """The CORS headers of a response to an actual request sent with this Origin (or none).
@@ -157,10 +157,10 @@ class CorsStage:
     def policy(self) -> CorsPolicy:
         return self._policy
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         return self.check(ctx)
 
-    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         request = ctx.request
         policy = self._policy
         answer = policy.preflight(request)

@@ -41,8 +41,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import web
-
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, CustomAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
@@ -50,6 +48,8 @@ from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.lambda_events import ACCOUNT_ID, api_id_for
 from pygw.loader import load_callable
 from pygw.pipeline import Stage
+from pygw.request import Request
+from pygw.response import Response
 
 __all__ = [
     "ACCOUNT_ID",
@@ -436,12 +436,12 @@ class _AnswerCache:
 # Events
 
 
-def _single_headers(request: web.BaseRequest) -> dict[str, str]:
+def _single_headers(request: Request) -> dict[str, str]:
     # Payload 1.0: the last value of a repeated header.
     return {str(name): value for name, value in request.headers.items()}
 
 
-def _multi_headers(request: web.BaseRequest) -> dict[str, list[str]]:
+def _multi_headers(request: Request) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, value in request.headers.items():
         out.setdefault(str(name), []).append(value)
@@ -457,14 +457,14 @@ def _joined(pairs: Iterable[tuple[str, str]], lower: bool) -> dict[str, str]:
     return out
 
 
-def _query_last(request: web.BaseRequest) -> dict[str, str] | None:
+def _query_last(request: Request) -> dict[str, str] | None:
     query = request.rel_url.query
     if not query:
         return None
     return {name: query.getall(name)[-1] for name in query}
 
 
-def _query_multi(request: web.BaseRequest) -> dict[str, list[str]] | None:
+def _query_multi(request: Request) -> dict[str, list[str]] | None:
     query = request.rel_url.query
     if not query:
         return None
@@ -605,7 +605,7 @@ class CustomAuthStage:
     def authorizer(self) -> CustomAuthorizer:
         return self._authorizer
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         authorizer = self._authorizer
         identity = authorizer.identity(ctx)
         if identity is None:

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import ClientSession, ClientTimeout
 
 from pygw.config.load import LoadedConfig
 from pygw.config.model import JwtAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.pipeline import Stage
+from pygw.response import Response
 from pygw.stages.custom_auth import AUTHORIZER, IdentityGetter, identity_getter
 
 __all__ = [
@@ -301,7 +302,7 @@ class JwtAuthStage:
         self._scopes = frozenset(scopes)
         self._verified: dict[str, tuple[dict[str, Any], float, VerifyingKey]] = {}
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         raw = self._get_token(ctx)
         token = _strip_bearer(raw) if raw else ""
         if not token:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from aiohttp import web
-
 from pygw.config.model import ApiConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.response import Response
 
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -99,12 +98,12 @@ class ResourcePolicyStage:
             return False
         return not self._allow or address in self._allow
 
-    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         if self.admits(ctx.client_ip):
             return None
         raise GatewayError(ErrorType.ACCESS_DENIED)
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         return self.check(ctx)
 
 

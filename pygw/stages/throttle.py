@@ -13,11 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn, Protocol
 
-from aiohttp import web
-
 from pygw._native import GRANTED, THROTTLED, Throttle
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.response import Response
 from pygw.stages.api_key import API_KEY_ID
 
 # A bucket that never refills (rate 0) has no meaningful retry time; cap what clients are told.
@@ -139,10 +138,10 @@ class ThrottleStage:
         self._bucket_ids = bucket_ids
         self._refusals = route_refusals(bucket_ids, levels, count)[0]
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         return self.check(ctx)
 
-    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         refused = self._acquire_into(self._bucket_ids, ctx.response_headers)
         if refused is not None:
             _refuse(refused, self._refusals)
@@ -170,10 +169,10 @@ class KeyedThrottleStage:
         self._refusals = plain
         self._by_key = by_key(bucket_ids, key_limits, plain, with_plan)
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         return self.check(ctx)
 
-    def check(self, ctx: RequestContext) -> web.StreamResponse | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         found = self._by_key.get(ctx.extras.get(API_KEY_ID, ""))
         if found is None:
             if not self._bucket_ids:

@@ -45,12 +45,12 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, ur
 
 import airspeed  # type: ignore[import-untyped]
 import orjson
-from aiohttp import web
 from multidict import CIMultiDict
 
 from pygw.config.model import ApiConfig, MappingConfig, RouteConfig, TemplatesConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.response import Response
 from pygw.stages.validate import BODY, DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 
 __all__ = [
@@ -545,8 +545,8 @@ def _media_type(content_type: str | None) -> str:
     return content_type.partition(";")[0].strip().lower() or _DEFAULT_MEDIA
 
 
-def _unsupported_media_type(ctx: RequestContext) -> web.Response:
-    response = web.Response(
+def _unsupported_media_type(ctx: RequestContext) -> Response:
+    response = Response(
         status=415,
         body=b'{"message":"Unsupported Media Type"}',
         content_type="application/json",
@@ -588,7 +588,7 @@ class RequestTemplateStage:
         self._route = route
         self._max_body_bytes = max_body_bytes
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         media = _media_type(ctx.request.headers.get("Content-Type"))
         template = self._templates.get(media)
         if template is None:
@@ -655,7 +655,7 @@ class ResponseTemplates:
         self._templates = templates
         self._route = route
 
-    def _pick(self, ctx: RequestContext, response: web.Response) -> tuple[str, VtlTemplate] | None:
+    def _pick(self, ctx: RequestContext, response: Response) -> tuple[str, VtlTemplate] | None:
         media = _media_type(response.headers.get("Content-Type"))
         found = self._templates.get(media)
         if found is not None:
@@ -668,7 +668,7 @@ class ResponseTemplates:
         found = self._templates.get(_DEFAULT_MEDIA)
         return (_DEFAULT_MEDIA, found) if found is not None else None
 
-    def __call__(self, ctx: RequestContext, response: web.Response) -> web.Response:
+    def __call__(self, ctx: RequestContext, response: Response) -> Response:
         picked = self._pick(ctx, response)
         override = ctx.extras.get(RESPONSE_OVERRIDE)
         if picked is None:
@@ -685,7 +685,7 @@ class ResponseTemplates:
             "util": _UTIL,
         }
         rendered = template.render(namespace).encode("utf-8")
-        answer = web.Response(status=response.status, body=rendered)
+        answer = Response(status=response.status, body=rendered)
         for name, value in response.headers.items():
             if name.lower() not in ("content-length", "content-type", "transfer-encoding"):
                 answer.headers.add(name, value)
@@ -701,10 +701,10 @@ class ResponseTemplates:
         return answer
 
 
-def _apply_response_override(response: web.StreamResponse, override: dict[str, Any]) -> None:
+def _apply_response_override(response: Response, override: dict[str, Any]) -> None:
     status = override.get("status")
     if isinstance(status, int):
-        response.set_status(status)
+        response.status = status
     for name, value in override.get("header", {}).items():
         response.headers[name] = _check_header_value(value)
 
@@ -731,7 +731,7 @@ class _Sources:
     ctx: RequestContext
     route: _RouteInfo
     request_body: Any = _NOTHING
-    response: web.Response | None = None
+    response: Response | None = None
     response_body: Any = _NOTHING
 
 
@@ -936,7 +936,7 @@ class MappingStage:
         self._route = route
         self._max_body_bytes = max_body_bytes
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         sources = _Sources(ctx, self._route)
         if self._needs_body:
             body = await read_body(ctx, self._max_body_bytes)
@@ -989,10 +989,10 @@ class ResponseMapping:
             for op in ops
         )
 
-    def apply_head(self, ctx: RequestContext, response: web.StreamResponse) -> None:
+    def apply_head(self, ctx: RequestContext, response: Response) -> None:
         self._apply(ctx, response, _NOTHING)
 
-    def __call__(self, ctx: RequestContext, response: web.Response) -> web.Response:
+    def __call__(self, ctx: RequestContext, response: Response) -> Response:
         document: Any = _NOTHING
         if self.needs_body and isinstance(response.body, bytes | bytearray):
             try:
@@ -1002,18 +1002,11 @@ class ResponseMapping:
         self._apply(ctx, response, document)
         return response
 
-    def _apply(self, ctx: RequestContext, response: web.StreamResponse, document: Any) -> None:
+    def _apply(self, ctx: RequestContext, response: Response, document: Any) -> None:
         ops = self._by_status.get(response.status)
         if not ops:
             return
-        sources = _Sources(
-            ctx,
-            self._route,
-            response=response if isinstance(response, web.Response) else None,
-            response_body=document,
-        )
-        if not isinstance(response, web.Response):
-            sources.response = _HeadOnly(response)  # type: ignore[assignment]
+        sources = _Sources(ctx, self._route, response=response, response_body=document)
         status: int | None = None
         for op in ops:
             value = op.value.resolve(sources) if op.value else None
@@ -1030,17 +1023,7 @@ class ResponseMapping:
                 else:
                     headers.add(op.name, value)
         if status is not None:
-            response.set_status(status)
-
-
-class _HeadOnly:
-    """What a streamed response offers a response mapping: its status and headers."""
-
-    __slots__ = ("headers", "status")
-
-    def __init__(self, response: web.StreamResponse) -> None:
-        self.status = response.status
-        self.headers = response.headers
+            response.status = status
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1097,7 +1080,7 @@ def build_response_transform(
     api_cfg: ApiConfig, route_cfg: RouteConfig, stage_name: str, route_key: str | None = None
 ) -> ResponseTemplates | ResponseMapping | None:
     """The route's response transformation, or None. Both kinds are called as
-    `transform(ctx, response: web.Response) -> web.Response` on a buffered response and have
+    `transform(ctx, response: Response) -> Response` on a buffered response and have
     `needs_body`; a ResponseMapping with `needs_body` False can instead be applied to a streamed
     response before it is prepared, with `apply_head(ctx, response)`. A request template's
     `$context.responseOverride` is applied by ResponseTemplates, also when no response template

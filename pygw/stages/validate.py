@@ -29,11 +29,11 @@ from typing import Any
 
 import fastjsonschema
 import orjson
-from aiohttp import web
 
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.response import Response
 
 __all__ = [
     "BODY",
@@ -213,7 +213,7 @@ class ValidateStage:
             self._check_params if validator is None else None
         )
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         self._check_params(ctx)
         validator = self._validator
         if validator is None:

@@ -43,7 +43,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from aiohttp import web
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -51,6 +50,7 @@ from redis.exceptions import RedisError
 
 from pygw.config.model import StateConfig
 from pygw.context import RequestContext
+from pygw.response import Response
 from pygw.stages.api_key import API_KEY_ID
 from pygw.stages.throttle import (
     UNAVAILABLE,
@@ -605,7 +605,7 @@ class RedisThrottleStage:
         self._refusals = plain
         self._by_key = by_key(bucket_ids, key_limits, plain, with_plan)
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def __call__(self, ctx: RequestContext) -> Response | None:
         found = self._by_key.get(ctx.extras.get(API_KEY_ID, "")) if self._by_key else None
         if found is None:
             if not self._bucket_ids:

@@ -24,7 +24,12 @@ import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 
 from pygw.context import RequestContext
+from pygw.dispatch import refusal_response
 from pygw.errors import GatewayError, Style, gateway_response
+from pygw.http1 import ConnectionLimits, Http1Server
+from pygw.request import Request
+from pygw.response import Response
+from pygw.server import upgrade_server
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -174,7 +179,7 @@ async def start_upstream() -> AsyncIterator[StartUpstream]:
 
 
 class Proxied(Protocol):
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse: ...
+    async def __call__(self, ctx: RequestContext) -> Response: ...
     async def close(self) -> None: ...
 
 
@@ -194,7 +199,7 @@ class StartGateway(Protocol):
 
 @pytest.fixture
 async def start_gateway() -> AsyncIterator[StartGateway]:
-    runners: list[web.BaseRunner] = []
+    servers: list[tuple[asyncio.Server, Http1Server, web.Server]] = []
     integrations: list[Proxied] = []
     ids = itertools.count(1)
 
@@ -203,7 +208,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     ) -> Gateway:
         gateway = Gateway(url="")
 
-        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        async def handle(request: Request) -> Response:
             request_id = f"req-{next(ids)}"
             path = request.raw_path.partition("?")[0]
             ctx = RequestContext(
@@ -212,7 +217,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
                 path=path,
                 params=params(path) if params is not None else {},
                 stage_variables={},
-                client_ip=request.remote or "",
+                client_ip=request.client_ip,
                 received_at=asyncio.get_running_loop().time(),
                 response_headers={"apigw-requestid": request_id, "x-request-id": request_id},
             )
@@ -221,24 +226,29 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
                 return await integration(ctx)
             except GatewayError as err:
                 found = gateway_response(err.error, Style.HTTP)
-                resp = web.Response(
+                resp = Response(
                     status=found.status, body=found.body(), content_type="application/json"
                 )
                 ctx.apply_response_headers(resp)
                 return resp
 
-        runner = web.ServerRunner(web.Server(handle), shutdown_timeout=0.2)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
+        # The gateway's own front end: pygw's HTTP/1.1 protocol, WebSocket handshakes handed
+        # to aiohttp as `pygw serve` does.
+        upgrades = upgrade_server(handle)
+        # Bodies of any size: these tests stream gigabytes' worth through integrations.
+        limits = ConnectionLimits(max_body_bytes=1 << 40)
+        front = Http1Server(handle, limits, refusal_response, upgrade=upgrades)
+        listener = await asyncio.get_running_loop().create_server(front, "127.0.0.1", 0)
+        servers.append((listener, front, upgrades))
         integrations.append(integration)
-        gateway.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        gateway.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
         return gateway
 
     yield start
-    for runner in runners:
-        await runner.cleanup()
+    for listener, front, upgrades in servers:
+        listener.close()
+        await front.shutdown(0.2)
+        await upgrades.shutdown(0.2)
     for integration in integrations:
         await integration.close()
     await asyncio.sleep(0)  # let closed transports report connection_lost

@@ -29,8 +29,11 @@ from pygw.dispatch import error_response
 from pygw.errors import GatewayError, Style
 from pygw.integrations.lambda_events import api_id_for
 from pygw.pipeline import Stage
+from pygw.request import Request
+from pygw.response import Response
 from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.jwt_auth import JwksKeys, JwtAuthStage, build_jwt_stage
+from tests.front import FrontServer, serve_front
 from tests.unit.test_auth import make_ctx, refused
 
 AUTHORIZERS = Path(__file__).resolve().parent / "authorizers"
@@ -120,10 +123,10 @@ StartFront = Callable[[list[Stage], Style], Awaitable[Front]]
 
 @pytest.fixture
 async def start_front() -> AsyncIterator[StartFront]:
-    runners: list[web.BaseRunner] = []
+    runners: list[FrontServer] = []
 
     async def start(stages: list[Stage], style: Style) -> Front:
-        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        async def handle(request: Request) -> Response:
             path = request.raw_path.partition("?")[0]
             ctx = RequestContext(
                 request=request,
@@ -131,7 +134,7 @@ async def start_front() -> AsyncIterator[StartFront]:
                 path=path,
                 params={},
                 stage_variables={},
-                client_ip=request.remote or "",
+                client_ip=request.client_ip,
                 received_at=0.0,
             )
             try:
@@ -141,16 +144,13 @@ async def start_front() -> AsyncIterator[StartFront]:
                         return answered
             except GatewayError as err:
                 return error_response(err.error, style, ctx.request_id, err.detail, err.headers)
-            return web.Response(
+            return Response(
                 body=orjson.dumps(ctx.extras, default=str), content_type="application/json"
             )
 
-        runner = web.ServerRunner(web.Server(handle), shutdown_timeout=0.2)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        return Front(f"http://127.0.0.1:{runner.addresses[0][1]}", style)
+        front = await serve_front(handle)
+        runners.append(front)
+        return Front(front.url, style)
 
     yield start
     for runner in runners:

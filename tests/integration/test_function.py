@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import ClientSession, ClientTimeout
 from yarl import URL
 
 from pygw._native import Router
@@ -30,6 +30,9 @@ from pygw.integrations.function import (
     shared_executor,
 )
 from pygw.integrations.lambda_events import jwt_claim_text, media_type_matches
+from pygw.request import Request
+from pygw.response import Response
+from tests.front import FrontServer, serve_front
 
 HANDLERS = Path(__file__).resolve().parent / "handlers"
 
@@ -43,7 +46,7 @@ Serve = Callable[..., Awaitable[str]]
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
-    runners: list[web.BaseRunner] = []
+    runners: list[FrontServer] = []
     integrations: list[FunctionIntegration] = []
 
     async def start(
@@ -77,7 +80,7 @@ async def serve() -> AsyncIterator[Serve]:
         router = Router([(None, prefix, route_key, 0)])
         counter = iter(range(1, 1_000_000))
 
-        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        async def handle(request: Request) -> Response:
             request_id = f"req-{next(counter)}"
             found = router.lookup("", request.method, request.raw_path.partition("?")[0])
             assert found is not None, request.raw_path
@@ -89,7 +92,7 @@ async def serve() -> AsyncIterator[Serve]:
                 path=path,
                 params=dict(params),
                 stage_variables=dict(stage_variables or {}),
-                client_ip=request.remote or "",
+                client_ip=request.client_ip,
                 received_at=asyncio.get_running_loop().time(),
                 response_headers={header: request_id, "x-request-id": request_id},
                 extras=dict(extras or {}),
@@ -101,12 +104,9 @@ async def serve() -> AsyncIterator[Serve]:
                 ctx.apply_response_headers(response)
                 return response
 
-        runner = web.ServerRunner(web.Server(handle), shutdown_timeout=0.2)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+        front = await serve_front(handle)
+        runners.append(front)
+        return front.url
 
     yield start
     for runner in runners:

@@ -16,6 +16,9 @@ from yarl import URL
 
 from pygw.context import RequestContext
 from pygw.integrations.http_proxy import HttpProxyIntegration
+from pygw.request import Request
+from pygw.response import Response
+from tests.front import serve_front
 
 if TYPE_CHECKING:
     from conftest import StartGateway, StartUpstream, Upstream
@@ -640,11 +643,8 @@ async def test_close_releases_idle_connections(
 ) -> None:
     up = await start_upstream()
     proxy = HttpProxyIntegration(uri=None, targets=[(up.url, 1)])
-    gw_runner = web.ServerRunner(web.Server(lambda r: _call(proxy, r)), shutdown_timeout=0.2)
-    await gw_runner.setup()
-    site = web.TCPSite(gw_runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{gw_runner.addresses[0][1]}"
+    gw_runner = await serve_front(lambda r: _call(proxy, r))
+    url = gw_runner.url
     async with ClientSession() as session:
         status, _ = await get_json(session, f"{url}/echo")
         assert status == 200
@@ -657,7 +657,7 @@ async def test_close_releases_idle_connections(
     assert not _open_conns(proxy)
 
 
-async def _call(proxy: HttpProxyIntegration, request: web.BaseRequest) -> web.StreamResponse:
+async def _call(proxy: HttpProxyIntegration, request: Request) -> Response:
     ctx = RequestContext(
         request=request,
         request_id="r",
@@ -711,14 +711,11 @@ async def test_raw_upstream_interim_and_read_until_close() -> None:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     proxy = HttpProxyIntegration(uri=f"http://127.0.0.1:{port}/raw", targets=[])
-    runner = web.ServerRunner(web.Server(lambda r: _call(proxy, r)), shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner = await serve_front(lambda r: _call(proxy, r))
     try:
         async with (
             ClientSession() as session,
-            session.get(f"http://127.0.0.1:{runner.addresses[0][1]}/x") as resp,
+            session.get(f"{runner.url}/x") as resp,
         ):
             assert resp.status == 201
             assert resp.reason == "Made It"

@@ -10,11 +10,11 @@ import math
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiohttp.test_utils import make_mocked_request
 from redis.asyncio import Redis
 
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.request import Request
 from pygw.stages.api_key import API_KEY_ID
 from pygw.stages.throttle import Decision
 from pygw.state import RedisThrottle, RedisThrottleStage
@@ -69,7 +69,7 @@ async def redis_now(r: Redis) -> float:
 
 def make_ctx(key_id: str | None = None) -> RequestContext:
     ctx = RequestContext(
-        request=make_mocked_request("GET", "/x"),
+        request=Request.build("GET", "/x"),
         request_id="rid",
         path="/x",
         params={},

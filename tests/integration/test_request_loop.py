@@ -1,8 +1,5 @@
-"""The gateway's own request loop (pygw/server.py) against raw sockets: keep-alive, pipelined
-requests, unread bodies, malformed requests, and per-request isolation of context variables.
-
-Each test runs with the gateway's loop and with aiohttp's, which it replaces on Python 3.11:
-the two must be indistinguishable to a client."""
+"""The gateway's own request loop (pygw/http1.py) against raw sockets: keep-alive, pipelined
+requests, unread bodies, malformed requests, and per-request isolation of context variables."""
 
 from __future__ import annotations
 
@@ -13,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import pygw.server
 from pygw.server import Gateway
 
 HANDLERS = Path(__file__).resolve().parent / "handlers"
@@ -40,14 +36,8 @@ apis:
 """
 
 
-@pytest.fixture(params=["gateway loop", "aiohttp loop"])
-async def gateway(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[int]:
-    if request.param == "aiohttp loop":
-        monkeypatch.setattr(pygw.server, "_INLINE_REQUEST_LOOP", False)
-    elif not pygw.server._INLINE_REQUEST_LOOP:
-        pytest.skip("this aiohttp or Python keeps aiohttp's own request loop")
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[int]:
     config = tmp_path / "gateway.yaml"
     config.write_text(CONFIG % {"handlers": json.dumps(str(HANDLERS))})
     served = Gateway(config)

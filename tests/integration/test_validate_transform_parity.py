@@ -15,15 +15,17 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import ClientSession, web
-from aiohttp.test_utils import RawTestServer
+from aiohttp import ClientSession
 
 from pygw.config.model import ApiConfig
 from pygw.context import RequestContext
 from pygw.dispatch import error_response
 from pygw.errors import GatewayError, Style
+from pygw.request import Request
+from pygw.response import Response
 from pygw.stages.transform import build_request_transform_stage, build_response_transform
 from pygw.stages.validate import BODY, build_validate_stage
+from tests.front import FrontServer, serve_front
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
 PARITY = TESTDATA / "aws-parity"
@@ -54,7 +56,7 @@ Serve = Callable[[dict[str, Any], dict[str, Any]], Any]
 async def serve() -> AsyncIterator[Callable[..., Any]]:
     """serve(route, models) → base URL of a server running that REST-style route's stages and
     an integration that echoes the body it is given."""
-    servers: list[RawTestServer] = []
+    servers: list[FrontServer] = []
     session = ClientSession()
 
     async def start(route: dict[str, Any], models: dict[str, Any] | None = None) -> str:
@@ -77,7 +79,7 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
         ]
         respond = build_response_transform(cfg, route_cfg, "local")
 
-        async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        async def handler(request: Request) -> Response:
             segments = request.path.split("/")
             ctx = RequestContext(
                 request=request,
@@ -85,7 +87,7 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
                 path=request.path,
                 params={"test": segments[2]} if len(segments) > 2 and segments[2] else {},
                 stage_variables={},
-                client_ip=request.remote or "",
+                client_ip=request.client_ip,
                 received_at=0.0,
             )
             try:
@@ -96,21 +98,20 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
                 body = ctx.extras.get(BODY)
                 if body is None:
                     body = await request.read()
-                answer = web.Response(body=body, content_type="application/json")
+                answer = Response(body=body, content_type="application/json")
                 return respond(ctx, answer) if respond is not None else answer
             except GatewayError as failure:
                 return error_response(failure.error, Style.REST, "rid", failure.detail)
 
-        server = RawTestServer(handler, host="127.0.0.1")
-        await server.start_server()
+        server = await serve_front(handler)
         servers.append(server)
-        return str(server.make_url(""))
+        return server.url
 
     start.session = session  # type: ignore[attr-defined]
     yield start
     await session.close()
     for server in servers:
-        await server.close()
+        await server.cleanup()
 
 
 async def call(serve: Any, base: str, method: str, path: str, **kw: Any) -> tuple[int, bytes, Any]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp.test_utils import make_mocked_request
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
@@ -28,6 +27,7 @@ from pygw.config.model import (
 )
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.request import Request
 from pygw.stages.custom_auth import (
     AUTHORIZER_FAILURE,
     CustomAuthorizer,
@@ -64,7 +64,7 @@ def make_ctx(
     stage_variables: dict[str, str] | None = None,
 ) -> RequestContext:
     target = path + (f"?{query}" if query else "")
-    request = make_mocked_request(method, target, headers=headers or {})
+    request = Request.build(method, target, headers=headers or {})
     return RequestContext(
         request=request,
         request_id="req-1",

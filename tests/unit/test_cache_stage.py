@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
-from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from pygw._native import ResponseCache
@@ -18,6 +17,8 @@ from pygw.config.model import ApiConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.http_proxy import HttpProxyIntegration
+from pygw.request import Request
+from pygw.response import Response
 from pygw.stages.cache import CachingIntegration, wrap_with_cache
 from tests.integration.conftest import (
     StartGateway,
@@ -39,7 +40,7 @@ class FakeInner:
         *,
         status: int = 200,
         headers: dict[str, str] | None = None,
-        body: Callable[[web.BaseRequest], bytes] | bytes = b"hello",
+        body: Callable[[Request], bytes] | bytes = b"hello",
         failures: int = 0,
         gate: asyncio.Event | None = None,
     ) -> None:
@@ -51,7 +52,7 @@ class FakeInner:
         self.calls = 0
         self.closed = False
 
-    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+    async def __call__(self, ctx: RequestContext) -> Response:
         self.calls += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -59,7 +60,7 @@ class FakeInner:
             self.failures -= 1
             raise GatewayError(ErrorType.UPSTREAM_FAILURE)
         body = self.body(ctx.request) if callable(self.body) else self.body
-        response = web.Response(status=self.status, body=body, headers=self.headers)
+        response = Response(status=self.status, body=body, headers=self.headers)
         ctx.apply_response_headers(response)
         return response
 
@@ -411,7 +412,7 @@ async def test_uncacheable_answers_release_waiters_together(
 
 
 def _context(method: str, path: str, headers: dict[str, str] | None = None) -> RequestContext:
-    request = make_mocked_request(method, path, headers=headers or {})
+    request = Request.build(method, path, headers=headers or {})
     return RequestContext(
         request=request,
         request_id="r",
@@ -749,7 +750,7 @@ async def test_wrapped_routes_share_the_api_cache() -> None:
     assert caches["shop"].stats()[3] == 2
 
 
-async def _call(wrapper: Callable[[RequestContext], Awaitable[web.StreamResponse]]) -> str:
+async def _call(wrapper: Callable[[RequestContext], Awaitable[Response]]) -> str:
     ctx = _context("GET", "/x")
     await wrapper(ctx)
     return str(ctx.extras["cache"])
@@ -788,6 +789,9 @@ async def test_stored_entries_add_no_work_for_the_garbage_collector(
     for i in range(400):
         assert (await fetch(client, f"{gateway.url}/items/{i}"))[1] == "Miss"
     gateway.contexts.clear()
+    # An entry nests tuples, and a collection untracks a tuple only once what it holds is
+    # untracked: which pass gets there depends on where the collector's list has them.
+    gc.collect()
     gc.collect()
     # 400 entries and 400 Vary markers stored: tracked ones would add 800 objects or more.
     assert len(gc.get_objects()) - before < 200
@@ -810,7 +814,7 @@ async def test_a_hit_sends_this_requests_own_value_of_a_header_the_upstream_also
         def __init__(self, inner: CachingIntegration) -> None:
             self.inner = inner
 
-        async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        async def __call__(self, ctx: RequestContext) -> Response:
             origin = ctx.request.headers.get("Origin")
             if origin is not None:
                 ctx.response_headers["Access-Control-Allow-Origin"] = origin

@@ -85,12 +85,12 @@ def test_one_request_timing_call_fills_latency_integration_and_overhead() -> Non
 
 def test_cors_vary_joins_the_integrations_own() -> None:
     from aiohttp import web
-    from aiohttp.test_utils import make_mocked_request
 
     from pygw.context import RequestContext
+    from pygw.request import Request
 
     ctx = RequestContext(
-        request=make_mocked_request("GET", "/"),
+        request=Request.build("GET", "/"),
         request_id="r",
         path="/",
         params={},

@@ -14,7 +14,6 @@ from typing import Any, cast
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 
 from pygw._native import (
     GRANTED,
@@ -30,6 +29,8 @@ from pygw.context import RequestContext
 from pygw.dispatch import error_response
 from pygw.errors import ErrorType, GatewayError, Style
 from pygw.pipeline import Pipeline, TimedPipeline
+from pygw.request import Request
+from pygw.response import Response
 from pygw.stages.api_key import (
     API_KEY_ID,
     ApiKeyStage,
@@ -61,7 +62,7 @@ def make_ctx(
     request: web.BaseRequest | None = None,
 ) -> RequestContext:
     if request is None:
-        request = make_mocked_request(method, path, headers=headers or {})
+        request = Request.build(method, path, headers=headers or {})
     return RequestContext(
         request=request,
         request_id="rid-1",
@@ -199,7 +200,7 @@ def preflight_request(
     sent = {"Origin": origin, "Access-Control-Request-Method": method}
     if headers is not None:
         sent["Access-Control-Request-Headers"] = headers
-    return make_mocked_request("OPTIONS", "/items", headers=sent)
+    return Request.build("OPTIONS", "/items", headers=sent)
 
 
 def allow_headers(response: web.Response) -> dict[str, str]:
@@ -253,11 +254,9 @@ def test_preflight_refused_gets_no_allow_headers(
 
 def test_not_a_preflight_is_left_alone() -> None:
     answer = build_preflight_answer(cors(**SHOP_CORS))
-    assert answer(make_mocked_request("GET", "/items", headers={"Origin": SHOP})) is None
-    assert answer(make_mocked_request("OPTIONS", "/items", headers={"Origin": SHOP})) is None
-    no_origin = make_mocked_request(
-        "OPTIONS", "/items", headers={"Access-Control-Request-Method": "GET"}
-    )
+    assert answer(Request.build("GET", "/items", headers={"Origin": SHOP})) is None
+    assert answer(Request.build("OPTIONS", "/items", headers={"Origin": SHOP})) is None
+    no_origin = Request.build("OPTIONS", "/items", headers={"Access-Control-Request-Method": "GET"})
     assert answer(no_origin) is None
 
 
@@ -448,22 +447,22 @@ async def test_pipeline_calls_stages_that_never_wait_directly() -> None:
     calls: list[str] = []
 
     class Passes:
-        def check(self, ctx: RequestContext) -> web.StreamResponse | None:
+        def check(self, ctx: RequestContext) -> Response | None:
             calls.append("check")
             return None
 
-        async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        async def __call__(self, ctx: RequestContext) -> Response | None:
             raise AssertionError("the pipeline should have called check")
 
     class Answers:
-        async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        async def __call__(self, ctx: RequestContext) -> Response | None:
             calls.append("awaited")
-            return web.Response(status=204)
+            return Response(status=204)
 
     class Integration:
-        async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        async def __call__(self, ctx: RequestContext) -> Response:
             calls.append("integration")
-            return web.Response(status=200)
+            return Response(status=200)
 
         async def close(self) -> None:
             return None
@@ -516,23 +515,23 @@ def test_native_timed_checks_time_every_stage_that_ran_and_stop_at_an_answer() -
     ones after an answer or a refusal neither run nor count."""
     calls: list[str] = []
 
-    def passes(ctx: RequestContext) -> web.StreamResponse | None:
+    def passes(ctx: RequestContext) -> Response | None:
         calls.append("passes")
         return None
 
-    def answers(ctx: RequestContext) -> web.StreamResponse | None:
+    def answers(ctx: RequestContext) -> Response | None:
         calls.append("answers")
-        return web.Response(status=204)
+        return Response(status=204)
 
     class Stage:
-        def __init__(self, check: Callable[[RequestContext], web.StreamResponse | None]) -> None:
+        def __init__(self, check: Callable[[RequestContext], Response | None]) -> None:
             self.check = check
 
-        async def __call__(self, ctx: RequestContext) -> web.StreamResponse | None:
+        async def __call__(self, ctx: RequestContext) -> Response | None:
             raise AssertionError("the pipeline should have called check")
 
     class Integration:
-        async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        async def __call__(self, ctx: RequestContext) -> Response:
             raise AssertionError("not reached")
 
         async def close(self) -> None:
@@ -750,7 +749,7 @@ async def test_accepted_under_concurrent_load_through_the_stage() -> None:
     stage = build_throttle_stage(clocked(throttle, now), [throttle.add_bucket(1e6, 10**6)], keys)
     total = seconds * offered_per_s
     outcomes: dict[str, int] = {"granted": 0, "throttled": 0}
-    request = make_mocked_request("GET", "/items")
+    request = Request.build("GET", "/items")
 
     async def client() -> None:
         nonlocal ticks

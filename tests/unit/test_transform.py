@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from typing import Any
-from unittest import mock
 
 import orjson
 import pytest
-from aiohttp import StreamReader, web
-from aiohttp.streams import EMPTY_PAYLOAD
-from aiohttp.test_utils import make_mocked_request
 
 from pygw.config.model import ApiConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.request import Request
+from pygw.response import Response
 from pygw.stages.transform import (
     BODY_CONTENT_TYPE,
     REQUEST_OVERRIDES,
@@ -35,6 +32,15 @@ from pygw.stages.validate import BODY
 ROUTE = "POST /items/{id}"
 
 
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status=status,
+        text=orjson.dumps(data).decode(),
+        headers=headers,
+        content_type="application/json",
+    )
+
+
 def make_ctx(
     path: str = "/dev/items/1",
     headers: dict[str, str] | None = None,
@@ -42,15 +48,10 @@ def make_ctx(
     params: dict[str, str] | None = None,
     method: str = "POST",
 ) -> RequestContext:
-    payload: Any = EMPTY_PAYLOAD
     headers = dict(headers or {})
     if body is not None:
-        protocol = mock.Mock(_reading_paused=False)
-        payload = StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())
-        payload.feed_data(body)
-        payload.feed_eof()
         headers.setdefault("Content-Length", str(len(body)))
-    request = make_mocked_request(method, path, headers=headers, payload=payload)
+    request = Request.build(method, path, headers=headers, body=body or b"")
     return RequestContext(
         request=request,
         request_id="rid-1",
@@ -242,7 +243,7 @@ async def test_passthrough(passthrough: str, templates: dict[str, str], status: 
         assert answer is None
         assert BODY not in ctx.extras  # the client's stream is left for the integration
         return
-    assert isinstance(answer, web.Response)
+    assert isinstance(answer, Response)
     assert answer.status == status
     assert answer.body == b'{"message":"Unsupported Media Type"}'
     assert answer.headers["x-amzn-ErrorType"] == "UnsupportedMediaTypeException"
@@ -310,23 +311,23 @@ async def test_response_template() -> None:
             }
         }
     )
-    upstream = web.json_response({"items": [1, 2]}, headers={"X-Up": "1"})
+    upstream = json_response({"items": [1, 2]}, headers={"X-Up": "1"})
     answer = transform(make_ctx(), upstream)
     assert answer.status == 200
     assert orjson.loads(answer.body) == {"n": 2, "id": "1"}  # type: ignore[arg-type]
     assert answer.headers["X-Up"] == "1"
     assert answer.content_type == "application/json"
-    empty = transform(make_ctx(), web.json_response({"items": []}))
+    empty = transform(make_ctx(), json_response({"items": []}))
     assert empty.status == 404
 
 
 async def test_response_template_by_accept_then_default() -> None:
     transform = response_transform({"response": {"text/html": "<b>$input.path('$.a')</b>"}})
     ctx = make_ctx(headers={"Accept": "text/plain, text/html"})
-    answer = transform(ctx, web.json_response({"a": 1}))
+    answer = transform(ctx, json_response({"a": 1}))
     assert answer.body == b"<b>1</b>"
     assert answer.content_type == "text/html"
-    untouched = web.json_response({"a": 1})
+    untouched = json_response({"a": 1})
     assert transform(make_ctx(), untouched) is untouched
 
 
@@ -334,7 +335,7 @@ async def test_request_template_status_override_reaches_the_response() -> None:
     transform = response_transform({"request": {"application/json": "x"}})
     ctx = make_ctx()
     ctx.extras[RESPONSE_OVERRIDE] = {"status": 444, "header": {"X-O": "1"}}
-    answer = transform(ctx, web.Response(status=200, body=b"{}"))
+    answer = transform(ctx, Response(status=200, body=b"{}"))
     assert answer.status == 444
     assert answer.headers["X-O"] == "1"
 
@@ -424,12 +425,12 @@ async def test_response_mapping() -> None:
     )
     assert isinstance(found, ResponseMapping)
     assert found.needs_body
-    upstream = web.json_response({"id": 5}, headers={"X-Up": "u", "Server": "s"})
+    upstream = json_response({"id": 5}, headers={"X-Up": "u", "Server": "s"})
     answer = found(make_ctx(), upstream)
     assert answer.status == 201
     assert answer.headers["x-id"] == "u-5"
     assert "Server" not in answer.headers
-    other = web.json_response({}, status=500, headers={"Server": "s"})
+    other = json_response({}, status=500, headers={"Server": "s"})
     assert found(make_ctx(), other).headers["Server"] == "s"
 
 
@@ -439,7 +440,7 @@ async def test_response_mapping_on_a_streamed_head() -> None:
     )
     assert isinstance(found, ResponseMapping)
     assert not found.needs_body
-    streamed = web.StreamResponse()
+    streamed = Response()
     found.apply_head(make_ctx(), streamed)
     assert streamed.headers["x-a"] == "v1"
 

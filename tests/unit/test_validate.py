@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-from unittest import mock
 
 import pytest
-from aiohttp import StreamReader
-from aiohttp.streams import EMPTY_PAYLOAD
-from aiohttp.test_utils import make_mocked_request
 
 from pygw.config.model import ApiConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.request import Request
 from pygw.stages.validate import BODY, build_validate_stage, compile_model, read_body
 
 ITEM = {
@@ -30,14 +26,9 @@ def make_ctx(
     body: bytes | None = None,
     params: dict[str, str] | None = None,
 ) -> RequestContext:
-    payload: Any = EMPTY_PAYLOAD
     if body is not None:
-        protocol = mock.Mock(_reading_paused=False)
-        payload = StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())
-        payload.feed_data(body)
-        payload.feed_eof()
         headers = {"Content-Length": str(len(body)), **(headers or {})}
-    request = make_mocked_request(method, path, headers=headers or {}, payload=payload)
+    request = Request.build(method, path, headers=headers or {}, body=body or b"")
     return RequestContext(
         request=request,
         request_id="rid-1",

@@ -1,0 +1,366 @@
+"""The one response shape of the gateway: what stages, integrations and gateway errors answer.
+
+- `Response`: status, headers and a body known in full (mocks, functions, errors, CORS
+  preflights). The connection serializes it and sends it in one write.
+- `OneWriteResponse`: the same, with header lines that never change kept serialized
+  (`ResponseHead`): a response-cache hit, an upstream answer that arrived whole. Only the
+  per-request headers (request ids, rate limits, CORS, X-Cache) are serialized per answer.
+- A streamed answer (an upstream body still arriving) is a `Response` whose head was sent
+  through `Request.start_stream`; its body goes through the `ResponseStream` that returns, and
+  the connection sends nothing more for it (`streamed`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from typing import Final, Protocol
+
+from multidict import CIMultiDict
+
+from pygw._native import header_lines
+from pygw.request import HttpVersion
+
+__all__ = [
+    "OneWriteResponse",
+    "Response",
+    "ResponseHead",
+    "ResponseStream",
+    "UpgradedResponse",
+    "date_line",
+    "head_from_pairs",
+    "status_line",
+]
+
+_REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
+_CONTENT_TYPE_LINE: Final = b"Content-Type: application/octet-stream\r\n"
+_CLOSE_LINE: Final = b"Connection: close\r\n"
+_KEEP_ALIVE_LINE: Final = b"Connection: keep-alive\r\n"
+_FRAMING: Final = ("Content-Length", "Transfer-Encoding", "Connection")
+_STATUS_LINES: dict[tuple[int, int, int, bytes], bytes] = {}
+# Answers to these carry no body, whatever their headers say.
+_BODILESS: Final = frozenset({204, 304})
+
+
+class _DateLine:
+    """`Date: ...\\r\\n`, formatted once per second (RFC 9110 IMF-fixdate)."""
+
+    __slots__ = ("line", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.line = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+            self.line = f"Date: {stamp}\r\n".encode("ascii")
+            self.second = now
+        return self.line
+
+
+date_line = _DateLine().get
+
+
+def status_line(version: HttpVersion, status: int, reason: bytes) -> bytes:
+    key = (version[0], version[1], status, reason)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        if not reason:
+            reason = _REASONS.get(status, "Unknown").encode("ascii")
+        line = b"HTTP/%d.%d %d %s\r\n" % (version[0], version[1], status, reason)
+        if len(_STATUS_LINES) < 1024:  # reasons come from upstreams: keep the memo bounded
+            _STATUS_LINES[key] = line
+    return line
+
+
+def _connection_line(version: HttpVersion, keep_alive: bool) -> bytes:
+    if not keep_alive:
+        return _CLOSE_LINE if version >= (1, 1) else b""
+    return _KEEP_ALIVE_LINE if version < (1, 1) else b""
+
+
+# Header lines that are the same for every answer built from them: (lines, vary,
+# has_content_type, has_server, has_date). `lines` holds `Name: value\r\n` lines without
+# Content-Length, Transfer-Encoding, Connection and Vary; the Vary value is kept apart because a
+# stage may add to it per request (CORS's `Vary: Origin`). A plain tuple of bytes, a string and
+# flags on purpose: the garbage collector stops tracking exact tuples of such values after one
+# pass, and response caches hold very many of them (a NamedTuple would stay tracked).
+ResponseHead = tuple[bytes, str | None, bool, bool, bool]
+
+
+def head_from_pairs(pairs: Iterable[tuple[str, str]]) -> ResponseHead:
+    """A ResponseHead from decoded header pairs; raises ValueError on a line break in a value."""
+    lines: list[bytes] = []
+    vary: list[str] = []
+    names: set[str] = set()
+    for name, value in pairs:
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+            raise ValueError(f"header {name!r} cannot be serialized")
+        lname = name.lower()
+        if lname in ("content-length", "transfer-encoding", "connection"):
+            continue
+        if lname == "vary":
+            vary.append(value)
+            continue
+        names.add(lname)
+        lines.append(f"{name}: {value}\r\n".encode())
+    return (
+        b"".join(lines),
+        ", ".join(vary) if vary else None,
+        "content-type" in names,
+        "server" in names,
+        "date" in names,
+    )
+
+
+class Response:
+    """A complete answer. The constructor takes aiohttp's `web.Response` arguments."""
+
+    __slots__ = (
+        "_headers",
+        "body",
+        "close_connection",
+        "reason",
+        "status",
+        "streamed",
+        "streamed_length",
+    )
+
+    def __init__(
+        self,
+        *,
+        status: int = 200,
+        reason: str | None = None,
+        body: bytes | bytearray | None = None,
+        text: str | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        content_type: str | None = None,
+        charset: str | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self._headers: CIMultiDict[str] | None = (
+            CIMultiDict(headers) if headers is not None else None
+        )
+        if text is not None:
+            self.body = text.encode(charset or "utf-8")
+            if content_type is None and "Content-Type" not in self.headers:
+                content_type = "text/plain"
+            if content_type is not None:
+                self.headers["Content-Type"] = f"{content_type}; charset={charset or 'utf-8'}"
+        else:
+            self.body = bytes(body) if body is not None else b""
+            if content_type is not None:
+                self.headers["Content-Type"] = (
+                    content_type if charset is None else f"{content_type}; charset={charset}"
+                )
+        self.close_connection = False
+        # True once the head went out through a ResponseStream (which counts the body's bytes).
+        self.streamed = False
+        self.streamed_length = 0
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDict()
+        return headers
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "application/octet-stream").partition(";")[0]
+
+    @content_type.setter
+    def content_type(self, value: str) -> None:
+        self.headers["Content-Type"] = value
+
+    @property
+    def body_length(self) -> int:
+        return self.streamed_length if self.streamed else len(self.body)
+
+    def force_close(self) -> None:
+        """The connection closes after this answer."""
+        self.close_connection = True
+
+    def _reason_bytes(self) -> bytes:
+        reason = self.reason
+        return reason.encode("latin-1", "replace") if reason else b""
+
+    def encode(
+        self, version: HttpVersion, keep_alive: bool, head_only: bool, extra: bytes
+    ) -> bytes:
+        """The whole answer as sent: status line, headers, framing and (unless `head_only`,
+        for HEAD) the body. `extra` is header lines every answer of the server carries.
+        Raises ValueError when a header name or value holds a line break."""
+        body = self.body
+        status = self.status
+        headers = self._headers
+        parts = [status_line(version, status, self._reason_bytes())]
+        length = len(body)
+        if headers:
+            if head_only and not body:
+                # A HEAD answer keeps the length the resource announced (a cached HEAD entry).
+                announced = headers.get("Content-Length")
+                if announced is not None and announced.isdigit():
+                    length = int(announced)
+            for name in _FRAMING:
+                if name in headers:
+                    headers.popall(name)
+            parts.append(header_lines(headers))
+            has_type = "Content-Type" in headers
+            has_date = "Date" in headers
+        else:
+            has_type = has_date = False
+        parts.append(extra)
+        if status in _BODILESS or status < 200:
+            body = b""
+        else:
+            if body and not has_type:
+                parts.append(_CONTENT_TYPE_LINE)
+            parts.append(b"Content-Length: %d\r\n" % length)
+        if not has_date:
+            parts.append(date_line())
+        parts.append(_connection_line(version, keep_alive))
+        parts.append(b"\r\n")
+        if not head_only:
+            parts.append(body)
+        return b"".join(parts)
+
+    def stream_head(self, version: HttpVersion, keep_alive: bool, extra: bytes) -> bytes:
+        """The head of a streamed answer (framing left to the caller: `Content-Length` kept
+        when the headers have one, else the caller adds `Transfer-Encoding: chunked`)."""
+        headers = self.headers
+        headers.popall("Transfer-Encoding", None)
+        headers.popall("Connection", None)
+        parts = [status_line(version, self.status, self._reason_bytes())]
+        parts.append(header_lines(headers))
+        parts.append(extra)
+        if "Date" not in headers:
+            parts.append(date_line())
+        parts.append(_connection_line(version, keep_alive))
+        return b"".join(parts)
+
+
+def _extra_lines(extra: Mapping[str, str], own_vary: str | None) -> bytes:
+    """The per-request headers, with a stage's Vary (CORS: Origin) merged into the integration's
+    own Vary (say Accept-Encoding) rather than replacing it."""
+    if own_vary is not None:
+        stage_vary = extra.get("Vary")
+        if stage_vary is None or stage_vary.lower() in own_vary.lower():
+            extra = {**extra, "Vary": own_vary}
+        else:
+            extra = {**extra, "Vary": f"{own_vary}, {stage_vary}"}
+    # Native: formatting the lines and looking for line breaks took about 1 µs in Python for
+    # the seven headers of a REST cache hit. A line break refuses the response (ValueError).
+    return header_lines(extra)
+
+
+class OneWriteResponse(Response):
+    """A whole answer whose unchanging header lines are already serialized.
+
+    `headers` is built only when something asks for it (the response cache, on a miss); after
+    that it is the source of the serialized head, so changes made through it are honoured."""
+
+    __slots__ = ("_head", "_raw_reason", "extra")
+
+    def __init__(
+        self,
+        status: int,
+        head: ResponseHead,
+        body: bytes,
+        extra: Mapping[str, str],
+        reason: bytes = b"",
+    ) -> None:
+        self.status = status
+        self.reason = None
+        self._raw_reason = reason
+        self._head = head
+        self.extra = extra
+        self.body = body
+        self._headers = None
+        self.close_connection = False
+        self.streamed = False
+        self.streamed_length = 0
+
+    @property
+    def unchanged_head(self) -> ResponseHead | None:
+        """The head as built, or None once `headers` was read (it may have been changed since)."""
+        return self._head if self._headers is None else None
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        headers = self._headers
+        if headers is None:
+            headers = CIMultiDict()
+            lines, vary = self._head[:2]
+            for line in lines.decode("utf-8", "replace").split("\r\n"):
+                if line:
+                    name, _, value = line.partition(": ")
+                    headers.add(name, value)
+            if vary is not None:
+                headers.add("Vary", vary)
+            headers.update(self.extra)
+            self._headers = headers
+        return headers
+
+    def _reason_bytes(self) -> bytes:
+        return self._raw_reason
+
+    def encode(
+        self, version: HttpVersion, keep_alive: bool, head_only: bool, extra: bytes
+    ) -> bytes:
+        if self._headers is not None:
+            return Response.encode(self, version, keep_alive, head_only, extra)
+        body = self.body
+        lines, vary, has_content_type, _, has_date = self._head
+        parts = [
+            status_line(version, self.status, self._raw_reason),
+            lines,
+            _extra_lines(self.extra, vary),
+            extra,
+        ]
+        if body and not has_content_type:
+            parts.append(_CONTENT_TYPE_LINE)
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+        if not has_date:
+            parts.append(date_line())
+        parts.append(_connection_line(version, keep_alive))
+        parts.append(b"\r\n")
+        if not head_only:
+            parts.append(body)
+        return b"".join(parts)
+
+
+class UpgradedResponse(Response):
+    """A WebSocket session that ran to its end on a connection handed to aiohttp; `websocket`
+    is aiohttp's response for it, which its server finishes."""
+
+    __slots__ = ("websocket",)
+
+    def __init__(self, websocket: object) -> None:
+        super().__init__(status=101)
+        self.streamed = True
+        self.websocket = websocket
+
+
+class ResponseStream(Protocol):
+    """The body of a streamed answer, written piece by piece."""
+
+    @property
+    def body_length(self) -> int: ...
+
+    async def write(self, data: bytes) -> None:
+        """Sends `data`, waiting while the client's socket buffer is full; raises
+        ConnectionResetError when the client went away."""
+        ...
+
+    async def finish(self) -> None:
+        """Ends the body (the last chunk, for a chunked answer)."""
+        ...
+
+    def abort(self) -> None:
+        """Cuts the client off: the body cannot be completed (an upstream broke mid-body)."""
+        ...
