@@ -1,5 +1,10 @@
 """Admin listener: /health, /metrics, /routes and POST /reload, away from the traffic port.
 
+With `admin.token` set, every endpoint but `GET /health` (which load balancers and probes call
+without credentials) needs `Authorization: Bearer TOKEN`; anything else is 401
+`{"message": "Unauthorized"}`. The route table and the metrics describe the deployment, which is
+worth keeping from whoever can reach the port.
+
 `AdminServer` serves one gateway process. `SupervisorAdmin` serves a supervisor of several worker
 processes (pygw/supervisor.py): the same endpoints answered for all workers at once, plus
 `GET /workers`.
@@ -7,7 +12,8 @@ processes (pygw/supervisor.py): the same endpoints answered for all workers at o
 
 from __future__ import annotations
 
-import hmac
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -15,6 +21,7 @@ import orjson
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pygw.admin_auth import bearer_matches, is_loopback_listen
 from pygw.integrations.ws_connections import management_error
 
 if TYPE_CHECKING:
@@ -26,20 +33,41 @@ def _json(payload: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
+log = logging.getLogger("pygw.admin")
+
 _UNAUTHORIZED = {"message": "Unauthorized"}
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _AdminBase:
     def __init__(self, listen: str, token: str) -> None:
         self._listen = listen
-        self._token = token.encode()
+        self._token = token
         self._runner: web.AppRunner | None = None
-        self._app = web.Application()
+        self._app = web.Application(middlewares=[self._require_token])
+
+    @web.middleware
+    async def _require_token(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if request.path.startswith("/@connections/"):
+            # The connections API answers in the Management API's error shape, and checks the
+            # token itself (a standalone gateway's follows admin.token across reloads).
+            return await handler(request)
+        if request.path == "/health" and request.method in ("GET", "HEAD"):
+            return await handler(request)
+        if not self._authorised(request):
+            return _json(_UNAUTHORIZED, status=401)
+        return await handler(request)
 
     async def start(self) -> str:
         """Start listening; returns the address as shown to people (`http://HOST:PORT`)."""
         from pygw.server import parse_listen
 
+        if not self._token and not is_loopback_listen(self._listen):
+            log.warning(
+                "admin listener %s is reachable from other machines and admin.token is not set: "
+                "anyone who reaches it can reload the config and read the routes and metrics",
+                self._listen,
+            )
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
         listen = parse_listen(self._listen)
@@ -65,8 +93,7 @@ class _AdminBase:
     def _authorised(self, request: web.Request) -> bool:
         if not self._token:
             return True
-        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-        return hmac.compare_digest(offered, self._token)
+        return bearer_matches(request.headers.get("Authorization"), self._token)
 
 
 class AdminServer(_AdminBase):
@@ -93,8 +120,6 @@ class AdminServer(_AdminBase):
         return _json(self._gateway.runtime.route_table())
 
     async def _reload(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return _json(_UNAUTHORIZED, status=401)
         ok, detail = await self._gateway.reload()
         if ok:
             return _json({"reloaded": True, "summary": detail})
@@ -146,8 +171,6 @@ class SupervisorAdmin(_AdminBase):
         return _json({"message": "no worker is ready"}, status=503)
 
     async def _reload(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return _json(_UNAUTHORIZED, status=401)
         ok, detail = await self._supervisor.reload()
         return _json(detail, status=200 if ok else 400)
 

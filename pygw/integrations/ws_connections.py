@@ -25,7 +25,6 @@ import base64
 import binascii
 import collections
 import contextlib
-import hmac
 import logging
 import os
 import time
@@ -36,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 import orjson
 from aiohttp import web
+
+from pygw.admin_auth import bearer_matches
 
 if TYPE_CHECKING:
     from pygw.observe.access_log import AccessLog
@@ -467,10 +468,10 @@ class ConnectionRegistry:
 
     async def handle_admin(self, request: web.Request) -> web.Response:
         """``POST|GET|DELETE /@connections/{connection_id}`` as AWS's Management API answers."""
-        if self.admin_token:
-            offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(offered.encode(), self.admin_token.encode()):
-                return management_error(401, "Unauthorized", "UnauthorizedException")
+        if self.admin_token and not bearer_matches(
+            request.headers.get("Authorization"), self.admin_token
+        ):
+            return management_error(401, "Unauthorized", "UnauthorizedException")
         connection_id = request.match_info.get("connection_id") or request.path.rsplit("/", 1)[-1]
         method = request.method
         if method == "POST":

@@ -2,16 +2,27 @@
 
 A request that asks to upgrade to WebSocket is not proxied as HTTP: the upstream handshake is made
 first (to the URL the proxy would send the request to, `ws://` or `wss://`), and the client is only
-upgraded once the upstream accepted. An upstream that refuses (any non-101 answer) has its status
-relayed to the client, which stays un-upgraded; an upstream that cannot be reached is the gateway's
-502 (a timeout its 504). Then text and binary messages are relayed both ways until one side closes;
-its close code and reason are passed on to the other side. Pings are answered per hop.
+upgraded once the upstream accepted. An upstream that answers anything but 101 (a 403, a 200 page,
+a redirect) has that answer relayed to the client as it came (status, reason, end-to-end headers,
+body; a body longer than the route's message limit is a 502), and the client stays un-upgraded;
+redirects are the client's to follow. An upstream that cannot be reached is the gateway's 502 (a
+timeout its 504). Then text and binary messages are relayed both ways until one side closes; its
+close code and reason are passed on to the other side. Pings are answered per hop.
 
-Forwarded to the upstream: the client's headers minus hop-by-hop ones (and those its Connection
-header names), the WebSocket handshake headers (the client library makes its own), Host and the
-X-Forwarded-* / x-request-id set (the gateway writes those, as the HTTP proxy does). The
-subprotocols the client offers are offered to the upstream, and the one it picks is echoed to the
-client.
+Forwarded to the upstream: the client's headers as sent (Origin, Cookie, User-Agent,
+Sec-WebSocket-Version, ...) minus hop-by-hop ones (and those its Connection header names), Host and
+the X-Forwarded-* / x-request-id set (the gateway writes those, as the HTTP proxy does). The HTTP
+client adds no header of its own (no User-Agent, Accept or Accept-Encoding the client did not send).
+The subprotocols the client offers are offered to the upstream in the client's order, and the one
+it picks is echoed to the client. Two handshake headers differ from the client's:
+
+- Sec-WebSocket-Key: aiohttp's `ClientSession.ws_connect` always makes its own key and checks the
+  upstream's Sec-WebSocket-Accept against it, and its public API offers no way to pass one in.
+  The key only proves that each hop's server understood the handshake, so each hop has its own:
+  the client's Sec-WebSocket-Accept is computed from the client's key.
+- Sec-WebSocket-Extensions is not forwarded and no extension is negotiated on either hop. Messages
+  are relayed one by one, not as frames, so an extension the upstream accepted on the client's
+  behalf (permessage-deflate) would describe frames the gateway decodes and re-encodes itself.
 
 Both sides answer close frames themselves (autoclose off) so the code one side sent is the code the
 other side sees: aiohttp's automatic reply would always say 1000.
@@ -32,6 +43,7 @@ from aiohttp import WebSocketError, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from pygw._native import HOP_BY_HOP
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.request import Request
@@ -42,32 +54,27 @@ if TYPE_CHECKING:
 
 __all__ = ["WsPassthrough", "is_websocket_upgrade"]
 
-# Client headers that describe the client's hop, or that the gateway / the client library writes.
-_NOT_FORWARDED: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "proxy-connection",
-        "host",
-        "content-length",
-        "expect",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-request-id",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "sec-websocket-accept",
-    }
-)
+_HOP_BY_HOP: Final = frozenset(name.decode("ascii") for name in HOP_BY_HOP)
+# Client headers that describe the client's hop, or that the gateway / ws_connect writes (see the
+# module docstring for the key and the extensions; the subprotocols go through `protocols=`).
+_NOT_FORWARDED: Final = _HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "sec-websocket-key",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+}
+# Headers of a refusal the client is not given: its hop's, and those the client's response gets
+# from the gateway's own server (the body's length is counted again).
+_NOT_RELAYED: Final = _HOP_BY_HOP | {"content-length", "date", "server"}
+# aiohttp's client writes these unless told not to; the upstream should see only the client's.
+_NO_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding")
 # Codes a close frame may carry on the wire (RFC 6455 section 7.4): 1005, 1006 and 1015 are only
 # ever reported locally, never sent.
 _SENDABLE: Final = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013})
@@ -94,6 +101,22 @@ def _reason(text: Any) -> bytes:
 
 
 _Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+class _Refused(Exception):
+    """The upstream answered the handshake with something other than 101: that answer, read
+    whole, for the client."""
+
+    def __init__(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
+        super().__init__(f"upstream answered {status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+
+class _TooLong(Exception):
+    """A refusal whose body is longer than the gateway relays."""
 
 
 async def _pump(src: _Socket, dst: _Socket) -> tuple[int, bytes] | None:
@@ -146,8 +169,46 @@ class WsPassthrough:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=proxy._connect_timeout_s),
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=_NO_AUTO_HEADERS,
+                middlewares=(self._catch_refusal,),
             )
         return session
+
+    async def _catch_refusal(
+        self, request: aiohttp.ClientRequest, send: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        """Ends the handshake at the upstream's first non-101 answer, with that answer read.
+
+        ws_connect drops a refusal's body and reason (and follows redirects itself); a client
+        middleware sees the response before ws_connect does, and raising here ends ws_connect."""
+        response = await send(request)
+        if response.status == 101:
+            return response
+        try:
+            body = await self._bounded_body(response)
+        except BaseException:
+            response.close()
+            raise
+        response.release()
+        headers: CIMultiDict[str] = CIMultiDict()
+        connection = response.headers.get("Connection", "")
+        named = {t.strip().lower() for t in connection.split(",") if t.strip()}
+        for name, value in response.headers.items():
+            lname = name.lower()
+            if lname not in _NOT_RELAYED and lname not in named:
+                headers.add(name, value)
+        raise _Refused(response.status, response.reason or "", headers, body)
+
+    async def _bounded_body(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_msg
+        if response.content_length is not None and response.content_length > limit:
+            raise _TooLong
+        body = bytearray()
+        async for chunk in response.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLong
+        return bytes(body)
 
     async def close(self) -> None:
         for client_ws, upstream_ws in list(self._live):
@@ -225,13 +286,21 @@ class WsPassthrough:
                         timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT_S),
                     )
                 break
-            except aiohttp.WSServerHandshakeError as refused:
+            except _Refused as refused:
                 ctx.integration_latency_s = time.perf_counter() - started
                 proxy._succeeded(target)
-                if refused.status < 200 or refused.status == 101:
-                    # 101 with a bad accept key or an unoffered protocol: a broken upstream.
+                if refused.status < 200:
                     raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
                 return self._refusal(ctx, refused)
+            except _TooLong:
+                ctx.integration_latency_s = time.perf_counter() - started
+                proxy._succeeded(target)
+                raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
+            except aiohttp.WSServerHandshakeError:
+                # 101 with a bad accept key or without the upgrade headers: a broken upstream.
+                ctx.integration_latency_s = time.perf_counter() - started
+                proxy._succeeded(target)
+                raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError):
                 proxy._failed(target, loop.time())
                 attempts -= 1
@@ -274,14 +343,13 @@ class WsPassthrough:
         return UpgradedResponse(client_ws)
 
     @staticmethod
-    def _refusal(ctx: RequestContext, refused: aiohttp.WSServerHandshakeError) -> Response:
-        response = Response(status=refused.status, reason=refused.message or None)
-        if refused.headers is not None:
-            for name, value in refused.headers.items():
-                lname = name.lower()
-                if lname in _NOT_FORWARDED or lname in ("content-type", "date", "server"):
-                    continue
-                response.headers.add(name, value)
+    def _refusal(ctx: RequestContext, refused: _Refused) -> Response:
+        response = Response(
+            status=refused.status,
+            reason=refused.reason or None,
+            body=refused.body,
+            headers=refused.headers,
+        )
         ctx.apply_response_headers(response)
         return response
 

@@ -93,7 +93,7 @@ async def test_connections_api_and_broadcast_across_workers(
     gateway: GatewayProcess, client: tuple[aiohttp.ClientSession, dict[str, str]]
 ) -> None:
     session, answered = client
-    async with session.get(gateway.admin_url + "/workers") as response:
+    async with session.get(gateway.admin_url + "/workers", headers=AUTH) as response:
         pids = {str(worker["pid"]) for worker in await response.json()}
     assert len(pids) == 2
     base = gateway.url.replace("http://", "ws://") + "/prod"
@@ -179,7 +179,7 @@ async def test_connections_api_and_broadcast_across_workers(
         await ws.close()
 
     # Metrics of both workers, summed by the supervisor.
-    async with session.get(gateway.admin_url + "/metrics") as response:
+    async with session.get(gateway.admin_url + "/metrics", headers=AUTH) as response:
         metrics = await response.text()
     assert _sample(metrics, "pygw_websocket_connects_total", outcome="accepted") == opened
     # Every member received its POST and three or two broadcasts, plus its whoami answer.
