@@ -182,6 +182,37 @@ def target_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+# The front end's targets against nginx as a reverse proxy, same run: (what, scenario, bound).
+_NGINX_TARGETS = (
+    ("bare HTTP-style proxy route: req/s", "pygw_bare", 0.7),
+    ("REST cache hit: req/s", "pygw_rest_hit", 1.2),
+    ("mock route: req/s", "pygw_mock_route", 1.2),
+)
+
+
+def nginx_target_lines(results: dict[str, Any]) -> list[str]:
+    """Requests per second against the nginx reverse proxy's, and the bare route's p99 against
+    nginx's (bound: within 2x)."""
+    summary = results["summary"]
+    nginx = summary.get("nginx")
+    lines = ["| target | measured | bound | met |", "|---|---:|---|---|"]
+    for what, name, bound in _NGINX_TARGETS:
+        if nginx is None or name not in summary:
+            lines.append(f"| {what} | (not run) | | |")
+            continue
+        value = summary[name]["rps"]["median"] / nginx["rps"]["median"]
+        lines.append(
+            f"| {what} | {value:.2f}x nginx | >= {bound:g}x | {'yes' if value >= bound else 'NO'} |"
+        )
+    if nginx is not None and "pygw_bare" in summary:
+        value = summary["pygw_bare"]["p99_ms"]["median"] / nginx["p99_ms"]["median"]
+        lines.append(
+            f"| bare route: p99 at saturation | {value:.2f}x nginx's | <= 2x | "
+            f"{'yes' if value <= 2 else 'NO'} |"
+        )
+    return lines
+
+
 def routes_claim(results: dict[str, Any]) -> str:
     summary = results["summary"]
     sizes = sorted(s["routes"] for s in results["scenarios"] if s["group"] == sc.ROUTES)
@@ -286,6 +317,10 @@ def markdown(results: dict[str, Any]) -> str:
         "## Pipeline targets (against the bare HTTP-style route)",
         "",
         *target_lines(results),
+        "",
+        "## Front-end targets (against nginx as a reverse proxy, same run)",
+        "",
+        *nginx_target_lines(results),
         "",
         "## Overhead per stage (each alone on the same one-route API)",
         "",

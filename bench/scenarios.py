@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from bench.proxy_bench import UPSTREAM_BODY
+
 SMALL_BODY = '{"id":"42","name":"an item","price":9.5}'
 BIG_BODY_BYTES = 64 * 1024
 REQUEST_PATH = "/items/42"
@@ -147,6 +149,12 @@ def usage_plans() -> list[dict[str, Any]]:
 def bare_http(upstream_port: int) -> dict[str, Any]:
     """The lean path: one `ANY /{proxy+}` http_proxy route, no other stage."""
     return pygw_base([http_api({"ANY /{proxy+}": {"integration": _proxy(upstream_port)}})])
+
+
+def mock_http() -> dict[str, Any]:
+    """An answer from memory: `GET /items/{id}` with a mock integration and the upstream's body."""
+    mock = {"type": "mock", "status": 200, "body": json.loads(UPSTREAM_BODY)}
+    return pygw_base([http_api({"GET /items/{id}": {"integration": mock}})])
 
 
 def rest_config(upstream_port: int, api: dict[str, Any], route: dict[str, Any]) -> dict[str, Any]:
@@ -320,6 +328,7 @@ def build_plan(
         Server("pygw_bare", "pygw", config=bare_http(upstream_port)),
         Server("pygw_bare_big", "pygw", upstream="big", config=bare_http(big_upstream_port)),
         Server("pygw_workers2", "pygw", config=bare_http(upstream_port), workers=2),
+        Server("pygw_mock_route", "pygw", config=mock_http()),
         Server(
             "pygw_http_full",
             "pygw",
@@ -408,6 +417,13 @@ def build_plan(
         Scenario("aiohttp", "plain aiohttp proxy", PEERS, "aiohttp", fixed_rate=True),
         Scenario(
             "pygw_bare", "pygw HTTP-style, bare proxy route", STYLES, "pygw_bare", fixed_rate=True
+        ),
+        Scenario(
+            "pygw_mock_route",
+            "pygw HTTP-style, mock route",
+            STYLES,
+            "pygw_mock_route",
+            fixed_rate=True,
         ),
         Scenario(
             "pygw_http_full",

@@ -24,7 +24,13 @@ from typing import Any, Final, cast
 import httptools
 from yarl import URL
 
-from pygw._native import HOP_BY_HOP, is_framed, relayed_head, request_head_tail
+from pygw._native import (
+    HOP_BY_HOP,
+    header_block_size,
+    is_framed,
+    relayed_head,
+    request_head_tail,
+)
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
@@ -240,6 +246,13 @@ class _Upstream(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(exc)
             self.abort()
+            return
+        if not self.head_ready:
+            # A head still incomplete after this many bytes will not be relayed anyway.
+            self.head_bytes += len(data)
+            if self.head_bytes > _MAX_RESPONSE_HEAD:
+                self._fail(_UpstreamBrokenError("upstream response header block too large"))
+                self.abort()
 
     def eof_received(self) -> bool | None:
         return None
@@ -268,19 +281,17 @@ class _Upstream(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.reason = b""
         self.headers = []
-        self.head_bytes = 0
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > _MAX_RESPONSE_HEAD:
-            # A header block no client should be sent (nginx's proxy_buffer_size is 4-8 KiB).
-            raise _UpstreamBrokenError("upstream response header block too large")
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if header_block_size(self.headers) > _MAX_RESPONSE_HEAD:
+            # A header block no client should be sent (nginx's proxy_buffer_size: 4-8 KiB).
+            raise _UpstreamBrokenError("upstream response header block too large")
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             # Interim responses (100 Continue, 103 Early Hints) are not relayed.
@@ -588,7 +599,7 @@ class HttpProxyIntegration:
 
     async def __call__(self, ctx: RequestContext) -> Response:
         request = ctx.request
-        if "Upgrade" in request.headers and is_websocket_upgrade(request):
+        if request.upgrade is not None and is_websocket_upgrade(request):
             passthrough = self.websocket
             if passthrough is None:
                 passthrough = self.websocket = WsPassthrough(self)
@@ -753,12 +764,12 @@ class HttpProxyIntegration:
             ]
         if body is None:
             return request_head_tail(
-                raw_headers, ctx.client_ip, request.scheme == "https", ctx.request_id
+                raw_headers, request.remote, request.scheme == "https", ctx.request_id
             )
         content_type: str | None = ctx.extras.get("body_content_type")
         return request_head_tail(
             raw_headers,
-            ctx.client_ip,
+            request.remote,
             request.scheme == "https",
             ctx.request_id,
             len(body),

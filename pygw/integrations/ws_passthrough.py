@@ -239,7 +239,7 @@ class WsPassthrough:
             if lname in _NOT_FORWARDED or lname in named:
                 continue
             headers.add(name, value)
-        ip = ctx.client_ip
+        ip = ctx.request.remote  # the peer, as AWS appends it
         headers["X-Forwarded-For"] = ip if forwarded_for is None else f"{forwarded_for}, {ip}"
         headers["X-Forwarded-Proto"] = "https" if request.scheme == "https" else "http"
         host = request.headers.get("Host")

@@ -20,6 +20,7 @@ from pygw.server import Gateway
 from tests.integration.conftest import StartUpstream, Upstream
 
 MAX_BODY = 1024 * 1024
+HANDLERS = Path(__file__).resolve().parent / "handlers"
 
 CONFIG = """
 server:
@@ -440,3 +441,58 @@ async def test_slow_uploads_do_not_hold_upstream_connections(
 
 def edge_seen_uploads(upstream: Upstream) -> int:
     return sum(1 for r in upstream.requests if r["raw_path"] == "/upload")
+
+
+# -- trusted proxies ------------------------------------------------------------------------------
+
+TRUSTED = """
+server:
+  listen: "127.0.0.1:0"
+  trusted_proxies: [%(trusted)s]
+admin: {listen: "127.0.0.1:0"}
+access_log: null
+python_path: [%(handlers)s]
+apis:
+  - name: edge
+    type: http
+    routes:
+      "GET /event":
+        integration: {type: function, handler: "lambda_echo:echo_event", payload_format: "1.0"}
+      "ANY /{proxy+}":
+        integration: {type: http_proxy, uri: "%(upstream)s/{proxy}"}
+"""
+
+
+@pytest.mark.parametrize("trusted", ["", '"127.0.0.0/8"'])
+async def test_client_address_from_a_trusted_proxy_only(
+    tmp_path: Path, start_upstream: StartUpstream, trusted: str
+) -> None:
+    upstream = await start_upstream()
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        TRUSTED
+        % {"trusted": trusted, "upstream": upstream.url, "handlers": json.dumps(str(HANDLERS))}
+    )
+    gateway = Gateway(config)
+    await gateway.start()
+    assert isinstance(gateway.bound, tuple)
+    claimed = b"X-Forwarded-For: 198.51.100.7, 203.0.113.9\r\nX-Real-IP: 203.0.113.9\r\n"
+    try:
+        (event,) = await exchange(
+            gateway.bound[1], b"GET /event HTTP/1.1\r\nHost: h\r\n" + claimed + b"\r\n"
+        )
+        source_ip = json.loads(event.body)["requestContext"]["identity"]["sourceIp"]
+        (proxied,) = await exchange(
+            gateway.bound[1], b"GET /up HTTP/1.1\r\nHost: h\r\n" + claimed + b"\r\n"
+        )
+        sent = {name.lower(): value for name, value in json.loads(proxied.body)["headers"]}
+    finally:
+        await gateway.drain()
+    # AWS's append behaviour either way: the peer is added to what the client claimed.
+    assert sent["x-forwarded-for"] == "198.51.100.7, 203.0.113.9, 127.0.0.1"
+    if trusted:
+        assert source_ip == "203.0.113.9"  # the nearest hop that is not a trusted proxy
+        assert sent["x-real-ip"] == "203.0.113.9"
+    else:
+        assert source_ip == "127.0.0.1"
+        assert "x-real-ip" not in sent
