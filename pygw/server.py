@@ -15,6 +15,7 @@ import gc
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -299,12 +300,21 @@ class Gateway:
         log.info("pygw stopped")
 
 
+def raise_file_limit() -> None:
+    """Every connection is a file descriptor: the soft limit (often 1 024) is raised to the hard
+    one, as nginx's worker_rlimit_nofile does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def run_gateway(
     config_path: Path,
     listen: str | None = None,
     worker: WorkerOptions | None = None,
     loader: Callable[[], LoadedConfig] | None = None,
 ) -> int:
+    raise_file_limit()
     gateway = Gateway(config_path, listen, worker, loader)
     try:
         await gateway.start()
