@@ -113,7 +113,7 @@ class Dispatcher:
         runtime.in_flight += 1
         try:
             # A well-formed id the client sent is kept (inlined: every request passes here).
-            offered = request.header(b"x-request-id")
+            offered = request.request_id_header
             if offered is not None and _REQUEST_ID.fullmatch(offered):
                 request_id = offered.decode("ascii")
             else:
@@ -123,7 +123,7 @@ class Dispatcher:
             if q >= 0:
                 raw_path = raw_path[:q]
             try:
-                host = request.header(b"host")
+                host = request.host_header
                 found = runtime.router.lookup(
                     "" if host is None else host.decode("latin-1"), request.method, raw_path
                 )

@@ -151,13 +151,16 @@ class Http1Connection(asyncio.Protocol):
         "_head_size",
         "_header_bytes",
         "_headers",
+        "_host",
         "_idle_since",
         "_last",
         "_paused",
         "_queue",
         "_refused",
+        "_request_id",
         "_task",
         "_te",
+        "_trusted_peer",
         "_url",
         "closing",
         "drain_waiter",
@@ -185,6 +188,9 @@ class Http1Connection(asyncio.Protocol):
         self._te: list[bytes] = []
         self._content_lengths: list[bytes] = []
         self._has_host = 0
+        self._host: bytes | None = None
+        self._request_id: bytes | None = None
+        self._trusted_peer = False
         self._expect = False
         self._framing = 0
         self._framing_bytes = 0
@@ -207,6 +213,8 @@ class Http1Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
+        trusted = self.server.limits.trusted_proxies
+        self._trusted_peer = bool(trusted) and _is_trusted(self.peer, trusted)
         self.head_since = self.loop.time()
         self.server.connections.add(self)
 
@@ -302,6 +310,8 @@ class Http1Connection(asyncio.Protocol):
         self._te = []
         self._content_lengths = []
         self._has_host = 0
+        self._host = None
+        self._request_id = None
         self._expect = False
 
     def on_url(self, url: bytes) -> None:
@@ -324,12 +334,17 @@ class Http1Connection(asyncio.Protocol):
             self._content_lengths.append(value)
         elif lname == b"host":
             self._has_host += 1
+            self._host = value
+        elif lname == b"x-request-id":
+            self._request_id = value
         elif lname == b"expect":
             if value.lower() != b"100-continue":
                 raise Refusal(417, "Expectation Failed")
             self._expect = True
         elif b"_" in name and not limits.allow_underscores:
             return  # as nginx does: a backend may read Content_Length as Content-Length
+        elif lname in _PROXY_HEADERS and not self._trusted_peer:
+            return  # a client that is no trusted proxy cannot say who the client is
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -391,10 +406,8 @@ class Http1Connection(asyncio.Protocol):
         self._body = body
         self.head_since = None
         client_ip = self.peer
-        if limits.trusted_proxies:
-            client_ip, headers = _client_ip(self.peer, headers, limits.trusted_proxies)
-        else:
-            headers = _without_proxy_headers(headers)
+        if self._trusted_peer:
+            client_ip = _client_ip(self.peer, headers, limits.trusted_proxies)
         request = Request(
             method,
             url.decode("utf-8", "surrogateescape"),
@@ -408,6 +421,8 @@ class Http1Connection(asyncio.Protocol):
             keep_alive=keep_alive,
             connection=self,
             client_ip=client_ip,
+            host=self._host,
+            request_id=self._request_id,
         )
         self._last = request
         self._enqueue(request)
@@ -469,6 +484,7 @@ class Http1Connection(asyncio.Protocol):
                 path = b"/" + path
             kept = [(n, v) for n, v in headers if n.lower() != b"host"]
             kept.append((b"Host", authority))
+            self._host = authority
             return path, kept
         if url == b"*" and method == "OPTIONS":
             return url, headers
@@ -707,26 +723,14 @@ class Http1Connection(asyncio.Protocol):
 _EMPTY_BODY = RequestBody()
 _EMPTY_BODY.feed_eof()
 
-_PROXY_HEADERS: Final = (b"forwarded", b"x-real-ip")
-
-
-def _without_proxy_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """A client that is no trusted proxy cannot say who the client is."""
-    for name, _ in headers:
-        if len(name) == 9 and name.lower() in _PROXY_HEADERS:
-            break
-    else:
-        return headers
-    return [(n, v) for n, v in headers if n.lower() not in _PROXY_HEADERS]
+_PROXY_HEADERS: Final = frozenset({b"forwarded", b"x-real-ip"})
 
 
 def _client_ip(
     peer: str, headers: list[tuple[bytes, bytes]], trusted: tuple[IpNetwork, ...]
-) -> tuple[str, list[tuple[bytes, bytes]]]:
-    """The client's address: the peer, or, when the peer is a trusted proxy, the nearest
-    X-Forwarded-For entry that is not one."""
-    if not _is_trusted(peer, trusted):
-        return peer, _without_proxy_headers(headers)
+) -> str:
+    """The client's address when the peer is a trusted proxy: the nearest X-Forwarded-For
+    entry that is not one (else the peer)."""
     forwarded: list[str] = []
     for name, value in headers:
         if name.lower() == b"x-forwarded-for":
@@ -736,10 +740,10 @@ def _client_ip(
     for hop in reversed(forwarded):
         if not _is_trusted(hop, trusted):
             try:
-                return str(ipaddress.ip_address(hop)), headers
+                return str(ipaddress.ip_address(hop))
             except ValueError:
                 break
-    return peer, headers
+    return peer
 
 
 def _is_trusted(address: str, trusted: tuple[IpNetwork, ...]) -> bool:

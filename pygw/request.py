@@ -256,11 +256,13 @@ class Request:
         "client_ip",
         "content",
         "content_length",
+        "host_header",
         "keep_alive",
         "method",
         "raw_headers",
         "raw_path",
         "remote",
+        "request_id_header",
         "scheme",
         "transport",
         "upgrade",
@@ -283,7 +285,11 @@ class Request:
         scheme: str = "http",
         connection: _Connection | None = None,
         client_ip: str | None = None,
+        host: bytes | None = None,
+        request_id: bytes | None = None,
     ) -> None:
+        """`host` and `request_id`, the Host and x-request-id values, when the parser noted
+        them (the dispatcher reads both for every request)."""
         self.method = method
         self.raw_path = raw_path
         self.version = version
@@ -297,6 +303,8 @@ class Request:
         self.keep_alive = keep_alive
         self.scheme = scheme
         self._connection = connection
+        self.host_header = host
+        self.request_id_header = request_id
         self._headers: CIMultiDictProxy[str] | None = None
         self._url: URL | None = None
         self.upgrade: web.BaseRequest | None = None
@@ -320,6 +328,8 @@ class Request:
         )
         wrapped._headers = request.headers
         wrapped.upgrade = request
+        wrapped.host_header = wrapped.header(b"host")
+        wrapped.request_id_header = wrapped.header(b"x-request-id")
         return wrapped
 
     @staticmethod
@@ -339,7 +349,7 @@ class Request:
         if body:
             stream.feed(body)
         stream.feed_eof()
-        return Request(
+        built = Request(
             method,
             target,
             version,
@@ -350,6 +360,9 @@ class Request:
             content_length=len(body) if body else None,
             body_present=bool(body),
         )
+        built.host_header = built.header(b"host")
+        built.request_id_header = built.header(b"x-request-id")
+        return built
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
