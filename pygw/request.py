@@ -15,8 +15,9 @@ import asyncio
 import collections
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from urllib.parse import parse_qsl
 
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ HTTP_11 = HttpVersion(1, 1)
 # Buffered request bytes above which the client's socket stops being read (back-pressure);
 # reading resumes once the consumer has taken what was buffered.
 _BODY_HIGH_WATER = 256 * 1024
+
+
+_QUERY_MEMO: dict[str, MultiDictProxy[str]] = {}
 
 
 class RequestBodyError(Exception):
@@ -251,6 +255,7 @@ class Request:
     __slots__ = (
         "_connection",
         "_headers",
+        "_query",
         "_url",
         "body_present",
         "client_ip",
@@ -307,6 +312,7 @@ class Request:
         self.request_id_header = request_id
         self._headers: CIMultiDictProxy[str] | None = None
         self._url: URL | None = None
+        self._query: MultiDictProxy[str] | None = None
         self.upgrade: web.BaseRequest | None = None
 
     @classmethod
@@ -394,8 +400,28 @@ class Request:
         return self.rel_url.path
 
     @property
+    def raw_query_string(self) -> str:
+        """The query as sent, still percent-encoded ("" without one)."""
+        return self.raw_path.partition("?")[2]
+
+    @property
     def query(self) -> MultiDictProxy[str]:
-        return self.rel_url.query
+        """The query's parameters, decoded as yarl does (`+` is a space; blank values kept),
+        without building a URL object."""
+        query = self._query
+        if query is None:
+            raw = self.raw_path.partition("?")[2]
+            query = _QUERY_MEMO.get(raw)
+            if query is None:
+                # Clients repeat their query strings (polling, pagination, cache keys): a
+                # bounded memo of read-only views, as yarl keeps of the URLs it parsed.
+                query = MultiDictProxy(MultiDict(parse_qsl(raw, keep_blank_values=True)))
+                if len(raw) <= 512:
+                    if len(_QUERY_MEMO) >= 1024:
+                        _QUERY_MEMO.clear()
+                    _QUERY_MEMO[raw] = query
+            self._query = query
+        return query
 
     @property
     def query_string(self) -> str:

@@ -315,7 +315,7 @@ class CachingIntegration:
         if not self._key_params:
             return key
         if self._query_only:
-            raw_query = ctx.request.rel_url.raw_query_string
+            raw_query = ctx.request.raw_query_string
             part = self._query_parts.get(raw_query)
             if part is None:
                 part = self._params_part(ctx)

@@ -115,7 +115,7 @@ def identity_getter(source: str) -> IdentityGetter:
     if kind == "querystring":
 
         def query(ctx: RequestContext) -> str | None:
-            values = ctx.request.rel_url.query.getall(name, ())
+            values = ctx.request.query.getall(name, ())
             return values[-1] if values else None
 
         return query
@@ -458,14 +458,14 @@ def _joined(pairs: Iterable[tuple[str, str]], lower: bool) -> dict[str, str]:
 
 
 def _query_last(request: Request) -> dict[str, str] | None:
-    query = request.rel_url.query
+    query = request.query
     if not query:
         return None
     return {name: query.getall(name)[-1] for name in query}
 
 
 def _query_multi(request: Request) -> dict[str, list[str]] | None:
-    query = request.rel_url.query
+    query = request.query
     if not query:
         return None
     return {name: list(query.getall(name)) for name in query}
@@ -548,7 +548,7 @@ class _EventBuilder:
         raw_path = self._stage_prefix + ctx.path
         headers = _joined(request.headers.items(), lower=True)
         cookies = headers.pop("cookie", None)
-        query = request.rel_url.query
+        query = request.query
         event: dict[str, Any] = {
             "version": "2.0",
             "type": "REQUEST",
@@ -556,7 +556,7 @@ class _EventBuilder:
             "identitySource": list(identity),
             "routeKey": self._route_key,
             "rawPath": raw_path,
-            "rawQueryString": request.rel_url.raw_query_string,
+            "rawQueryString": request.raw_query_string,
         }
         if cookies is not None:
             event["cookies"] = [c.strip() for c in cookies.split(";") if c.strip()]
