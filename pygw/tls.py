@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -160,6 +161,8 @@ class TlsMaterial:
     # (certificate index, domain index) -> the context requiring a client certificate.
     mutual: dict[tuple[int, int], ssl.SSLContext]
     stamps: tuple[_Stamp, ...]
+    # Lower-case names of the headers client certificates are forwarded in.
+    forward_headers: frozenset[bytes] = frozenset()
 
     @property
     def asks_for_client_certs(self) -> bool:
@@ -296,7 +299,10 @@ def _build(spec: _Spec, issue: Issue) -> TlsMaterial | None:
             mutual[(cert_index, domain_index)] = context
     if failed:
         return None
-    return TlsMaterial(spec, tuple(served), domains, mutual, stamps)
+    forward = frozenset(
+        d.forward_header.lower().encode("latin-1") for d in domains if d.forward_header is not None
+    )
+    return TlsMaterial(spec, tuple(served), domains, mutual, stamps, forward)
 
 
 def load_tls(loaded: LoadedConfig, issue: Issue) -> TlsMaterial | None:
@@ -522,6 +528,14 @@ class TlsListener:
 
         async def guarded(request: Request) -> Response:
             material = self._material
+            if material.forward_headers:
+                if request.upgrade is not None:
+                    # A WebSocket handshake's headers were read by aiohttp and cannot be
+                    # rewritten here: one claiming to carry a client certificate is refused.
+                    if any(n.lower() in material.forward_headers for n, _ in request.raw_headers):
+                        return refuse(400, "Bad Request")
+                else:
+                    _forward_client_cert(request, material.forward_headers)
             if material.asks_for_client_certs:
                 index = material.domain_for(_host_name(request))
                 if index is not None and material.domains[index].mutual:
@@ -534,6 +548,20 @@ class TlsListener:
             return await handler(request)
 
         return guarded
+
+
+def _forward_client_cert(request: Request, names: frozenset[bytes]) -> None:
+    """Puts the client certificate (URL-encoded PEM) in the header its domain names, for
+    upstreams behind http_proxy; whatever the client sent under those names is dropped."""
+    headers = tuple(pair for pair in request.raw_headers if pair[0].lower() not in names)
+    found = _connection_of(request.transport)
+    domain = found[1].domain if found is not None else None
+    if domain is not None and domain.forward_header is not None:
+        cert = client_certificate(request)
+        if cert is not None:
+            value = quote(cert["clientCertPem"], safe="").encode("ascii")
+            headers = (*headers, (domain.forward_header.encode("latin-1"), value))
+    request.raw_headers = headers
 
 
 class _Admission(asyncio.Protocol):

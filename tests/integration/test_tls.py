@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import trustme
@@ -26,6 +27,7 @@ from cryptography import x509
 
 from pygw.server import Gateway
 from tests.e2e.gateway_process import GatewayProcess
+from tests.integration.conftest import StartUpstream
 
 HERE = Path(__file__).resolve().parent
 HANDLERS = HERE / "handlers"
@@ -174,8 +176,9 @@ class Connection:
         )
         return cls(reader, writer)
 
-    async def get(self, path: str, host: str) -> Answer:
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    async def get(self, path: str, host: str, extra: str = "") -> Answer:
+        """`extra`: more header lines, each ending in CRLF."""
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
@@ -379,6 +382,45 @@ async def test_authorizer_decides_by_the_client_certificate(edge: Running, pki: 
     # Through a name without mutual TLS, the authorizer sees no certificate and refuses.
     other = await fetch(edge.port, "api.example.test", pki.client_context(), "/authorized")
     assert other is not None and other.status == 403
+
+
+async def test_client_certificate_forwarded_to_upstreams_when_asked(
+    pki: Pki, start_upstream: StartUpstream
+) -> None:
+    upstream = await start_upstream()
+    config = pki.folder / "gateway.yaml"
+    text = config.read_text().replace(
+        "mutual_tls: {truststore: certs/clients-ca.pem}",
+        "mutual_tls: {truststore: certs/clients-ca.pem, forward_header: X-Client-Cert}",
+    )
+    text += (
+        '      "GET /up/{proxy+}": {integration: {type: http_proxy, '
+        f'uri: "{upstream.url}/{{proxy}}"}}}}\n'
+    )
+    config.write_text(text)
+    gateway = Gateway(config)
+    await gateway.start()
+    assert isinstance(gateway.bound, tuple)
+    try:
+        port = gateway.bound[1]
+        conn = await Connection.open(port, "mtls.example.test", pki.client_context(pki.good))
+        try:
+            # What the client sends under that name is replaced.
+            forged = "X-Client-Cert: forged\r\n"
+            seen = (await conn.get("/up/x", "mtls.example.test", forged)).json()
+        finally:
+            await conn.close()
+        # A client on a domain without mutual TLS cannot make one up either.
+        other = await Connection.open(port, "api.example.test", pki.client_context())
+        try:
+            spoofed = (await other.get("/up/y", "api.example.test", forged)).json()
+        finally:
+            await other.close()
+    finally:
+        await gateway.drain()
+    sent = [unquote(v) for n, v in seen["headers"] if n.lower() == "x-client-cert"]
+    assert sent == [pki.good.cert_chain_pems[0].bytes().decode()]
+    assert [v for n, v in spoofed["headers"] if n.lower() == "x-client-cert"] == []
 
 
 # -- redirect listener ------------------------------------------------------------------------
