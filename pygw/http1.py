@@ -419,6 +419,7 @@ class Http1Connection(asyncio.Protocol):
             content_length=content_length,
             body_present=framing != 0,
             keep_alive=keep_alive,
+            scheme=self.server.scheme,
             connection=self,
             client_ip=client_ip,
             host=self._host,
@@ -766,8 +767,10 @@ class Http1Server:
         upgrade: Callable[[], asyncio.Protocol] | None = None,
         extra_head: bytes = b"",
         loop: asyncio.AbstractEventLoop | None = None,
+        scheme: str = "http",
     ) -> None:
         self.handler = handler
+        self.scheme = scheme  # "https" behind a TLS listener (pygw/tls.py)
         self.limits = limits
         self.error_answer = error_answer
         self.upgrade = upgrade

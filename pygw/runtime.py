@@ -46,6 +46,7 @@ from pygw.stages.transform import (
 )
 from pygw.stages.validate import build_validate_stage
 from pygw.state.redis_throttle import RedisThrottle, RedisThrottleStage, redis_throttle_from_config
+from pygw.tls import TlsMaterial, load_tls
 
 ResponseTransform = ResponseTemplates | ResponseMapping
 
@@ -130,6 +131,8 @@ class Runtime:
         self._proxies = tuple(proxies)
         self._redis = redis
         self.in_flight = 0
+        # The HTTPS listener's certificates as this config's files were read (pygw/tls.py).
+        self.tls: TlsMaterial | None = None
 
     def summary(self) -> str:
         apis = len(self.config.apis)
@@ -337,6 +340,7 @@ class _Compiler:
     def compile(self) -> Runtime:
         for index, api in enumerate(self.loaded.config.apis):
             self._api(index, api)
+        tls = load_tls(self.loaded, self.issue)
         if self.issues:
             raise ConfigError(self.issues)
         try:
@@ -344,9 +348,11 @@ class _Compiler:
         except ValueError as conflict:
             self.issue("apis", str(conflict), "make the routes distinguishable or remove one")
             raise ConfigError(self.issues) from None
-        return Runtime(
+        runtime = Runtime(
             self.loaded, router, self.routes, self.proxies, self.redis, self.shared, self.shared_key
         )
+        runtime.tls = tls
+        return runtime
 
     def _api(self, index: int, api: Any) -> None:
         where = f"apis[{index}]"

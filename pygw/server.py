@@ -21,6 +21,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -35,6 +36,7 @@ from pygw.request import Request
 from pygw.response import Response, UpgradedResponse
 from pygw.runtime import Runtime, compile_runtime
 from pygw.state.redis_throttle import close_pools
+from pygw.tls import RedirectListener, TlsListener
 
 log = logging.getLogger("pygw")
 
@@ -138,6 +140,8 @@ class Gateway:
         self._reload_lock = asyncio.Lock()
         self.bound: tuple[str, int] | str | None = None
         self._worker_line = b""
+        self._tls: TlsListener | None = None
+        self.redirect: RedirectListener | None = None
 
     def _upstream_states(self) -> list[tuple[str, bool, int]]:
         dispatcher = self._dispatcher
@@ -166,13 +170,17 @@ class Gateway:
         if worker is not None:
             worker_line = f"x-pygw-worker: {os.getpid()}\r\n".encode("ascii")
         self._worker_line = worker_line
+        handler: Callable[[Request], Awaitable[Response]] = self._dispatcher
+        if runtime.tls is not None:
+            self._tls = TlsListener(runtime.tls)
+            handler = self._tls.guard(handler, refusal_response)
         # WebSocket handshakes (a WebSocket API's, a pass-through route's) are handed with their
         # connection to aiohttp's server, whose WebSocket machinery runs the session.
         self._upgrades = upgrade_server(
-            self._dispatcher, limits.max_header_bytes, str(os.getpid()) if worker else None
+            handler, limits.max_header_bytes, str(os.getpid()) if worker else None
         )
         self._http = Http1Server(
-            self._dispatcher,
+            handler,
             ConnectionLimits(
                 max_header_bytes=limits.max_header_bytes,
                 max_header_count=limits.max_header_count,
@@ -190,25 +198,45 @@ class Gateway:
             refusal_response,
             upgrade=self._upgrades,
             extra_head=worker_line,
+            scheme="https" if self._tls is not None else "http",
         )
         loop = asyncio.get_running_loop()
         listen = parse_listen(self._listen_override or config.server.listen)
+        factory: Callable[[], asyncio.Protocol] = self._http
+        tls_options: dict[str, Any] = {}
+        if self._tls is not None:
+            factory = self._tls.protocol_factory(self._http)
+            tls_options = {
+                "ssl": self._tls.context,
+                "ssl_handshake_timeout": limits.header_timeout_s,
+            }
+        reuse_port = worker is not None or config.server.workers > 1
         if isinstance(listen, str):
-            self._server = await loop.create_unix_server(self._http, listen)
+            self._server = await loop.create_unix_server(factory, listen, **tls_options)
             self.bound = listen
             shown = f"unix:{listen}"
         else:
             host, port = listen
             self._server = await loop.create_server(
-                self._http,
-                host,
-                port,
-                reuse_port=worker is not None or config.server.workers > 1,
-                backlog=1024,
+                factory, host, port, reuse_port=reuse_port, backlog=1024, **tls_options
             )
             sock: socket.socket = self._server.sockets[0]
             self.bound = (host, sock.getsockname()[1])
-            shown = f"http://{host}:{self.bound[1]}"
+            shown = f"{'https' if self._tls else 'http'}://{host}:{self.bound[1]}"
+        if config.server.redirect_http is not None:
+            redirect_at = parse_listen(config.server.redirect_http)
+            assert not isinstance(redirect_at, str)  # the config refuses unix: here
+            redirect_host, redirect_port = redirect_at
+            self.redirect = await RedirectListener.start(
+                redirect_host,
+                redirect_port,
+                self.bound[1] if isinstance(self.bound, tuple) else 443,
+                self._http.limits,
+                refusal_response,
+                reuse_port,
+            )
+            redirect_shown = f"http://{redirect_host}:{self.redirect.port}"
+            print(f"pygw redirecting {redirect_shown} to HTTPS", flush=True)
         if worker is not None:
             # The private admin needs no token: it is a unix socket in a folder only the
             # supervisor's user can enter.
@@ -239,12 +267,19 @@ class Gateway:
                 raise RuntimeError("gateway not started")
             retired = dispatcher.runtime
             dispatcher.runtime = fresh
+            self._swap_certificates(fresh)
             self.metrics.config_reloads.labels("ok").inc()
             if self._worker is None:
                 self.connections.admin_token = loaded.config.admin.token
             log.info("config reloaded: %s", fresh.summary())
             self._retiring = asyncio.get_running_loop().create_task(self._retire(retired))
             return True, fresh.summary()
+
+    def _swap_certificates(self, fresh: Runtime) -> None:
+        if self._tls is not None and fresh.tls is not None:
+            self._tls.swap(fresh.tls)
+        elif (self._tls is None) != (fresh.tls is None):
+            log.warning("server.tls was added or removed: that takes a restart to apply")
 
     async def _retire(self, retired: Runtime) -> None:
         await retired.close_when_idle()
@@ -288,6 +323,8 @@ class Gateway:
         await self.connections.close_all()
         if self._http is not None:
             await self._http.shutdown(timeout)
+        if self.redirect is not None:
+            await self.redirect.stop(timeout)
         if self._upgrades is not None:
             await self._upgrades.shutdown(timeout)
         if self._admin is not None:

@@ -172,7 +172,8 @@ class Supervisor:
             return 1
         port = self._reservation.getsockname()[1]
         self._worker_listen = format_listen(host, port)
-        self.shown = f"http://{self._worker_listen}"
+        scheme = "https" if self.loaded.config.server.tls is not None else "http"
+        self.shown = f"{scheme}://{self._worker_listen}"
         self._folder = tempfile.mkdtemp(prefix="pygw-workers-")
         os.chmod(self._folder, 0o700)
         self.workers = [

@@ -42,6 +42,7 @@ __all__ = [
     "CanaryConfig",
     "CorsConfig",
     "CustomAuthorizerConfig",
+    "DomainConfig",
     "FaultConfig",
     "FunctionIntegration",
     "GatewayConfig",
@@ -55,6 +56,7 @@ __all__ = [
     "ListenAddress",
     "MappingConfig",
     "MockIntegration",
+    "MutualTlsConfig",
     "QuotaConfig",
     "ResourcePolicyConfig",
     "RouteCacheConfig",
@@ -66,6 +68,8 @@ __all__ = [
     "StateConfig",
     "TemplatesConfig",
     "ThrottleConfig",
+    "TlsCertificateConfig",
+    "TlsConfig",
     "UsagePlanConfig",
     "ValidateConfig",
     "WebSocketSettings",
@@ -429,6 +433,46 @@ class LimitsConfig(_Model):
     allow_underscores_in_headers: bool = False
 
 
+class TlsCertificateConfig(_Model):
+    """A certificate chain (leaf first) and its private key, PEM files relative to the config
+    file's folder. Which names it serves is read from the certificate itself."""
+
+    cert: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+TlsVersion = Literal["1.2", "1.3"]
+
+
+def _tls_version(value: Any) -> Any:
+    # `min_version: 1.2` unquoted is a float in YAML.
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return value
+
+
+class TlsConfig(_Model):
+    # Chosen by the client's server name (SNI); the first is served when none matches.
+    certificates: list[TlsCertificateConfig] = Field(min_length=1)
+    min_version: Annotated[TlsVersion, BeforeValidator(_tls_version)] = "1.2"
+    alpn: StrList = ["http/1.1"]
+
+    @field_validator("alpn")
+    @classmethod
+    def _check_alpn(cls, value: list[str]) -> list[str]:
+        for protocol in value:
+            if protocol in ("h2", "h2c"):
+                raise problem(
+                    f"ALPN protocol {protocol!r} is not supported: pygw speaks HTTP/1.1 only",
+                    "remove it and write alpn: [http/1.1]",
+                )
+            if protocol != "http/1.1":
+                raise problem(f"unknown ALPN protocol {protocol!r}", "write alpn: [http/1.1]")
+        if not value:
+            raise problem("alpn is empty", "write alpn: [http/1.1]")
+        return value
+
+
 class ServerConfig(_Model):
     listen: str = "127.0.0.1:8080"
     workers: int = Field(default=1, ge=1, le=1024)
@@ -436,8 +480,28 @@ class ServerConfig(_Model):
     drain_timeout_s: float = Field(default=10.0, ge=0)
     # Peers (CIDRs) whose Forwarded, X-Real-IP and X-Forwarded-For headers are believed.
     trusted_proxies: list[str] = Field(default_factory=list)
+    # HTTPS on `listen` (see pygw/tls.py).
+    tls: TlsConfig | None = None
+    # A plain listener answering every request with a redirect to the HTTPS one.
+    redirect_http: str | None = None
 
     _listen = field_validator("listen")(_check_listen)
+
+    @field_validator("redirect_http")
+    @classmethod
+    def _check_redirect(cls, value: str | None) -> str | None:
+        if value is not None and parse_listen(value).unix_path is not None:
+            raise problem("redirect_http must be a TCP address", "write HOST:PORT, e.g. 0.0.0.0:80")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        if self.redirect_http is not None and self.tls is None:
+            raise problem(
+                "redirect_http sends clients to HTTPS, but the server has no tls section",
+                "add server.tls with certificates, or remove redirect_http",
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -1510,6 +1574,52 @@ class ApiConfig(_Model):
         return self
 
 
+class MutualTlsConfig(_Model):
+    # PEM file of the CAs a client certificate must chain to (relative to the config's folder).
+    truststore: str = Field(min_length=1)
+    # Forward the client certificate (URL-encoded PEM) to http_proxy upstreams in this header;
+    # off unless named.
+    forward_header: str | None = None
+
+    @field_validator("forward_header")
+    @classmethod
+    def _check_header(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", value):
+            raise problem(f"{value!r} is not a header name", "write e.g. X-Client-Cert")
+        return value
+
+
+class DomainConfig(_Model):
+    """A custom domain name served on the TLS listener (exact, or `*.` and one label)."""
+
+    name: str
+    mutual_tls: MutualTlsConfig | None = None
+    # Base-path mappings of domains are not implemented; the key is refused with a clear fix
+    # rather than as an unknown key.
+    mappings: Any = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        lowered = value.lower().rstrip(".")
+        if not _HOST_RE.match(lowered):
+            raise problem(
+                f"{value!r} is not a domain name",
+                "write a name such as api.example.com or *.example.com",
+            )
+        return lowered
+
+    @field_validator("mappings")
+    @classmethod
+    def _refuse_mappings(cls, value: Any) -> Any:
+        if value is not None:
+            raise problem(
+                "domains[].mappings is not supported yet",
+                "remove mappings; route by host with apis[].hosts and base_path instead",
+            )
+        return value
+
+
 class GatewayConfig(_Model):
     server: ServerConfig = ServerConfig()
     admin: AdminConfig = AdminConfig()
@@ -1519,6 +1629,7 @@ class GatewayConfig(_Model):
     throttle: ThrottleConfig | None = ThrottleConfig(rate=10_000, burst=5_000)
     access_log: AccessLogConfig | None = AccessLogConfig()
     python_path: StrList = []
+    domains: list[DomainConfig] = []
     apis: list[ApiConfig] = []
 
     def api(self, name: str) -> ApiConfig | None:
@@ -1551,6 +1662,32 @@ class GatewayConfig(_Model):
                             "give one of them a different base_path, stage or hosts",
                         )
                     mounts.setdefault(mount, api.name)
+        seen_domains: set[str] = set()
+        for i, domain in enumerate(self.domains):
+            if domain.name in seen_domains:
+                found.add(
+                    ("domains", i, "name"),
+                    f"domain {domain.name!r} is listed twice",
+                    "list each domain once",
+                )
+            seen_domains.add(domain.name)
+            if domain.mutual_tls is not None and self.server.tls is None:
+                found.add(
+                    ("domains", i, "mutual_tls"),
+                    "mutual_tls needs the server to speak TLS",
+                    "add server.tls with certificates, or remove mutual_tls",
+                )
+        redirect = self.server.redirect_http
+        if (
+            redirect is not None
+            and parse_listen(redirect).port != 0
+            and parse_listen(redirect) in (self.server.address, self.admin.address)
+        ):
+            found.add(
+                ("server", "redirect_http"),
+                f"redirect_http uses an address already listened on ({redirect})",
+                "use another port, e.g. 0.0.0.0:80",
+            )
         if (
             self.server.address.unix_path is None
             and self.server.address == self.admin.address

@@ -40,6 +40,7 @@ from multidict import CIMultiDict
 from pygw._native import normalize_path
 from pygw.context import RequestContext
 from pygw.errors import Style
+from pygw.tls import client_certificate
 
 __all__ = [
     "ACCOUNT_ID",
@@ -281,6 +282,9 @@ class EventBuilder:
             "resourcePath": self._resource,
             "stage": self.info.stage,
         }
+        client_cert = client_certificate(request)
+        if client_cert is not None:
+            request_context["identity"]["clientCert"] = client_cert
         authorizer = ctx.extras.get("authorizer")
         if authorizer is not None:
             request_context["authorizer"] = _authorizer_v1(authorizer)
@@ -377,6 +381,9 @@ class EventBuilder:
             "time": request_time(now),
             "timeEpoch": int(now * 1000),
         }
+        client_cert = client_certificate(request)
+        if client_cert is not None:
+            request_context["authentication"] = {"clientCert": client_cert}
         authorizer = ctx.extras.get("authorizer")
         if authorizer is not None:
             request_context["authorizer"] = _authorizer_v2(authorizer)

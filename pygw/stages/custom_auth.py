@@ -50,6 +50,7 @@ from pygw.loader import load_callable
 from pygw.pipeline import Stage
 from pygw.request import Request
 from pygw.response import Response
+from pygw.tls import client_certificate
 
 __all__ = [
     "ACCOUNT_ID",
@@ -505,6 +506,13 @@ class _EventBuilder:
         auth = self._auth
         now = time.time()
         full_path = self._stage_prefix + ctx.path
+        identity: dict[str, Any] = {
+            "sourceIp": ctx.client_ip,
+            "userAgent": request.headers.get("User-Agent"),
+        }
+        client_cert = client_certificate(request)
+        if client_cert is not None:
+            identity["clientCert"] = client_cert
         return {
             "type": "REQUEST",
             "methodArn": arn,
@@ -524,10 +532,7 @@ class _EventBuilder:
                 "domainPrefix": request.host.split(".", 1)[0],
                 "extendedRequestId": ctx.request_id,
                 "httpMethod": request.method,
-                "identity": {
-                    "sourceIp": ctx.client_ip,
-                    "userAgent": request.headers.get("User-Agent"),
-                },
+                "identity": identity,
                 "path": full_path,
                 "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
                 "requestId": ctx.request_id,
@@ -581,6 +586,9 @@ class _EventBuilder:
             "time": _request_time(now),
             "timeEpoch": int(now * 1000),
         }
+        client_cert = client_certificate(request)
+        if client_cert is not None:
+            event["requestContext"]["authentication"] = {"clientCert": client_cert}
         if ctx.params:
             event["pathParameters"] = {k: unquote(v) for k, v in ctx.params.items()}
         if ctx.stage_variables:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-_READY = re.compile(r"pygw listening on http://([\d.]+):(\d+) \(admin http://([\d.]+):(\d+)\)")
+_READY = re.compile(r"pygw listening on https?://([\d.]+):(\d+) \(admin http://([\d.]+):(\d+)\)")
 
 
 class GatewayProcess:
