@@ -49,6 +49,8 @@ _MAX_QUEUED: Final = 16
 _CHUNK_FRAMING_PER_CHUNK: Final = 1024
 _CHUNK_FRAMING_SLACK: Final = 4096
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+# A connection's task outlives its last answer by about this long before a sweep ends it.
+_TASK_IDLE_S: Final = 1.0
 # How long a refused client's remaining bytes are read and dropped before the socket closes.
 _LINGER_S: Final = 2.0
 _TE_LINE: Final = re.compile(rb"\r\ntransfer-encoding:([^\r\n]*)\r\n", re.IGNORECASE)
@@ -141,6 +143,7 @@ class _Stream:
 class Http1Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_busy",
         "_chunks_seen",
         "_content_lengths",
         "_data",
@@ -162,6 +165,7 @@ class Http1Connection(asyncio.Protocol):
         "_te",
         "_trusted_peer",
         "_url",
+        "_wakeup",
         "closing",
         "drain_waiter",
         "head_since",
@@ -180,7 +184,11 @@ class Http1Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
         self._queue: collections.deque[Request | Refusal] = collections.deque()
+        # One task per connection serves its requests in turn and waits on `_wakeup` between
+        # them: a task per request cost more (its creation and its registration among all tasks).
         self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self._wakeup: asyncio.Future[Request | Refusal | None] | None = None
         self._body: RequestBody | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -229,6 +237,9 @@ class Http1Connection(asyncio.Protocol):
             if isinstance(queued, Request) and isinstance(queued.content, RequestBody):
                 queued.content.fail(RequestBodyError(400, "the client went away"))
         self._queue.clear()
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.cancel()  # the connection's task ends
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -295,7 +306,7 @@ class Http1Connection(asyncio.Protocol):
             body.fail(RequestBodyError(400, "the client closed the connection mid-body"))
         # Half-closed by the client: answer what is in flight, then close.
         self.closing = True
-        if self._task is None and not self._queue and self.transport is not None:
+        if not self._busy and not self._queue and self.transport is not None:
             self.transport.close()
         return True
 
@@ -512,9 +523,15 @@ class Http1Connection(asyncio.Protocol):
     # -- serving ------------------------------------------------------------------------------
 
     def _enqueue(self, item: Request | Refusal) -> None:
-        if self._task is None:
+        if not self._busy:
+            self._busy = True
             self._idle_since = None
-            self._task = self.loop.create_task(self._serve(item))
+            wakeup = self._wakeup
+            if wakeup is not None:
+                self._wakeup = None
+                wakeup.set_result(item)
+            else:
+                self._task = self.loop.create_task(self._serve(item))
         else:
             self._queue.append(item)
             if self._queue_full() and self.transport is not None and not self._paused:
@@ -532,7 +549,7 @@ class Http1Connection(asyncio.Protocol):
             # connection closes after that answer (or now, if it was answered already).
             body.fail(RequestBodyError(refusal.status, refusal.message))
             self.closing = True
-            if self._task is None and not self._queue and self.transport is not None:
+            if not self._busy and not self._queue and self.transport is not None:
                 self.transport.close()
             return
         self._enqueue(refusal)
@@ -555,6 +572,7 @@ class Http1Connection(asyncio.Protocol):
         if task is not None:
             task.cancel()
             self._task = None
+        self._busy = False
         transport = self.transport
         if transport is None:
             return
@@ -571,10 +589,12 @@ class Http1Connection(asyncio.Protocol):
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         protocol.data_received(head + rest)
+        self.transport = None  # aiohttp's now
 
     async def _serve(self, item: Request | Refusal) -> None:
         server = self.server
         handler = server.handler
+        loop = self.loop
         try:
             while True:
                 if isinstance(item, Refusal):
@@ -589,21 +609,31 @@ class Http1Connection(asyncio.Protocol):
                     response = server.error_answer(500, "Internal Server Error")
                 if not self._finish(item, response):
                     return
-                if not self._queue:
+                queue = self._queue
+                if queue:
+                    item = queue.popleft()
+                    if self._paused and not self._queue_full() and self.transport is not None:
+                        body = self._body
+                        if body is None or body.buffered == 0:
+                            self._paused = False
+                            self.transport.resume_reading()
+                    continue
+                # Idle: wait for the next request on this connection.
+                self._busy = False
+                if self.transport is None or self.closing:
                     return
-                item = self._queue.popleft()
-                if self._paused and not self._queue_full() and self.transport is not None:
-                    body = self._body
-                    if body is None or body.buffered == 0:
-                        self._paused = False
-                        self.transport.resume_reading()
+                self._idle_since = loop.time()
+                wakeup = self._wakeup = loop.create_future()
+                waited = await wakeup
+                if waited is None:
+                    return  # idle for a while: the task goes (see end_idle_task)
+                item = waited
         finally:
             self._task = None
-            if self.transport is not None:
-                if self.closing and not self._queue:
-                    self.transport.close()
-                else:
-                    self._idle_since = self.loop.time()
+            self._busy = False
+            self._wakeup = None
+            if self.transport is not None and self.closing and not self._queue:
+                self.transport.close()
 
     def _finish(self, request: Request, response: Response) -> bool:
         """Sends a whole answer (a streamed one has gone out already); False when the
@@ -700,25 +730,35 @@ class Http1Connection(asyncio.Protocol):
 
     def overdue(self, head_before: float, idle_before: float) -> bool:
         head_since = self.head_since
-        if head_since is not None and head_since < head_before and self._task is None:
+        if head_since is not None and head_since < head_before and not self._busy:
             return True
         idle_since = self._idle_since
         return (
-            self._task is None
+            not self._busy
             and not self._queue
             and idle_since is not None
             and idle_since < idle_before
         )
 
+    def end_idle_task(self, idle_before: float) -> None:
+        """Ends the connection's task when it has waited since before `idle_before`: a
+        connection kept alive but silent then holds no task (about 3 KiB), and its next
+        request starts one."""
+        wakeup = self._wakeup
+        idle_since = self._idle_since
+        if wakeup is not None and idle_since is not None and idle_since < idle_before:
+            self._wakeup = None
+            wakeup.set_result(None)
+
     def close_when_idle(self) -> None:
         """Draining: close now if nothing is in flight, else after the current answer."""
         self.closing = True
-        if self._task is None and self.transport is not None:
+        if not self._busy and self.transport is not None:
             self.transport.close()
 
     @property
     def busy(self) -> bool:
-        return self._task is not None
+        return self._busy
 
 
 _EMPTY_BODY = RequestBody()
@@ -797,9 +837,12 @@ class Http1Server:
         now = self.loop.time()
         head_before = now - self.limits.header_timeout_s
         idle_before = now - self.limits.idle_timeout_s
+        quiet_before = now - _TASK_IDLE_S
         for conn in list(self.connections):
             if conn.overdue(head_before, idle_before) and conn.transport is not None:
                 conn.transport.close()
+            else:
+                conn.end_idle_task(quiet_before)
         self._sweeper = self.loop.call_later(self._sweep_every_s, self._sweep)
 
     def stop_sweeping(self) -> None:

@@ -123,6 +123,7 @@ class _Upstream(asyncio.Protocol):
         self.buffered = 0
         self.reading_paused = False
         self.renew_parser = False
+        self.deadline = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -148,6 +149,7 @@ class _Upstream(asyncio.Protocol):
             # A HEAD response announced a body that never came: the old parser still expects it.
             self.parser = httptools.HttpResponseParser(self)
             self.renew_parser = False
+        self.deadline = 0.0
         self._reset()
         self.chunks.clear()
         self.buffered = 0
@@ -166,18 +168,20 @@ class _Upstream(asyncio.Protocol):
 
     async def wait_head(self, deadline: float) -> bool:
         """True once the response head is here, False if the exchange failed first; raises
-        TimeoutError at `deadline` (loop time)."""
+        TimeoutError at `deadline` (loop time, kept by the target's deadline sweep)."""
         while not self.head_ready and self.exc is None and not self.closed:
             loop = self.loop
             if loop.time() >= deadline:
                 raise TimeoutError
             fut = loop.create_future()
             self.waiter = fut
-            timer = loop.call_at(deadline, _wake, fut)
+            self.deadline = deadline
+            deadlines = self.target.deadlines
+            deadlines.watch(self, loop)
             try:
                 await fut
             finally:
-                timer.cancel()
+                deadlines.waiting.discard(self)
                 self.waiter = None
         return self.head_ready
 
@@ -333,10 +337,37 @@ class _Upstream(asyncio.Protocol):
         _wake(self.waiter)
 
 
+class _HeadDeadlines:
+    """Wakes the exchanges whose answer is overdue, by one sweep every `step_s` while any wait:
+    a timer per request cost more than the rest of waiting for the answer. A deadline is kept
+    to within `step_s` (an eighth of the timeout, at most 100 ms)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.step_s = min(max(timeout_s / 8, 0.005), 0.1)
+        self.waiting: set[_Upstream] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, conn: _Upstream, loop: asyncio.AbstractEventLoop) -> None:
+        self.waiting.add(conn)
+        if self._timer is None:
+            self._timer = loop.call_later(self.step_s, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for conn in [c for c in self.waiting if c.deadline <= now]:
+            _wake(conn.waiter)
+        self._timer = loop.call_later(self.step_s, self._sweep, loop) if self.waiting else None
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class _Target:
     """One upstream base URL: its connection pool, its balancing state and its passive health."""
 
-    def __init__(self, base: str, weight: int, limit: int) -> None:
+    def __init__(self, base: str, weight: int, limit: int, deadlines: _HeadDeadlines) -> None:
         url = URL(base)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"upstream target must be an http(s) URL with a host: {base!r}")
@@ -358,6 +389,7 @@ class _Target:
             "ascii" if host.isascii() else "idna"
         )
         self.prefix = url.raw_path.rstrip("/").encode("ascii")
+        self.deadlines = deadlines
         self.weight = weight
         self.current_weight = 0
         self.limit = limit
@@ -556,7 +588,10 @@ class HttpProxyIntegration:
             if path_template.startswith("?"):
                 path_template = "/" + path_template
             bases = [(base, 1)]
-        self._targets = [_Target(base, weight, max_connections) for base, weight in bases]
+        self._deadlines = _HeadDeadlines(timeout_ms / 1000)
+        self._targets = [
+            _Target(base, weight, max_connections, self._deadlines) for base, weight in bases
+        ]
         self._single = self._targets[0] if len(self._targets) == 1 else None
         if path_template is None:
             self._literals: tuple[str, ...] = ()
@@ -592,6 +627,7 @@ class HttpProxyIntegration:
         return sum(len(t.waiters) for t in self._targets)
 
     async def close(self) -> None:
+        self._deadlines.stop()
         for target in self._targets:
             target.shutdown()
         if self.websocket is not None:

@@ -496,3 +496,17 @@ async def test_client_address_from_a_trusted_proxy_only(
     else:
         assert source_ip == "127.0.0.1"
         assert "x-real-ip" not in sent
+
+
+async def test_a_connection_quiet_for_a_while_still_serves(edge: Edge) -> None:
+    """A keep-alive connection's serving task ends after about a second of quiet (the sweep
+    frees it); the next request on the connection starts another."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    try:
+        for pause in (0.0, 2.5, 0.0):
+            await asyncio.sleep(pause)
+            writer.write(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n")
+            answer = await _read_answer(reader)
+            assert answer is not None and answer.body == b'{"ok":true}'
+    finally:
+        writer.close()
