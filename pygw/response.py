@@ -217,17 +217,8 @@ class Response:
         parts.append(extra)
         if status in _BODILESS or status < 200:
             body = b""
-        else:
-            if body and not has_type:
-                parts.append(_CONTENT_TYPE_LINE)
-            parts.append(b"Content-Length: %d\r\n" % length)
-        if not has_date:
-            parts.append(date_line())
-        parts.append(_connection_line(version, keep_alive))
-        parts.append(b"\r\n")
-        if not head_only:
-            parts.append(body)
-        return b"".join(parts)
+            length = -1
+        return _ended(parts, body, length, has_type, has_date, version, keep_alive, head_only)
 
     def stream_head(self, version: HttpVersion, keep_alive: bool, extra: bytes) -> bytes:
         """The head of a streamed answer (framing left to the caller: `Content-Length` kept
@@ -242,6 +233,31 @@ class Response:
             parts.append(date_line())
         parts.append(_connection_line(version, keep_alive))
         return b"".join(parts)
+
+
+def _ended(
+    parts: list[bytes],
+    body: bytes,
+    length: int,
+    has_type: bool,
+    has_date: bool,
+    version: HttpVersion,
+    keep_alive: bool,
+    head_only: bool,
+) -> bytes:
+    """A whole answer's head completed (framing, Date, Connection) and joined with its body;
+    `length` -1 for an answer that has no body by its status."""
+    if length >= 0:
+        if body and not has_type:
+            parts.append(_CONTENT_TYPE_LINE)
+        parts.append(b"Content-Length: %d\r\n" % length)
+    if not has_date:
+        parts.append(date_line())
+    parts.append(_connection_line(version, keep_alive))
+    parts.append(b"\r\n")
+    if not head_only:
+        parts.append(body)
+    return b"".join(parts)
 
 
 def _extra_lines(extra: Mapping[str, str], own_vary: str | None) -> bytes:
@@ -322,16 +338,9 @@ class OneWriteResponse(Response):
             _extra_lines(self.extra, vary),
             extra,
         ]
-        if body and not has_content_type:
-            parts.append(_CONTENT_TYPE_LINE)
-        parts.append(b"Content-Length: %d\r\n" % len(body))
-        if not has_date:
-            parts.append(date_line())
-        parts.append(_connection_line(version, keep_alive))
-        parts.append(b"\r\n")
-        if not head_only:
-            parts.append(body)
-        return b"".join(parts)
+        return _ended(
+            parts, body, len(body), has_content_type, has_date, version, keep_alive, head_only
+        )
 
 
 class UpgradedResponse(Response):
