@@ -30,8 +30,15 @@ class RequestContext:
     # Headers every response to this request carries (request ids, CORS, rate-limit headers).
     response_headers: dict[str, str] = field(default_factory=dict)
     integration_latency_s: float = 0.0
-    # What stages learnt for the integration and the log (claims, api key id, cache state).
-    extras: dict[str, Any] = field(default_factory=dict)
+    # What stages hand each other and the integration (each written by one stage):
+    api_key_id: str | None = None  # api_key: the id (never the value) of the request's key
+    authorizer: dict[str, Any] | None = None  # jwt_auth / custom_auth: claims or context
+    usage_identifier_key: str | None = None  # custom_auth: the key a usage plan meters
+    body: bytes | None = None  # validate / transform: the body read, or the one to send
+    body_content_type: str | None = None  # transform: the media type of a rendered body
+    request_overrides: dict[str, Any] | None = None  # transform: path, query, headers to send
+    response_override: dict[str, Any] | None = None  # transform: status and headers to answer
+    cache_state: str | None = None  # cache: "hit" or "miss", for the access log
     # Set by a stage that needs a copy of a streamed response body (the response cache): an
     # integration that streams calls it with every chunk it sends to the client (an answer sent
     # whole, as a OneWriteResponse, carries its body instead).

@@ -196,7 +196,7 @@ class Dispatcher:
                     latency_s,
                     integration_s,
                     ctx.canary,
-                    ctx.extras.get("cache"),
+                    ctx.cache_state,
                 )
             return response
         finally:

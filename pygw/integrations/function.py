@@ -13,7 +13,7 @@ traceback go to the log only. A handler slower than `timeout_ms` answers INTEGRA
 sync handler cannot be stopped from outside: its thread finishes in the background and its
 result is dropped, which is what an abandoned Lambda invocation looks like to the caller too.
 
-ctx.extras read: "authorizer" (JWT: {"jwt": {"claims": {...}, "scopes": [...]}}; custom
+Reads `ctx.authorizer` (JWT: {"jwt": {"claims": {...}, "scopes": [...]}}; custom
 authorizers: their context dict plus "principalId").
 """
 
@@ -197,7 +197,7 @@ class FunctionIntegration:
     async def __call__(self, ctx: RequestContext) -> Response:
         request = ctx.request
         # A stage that read the body (validation, a request template) left the bytes to send.
-        body = ctx.extras.get("body")
+        body = ctx.body
         if body is None:
             body = await request.read() if request.body_exists else b""
         event = self._events.build(ctx, body)

@@ -646,13 +646,9 @@ class HttpProxyIntegration:
             loop = self._loop = asyncio.get_running_loop()
         method = request.method
         # A stage that read or rewrote the request (validation, a template, parameter mapping)
-        # leaves the bytes and headers to send; the lean path has no extras at all.
-        extras = ctx.extras
-        body: bytes | None = None
-        overrides: dict[str, Any] | None = None
-        if extras:
-            body = extras.get("body")
-            overrides = extras.get("request_overrides")
+        # leaves the bytes and headers to send (ctx.body, ctx.request_overrides).
+        body = ctx.body
+        overrides = ctx.request_overrides
         target_path = self._render(ctx, overrides)
         tail, body_mode = self._head_tail(ctx, overrides, body)
         content = request.content
@@ -790,7 +786,7 @@ class HttpProxyIntegration:
         ctx: RequestContext, overrides: dict[str, Any] | None, body: bytes | None
     ) -> tuple[bytes, int]:
         """Header lines after Host through the blank line; body mode 0 none, 1 length,
-        2 chunked, 3 the bytes a stage left in ctx.extras["body"]."""
+        2 chunked, 3 the bytes a stage left in ctx.body."""
         request = ctx.request
         raw_headers: Iterable[tuple[bytes, bytes]] = request.raw_headers
         mapped = overrides.get("headers") if overrides else None
@@ -802,7 +798,7 @@ class HttpProxyIntegration:
             return request_head_tail(
                 raw_headers, request.remote, request.scheme == "https", ctx.request_id
             )
-        content_type: str | None = ctx.extras.get("body_content_type")
+        content_type: str | None = ctx.body_content_type
         return request_head_tail(
             raw_headers,
             request.remote,

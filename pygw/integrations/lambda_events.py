@@ -285,7 +285,7 @@ class EventBuilder:
         client_cert = client_certificate(request)
         if client_cert is not None:
             request_context["identity"]["clientCert"] = client_cert
-        authorizer = ctx.extras.get("authorizer")
+        authorizer = ctx.authorizer
         if authorizer is not None:
             request_context["authorizer"] = _authorizer_v1(authorizer)
         event: dict[str, Any] = {}
@@ -384,7 +384,7 @@ class EventBuilder:
         client_cert = client_certificate(request)
         if client_cert is not None:
             request_context["authentication"] = {"clientCert": client_cert}
-        authorizer = ctx.extras.get("authorizer")
+        authorizer = ctx.authorizer
         if authorizer is not None:
             request_context["authorizer"] = _authorizer_v2(authorizer)
         event: dict[str, Any] = {

@@ -34,7 +34,7 @@ Observability (`_Telemetry`): the pygw_websocket_* metric families, and, when th
 an access log, one line per CONNECT, routed MESSAGE and DISCONNECT (ids, route key, status,
 outcome, integration latency, sizes; never a message body or a header).
 
-ctx.extras read: "authorizer" (set by the $connect authorizer; every event of the connection
+Reads `ctx.authorizer` (set by the $connect authorizer; every event of the connection
 carries it as ``requestContext.authorizer``).
 """
 
@@ -726,7 +726,7 @@ class WebSocketApiIntegration:
                     failure = "unauthorized" if status < 500 else "error"
                     telemetry.connect(session, ctx.request_id, status, None, failure)
                     raise
-                found = ctx.extras.get("authorizer")
+                found = ctx.authorizer
                 if isinstance(found, dict):
                     session.authorizer = found
             event = Event(CONNECT, "CONNECT", ctx.request_id, session)

@@ -27,7 +27,7 @@ it picks is echoed to the client. Two handshake headers differ from the client's
 Both sides answer close frames themselves (autoclose off) so the code one side sent is the code the
 other side sees: aiohttp's automatic reply would always say 1000.
 
-ctx.extras read: "request_overrides" (path, query and headers, as the HTTP proxy honours them).
+ctx.request_overrides read (path, query and headers, as the HTTP proxy honours them).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ class WsPassthrough:
         if handshake is None or not web.WebSocketResponse().can_prepare(handshake).ok:
             # A malformed handshake (no key, an unknown version) is the client's error.
             raise GatewayError(ErrorType.BAD_REQUEST)
-        overrides = ctx.extras.get("request_overrides") if ctx.extras else None
+        overrides = ctx.request_overrides
         path = proxy._render(ctx, overrides).decode("ascii")
         headers = self._headers(ctx, overrides)
         offered = request.headers.get("Sec-WebSocket-Protocol", "")

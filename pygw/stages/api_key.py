@@ -6,7 +6,7 @@ remembered (at most one per enabled key, never an unknown value), so a known key
 rather than on every request; looking it up leaks nothing an attacker can time, as a dict compares
 strings only when their 64-bit randomised hashes are equal. Key values never appear in
 errors or logs: what later stages and the access log see is the key's id, in
-`ctx.extras["api_key_id"]`.
+`ctx.api_key_id`.
 
 Usage plans give each of their keys its own token bucket and quota counter (as AWS does: a plan's
 limits apply per key), shared by every route and stage of the API. They are created once per API
@@ -28,8 +28,6 @@ from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
 
 API_KEY_HEADER = "x-api-key"
-# ctx.extras key: the id (never the value) of the key the request was identified by.
-API_KEY_ID = "api_key_id"
 
 # key id -> (its usage plan's token bucket id or None, its quota id or None)
 KeyLimits = dict[str, tuple[int | None, int | None]]
@@ -37,7 +35,7 @@ KeyLimits = dict[str, tuple[int | None, int | None]]
 
 class ApiKeyStage:
     """Refuses with INVALID_API_KEY (403 Forbidden) a request whose key is missing, unknown or
-    disabled; otherwise records the key's id in ctx.extras["api_key_id"]."""
+    disabled; otherwise records the key's id in ctx.api_key_id."""
 
     __slots__ = ("_by_digest", "_verified")
 
@@ -78,7 +76,7 @@ class ApiKeyStage:
             key_id = self.identify(value)
         if key_id is None:
             raise GatewayError(ErrorType.INVALID_API_KEY)
-        ctx.extras[API_KEY_ID] = key_id
+        ctx.api_key_id = key_id
         return None
 
 

@@ -15,7 +15,7 @@ cache may never hold (`Cache-Control: no-store`, `private`, `no-cache`, `Set-Coo
 body over the size limit) leaves a short-lived "pass" marker under its key instead: later requests
 for the key go upstream side by side, rather than queueing behind each other for nothing.
 
-`ctx.extras["cache"]` is set to "hit" or "miss" for GET and HEAD requests (the access log's cache
+`ctx.cache_state` is set to "hit" or "miss" for GET and HEAD requests (the access log's cache
 field); other methods that reach the wrapper (through an `ANY` route) pass straight through.
 """
 
@@ -34,7 +34,6 @@ from pygw.pipeline import Integration
 from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
 
 __all__ = [
-    "CACHE_STATE",
     "MAX_BODY_BYTES",
     "CachedResponse",
     "CachingIntegration",
@@ -42,8 +41,6 @@ __all__ = [
     "wrap_with_cache",
 ]
 
-# ctx.extras key: "hit" or "miss" once the wrapper has handled a GET or HEAD request.
-CACHE_STATE: Final = "cache"
 # The largest body one entry may hold; an API's cache also never spends more than an eighth of
 # its capacity on one response, so a few large bodies cannot flush everything else.
 MAX_BODY_BYTES: Final = 10 * 1024 * 1024
@@ -351,7 +348,7 @@ class CachingIntegration:
     def _answer(self, ctx: RequestContext, entry: CachedResponse, method: str) -> Response:
         extra = ctx.response_headers
         extra["X-Cache"] = "Hit"
-        ctx.extras[CACHE_STATE] = "hit"
+        ctx.cache_state = "hit"
         if self._hit is not None:
             self._hit()
         status, stored, body, stored_at, head, filtered_for = entry
@@ -404,7 +401,7 @@ class CachingIntegration:
         `collector.previous` back as ctx.body_sink once the integration has answered."""
         # Before the call: a streaming integration sends the headers before it returns.
         ctx.response_headers["X-Cache"] = "Miss"
-        ctx.extras[CACHE_STATE] = "miss"
+        ctx.cache_state = "miss"
         if self._miss is not None:
             self._miss()
         collector = _Collector(self._max_body, ctx.body_sink)

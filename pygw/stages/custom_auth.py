@@ -20,10 +20,10 @@ then evaluated against each request's ARN, so one answer serves every route it n
 identity source answers 401 without calling the authorizer; a denial answers AUTHORIZER_DENIED; an
 exception, a timeout or a malformed answer answers AUTHORIZER_FAILURE, and only the log learns why.
 
-ctx.extras written on success: ``authorizer`` = ``{**context, "principalId": ...}`` whatever the
+Writes on success ``ctx.authorizer`` = ``{**context, "principalId": ...}`` whatever the
 authorizer's payload format (``principalId`` left out of simple responses, which have none); the
 integration presents it as its own event format wants (1.0 flat, 2.0 under ``lambda``). A policy's
-``usageIdentifierKey`` goes to ``ctx.extras["usage_identifier_key"]``.
+``usageIdentifierKey`` goes to ``ctx.usage_identifier_key``.
 """
 
 from __future__ import annotations
@@ -54,10 +54,8 @@ from pygw.tls import client_certificate
 
 __all__ = [
     "ACCOUNT_ID",
-    "AUTHORIZER",
     "AUTHORIZER_FAILURE",
     "REGION",
-    "USAGE_IDENTIFIER_KEY",
     "AuthorizerAnswer",
     "CustomAuthStage",
     "CustomAuthorizer",
@@ -71,9 +69,6 @@ __all__ = [
 
 log = logging.getLogger("pygw.auth")
 
-# ctx.extras keys this module writes.
-AUTHORIZER = "authorizer"
-USAGE_IDENTIFIER_KEY = "usage_identifier_key"
 
 # Authorizers written for AWS split and rebuild method ARNs, so ARNs keep AWS's shape, with the
 # same fixed account and API ids the function integration's events carry.
@@ -628,9 +623,9 @@ class CustomAuthStage:
         found: dict[str, Any] = dict(answer.context)
         if answer.principal_id is not None:
             found["principalId"] = answer.principal_id
-        ctx.extras[AUTHORIZER] = found
+        ctx.authorizer = found
         if answer.usage_identifier_key is not None:
-            ctx.extras[USAGE_IDENTIFIER_KEY] = answer.usage_identifier_key
+            ctx.usage_identifier_key = answer.usage_identifier_key
         return None
 
 

@@ -14,7 +14,7 @@ file is a config error) or ``http(s)://`` (fetched on first use). They are kept 
 request. A failed fetch keeps the keys already known.
 
 No token, or a token that does not verify: UNAUTHORIZED (401). A valid token without a required
-scope: ACCESS_DENIED (403). On success, ``ctx.extras["authorizer"] = {"jwt": {"claims": {...},
+scope: ACCESS_DENIED (403). On success, ``ctx.authorizer = {"jwt": {"claims": {...},
 "scopes": [...] | None}}`` (the token's claims as decoded; integrations present them the way
 their event format needs).
 """
@@ -40,10 +40,9 @@ from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.pipeline import Stage
 from pygw.response import Response
-from pygw.stages.custom_auth import AUTHORIZER, IdentityGetter, identity_getter
+from pygw.stages.custom_auth import IdentityGetter, identity_getter
 
 __all__ = [
-    "AUTHORIZER",
     "JwksKeys",
     "JwtAuthStage",
     "StaticKeys",
@@ -319,7 +318,7 @@ class JwtAuthStage:
         scopes = token_scopes(claims)
         if self._scopes and not (scopes and self._scopes.intersection(scopes)):
             raise GatewayError(ErrorType.ACCESS_DENIED)
-        ctx.extras[AUTHORIZER] = {"jwt": {"claims": claims, "scopes": scopes}}
+        ctx.authorizer = {"jwt": {"claims": claims, "scopes": scopes}}
         return None
 
     def _remember(self, token: str, claims: dict[str, Any], key: VerifyingKey) -> None:

@@ -17,7 +17,6 @@ from pygw._native import GRANTED, THROTTLED, Throttle
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
-from pygw.stages.api_key import API_KEY_ID
 
 # A bucket that never refills (rate 0) has no meaningful retry time; cap what clients are told.
 _MAX_RETRY_AFTER_S = 86_400
@@ -173,7 +172,7 @@ class KeyedThrottleStage:
         return self.check(ctx)
 
     def check(self, ctx: RequestContext) -> Response | None:
-        found = self._by_key.get(ctx.extras.get(API_KEY_ID, ""))
+        found = self._by_key.get(ctx.api_key_id or "")
         if found is None:
             if not self._bucket_ids:
                 return None  # a key in no usage plan, on a route with no limit of its own

@@ -20,13 +20,13 @@ operation whose value refers to something the request lacks is skipped. Response
 by upstream status, may also use ``$response.header.x``, ``$response.body.x`` and
 ``$response.statuscode``.
 
-ctx.extras written:
-- "body" (bytes): what the integration sends as the request body (see validate.read_body);
-- "body_content_type" (str): the Content-Type of a body a request template produced;
-- "request_overrides": {"headers": CIMultiDict[str] | None, "query": str | None,
+Writes (RequestContext fields):
+- `body` (bytes): what the integration sends as the request body (see validate.read_body);
+- `body_content_type` (str): the Content-Type of a body a request template produced;
+- `request_overrides`: {"headers": CIMultiDict[str] | None, "query": str | None,
   "path": str | None}: the complete header set, the complete encoded query string (no "?") and
   the path the integration sends instead of the client's; None = unchanged;
-- "response_override": {"status": int | None, "header": dict[str, str]} set by a request
+- `response_override`: {"status": int | None, "header": dict[str, str]} set by a request
   template through ``$context.responseOverride``, applied by the response transform.
 """
 
@@ -51,12 +51,9 @@ from pygw.config.model import ApiConfig, MappingConfig, RouteConfig, TemplatesCo
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
-from pygw.stages.validate import BODY, DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
+from pygw.stages.validate import DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 
 __all__ = [
-    "BODY_CONTENT_TYPE",
-    "REQUEST_OVERRIDES",
-    "RESPONSE_OVERRIDE",
     "MappingStage",
     "RequestTemplateStage",
     "ResponseMapping",
@@ -70,9 +67,6 @@ __all__ = [
 
 log = logging.getLogger("pygw")
 
-BODY_CONTENT_TYPE = "body_content_type"
-REQUEST_OVERRIDES = "request_overrides"
-RESPONSE_OVERRIDE = "response_override"
 _DEFAULT_MEDIA = "application/json"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -454,7 +448,7 @@ def _request_time(now: float) -> tuple[str, int]:
 
 
 def _authorizer(ctx: RequestContext) -> dict[str, Any]:
-    found = ctx.extras.get("authorizer")
+    found = ctx.authorizer
     if not isinstance(found, dict):
         return {}
     jwt = found.get("jwt")
@@ -467,7 +461,7 @@ def _context(ctx: RequestContext, route: _RouteInfo) -> VtlMap:
     request = ctx.request
     request_time, epoch = _request_time(time.time())
     host = request.headers.get("Host", "")
-    override = ctx.extras.get(RESPONSE_OVERRIDE)
+    override = ctx.response_override
     response_override = VtlMap(status=None, header=VtlMap())
     if isinstance(override, dict):
         response_override["status"] = override.get("status")
@@ -482,7 +476,7 @@ def _context(ctx: RequestContext, route: _RouteInfo) -> VtlMap:
         identity=VtlMap(
             sourceIp=ctx.client_ip,
             userAgent=request.headers.get("User-Agent", ""),
-            apiKeyId=ctx.extras.get("api_key_id"),
+            apiKeyId=ctx.api_key_id,
         ),
         path=request.raw_path.partition("?")[0],
         protocol=f"HTTP/{request.version.major}.{request.version.minor}",
@@ -558,10 +552,10 @@ def _unsupported_media_type(ctx: RequestContext) -> Response:
 
 
 def _overrides(ctx: RequestContext) -> dict[str, Any]:
-    found = ctx.extras.get(REQUEST_OVERRIDES)
+    found = ctx.request_overrides
     if found is None:
         found = {"headers": None, "query": None, "path": None}
-        ctx.extras[REQUEST_OVERRIDES] = found
+        ctx.request_overrides = found
     return found
 
 
@@ -604,12 +598,12 @@ class RequestTemplateStage:
             "util": _UTIL,
         }
         rendered = template.render(namespace)
-        ctx.extras[BODY] = rendered.encode("utf-8")
-        ctx.extras[BODY_CONTENT_TYPE] = media
+        ctx.body = rendered.encode("utf-8")
+        ctx.body_content_type = media
         _apply_request_override(ctx, context["requestOverride"])
         response_override = context["responseOverride"]
         if response_override.get("status") is not None or response_override.get("header"):
-            ctx.extras[RESPONSE_OVERRIDE] = {
+            ctx.response_override = {
                 "status": _status(response_override.get("status")),
                 "header": {str(k): _java_str(v) for k, v in response_override["header"].items()},
             }
@@ -670,7 +664,7 @@ class ResponseTemplates:
 
     def __call__(self, ctx: RequestContext, response: Response) -> Response:
         picked = self._pick(ctx, response)
-        override = ctx.extras.get(RESPONSE_OVERRIDE)
+        override = ctx.response_override
         if picked is None:
             if isinstance(override, dict):
                 _apply_response_override(response, override)
@@ -916,7 +910,7 @@ def _safe_path(value: str) -> str:
 
 
 class MappingStage:
-    """HTTP-style request parameter mapping: fills ctx.extras["request_overrides"]."""
+    """HTTP-style request parameter mapping: fills ctx.request_overrides."""
 
     __slots__ = (
         "_header_ops",

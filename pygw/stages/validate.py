@@ -13,7 +13,7 @@ Models are JSON Schema draft-04 (as AWS's are). A model may refer to another mod
 ``#/definitions/Other`` or AWS's ``https://apigateway.amazonaws.com/restapis/{id}/models/Other``;
 anything else outside the document is refused at load (no schema is ever fetched).
 
-ctx.extras written: "body" (the request body bytes: reading it consumes the client's stream, so
+Writes `ctx.body` (the request body bytes: reading it consumes the client's stream, so
 integrations send these bytes instead of reading the request; see `read_body`).
 """
 
@@ -36,7 +36,6 @@ from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
 
 __all__ = [
-    "BODY",
     "DEFAULT_MAX_BODY_BYTES",
     "ValidateStage",
     "build_validate_stage",
@@ -46,8 +45,6 @@ __all__ = [
 
 log = logging.getLogger("pygw")
 
-# ctx.extras key: the request body as bytes, once a stage has read (or replaced) it.
-BODY = "body"
 DEFAULT_MAX_BODY_BYTES = 10_485_760
 _MISSING_PARAMS = "Missing required request parameters: [{}]"
 _AWS_MODEL_REF = re.compile(r"^https?://apigateway\.amazonaws\.com/restapis/[^/]+/models/([^/#]+)$")
@@ -56,16 +53,16 @@ _DRAFT_04 = "http://json-schema.org/draft-04/schema#"
 
 
 async def read_body(ctx: RequestContext, max_body_bytes: int) -> bytes:
-    """The request body, read once per request and kept in ctx.extras["body"].
+    """The request body, read once per request and kept in ctx.body.
 
     Bounded by `max_body_bytes` also for chunked uploads, which carry no Content-Length for the
     dispatcher to check."""
-    found = ctx.extras.get(BODY)
+    found = ctx.body
     if isinstance(found, bytes):
         return found
     request = ctx.request
     if not request.body_exists:
-        ctx.extras[BODY] = b""
+        ctx.body = b""
         return b""
     parts: list[bytes] = []
     size = 0
@@ -79,7 +76,7 @@ async def read_body(ctx: RequestContext, max_body_bytes: int) -> bytes:
             raise GatewayError(ErrorType.REQUEST_TOO_LARGE)
         parts.append(chunk)
     body = b"".join(parts)
-    ctx.extras[BODY] = body
+    ctx.body = body
     return body
 
 

@@ -51,7 +51,6 @@ from redis.exceptions import RedisError
 from pygw.config.model import StateConfig
 from pygw.context import RequestContext
 from pygw.response import Response
-from pygw.stages.api_key import API_KEY_ID
 from pygw.stages.throttle import (
     UNAVAILABLE,
     CountFor,
@@ -606,7 +605,7 @@ class RedisThrottleStage:
         self._by_key = by_key(bucket_ids, key_limits, plain, with_plan)
 
     async def __call__(self, ctx: RequestContext) -> Response | None:
-        found = self._by_key.get(ctx.extras.get(API_KEY_ID, "")) if self._by_key else None
+        found = self._by_key.get(ctx.api_key_id or "") if self._by_key else None
         if found is None:
             if not self._bucket_ids:
                 return None  # a key in no usage plan, on a route with no limit of its own

@@ -109,7 +109,7 @@ def store(idp: Idp, clock: Clock, **kwargs: Any) -> JwksKeys:
 
 
 # --------------------------------------------------------------------------------------------------
-# A gateway front end: runs the stages, then echoes what they left in ctx.extras.
+# A gateway front end: runs the stages, then echoes what they left in the context.
 
 
 @dataclass
@@ -145,7 +145,15 @@ async def start_front() -> AsyncIterator[StartFront]:
             except GatewayError as err:
                 return error_response(err.error, style, ctx.request_id, err.detail, err.headers)
             return Response(
-                body=orjson.dumps(ctx.extras, default=str), content_type="application/json"
+                body=orjson.dumps(
+                    {
+                        name: getattr(ctx, name)
+                        for name in ("authorizer", "api_key_id", "usage_identifier_key")
+                        if getattr(ctx, name) is not None
+                    },
+                    default=str,
+                ),
+                content_type="application/json",
             )
 
         front = await serve_front(handle)

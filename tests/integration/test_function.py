@@ -59,7 +59,7 @@ async def serve() -> AsyncIterator[Serve]:
         timeout_ms: int = 5000,
         binary_media_types: tuple[str, ...] = (),
         stage_variables: dict[str, str] | None = None,
-        extras: dict[str, Any] | None = None,
+        authorizer: dict[str, Any] | None = None,
         function_name: str | None = None,
     ) -> str:
         callable_ = handler(fn) if isinstance(fn, str) else fn
@@ -95,7 +95,7 @@ async def serve() -> AsyncIterator[Serve]:
                 client_ip=request.client_ip,
                 received_at=asyncio.get_running_loop().time(),
                 response_headers={header: request_id, "x-request-id": request_id},
-                extras=dict(extras or {}),
+                authorizer=authorizer,
             )
             try:
                 return await integration(ctx)
@@ -368,19 +368,19 @@ CUSTOM = {"principalId": "user-7", "tenant": "acme", "tier": 2}
 
 
 async def test_authorizer_in_v1_events(serve: Serve, client: ClientSession) -> None:
-    base = await serve("echo_event", style=Style.REST, extras={"authorizer": JWT})
+    base = await serve("echo_event", style=Style.REST, authorizer=JWT)
     jwt = (await event_of(client, base, "/x"))["requestContext"]["authorizer"]
     assert jwt == {
         "claims": {"sub": "u1", "exp": "1700000000", "admin": "true", "groups": "[a b]"},
         "scopes": ["items/read"],
     }
-    base = await serve("echo_event", style=Style.REST, extras={"authorizer": CUSTOM})
+    base = await serve("echo_event", style=Style.REST, authorizer=CUSTOM)
     custom = (await event_of(client, base, "/x"))["requestContext"]["authorizer"]
     assert custom == CUSTOM
 
 
 async def test_authorizer_in_v2_events(serve: Serve, client: ClientSession) -> None:
-    base = await serve("echo_event", extras={"authorizer": JWT})
+    base = await serve("echo_event", authorizer=JWT)
     jwt = (await event_of(client, base, "/x"))["requestContext"]["authorizer"]
     assert jwt == {
         "jwt": {
@@ -388,7 +388,7 @@ async def test_authorizer_in_v2_events(serve: Serve, client: ClientSession) -> N
             "scopes": ["items/read"],
         }
     }
-    base = await serve("echo_event", extras={"authorizer": CUSTOM})
+    base = await serve("echo_event", authorizer=CUSTOM)
     custom = (await event_of(client, base, "/x"))["requestContext"]["authorizer"]
     assert custom == {"lambda": {"tenant": "acme", "tier": 2}}
 

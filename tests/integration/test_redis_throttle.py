@@ -15,7 +15,6 @@ from redis.asyncio import Redis
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.request import Request
-from pygw.stages.api_key import API_KEY_ID
 from pygw.stages.throttle import Decision
 from pygw.state import RedisThrottle, RedisThrottleStage
 from pygw.state.redis_throttle import (
@@ -78,7 +77,7 @@ def make_ctx(key_id: str | None = None) -> RequestContext:
         received_at=0.0,
     )
     if key_id is not None:
-        ctx.extras[API_KEY_ID] = key_id
+        ctx.api_key_id = key_id
     return ctx
 
 

@@ -24,7 +24,7 @@ from pygw.errors import GatewayError, Style
 from pygw.request import Request
 from pygw.response import Response
 from pygw.stages.transform import build_request_transform_stage, build_response_transform
-from pygw.stages.validate import BODY, build_validate_stage
+from pygw.stages.validate import build_validate_stage
 from tests.front import FrontServer, serve_front
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
@@ -95,7 +95,7 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
                     answered = await stage(ctx)
                     if answered is not None:
                         return answered
-                body = ctx.extras.get(BODY)
+                body = ctx.body
                 if body is None:
                     body = await request.read()
                 answer = Response(body=body, content_type="application/json")

@@ -155,7 +155,7 @@ async def test_rs256_token_is_accepted_and_claims_recorded(keys: Keys, jwks_file
     stage = jwt_stage(jwks_file)
     ctx = make_ctx(headers=bearer(sign(keys, scope="items/read items/write")))
     assert await stage(ctx) is None
-    presented = ctx.extras["authorizer"]["jwt"]
+    presented = ctx.authorizer["jwt"]
     assert presented["claims"]["sub"] == "u1"
     assert presented["claims"]["iss"] == ISSUER
     assert presented["scopes"] == ["items/read", "items/write"]
@@ -193,7 +193,7 @@ async def test_es256_token_is_accepted(keys: Keys, jwks_file: Path) -> None:
     stage = jwt_stage(jwks_file)
     ctx = make_ctx(headers=bearer(sign(keys, kid="ec1", alg="ES256")))
     assert await stage(ctx) is None
-    assert ctx.extras["authorizer"]["jwt"]["scopes"] is None
+    assert ctx.authorizer["jwt"]["scopes"] is None
 
 
 async def test_bearer_prefix_is_optional_and_case_insensitive(keys: Keys, jwks_file: Path) -> None:
@@ -282,7 +282,7 @@ async def test_invalid_claims_are_unauthorized(
     stage = jwt_stage(jwks_file, leeway_s=5)
     ctx = make_ctx(headers=bearer(sign(keys, **extra)))
     assert await refused(stage, ctx) is ErrorType.UNAUTHORIZED
-    assert "authorizer" not in ctx.extras
+    assert ctx.authorizer is None
 
 
 async def test_missing_or_malformed_tokens_are_unauthorized(jwks_file: Path) -> None:
@@ -523,7 +523,7 @@ async def test_token_allow_sends_the_aws_token_event(samples: ModuleType) -> Non
             "methodArn": "arn:aws:execute-api:local:000000000000:shop/v1/GET/items/1",
         }
     ]
-    assert ctx.extras["authorizer"] == {
+    assert ctx.authorizer == {
         "user": "alice",
         "level": 3,
         "admin": False,
@@ -536,7 +536,7 @@ async def test_token_deny_and_other_actions(samples: ModuleType) -> None:
     for value in ("deny", "other-action", "whoever"):
         ctx = make_ctx(headers=token(value))
         assert await refused(stage, ctx) is ErrorType.AUTHORIZER_DENIED
-        assert "authorizer" not in ctx.extras
+        assert ctx.authorizer is None
 
 
 async def test_wildcards_in_resources(samples: ModuleType) -> None:
@@ -604,13 +604,13 @@ async def test_context_object_reports_remaining_time(samples: ModuleType) -> Non
     stage = custom_stage(timeout_ms=5000)
     ctx = make_ctx(headers=token("remaining"))
     assert await stage(ctx) is None
-    assert 0 < ctx.extras["authorizer"]["remaining_ms"] <= 5000
+    assert 0 < ctx.authorizer["remaining_ms"] <= 5000
 
 
 async def test_usage_identifier_key(samples: ModuleType) -> None:
     ctx = make_ctx(headers=token("usage-key"))
     assert await custom_stage()(ctx) is None
-    assert ctx.extras["usage_identifier_key"] == "key-from-authorizer"
+    assert ctx.usage_identifier_key == "key-from-authorizer"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -679,7 +679,7 @@ async def test_request_v1_event(samples: ModuleType) -> None:
         stage_variables={"backend": "b1"},
     )
     assert await stage(ctx) is None
-    assert ctx.extras["authorizer"] == {"via": "request", "principalId": "alice"}
+    assert ctx.authorizer == {"via": "request", "principalId": "alice"}
     event = samples.CALLS[0]
     arn = "arn:aws:execute-api:local:000000000000:shop/v1/GET/items/1"
     assert event["type"] == "REQUEST"
@@ -731,7 +731,7 @@ async def test_request_v2_simple_event(samples: ModuleType) -> None:
         params={"id": "a%20b"},
     )
     assert await stage(ctx) is None
-    assert ctx.extras["authorizer"] == {"user": "alice", "tags": ["a", "b"]}
+    assert ctx.authorizer == {"user": "alice", "tags": ["a", "b"]}
     event = samples.CALLS[0]
     assert event["version"] == "2.0"
     assert event["type"] == "REQUEST"
@@ -764,7 +764,7 @@ async def test_request_v2_named_stage_raw_path_and_policy(samples: ModuleType) -
     )
     ctx = make_ctx(headers={"X-User": "alice"}, query="t=ok")
     assert await stage(ctx) is None
-    assert ctx.extras["authorizer"] == {"via": "request", "principalId": "alice"}
+    assert ctx.authorizer == {"via": "request", "principalId": "alice"}
     assert samples.CALLS[0]["rawPath"] == "/v1/items/1"
 
 
@@ -786,7 +786,7 @@ async def test_malformed_simple_response_and_callable_objects(samples: ModuleTyp
     )
     ctx = make_ctx(headers=token("x"))
     assert await obj(ctx) is None
-    assert ctx.extras["authorizer"] == {"kind": "object"}
+    assert ctx.authorizer == {"kind": "object"}
 
 
 def test_parse_answer_edge_cases() -> None:

@@ -128,7 +128,7 @@ async def test_miss_then_hit(start_gateway: StartGateway, client: ClientSession)
 
     status, state, body, headers = await fetch(client, gateway.url + "/items/1")
     assert (status, state, body) == (200, "Miss", b"hello")
-    assert gateway.contexts[0].extras["cache"] == "miss"
+    assert gateway.contexts[0].cache_state == "miss"
 
     status, state, body, headers = await fetch(client, gateway.url + "/items/1")
     assert (status, state, body) == (200, "Hit", b"hello")
@@ -138,7 +138,7 @@ async def test_miss_then_hit(start_gateway: StartGateway, client: ClientSession)
     assert headers["Age"] == "0"
     # Per-request headers are those of the request answered, not of the one that was stored.
     assert headers["x-request-id"] == "req-2"
-    assert gateway.contexts[1].extras["cache"] == "hit"
+    assert gateway.contexts[1].cache_state == "hit"
     assert inner.calls == 1
     assert (counters.hits, counters.misses) == (1, 1)
 
@@ -181,7 +181,7 @@ async def test_other_methods_pass_through(
         status, state, _, _ = await fetch(client, gateway.url + "/x", method="POST")
         assert (status, state) == (200, None)
     assert inner.calls == 2
-    assert "cache" not in gateway.contexts[0].extras
+    assert gateway.contexts[0].cache_state is None
     # A POST leaves no entry behind for the GET.
     assert (await fetch(client, gateway.url + "/x"))[1] == "Miss"
 
@@ -281,7 +281,7 @@ async def test_stage_and_canary_are_part_of_the_key(
     canary_ctx = _context("GET", "/x")
     canary_ctx.canary = True
     await v1(canary_ctx)
-    assert canary_ctx.extras["cache"] == "miss"
+    assert canary_ctx.cache_state == "miss"
 
 
 async def test_vary_keeps_one_entry_per_variant(
@@ -753,7 +753,7 @@ async def test_wrapped_routes_share_the_api_cache() -> None:
 async def _call(wrapper: Callable[[RequestContext], Awaitable[Response]]) -> str:
     ctx = _context("GET", "/x")
     await wrapper(ctx)
-    return str(ctx.extras["cache"])
+    return str(ctx.cache_state)
 
 
 async def test_counters_from_wrap_with_cache() -> None:

@@ -32,7 +32,6 @@ from pygw.pipeline import Pipeline, TimedPipeline
 from pygw.request import Request
 from pygw.response import Response
 from pygw.stages.api_key import (
-    API_KEY_ID,
     ApiKeyStage,
     build_api_keys,
 )
@@ -395,7 +394,7 @@ async def test_api_key_plain_and_digest_keys_identify_their_id() -> None:
     for value, key_id in ((ALICE, "alice"), (BOB, "bob")):
         ctx = make_ctx(headers={"x-api-key": value})
         assert await stage(ctx) is None
-        assert ctx.extras[API_KEY_ID] == key_id
+        assert ctx.api_key_id == key_id
     # Header names are case-insensitive.
     ctx = make_ctx(headers={"X-API-Key": ALICE})
     assert await stage(ctx) is None
@@ -415,7 +414,7 @@ async def test_api_key_missing_unknown_or_disabled_is_forbidden(headers: dict[st
     ctx = make_ctx(headers=headers)
     failure = await refused(key_stage(), ctx)
     assert failure.error is ErrorType.INVALID_API_KEY
-    assert API_KEY_ID not in ctx.extras
+    assert ctx.api_key_id is None
     for value in (ALICE, BOB, CAROL):
         assert value not in str(failure)
     response = error_response(failure.error, Style.REST, "rid", failure.detail, failure.headers)
@@ -648,7 +647,7 @@ def keyed_stage(
 def keyed_ctx(key_id: str | None, request: web.BaseRequest | None = None) -> RequestContext:
     ctx = make_ctx(request=request)
     if key_id is not None:
-        ctx.extras[API_KEY_ID] = key_id
+        ctx.api_key_id = key_id
     return ctx
 
 

@@ -15,9 +15,6 @@ from pygw.errors import ErrorType, GatewayError
 from pygw.request import Request
 from pygw.response import Response
 from pygw.stages.transform import (
-    BODY_CONTENT_TYPE,
-    REQUEST_OVERRIDES,
-    RESPONSE_OVERRIDE,
     MappingStage,
     RequestTemplateStage,
     ResponseMapping,
@@ -27,7 +24,6 @@ from pygw.stages.transform import (
     escape_javascript,
     json_path,
 )
-from pygw.stages.validate import BODY
 
 ROUTE = "POST /items/{id}"
 
@@ -94,7 +90,7 @@ def request_stage(templates: dict[str, Any]) -> RequestTemplateStage:
 async def render_request(template: str, ctx: RequestContext) -> str:
     stage = request_stage({"request": {"application/json": template}})
     assert await stage(ctx) is None
-    body: bytes = ctx.extras[BODY]
+    body: bytes = ctx.body
     return body.decode()
 
 
@@ -158,7 +154,7 @@ async def test_input_variables() -> None:
         ctx,
     )
     assert out == '"pen"|2|false|["a"]||fr|t1|a b|x y||'
-    assert ctx.extras[BODY_CONTENT_TYPE] == "application/json"
+    assert ctx.body_content_type == "application/json"
 
 
 async def test_input_body_and_util() -> None:
@@ -174,7 +170,7 @@ async def test_input_body_and_util() -> None:
 
 async def test_context_and_stage_variables() -> None:
     ctx = make_ctx(headers={"User-Agent": "ua/1", "Host": "api.example:8080"})
-    ctx.extras["authorizer"] = {"jwt": {"claims": {"sub": "u1"}, "scopes": []}}
+    ctx.authorizer = {"jwt": {"claims": {"sub": "u1"}, "scopes": []}}
     out = await render_request(
         "$context.requestId $context.stage $context.httpMethod $context.resourcePath "
         "$context.path $context.apiId $context.identity.sourceIp $context.identity.userAgent "
@@ -223,7 +219,7 @@ async def test_template_chosen_by_media_type() -> None:
     ]:
         ctx = make_ctx(headers={"Content-Type": content_type} if content_type else {}, body=b"")
         assert await stage(ctx) is None
-        assert ctx.extras[BODY] == expected
+        assert ctx.body == expected
 
 
 @pytest.mark.parametrize(
@@ -241,7 +237,7 @@ async def test_passthrough(passthrough: str, templates: dict[str, str], status: 
     answer = await stage(ctx)
     if status is None:
         assert answer is None
-        assert BODY not in ctx.extras  # the client's stream is left for the integration
+        assert ctx.body is None  # the client's stream is left for the integration
         return
     assert isinstance(answer, Response)
     assert answer.status == status
@@ -276,12 +272,12 @@ async def test_request_overrides_from_a_template() -> None:
         "#set($context.responseOverride.header.XR = 'r')",
         ctx,
     )
-    overrides = ctx.extras[REQUEST_OVERRIDES]
+    overrides = ctx.request_overrides
     assert overrides["headers"]["xextra"] == "v"
     assert overrides["query"] == "a=1&b=two%20words"
     assert overrides["path"] is None
     assert ctx.params["id"] == "x%2Fy"
-    assert ctx.extras[RESPONSE_OVERRIDE] == {"status": 444, "header": {"XR": "r"}}
+    assert ctx.response_override == {"status": 444, "header": {"XR": "r"}}
 
 
 async def test_header_injection_is_refused() -> None:
@@ -334,7 +330,7 @@ async def test_response_template_by_accept_then_default() -> None:
 async def test_request_template_status_override_reaches_the_response() -> None:
     transform = response_transform({"request": {"application/json": "x"}})
     ctx = make_ctx()
-    ctx.extras[RESPONSE_OVERRIDE] = {"status": 444, "header": {"X-O": "1"}}
+    ctx.response_override = {"status": 444, "header": {"X-O": "1"}}
     answer = transform(ctx, Response(status=200, body=b"{}"))
     assert answer.status == 444
     assert answer.headers["X-O"] == "1"
@@ -369,7 +365,7 @@ async def test_request_mapping() -> None:
         params={"id": "7"},
     )
     assert await stage(ctx) is None
-    overrides = ctx.extras[REQUEST_OVERRIDES]
+    overrides = ctx.request_overrides
     headers = overrides["headers"]
     assert headers["x-stage"] == "v1"
     assert headers.getall("x-multi") == ["one", "two"]
@@ -384,8 +380,8 @@ async def test_request_mapping_from_body() -> None:
     stage = mapping_stage({"overwrite:header.x-name": "$request.body.user.name"})
     ctx = make_ctx(body=b'{"user": {"name": "ann"}}')
     await stage(ctx)
-    assert ctx.extras[REQUEST_OVERRIDES]["headers"]["x-name"] == "ann"
-    assert ctx.extras[BODY] == b'{"user": {"name": "ann"}}'
+    assert ctx.request_overrides["headers"]["x-name"] == "ann"
+    assert ctx.body == b'{"user": {"name": "ann"}}'
 
 
 async def test_mapped_path_cannot_climb() -> None:

@@ -10,7 +10,7 @@ from pygw.config.model import ApiConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.request import Request
-from pygw.stages.validate import BODY, build_validate_stage, compile_model, read_body
+from pygw.stages.validate import build_validate_stage, compile_model, read_body
 
 ITEM = {
     "type": "object",
@@ -83,7 +83,7 @@ async def test_valid_body_passes_and_is_kept_for_the_integration() -> None:
     stage = stage_for({"body": "Item"})
     ctx = make_ctx(body=b'{"name": "x"}')
     assert await stage(ctx) is None
-    assert ctx.extras[BODY] == b'{"name": "x"}'
+    assert ctx.body == b'{"name": "x"}'
 
 
 @pytest.mark.parametrize(
