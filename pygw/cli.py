@@ -127,6 +127,8 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as failure:
         print(str(failure), file=sys.stderr)
         return 1
+    for warning in runtime.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: ok: {runtime.summary()}")
     return 0
 

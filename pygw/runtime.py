@@ -47,6 +47,7 @@ from pygw.stages.transform import (
 from pygw.stages.validate import build_validate_stage
 from pygw.state.redis_throttle import RedisThrottle, RedisThrottleStage, redis_throttle_from_config
 from pygw.tls import TlsMaterial, load_tls
+from pygw.upstream_tls import UpstreamTls, UpstreamTlsBuilder
 
 ResponseTransform = ResponseTemplates | ResponseMapping
 
@@ -133,6 +134,8 @@ class Runtime:
         self.in_flight = 0
         # The HTTPS listener's certificates as this config's files were read (pygw/tls.py).
         self.tls: TlsMaterial | None = None
+        # Settings that work but that an operator should know about (`pygw check` prints them).
+        self.warnings: list[ConfigIssue] = []
 
     def summary(self) -> str:
         apis = len(self.config.apis)
@@ -310,6 +313,8 @@ class _Compiler:
         self.metrics = metrics
         self.registry = registry
         self.issues: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []
+        self.upstream_tls = UpstreamTlsBuilder(loaded, self.issue, self.warn)
         self.routes: list[CompiledRoute] = []
         self.entries: list[tuple[str | None, str, str, int]] = []
         self.mounts: dict[tuple[str | None, str], str] = {}
@@ -337,6 +342,9 @@ class _Compiler:
     def issue(self, path: str, message: str, fix: str) -> None:
         self.issues.append(ConfigIssue(str(self.loaded.path), path, message, fix))
 
+    def warn(self, path: str, message: str, fix: str) -> None:
+        self.warnings.append(ConfigIssue(str(self.loaded.path), path, message, fix))
+
     def compile(self) -> Runtime:
         for index, api in enumerate(self.loaded.config.apis):
             self._api(index, api)
@@ -352,6 +360,7 @@ class _Compiler:
             self.loaded, router, self.routes, self.proxies, self.redis, self.shared, self.shared_key
         )
         runtime.tls = tls
+        runtime.warnings = self.warnings
         return runtime
 
     def _api(self, index: int, api: Any) -> None:
@@ -732,6 +741,28 @@ class _Compiler:
                 (self._substitute(f"{where}.targets", stage, target.url, variables), target.weight)
                 for target in (spec.targets or [])
             ]
+            shared_tls: UpstreamTls | None = None
+            target_tls: list[UpstreamTls | None] = []
+            failures = len(self.issues)
+            insecure = not spec.tls_verify
+            if targets:
+                for index, ((url, _), target) in enumerate(zip(targets, spec.targets, strict=True)):
+                    own = f"{where}.targets[{index}].tls"
+                    target_tls.append(
+                        self.upstream_tls.for_target(
+                            url,
+                            target.tls,
+                            spec.tls,
+                            own if target.tls is not None else f"{where}.tls",
+                            insecure,
+                        )
+                    )
+            elif uri is not None:
+                shared_tls = self.upstream_tls.for_target(
+                    uri, None, spec.tls, f"{where}.tls", insecure
+                )
+            if len(self.issues) > failures:
+                return None
             try:
                 proxy = HttpProxyIntegration(
                     uri=uri,
@@ -743,6 +774,8 @@ class _Compiler:
                     retries=spec.retries,
                     failure_threshold=spec.health.failures,
                     cooldown_s=spec.health.cooldown_s,
+                    tls=shared_tls,
+                    target_tls=target_tls,
                 )
             except ValueError as bad:
                 self.issue(f"{where}.uri", str(bad), "use only the route's path parameters")

@@ -933,9 +933,36 @@ class WebSocketSettings(_Model):
 # Integrations
 
 
+class UpstreamTlsConfig(_Model):
+    """How the gateway speaks TLS to an https upstream. Paths are PEM files relative to the config
+    file's folder; a field left out of a target's block is taken from the integration's block."""
+
+    # CA bundle the upstream's certificate must chain to (default: the system's CAs).
+    ca: str | None = Field(default=None, min_length=1)
+    # Client certificate (leaf first) and its key, for upstreams that require mutual TLS.
+    cert: str | None = Field(default=None, min_length=1)
+    key: str | None = Field(default=None, min_length=1)
+    # Sent as SNI and the name the certificate must carry (default: the URL's host).
+    server_name: str | None = Field(default=None, min_length=1)
+    # False accepts any certificate: for testing only (`pygw check` warns). None inherits.
+    verify: bool | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.cert is None) != (self.key is None):
+            missing = "key" if self.key is None else "cert"
+            raise problem(
+                f"tls.{missing} is missing: a client certificate needs both cert and key",
+                f"add tls.{missing}, or remove tls.{'cert' if missing == 'key' else 'key'}",
+            )
+        return self
+
+
 class HttpTarget(_Model):
     url: str
     weight: int = Field(default=1, ge=0)
+    # Overrides the integration's `tls` field by field for this target.
+    tls: UpstreamTlsConfig | None = None
 
     @field_validator("url")
     @classmethod
@@ -982,7 +1009,10 @@ class HttpProxyIntegration(_Model):
     max_connections: int = Field(default=100, ge=1)
     retries: int = Field(default=1, ge=0, le=10)
     health: HealthConfig = HealthConfig()
+    # `tls_verify: false` is the OpenAPI import's insecureSkipVerification: as `tls.verify: false`.
     tls_verify: bool = True
+    # For the https `uri`, or every target (each may override it).
+    tls: UpstreamTlsConfig | None = None
 
     @field_validator("uri")
     @classmethod

@@ -19,7 +19,7 @@ import re
 import ssl
 import time
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 from yarl import URL
@@ -36,6 +36,9 @@ from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
 from pygw.request import BodyStream, RequestBody
 from pygw.response import OneWriteResponse, Response, ResponseHead, ResponseStream
+
+if TYPE_CHECKING:
+    from pygw.upstream_tls import UpstreamTls
 
 __all__ = ["HttpProxyIntegration"]
 
@@ -367,7 +370,14 @@ class _HeadDeadlines:
 class _Target:
     """One upstream base URL: its connection pool, its balancing state and its passive health."""
 
-    def __init__(self, base: str, weight: int, limit: int, deadlines: _HeadDeadlines) -> None:
+    def __init__(
+        self,
+        base: str,
+        weight: int,
+        limit: int,
+        deadlines: _HeadDeadlines,
+        tls: UpstreamTls | None = None,
+    ) -> None:
         url = URL(base)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"upstream target must be an http(s) URL with a host: {base!r}")
@@ -378,9 +388,15 @@ class _Target:
         self.label = base
         self.host = url.host
         self.port = url.port or (443 if url.scheme == "https" else 80)
-        self.ssl: ssl.SSLContext | None = (
-            ssl.create_default_context() if url.scheme == "https" else None
-        )
+        self.ssl: ssl.SSLContext | None = None
+        # SNI and the name the upstream's certificate must carry.
+        self.server_name: str | None = None
+        if url.scheme == "https":
+            self.ssl = tls.context if tls is not None else ssl.create_default_context()
+            server_name = tls.server_name if tls is not None else None
+            self.server_name = server_name if server_name is not None else url.host
+        elif tls is not None:
+            raise ValueError(f"tls settings given for a plain http target: {base!r}")
         host = f"[{url.host}]" if ":" in url.host else url.host
         if url.explicit_port is not None:
             host = f"{host}:{url.explicit_port}"
@@ -457,7 +473,7 @@ class _Target:
                     self.host,
                     self.port,
                     ssl=self.ssl,
-                    server_hostname=self.host if self.ssl is not None else None,
+                    server_hostname=self.server_name,
                 )
         except TimeoutError as exc:
             raise _ConnectFailedError(f"connect to {self.label} timed out") from exc
@@ -553,10 +569,14 @@ class HttpProxyIntegration:
         body_idle_timeout_ms: int | None = None,
         idle_keepalive_s: float = 30.0,
         route_params: Collection[str] | None = None,
+        tls: UpstreamTls | None = None,
+        target_tls: Sequence[UpstreamTls | None] = (),
     ) -> None:
         """`body_idle_timeout_ms` (default `timeout_ms`) bounds the silence between two pieces of a
         response body; `idle_keepalive_s` how long a pooled connection may sit unused; when
-        `route_params` is given, a placeholder of `uri` outside it is refused here."""
+        `route_params` is given, a placeholder of `uri` outside it is refused here. `tls` is how
+        the https `uri` or every https target is reached, `target_tls` (one per target, None for
+        `tls`) replaces it per target; without either, system CAs and the URL's host are used."""
         if balance not in BALANCE_MODES:
             raise ValueError(f"balance must be one of {', '.join(BALANCE_MODES)}, not {balance!r}")
         if timeout_ms <= 0 or connect_timeout_ms <= 0:
@@ -589,8 +609,12 @@ class HttpProxyIntegration:
                 path_template = "/" + path_template
             bases = [(base, 1)]
         self._deadlines = _HeadDeadlines(timeout_ms / 1000)
+        if target_tls and len(target_tls) != len(bases):
+            raise ValueError("target_tls must have one entry per target")
+        own_tls = list(target_tls) or [None] * len(bases)
         self._targets = [
-            _Target(base, weight, max_connections, self._deadlines) for base, weight in bases
+            _Target(base, weight, max_connections, self._deadlines, own or tls)
+            for (base, weight), own in zip(bases, own_tls, strict=True)
         ]
         self._single = self._targets[0] if len(self._targets) == 1 else None
         if path_template is None:

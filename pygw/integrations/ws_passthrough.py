@@ -284,6 +284,10 @@ class WsPassthrough:
                         max_msg_size=self._max_msg,
                         compress=0,
                         timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT_S),
+                        # As the proxied requests: aiohttp alone would use the system's CAs,
+                        # no client certificate and the URL's host.
+                        ssl=target.ssl if target.ssl is not None else True,
+                        server_hostname=target.server_name,
                     )
                 break
             except _Refused as refused:
