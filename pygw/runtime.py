@@ -13,7 +13,7 @@ import os
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -81,6 +81,8 @@ class CompiledRoute:
     metrics: RouteMetrics
     integration_kind: str
     synthetic: bool = False
+    # A second mount of an API's route under a custom domain's mapping (domains[].mappings).
+    mapped: bool = False
     request_id_header: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -139,7 +141,7 @@ class Runtime:
 
     def summary(self) -> str:
         apis = len(self.config.apis)
-        served = sum(1 for route in self.routes if not route.synthetic)
+        served = sum(1 for route in self.routes if not route.synthetic and not route.mapped)
         return f"{apis} api(s), {served} route(s)"
 
     def route_table(self) -> list[dict[str, Any]]:
@@ -172,6 +174,9 @@ class Runtime:
     def integrations(self) -> list[Integration]:
         found: list[Integration] = []
         for route in self.routes:
+            if route.mapped:
+                # The same integration objects as the route it mounts again.
+                continue
             found.append(route.primary.pipeline.integration)
             if route.canary_variant is not None:
                 found.append(route.canary_variant.pipeline.integration)
@@ -318,6 +323,9 @@ class _Compiler:
         self.routes: list[CompiledRoute] = []
         self.entries: list[tuple[str | None, str, str, int]] = []
         self.mounts: dict[tuple[str | None, str], str] = {}
+        # (API name, stage name) -> ids of the routes compiled for it, for domain mappings to
+        # mount again.
+        self.by_stage: dict[tuple[str, str], list[int]] = {}
         self.caches: dict[str, ResponseCache] = {}
         self.proxies: list[HttpProxyIntegration] = []
         # Local buckets live in this snapshot: a reload starts every bucket full again. Redis
@@ -348,7 +356,10 @@ class _Compiler:
     def compile(self) -> Runtime:
         for index, api in enumerate(self.loaded.config.apis):
             self._api(index, api)
+        self._map_domains()
         tls = load_tls(self.loaded, self.issue)
+        if tls is not None:
+            self._check_domain_certificates(tls)
         if self.issues:
             raise ConfigError(self.issues)
         try:
@@ -520,6 +531,38 @@ class _Compiler:
         )
         for host in hosts:
             self.entries.append((host, prefix, key, route_id))
+        self.by_stage.setdefault((api.name, stage), []).append(route_id)
+
+    def _map_domains(self) -> None:
+        """Mounts each API mapping of a custom domain: the stage's compiled routes once more,
+        under the domain's name and the mapping's base path. The pipelines are shared with the
+        API's own mounts, so throttle buckets, caches and upstream pools stay one per route."""
+        for index, domain in enumerate(self.loaded.config.domains):
+            for number, mapping in enumerate(domain.mappings):
+                where = f"domains[{index}].mappings[{number}]"
+                prefix = mapping.prefix
+                if not self._claim_mount(where, mapping.api, (domain.name,), prefix):
+                    continue
+                for route_id in self.by_stage.get((mapping.api, mapping.stage), ()):
+                    mapped = replace(
+                        self.routes[route_id],
+                        route_id=len(self.routes),
+                        hosts=(domain.name,),
+                        path_prefix=prefix,
+                        mapped=True,
+                    )
+                    self.routes.append(mapped)
+                    self.entries.append((domain.name, prefix, mapped.key, mapped.route_id))
+
+    def _check_domain_certificates(self, tls: TlsMaterial) -> None:
+        for index, domain in enumerate(self.loaded.config.domains):
+            if not tls.covers(domain.name):
+                self.issue(
+                    f"domains[{index}].name",
+                    f"no certificate in server.tls.certificates is for {domain.name}",
+                    f"add a certificate whose SAN names include {domain.name}"
+                    + (" (or a wildcard covering it)" if not domain.name.startswith("*.") else ""),
+                )
 
     def _throttle_stage(
         self,

@@ -168,6 +168,15 @@ class TlsMaterial:
     def asks_for_client_certs(self) -> bool:
         return bool(self.mutual)
 
+    def covers(self, name: str) -> bool:
+        """Some certificate is for `name`: one of its names equal to it or, for an exact name, a
+        wildcard name covering it. A wildcard domain needs the same wildcard in a certificate."""
+        return any(
+            name in served.names
+            or (not name.startswith("*.") and any(name_matches(p, name) for p in served.names))
+            for served in self.served
+        )
+
     def certificate_for(self, name: str | None) -> int:
         if name:
             for index, served in enumerate(self.served):

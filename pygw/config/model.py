@@ -1619,14 +1619,49 @@ class MutualTlsConfig(_Model):
         return value
 
 
+class DomainMappingConfig(_Model):
+    """One API mapping of a custom domain: requests under `base_path` go to `api`'s `stage`,
+    with the base path taken off the path."""
+
+    # "" (the domain's root) or segments such as "shop" or "shop/v2"; a leading '/' is accepted.
+    base_path: str = ""
+    api: str
+    stage: str = DEFAULT_STAGE
+
+    @field_validator("base_path", mode="before")
+    @classmethod
+    def _check_base_path(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        path = value[1:] if value.startswith("/") else value
+        if not path:
+            return ""
+        plain = path.strip("/")
+        if path.endswith("/"):
+            raise problem(f"base_path {value!r} ends with '/'", f"write {plain!r}")
+        for seg in path.split("/"):
+            if not seg:
+                raise problem(f"base_path {value!r} has an empty segment", "remove the doubled '/'")
+            if not _STATIC_SEGMENT_RE.match(seg) or seg in (".", ".."):
+                raise problem(
+                    f"base_path segment {seg!r} is not allowed",
+                    "use path segments of letters, digits and -._~ (no parameters), e.g. shop",
+                )
+        return path
+
+    @property
+    def prefix(self) -> str:
+        """The mount prefix in the router: "" for the root, else "/" and the base path."""
+        return f"/{self.base_path}" if self.base_path else ""
+
+
 class DomainConfig(_Model):
-    """A custom domain name served on the TLS listener (exact, or `*.` and one label)."""
+    """A custom domain name (exact, or `*.` and one label) with its API mappings and, on the TLS
+    listener, optional mutual TLS."""
 
     name: str
     mutual_tls: MutualTlsConfig | None = None
-    # Base-path mappings of domains are not implemented; the key is refused with a clear fix
-    # rather than as an unknown key.
-    mappings: Any = None
+    mappings: list[DomainMappingConfig] = []
 
     @field_validator("name")
     @classmethod
@@ -1638,16 +1673,6 @@ class DomainConfig(_Model):
                 "write a name such as api.example.com or *.example.com",
             )
         return lowered
-
-    @field_validator("mappings")
-    @classmethod
-    def _refuse_mappings(cls, value: Any) -> Any:
-        if value is not None:
-            raise problem(
-                "domains[].mappings is not supported yet",
-                "remove mappings; route by host with apis[].hosts and base_path instead",
-            )
-        return value
 
 
 class GatewayConfig(_Model):
@@ -1701,6 +1726,7 @@ class GatewayConfig(_Model):
                     "list each domain once",
                 )
             seen_domains.add(domain.name)
+            self._check_mappings(found, i, domain)
             if domain.mutual_tls is not None and self.server.tls is None:
                 found.add(
                     ("domains", i, "mutual_tls"),
@@ -1730,3 +1756,38 @@ class GatewayConfig(_Model):
             )
         found.raise_if_any("GatewayConfig")
         return self
+
+    def _check_mappings(self, found: _Problems, index: int, domain: DomainConfig) -> None:
+        by_path: dict[str, int] = {}
+        api_names = [a.name for a in self.apis]
+        for j, mapping in enumerate(domain.mappings):
+            loc: tuple[str | int, ...] = ("domains", index, "mappings", j)
+            shown = mapping.base_path or "(none)"
+            earlier = by_path.get(mapping.base_path)
+            if earlier is not None:
+                found.add(
+                    (*loc, "base_path"),
+                    f"base path {shown} is mapped twice on {domain.name} "
+                    f"(also mappings[{earlier}])",
+                    "give each mapping of a domain its own base_path",
+                )
+            else:
+                by_path[mapping.base_path] = j
+            api = self.api(mapping.api)
+            if api is None:
+                found.add(
+                    (*loc, "api"),
+                    f"API {mapping.api!r} does not exist",
+                    _reference_fix(mapping.api, api_names, "apis"),
+                )
+                continue
+            if api.stage(mapping.stage) is None:
+                found.add(
+                    (*loc, "stage"),
+                    f"API {api.name!r} has no stage {mapping.stage!r}",
+                    _reference_fix(
+                        mapping.stage,
+                        [s.name for s in api.stages],
+                        f"the stages of API {api.name!r}",
+                    ),
+                )

@@ -548,7 +548,9 @@ def test_check_refuses_broken_tls_settings(pki: Pki) -> None:
     assert "(give the key the certificate was issued for)" in message
 
 
-def test_check_refuses_domain_mappings_and_mutual_tls_without_tls(tmp_path: Path) -> None:
+def test_check_refuses_mappings_to_a_missing_api_and_mutual_tls_without_tls(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(
         "domains:\n  - name: other.example.test\n    mappings: [{base_path: v1, api: shop}]\n"
@@ -556,8 +558,8 @@ def test_check_refuses_domain_mappings_and_mutual_tls_without_tls(tmp_path: Path
     failed = _check(config)
     assert failed.returncode == 1
     assert failed.stderr.strip() == (
-        f"{config}: domains[0].mappings: domains[].mappings is not supported yet "
-        "(remove mappings; route by host with apis[].hosts and base_path instead)"
+        f"{config}: domains[0].mappings[0].api: API 'shop' does not exist "
+        "(define 'shop' under apis, or remove the reference)"
     )
     config.write_text(
         "domains:\n  - name: api.example.test\n    mutual_tls: {truststore: ca.pem}\n"
