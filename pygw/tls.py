@@ -198,6 +198,28 @@ class TlsMaterial:
                 return index
         return None
 
+    def routed_domain_for(self, name: str | None) -> int | None:
+        """The domain whose routes a request with Host `name` reaches: the exact name, else the
+        longest wildcard suffix at any depth, as the router matches hosts. Wider than
+        `domain_for` (one label, as certificates match), so that a Host two labels under a
+        mutual-TLS wildcard domain cannot reach that domain's mappings without its client
+        certificate."""
+        # The router ignores a trailing dot, so this must too.
+        name = name.rstrip(".") if name else name
+        if not name:
+            return None
+        for index, domain in enumerate(self.domains):
+            if domain.name == name:
+                return index
+        start = name.find(".", 1)
+        while start != -1:
+            wanted = "*" + name[start:]
+            for index, domain in enumerate(self.domains):
+                if domain.name == wanted:
+                    return index
+            start = name.find(".", start + 1)
+        return None
+
     def context_for(self, name: str | None) -> tuple[ssl.SSLContext, Domain | None]:
         cert_index = self.certificate_for(name)
         domain_index = self.domain_for(name)
@@ -546,7 +568,7 @@ class TlsListener:
                 else:
                     _forward_client_cert(request, material.forward_headers)
             if material.asks_for_client_certs:
-                index = material.domain_for(_host_name(request))
+                index = material.routed_domain_for(_host_name(request))
                 if index is not None and material.domains[index].mutual:
                     found = _connection_of(request.transport)
                     chosen = found[1].domain if found is not None else None

@@ -320,3 +320,34 @@ def test_check_refuses_a_domain_no_certificate_is_for(
         "*.tenants.example.test (add a certificate whose SAN names include "
         "*.tenants.example.test)"
     ]
+
+
+async def test_a_mutual_tls_wildcard_domain_keeps_deeper_names_out(tmp_path: Path) -> None:
+    # The router serves *.tenants.example.test to names of any depth; such a request must not
+    # reach the mappings of a mutual-TLS domain over a connection that sent no client cert.
+    ca = trustme.CA()
+    config = _tls_config(tmp_path, ca, "api.example.test", "*.tenants.example.test")
+    ca.cert_pem.write_to_path(str(tmp_path / "certs" / "clients-ca.pem"))
+    config.write_text(
+        config.read_text().replace(
+            '  - name: "*.tenants.example.test"\n',
+            '  - name: "*.tenants.example.test"\n'
+            "    mutual_tls: {truststore: certs/clients-ca.pem}\n",
+        )
+    )
+    gateway = Gateway(config)
+    await gateway.start()
+    assert isinstance(gateway.bound, tuple)
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(context)
+    context.check_hostname = False
+    try:
+        port = gateway.bound[1]
+        for host in ["x.acme.tenants.example.test", "x.acme.tenants.example.test."]:
+            answer = await get(port, host, "/store/products", context, server_name="other.test")
+            assert answer.status == 421, host
+        # The domain without mutual TLS is served as before on the same listener.
+        shop = await get(port, "api.example.test", "/shop/products", context)
+        assert shop.status == 200
+    finally:
+        await gateway.drain()
