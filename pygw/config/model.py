@@ -94,6 +94,15 @@ def problem(message: str, fix: str) -> PydanticCustomError:
     return PydanticCustomError("pygw", "{message}", {"message": message, "fix": fix})
 
 
+def _check_segments(value: str, path: str, fix: str) -> None:
+    """A base path's segments (`path` without its leading '/') are plain, non-empty names."""
+    for seg in path.split("/"):
+        if not seg:
+            raise problem(f"base_path {value!r} has an empty segment", "remove the doubled '/'")
+        if not _STATIC_SEGMENT_RE.match(seg) or seg in (".", ".."):
+            raise problem(f"base_path segment {seg!r} is not allowed", fix)
+
+
 class _Problems:
     """Collects several problems, each at its own location, and raises them together."""
 
@@ -1369,14 +1378,7 @@ class ApiConfig(_Model):
             raise problem(f"base_path {value!r} does not start with '/'", f"write /{value}")
         if value.endswith("/"):
             raise problem(f"base_path {value!r} ends with '/'", f"write {value.rstrip('/')}")
-        for seg in value[1:].split("/"):
-            if not seg:
-                raise problem(f"base_path {value!r} has an empty segment", "remove the doubled '/'")
-            if not _STATIC_SEGMENT_RE.match(seg) or seg in (".", ".."):
-                raise problem(
-                    f"base_path segment {seg!r} is not allowed",
-                    "use letters, digits and -._~ (no parameters)",
-                )
+        _check_segments(value, value[1:], "use letters, digits and -._~ (no parameters)")
         return value
 
     @field_validator("stages")
@@ -1639,14 +1641,9 @@ class DomainMappingConfig(_Model):
         plain = path.strip("/")
         if path.endswith("/"):
             raise problem(f"base_path {value!r} ends with '/'", f"write {plain!r}")
-        for seg in path.split("/"):
-            if not seg:
-                raise problem(f"base_path {value!r} has an empty segment", "remove the doubled '/'")
-            if not _STATIC_SEGMENT_RE.match(seg) or seg in (".", ".."):
-                raise problem(
-                    f"base_path segment {seg!r} is not allowed",
-                    "use path segments of letters, digits and -._~ (no parameters), e.g. shop",
-                )
+        _check_segments(
+            value, path, "use path segments of letters, digits and -._~ (no parameters), e.g. shop"
+        )
         return path
 
     @property
