@@ -100,10 +100,6 @@ class _Stream:
         self._head_only = head_only
         self.done = False
 
-    @property
-    def body_length(self) -> int:
-        return self._response.streamed_length
-
     def send_head(self) -> None:
         self._send(b"")
 
@@ -169,6 +165,7 @@ class Http1Connection(asyncio.Protocol):
         "closing",
         "drain_waiter",
         "head_since",
+        "limits",
         "loop",
         "parser",
         "peer",
@@ -179,6 +176,8 @@ class Http1Connection(asyncio.Protocol):
 
     def __init__(self, server: Http1Server) -> None:
         self.server = server
+        # Read for every header and body chunk: the listener's limits, looked up once.
+        self.limits = server.limits
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -221,7 +220,7 @@ class Http1Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
-        trusted = self.server.limits.trusted_proxies
+        trusted = self.limits.trusted_proxies
         self._trusted_peer = bool(trusted) and _is_trusted(self.peer, trusted)
         self.head_since = self.loop.time()
         self.server.connections.add(self)
@@ -327,11 +326,11 @@ class Http1Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.server.limits.max_header_bytes:
+        if len(self._url) > self.limits.max_header_bytes:
             raise Refusal(414, "URI Too Long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self.server.limits
+        limits = self.limits
         headers = self._headers
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > limits.max_header_bytes:
@@ -374,7 +373,7 @@ class Http1Connection(asyncio.Protocol):
         if self._has_host > 1:
             raise Refusal(400, "Bad Request")
         keep_alive = parser.should_keep_alive()
-        limits = self.server.limits
+        limits = self.limits
         content_length: int | None = None
         framing = 0
         if self._te:
@@ -443,7 +442,7 @@ class Http1Connection(asyncio.Protocol):
         body = self._body
         if body is None:
             return
-        if body.received + len(data) > self.server.limits.max_body_bytes:
+        if body.received + len(data) > self.limits.max_body_bytes:
             body.fail(RequestBodyError(413, "the request body is larger than allowed"))
             raise Refusal(413, "Request Too Long")
         body.feed(data)
@@ -755,10 +754,6 @@ class Http1Connection(asyncio.Protocol):
         self.closing = True
         if not self._busy and self.transport is not None:
             self.transport.close()
-
-    @property
-    def busy(self) -> bool:
-        return self._busy
 
 
 _EMPTY_BODY = RequestBody()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
@@ -334,8 +334,7 @@ class Request:
         )
         wrapped._headers = request.headers
         wrapped.upgrade = request
-        wrapped.host_header = wrapped.header(b"host")
-        wrapped.request_id_header = wrapped.header(b"x-request-id")
+        wrapped._note_headers()
         return wrapped
 
     @staticmethod
@@ -366,9 +365,13 @@ class Request:
             content_length=len(body) if body else None,
             body_present=bool(body),
         )
-        built.host_header = built.header(b"host")
-        built.request_id_header = built.header(b"x-request-id")
+        built._note_headers()
         return built
+
+    def _note_headers(self) -> None:
+        """Host and x-request-id, as the connection's parser notes them while parsing."""
+        self.host_header = self.header(b"host")
+        self.request_id_header = self.header(b"x-request-id")
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -439,10 +442,6 @@ class Request:
     def body_exists(self) -> bool:
         return self.body_present
 
-    @property
-    def can_read_body(self) -> bool:
-        return self.body_present and not self.content.at_eof()
-
     async def read(self) -> bytes:
         return await self.content.read()
 
@@ -452,7 +451,3 @@ class Request:
         if self._connection is None:
             raise RuntimeError("this request has no connection to stream a response on")
         return self._connection.start_stream(self, response, at_once)
-
-    def extra(self, name: str) -> Any:
-        transport = self.transport
-        return transport.get_extra_info(name) if transport is not None else None

@@ -358,9 +358,6 @@ class UpgradedResponse(Response):
 class ResponseStream(Protocol):
     """The body of a streamed answer, written piece by piece."""
 
-    @property
-    def body_length(self) -> int: ...
-
     async def write(self, data: bytes) -> None:
         """Sends `data`, waiting while the client's socket buffer is full; raises
         ConnectionResetError when the client went away."""

@@ -510,3 +510,24 @@ async def test_a_connection_quiet_for_a_while_still_serves(edge: Edge) -> None:
             assert answer is not None and answer.body == b'{"ok":true}'
     finally:
         writer.close()
+
+
+async def test_a_body_that_stops_arriving_is_408(edge: Edge) -> None:
+    """body_timeout_s (2 s here) bounds the wait for more of a body; nothing goes upstream."""
+    started = time.monotonic()
+    (answer,) = await exchange(
+        edge.port, b"POST /stalled HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nx"
+    )
+    assert answer.status == 408
+    assert answer.headers["x-request-id"]
+    assert answer.closed
+    assert time.monotonic() - started < 5
+    assert edge.seen("stalled") == []
+
+
+async def test_a_target_longer_than_the_header_limit_is_414(edge: Edge) -> None:
+    await refused(edge, b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414)
+
+
+async def test_an_expectation_other_than_100_continue_is_417(edge: Edge) -> None:
+    await refused(edge, b"GET /x HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n", 417)
