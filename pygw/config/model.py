@@ -546,9 +546,24 @@ class StateConfig(_Model):
     url: str | None = None
     on_error: Literal["allow", "deny"] = "allow"
     key_prefix: str = "pygw:"
+    # `url` names any node of a Redis Cluster; the client finds the others.
+    cluster: bool = False
+    # A decision waits this long for Redis before on_error decides it.
+    timeout_ms: float = Field(default=50, gt=0, le=10_000, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.cluster and self.backend != "redis":
+            raise problem(
+                f"cluster is used only by backend redis (backend is {self.backend})",
+                "remove cluster, or set backend: redis",
+            )
+        if self.cluster and ("{" in self.key_prefix or "}" in self.key_prefix):
+            raise problem(
+                f"key_prefix {self.key_prefix!r} has braces; with cluster: true the prefix is "
+                "already the keys' hash tag",
+                "remove { and } from key_prefix",
+            )
         if self.backend == "redis":
             if not self.url:
                 raise problem(
