@@ -493,8 +493,22 @@ class ServerConfig(_Model):
     tls: TlsConfig | None = None
     # A plain listener answering every request with a redirect to the HTTPS one.
     redirect_http: str | None = None
+    # The Server header of pygw's answers; none by default, so pygw does not advertise itself.
+    server_header: str | None = None
 
     _listen = field_validator("listen")(_check_listen)
+
+    @field_validator("server_header")
+    @classmethod
+    def _check_server_header(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or len(value) > 256 or not all(" " <= c <= "~" for c in value)
+        ):
+            raise problem(
+                f"server_header {value!r} is not a header value",
+                "use up to 256 printable ASCII characters, e.g. pygw, or remove the key",
+            )
+        return value
 
     @field_validator("redirect_http")
     @classmethod
@@ -1288,6 +1302,7 @@ class RouteConfig(_Model):
 _API_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "api_keys": ("api_keys", ("rest",)),
     "usage_plans": ("usage_plans", ("rest",)),
+    "api_keys_need_usage_plan": ("api_keys_need_usage_plan", ("rest",)),
     "cache": ("cache", ("rest",)),
     "route_selection": ("route_selection", ("websocket",)),
     "websocket": ("websocket", ("websocket",)),
@@ -1348,6 +1363,8 @@ class ApiConfig(_Model):
     authorizers: dict[str, AuthorizerConfig] = {}
     api_keys: list[ApiKeyConfig] = []  # REST-style
     usage_plans: list[UsagePlanConfig] = []  # REST-style
+    # AWS refuses a key that no usage plan of the API's stage lists; false accepts it.
+    api_keys_need_usage_plan: bool = True  # REST-style
     cache: ApiCacheConfig | None = None  # REST-style
     models: dict[str, dict[str, Any]] = {}
     resource_policy: ResourcePolicyConfig | None = None

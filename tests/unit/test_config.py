@@ -801,6 +801,12 @@ def test_listen_addresses() -> None:
     )
 
 
+def test_server_header() -> None:
+    assert parse("server: {server_header: 'pygw/1'}").server.server_header == "pygw/1"
+    assert parse("{}").server.server_header is None
+    assert "is not a header value" in one_error('server: {server_header: "a\\r\\nX: y"}')
+
+
 def test_state_backends() -> None:
     assert parse("state: {backend: redis, url: 'redis://r:6379/0', on_error: deny}").state.url
     assert "backend redis needs a url" in one_error("state: {backend: redis}")
