@@ -241,6 +241,22 @@ class _TransformedResponses:
         await self._inner.close()
 
 
+class _StaticResponseHeaders:
+    """An http_proxy's `response_headers`: set before the answer exists, as gateway headers are,
+    so they reach streamed answers and cache hits too and replace the upstream's of that name."""
+
+    def __init__(self, inner: Integration, headers: dict[str, str]) -> None:
+        self._inner = inner
+        self._headers = headers
+
+    async def __call__(self, ctx: RequestContext) -> Response:
+        ctx.response_headers.update(self._headers)
+        return await self._inner(ctx)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class _SharedBuckets:
     """Records the bucket and quota table while compiling (ids are table indexes), then maps the
     file every worker process of this gateway shares."""
@@ -743,6 +759,9 @@ class _Compiler:
             metrics_hit=self.metrics.cache_hits.labels(origin.api.name, origin.stage).inc,
             metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage).inc,
         )
+        static = getattr(route.integration, "response_headers", None)
+        if static:
+            integration = _StaticResponseHeaders(integration, dict(static))
         return Variant(variables, _pipeline(stages, integration, timed), canary)
 
     def _substitute(self, where: str, stage: str, text: str, variables: dict[str, str]) -> str:

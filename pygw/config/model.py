@@ -17,7 +17,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -1019,6 +1019,8 @@ class HealthConfig(_Model):
     cooldown_s: float = Field(default=10.0, gt=0)
 
 
+# An HTTP header name (RFC 9110 token).
+_HTTP_TOKEN: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _URI_PLACEHOLDER_RE = re.compile(r"(\$?)\{([^{}]*)\}")
 
 
@@ -1049,6 +1051,22 @@ class HttpProxyIntegration(_Model):
     health: HealthConfig = HealthConfig()
     # `tls_verify: false` is the OpenAPI import's insecureSkipVerification: as `tls.verify: false`.
     tls_verify: bool = True
+    # Static headers set on every answer of the integration (AWS's integration response
+    # parameters with literal values), replacing the upstream's header of the same name.
+    response_headers: dict[str, str] = {}
+
+    @field_validator("response_headers")
+    @classmethod
+    def _check_response_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if not _HTTP_TOKEN.match(name):
+                raise problem(
+                    f"{name!r} is not a header name", "write e.g. Access-Control-Allow-Origin"
+                )
+            if "\r" in header or "\n" in header:
+                raise problem(f"the value of {name} has a line break", "write it on one line")
+        return value
+
     # For the https `uri`, or every target (each may override it).
     tls: UpstreamTlsConfig | None = None
 
@@ -1648,7 +1666,7 @@ class MutualTlsConfig(_Model):
     @field_validator("forward_header")
     @classmethod
     def _check_header(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", value):
+        if value is not None and not _HTTP_TOKEN.match(value):
             raise problem(f"{value!r} is not a header name", "write e.g. X-Client-Cert")
         return value
 
