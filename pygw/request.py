@@ -391,6 +391,12 @@ class Request:
                 return value
         return None
 
+    def replace_headers(self, raw_headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        """The request as a stage rewrote it for whoever reads it next (a request body decoded
+        from its content coding no longer has that Content-Encoding, nor its length)."""
+        self.raw_headers = raw_headers
+        self._headers = None
+
     @property
     def rel_url(self) -> URL:
         url = self._url
