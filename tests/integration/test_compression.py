@@ -33,6 +33,8 @@ HANDLERS = Path(__file__).parent / "handlers"
 TEXT = b"".join(b"line %05d of a compressible answer\n" % i for i in range(400))
 STREAM_PIECES = [b"event: %d\n" % i + b"data: " + b"x" * 300 + b"\n\n" for i in range(8)]
 MAX_BODY = 65_536
+# Set by a test once its client decoded the first event of a gated stream.
+GATES: list[asyncio.Event] = []
 
 
 async def upstream_behaviour(request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
@@ -53,8 +55,11 @@ async def upstream_behaviour(request: web.BaseRequest, upstream: Upstream) -> we
         resp = web.StreamResponse()
         resp.content_type = "text/event-stream"
         await resp.prepare(request)
-        for piece in STREAM_PIECES:
+        for number, piece in enumerate(STREAM_PIECES):
             await resp.write(piece)
+            if number == 0 and "gated" in request.rel_url.query:
+                # The rest waits until the client has decoded the first event.
+                await GATES[-1].wait()
             await asyncio.sleep(0.01)
         await resp.write_eof()
         return resp
@@ -300,18 +305,23 @@ async def test_streamed_answer_is_encoded_as_it_streams(
     gateway: tuple[str, Upstream], coding: str
 ) -> None:
     base = gateway[0]
+    gate = asyncio.Event()
+    GATES.append(gate)
+    headers = {"Accept-Encoding": coding}
     async with ClientSession(auto_decompress=False, timeout=ClientTimeout(total=20)) as session:
-        async with session.get(base + "/stream", headers={"Accept-Encoding": coding}) as resp:
+        async with session.get(base + "/stream?gated", headers=headers) as resp:
             assert resp.headers["Content-Encoding"] == coding
             assert "Content-Length" not in resp.headers
             decoder = zlib.decompressobj(31 if coding == "gzip" else 15)
-            # Each piece is flushed as it comes: the first event decodes before the stream ends.
+            # Each piece is flushed as it comes: the first event decodes while the upstream
+            # holds the rest back (the session's timeout fails the test otherwise).
             first = b""
             while len(first) < len(STREAM_PIECES[0]):
                 chunk = await resp.content.readany()
                 assert chunk, "the stream ended before its first event decoded"
                 first += decoder.decompress(chunk)
             assert first.startswith(STREAM_PIECES[0])
+            gate.set()
             rest = await resp.read()
     whole = first + decoder.decompress(rest) + decoder.flush()
     assert decoder.eof
