@@ -448,6 +448,9 @@ class CachingIntegration:
             return None
         skip = set(_NOT_STORED)
         skip.update(name.lower() for name in ctx.response_headers)
+        # Vary is kept: it holds the integration's own names, merged with a stage's (CORS,
+        # compression); a hit merges this request's stage names in again without repeating.
+        skip.discard("vary")
         stored: list[tuple[str, str]] = [
             (name, value) for name, value in headers.items() if name.lower() not in skip
         ]

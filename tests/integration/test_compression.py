@@ -122,6 +122,9 @@ apis:
     routes:
       "GET /text": {{integration: {{type: http_proxy, uri: "{up}/text"}}}}
       "GET /stream": {{integration: {{type: http_proxy, uri: "{up}/stream"}}}}
+      "GET /mock":
+        integration: {{type: mock, headers: {{Vary: Cookie}}, body: "{mock}"}}
+      "GET /fn": {{integration: {{type: function, handler: "lambda_echo:echo_event"}}}}
   - name: plain
     type: rest
     base_path: /plain
@@ -381,6 +384,27 @@ async def test_cached_streamed_answer_keeps_the_encoded_bytes(fetch: Fetch) -> N
     status, headers, plain = await fetch("GET", path, accept="identity")
     assert headers["X-Cache"] == "Miss"
     assert plain == b"".join(STREAM_PIECES)
+
+
+@pytest.mark.parametrize("path", ["/cached/mock", "/cached/fn"])
+async def test_cached_mock_and_function_answers_per_coding(fetch: Fetch, path: str) -> None:
+    status, headers, body = await fetch("GET", path, accept="gzip")
+    assert (status, headers["X-Cache"], headers["Content-Encoding"]) == (200, "Miss", "gzip")
+    miss = gzip.decompress(body)
+    for _ in range(2):
+        status, headers, body = await fetch("GET", path, accept="gzip")
+        assert (headers["X-Cache"], headers["Content-Encoding"]) == ("Hit", "gzip")
+        assert gzip.decompress(body) == miss
+        vary = [name.strip() for name in headers["Vary"].split(",")]
+        assert "Accept-Encoding" in vary
+        assert len(vary) == len(set(vary))
+        if path == "/cached/mock":
+            # The integration's own Vary survives the cache and the merge.
+            assert "Cookie" in vary
+    status, headers, body = await fetch("GET", path, accept="identity")
+    assert "Content-Encoding" not in headers
+    if path == "/cached/mock":
+        assert body == MOCK_BODY.encode()
 
 
 # -- compressed request bodies --------------------------------------------------------------------
