@@ -83,7 +83,7 @@ class CompressionStage:
         request = ctx.request
         if decoder is None:
             return
-        request.content = DecodedBody(request.content, decoder(), self._max_body_bytes)
+        request.replace_content(DecodedBody(request.content, decoder(), self._max_body_bytes))
         # The decoded body's length is known once it is read: it is sent on chunked (or, read
         # by a stage, with its length) and without the coding it no longer has.
         kept = tuple(

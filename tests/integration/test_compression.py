@@ -9,6 +9,8 @@ import asyncio
 import gzip
 import hashlib
 import json
+import os
+import textwrap
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -33,6 +35,7 @@ HANDLERS = Path(__file__).parent / "handlers"
 TEXT = b"".join(b"line %05d of a compressible answer\n" % i for i in range(400))
 STREAM_PIECES = [b"event: %d\n" % i + b"data: " + b"x" * 300 + b"\n\n" for i in range(8)]
 MAX_BODY = 65_536
+IDENTITY = {"Accept-Encoding": "identity"}
 # Set by a test once its client decoded the first event of a gated stream.
 GATES: list[asyncio.Event] = []
 
@@ -533,3 +536,61 @@ async def test_head_is_never_encoded(fetch: Fetch) -> None:
     assert body == b""
     status, headers, body = await fetch("GET", "/any", accept="gzip")
     assert headers["Content-Encoding"] == "gzip"
+
+
+async def test_encoded_body_left_unread_is_discarded(
+    start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    # A stage answers before the (decoded) body is read: the connection must still drop the
+    # body's bytes as they come, or a large upload stalls and the connection with it.
+    upstream = await start_upstream(upstream_behaviour)
+    config = tmp_path / "pygw.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            server: {{limits: {{max_body_bytes: 8388608}}}}
+            apis:
+              - name: shop
+                type: rest
+                minimum_compression_size: 0
+                routes:
+                  "POST /needs":
+                    integration: {{type: http_proxy, uri: "{upstream.url}/echo"}}
+                    validate: {{params: [querystring.x]}}
+                  "GET /text": {{integration: {{type: http_proxy, uri: "{upstream.url}/text"}}}}
+            """
+        )
+    )
+    runtime = compile_runtime(load_config(config), Metrics())
+    server = await serve_front(Dispatcher(runtime, None), ConnectionLimits(max_body_bytes=8 << 20))
+    # Random bytes do not compress: about 2 MiB on the wire.
+    upload = gzip.compress(os.urandom(2 << 20), compresslevel=1)
+    try:
+        # One connection, as a raw client: the second request must be answered on it.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = (
+            b"POST /needs HTTP/1.1\r\nHost: t\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(upload)
+        )
+        writer.write(head + upload)
+        # A hang guard, not a time limit: without the discard the upload never drains.
+        await asyncio.wait_for(writer.drain(), 15)
+        status, _ = await asyncio.wait_for(_read_answer(reader), 15)
+        assert status == 400
+        writer.write(b"GET /text HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, body = await asyncio.wait_for(_read_answer(reader), 15)
+        assert status == 200
+        assert body == TEXT
+        writer.close()
+    finally:
+        await server.cleanup()
+        await runtime.close()
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(
+        int(line.partition(":")[2]) for line in lines if line.lower().startswith("content-length:")
+    )
+    return int(lines[0].split()[1]), await reader.readexactly(length)
