@@ -216,6 +216,10 @@ class _ZlibDecoder:
             decoder = self._decoder = zlib.decompressobj(wbits)
         elif decoder.eof:
             raise ValueError("data after the end of the encoded body")
+        else:
+            tail = decoder.unconsumed_tail
+            if tail:
+                data = tail + data
         try:
             out = decoder.decompress(data, _DECODE_STEP)
         except zlib.error as bad:
