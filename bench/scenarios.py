@@ -31,6 +31,8 @@ ORIGIN = "https://bench.example"
 JWT_ISSUER = "https://idp.bench.example"
 JWT_AUDIENCE = "bench"
 HIGH_THROTTLE = {"rate": 1_000_000, "burst": 1_000_000}
+# What browsers send: gzip is chosen.
+ACCEPT_ENCODING = {"accept-encoding": "gzip, deflate, br"}
 # Routes of the route-table scenarios that the load spreads over (see `routes_lua`).
 ROUTE_SAMPLE = 64
 
@@ -404,6 +406,17 @@ def build_plan(
             "pygw",
             config=rest_config(upstream_port, cache_api, no_cache_route),
         ),
+        # Compression: the stage alone (answers below the minimum), then every answer gzipped.
+        Server(
+            "pygw_stage_compress",
+            "pygw",
+            config=rest_config(upstream_port, {"minimum_compression_size": 1024}, {}),
+        ),
+        Server(
+            "pygw_stage_gzip",
+            "pygw",
+            config=rest_config(upstream_port, {"minimum_compression_size": 0}, {}),
+        ),
     ]
     for size in route_sizes:
         servers.append(
@@ -545,6 +558,22 @@ def build_plan(
             STAGES,
             "pygw_stage_cache",
             path=REQUEST_PATH + "?n=hit",
+            baseline="stage_rest_route",
+        ),
+        Scenario(
+            "stage_compress",
+            "+ compression, answer below the minimum",
+            STAGES,
+            "pygw_stage_compress",
+            headers=ACCEPT_ENCODING,
+            baseline="stage_rest_route",
+        ),
+        Scenario(
+            "stage_gzip",
+            "+ compression, every answer gzipped",
+            STAGES,
+            "pygw_stage_gzip",
+            headers=ACCEPT_ENCODING,
             baseline="stage_rest_route",
         ),
         Scenario("workers_2", "pygw bare, --workers 2", WORKERS, "pygw_workers2"),

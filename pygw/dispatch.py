@@ -87,6 +87,7 @@ def refusal_response(status: int, message: str) -> Response:
 _BODY_ERRORS = {
     413: ErrorType.REQUEST_TOO_LARGE,
     408: ErrorType.REQUEST_TIMEOUT,
+    415: ErrorType.UNSUPPORTED_MEDIA_TYPE,
 }
 
 

@@ -33,6 +33,7 @@ from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipelin
 from pygw.response import Response
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys, keys_without_plan
 from pygw.stages.cache import wrap_with_cache
+from pygw.stages.compress import CompressingIntegration, CompressionStage
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.jwt_auth import build_jwt_stage
@@ -417,6 +418,18 @@ class _Compiler:
                     "(403), as AWS refuses them",
                     "add it to a usage plan's keys, or set api_keys_need_usage_plan: false",
                 )
+        # Only an API that sets minimum_compression_size (REST-style: the model refuses it
+        # elsewhere) has its routes choose a coding and decode request bodies.
+        compress_named: tuple[tuple[str, Stage], ...] = (
+            (
+                (
+                    "compress",
+                    CompressionStage(self.loaded.config.server.limits.max_body_bytes),
+                ),
+            )
+            if api.minimum_compression_size is not None
+            else ()
+        )
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
             if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
@@ -461,6 +474,8 @@ class _Compiler:
                         if buckets or key_limits
                         else ()
                     ),
+                    # Before validation and templates, which read the decoded body.
+                    *compress_named,
                     *shaping,
                 )
                 stages = tuple(s for _, s in named)
@@ -748,7 +763,11 @@ class _Compiler:
             return None
         if respond is not None:
             integration = _TransformedResponses(integration, respond)
-        # The cache keeps what the client got: the transformed answer.
+        minimum_size = getattr(origin.api, "minimum_compression_size", None)
+        if minimum_size is not None:
+            # AWS compresses what the response templates produced.
+            integration = CompressingIntegration(integration, minimum_size)
+        # The cache keeps what the client got: the transformed (and encoded) answer.
         integration = wrap_with_cache(
             integration,
             origin.api,
@@ -758,6 +777,7 @@ class _Compiler:
             self.caches,
             metrics_hit=self.metrics.cache_hits.labels(origin.api.name, origin.stage).inc,
             metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage).inc,
+            by_coding=minimum_size is not None,
         )
         static = getattr(route.integration, "response_headers", None)
         if static:

@@ -83,6 +83,8 @@ METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OP
 PayloadFormat = Literal["1.0", "2.0"]
 WEBSOCKET_SPECIAL_KEYS = ("$connect", "$disconnect", "$default")
 DEFAULT_STAGE = "$default"
+# AWS's bound for minimumCompressionSize (10 MiB).
+MAX_COMPRESSION_SIZE = 10_485_760
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1322,6 +1324,7 @@ _API_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "usage_plans": ("usage_plans", ("rest",)),
     "api_keys_need_usage_plan": ("api_keys_need_usage_plan", ("rest",)),
     "cache": ("cache", ("rest",)),
+    "minimum_compression_size": ("minimum_compression_size", ("rest",)),
     "route_selection": ("route_selection", ("websocket",)),
     "websocket": ("websocket", ("websocket",)),
 }
@@ -1332,6 +1335,10 @@ _ROUTE_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "templates": ("templates", ("rest",)),
     "mapping": ("mapping", ("http",)),
     "route_response": ("route_response", ("websocket",)),
+}
+# Why a key is refused on other styles, where the bare rule would puzzle.
+_STYLE_KEY_NOTES = {
+    "minimum_compression_size": ", and only REST-style APIs compress (AWS's HTTP APIs do not)",
 }
 _STYLE_NAMES = {"rest": "REST-style", "http": "HTTP-style", "websocket": "WebSocket"}
 
@@ -1384,6 +1391,8 @@ class ApiConfig(_Model):
     # AWS refuses a key that no usage plan of the API's stage lists; false accepts it.
     api_keys_need_usage_plan: bool = True  # REST-style
     cache: ApiCacheConfig | None = None  # REST-style
+    # Bytes from which answers are compressed (0: any size); None: no compression (REST-style).
+    minimum_compression_size: int | None = Field(default=None, ge=0, le=MAX_COMPRESSION_SIZE)
     models: dict[str, dict[str, Any]] = {}
     resource_policy: ResourcePolicyConfig | None = None
     binary_media_types: StrList = []
@@ -1483,9 +1492,10 @@ class ApiConfig(_Model):
 
         def refuse(loc: tuple[str | int, ...], key: str, allowed: tuple[ApiStyle, ...]) -> None:
             others = " or ".join(_STYLE_NAMES[s] for s in allowed)
+            note = _STYLE_KEY_NOTES.get(key, "")
             found.add(
                 loc,
-                f"{key} is {others} only; this API is {style_name} (type: {style})",
+                f"{key} is {others} only; this API is {style_name} (type: {style}){note}",
                 f"remove {key}, or move it to an API of type {' or '.join(allowed)}",
             )
 

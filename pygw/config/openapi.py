@@ -46,6 +46,7 @@ from pydantic import ValidationError
 
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig, parse_config
 from pygw.config.model import (
+    MAX_COMPRESSION_SIZE,
     CorsConfig,
     RouteKeyError,
     StageConfig,
@@ -514,6 +515,28 @@ class _Importer:
                     self.warn(f"{where}/{i}", f"{media!r} is not a media type; pygw skips it")
             if kept:
                 api["binary_media_types"] = kept
+        size = doc.get(f"{AWS}minimum-compression-size")
+        if size is not None:
+            where = pointer(f"{AWS}minimum-compression-size")
+            self.use(where)
+            if self.style != "rest":
+                self.warn(
+                    where,
+                    "HTTP-style APIs do not compress answers (AWS's HTTP APIs do not); "
+                    "pygw ignores it",
+                )
+            elif (
+                isinstance(size, int)
+                and not isinstance(size, bool)
+                and 0 <= size <= MAX_COMPRESSION_SIZE
+            ):
+                api["minimum_compression_size"] = size
+            else:
+                self.warn(
+                    where,
+                    f"{size!r} is not a size from 0 to {MAX_COMPRESSION_SIZE} bytes; "
+                    "pygw does not compress this API's answers",
+                )
         source = doc.get(f"{AWS}api-key-source")
         if source is not None:
             where = pointer(f"{AWS}api-key-source")

@@ -43,6 +43,14 @@ BROKEN = {
         f"apis: [{{name: a, type: http, cache: {{ttl_s: 5}}, routes: {{{ROUTE}}}}}]",
         ["cache"],
     ),
+    "compression in an http api": (
+        f"apis: [{{name: a, type: http, minimum_compression_size: 1024, routes: {{{ROUTE}}}}}]",
+        ["apis[0].minimum_compression_size", "AWS's HTTP APIs do not", "type rest"],
+    ),
+    "compression size out of range": (
+        f"apis: [{{name: a, type: rest, minimum_compression_size: 10485761, routes: {{{ROUTE}}}}}]",
+        ["apis[0].minimum_compression_size", "10485760"],
+    ),
     "wrong type": (
         f"server: {{workers: many}}\napis: [{{name: a, type: http, routes: {{{ROUTE}}}}}]",
         ["server.workers"],

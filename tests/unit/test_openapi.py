@@ -584,7 +584,8 @@ def test_binary_media_types_gateway_responses_and_unknown_extensions(tmp_path: P
     assert warned(result, "#/x-amazon-apigateway-gateway-responses/DEFAULT_4XX", "section 9")
     assert warned(result, "#/x-amazon-apigateway-gateway-responses/THROTTLED")
     assert warned(result, "#/x-amazon-apigateway-policy", "not supported")
-    assert warned(result, "#/x-amazon-apigateway-minimum-compression-size", "not supported")
+    assert api["minimum_compression_size"] == 0
+    assert not warned(result, "#/x-amazon-apigateway-minimum-compression-size")
     assert warned(result, "#/paths/~1a/get/x-amazon-apigateway-auth", "not supported")
     check(result, tmp_path)
 
@@ -925,3 +926,18 @@ def test_errors_only_when_the_api_cannot_work(tmp_path: Path) -> None:
     # No paths at all.
     empty = import_openapi(write_spec(tmp_path, oas({})))
     assert empty.errors == ["the definition yields no route: there is nothing to serve"]
+
+
+def test_minimum_compression_size_is_imported_for_rest_apis_only(tmp_path: Path) -> None:
+    spec = oas({"/a": {"get": mock_op()}}, **{"x-amazon-apigateway-minimum-compression-size": 1024})
+    rest = import_openapi(write_spec(tmp_path, spec))
+    assert api_of(rest)["minimum_compression_size"] == 1024
+    check(rest, tmp_path)
+    http = import_openapi(write_spec(tmp_path, spec), style="http")
+    assert "minimum_compression_size" not in api_of(http)
+    assert warned(http, "#/x-amazon-apigateway-minimum-compression-size", "HTTP-style")
+    check(http, tmp_path)
+    spec["x-amazon-apigateway-minimum-compression-size"] = 10_485_761
+    too_large = import_openapi(write_spec(tmp_path, spec))
+    assert "minimum_compression_size" not in api_of(too_large)
+    assert warned(too_large, "#/x-amazon-apigateway-minimum-compression-size", "10485760")
