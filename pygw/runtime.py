@@ -24,6 +24,7 @@ from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
 from pygw.integrations.function import FunctionIntegration, load_handler
 from pygw.integrations.http_proxy import HttpProxyIntegration
+from pygw.integrations.lambda_events import ACCOUNT_ID, api_id_for
 from pygw.integrations.mock import Faults, Latency, MockIntegration
 from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
@@ -31,12 +32,14 @@ from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
 from pygw.response import Response
+from pygw.sigv4 import SigV4Verifier, load_credentials_file
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys
 from pygw.stages.cache import wrap_with_cache
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
+from pygw.stages.iam_auth import IamAuthStage
 from pygw.stages.jwt_auth import build_jwt_stage
-from pygw.stages.resource_policy import build_resource_policy_stage
+from pygw.stages.resource_policy import build_principal_policy_stage, build_resource_policy_stage
 from pygw.stages.throttle import ACCOUNT, ROUTE, STAGE, CountFor, Decision, build_throttle_stage
 from pygw.stages.transform import (
     ResponseMapping,
@@ -328,6 +331,7 @@ class _Compiler:
         self.by_stage: dict[tuple[str, str], list[int]] = {}
         self.caches: dict[str, ResponseCache] = {}
         self.proxies: list[HttpProxyIntegration] = []
+        self.sigv4 = self._sigv4_verifier()
         # Local buckets live in this snapshot: a reload starts every bucket full again. Redis
         # buckets are shared by every host and survive reloads.
         state = loaded.config.state
@@ -346,6 +350,29 @@ class _Compiler:
             [self.throttle.add_bucket(account.rate, account.burst)] if account is not None else []
         )
         self.account_levels = [ACCOUNT] if account is not None else []
+
+    def _sigv4_verifier(self) -> SigV4Verifier | None:
+        """One verifier (key table, signing-key cache) for every SigV4-authorized route."""
+        iam = self.loaded.config.iam
+        if iam is None:
+            return None
+        try:
+            credentials = load_credentials_file(self.loaded.resolve(iam.credentials_file))
+        except ValueError as bad:
+            self.issue(
+                "iam.credentials_file",
+                str(bad),
+                "list entries of access_key_id, secret_access_key, arn, account_id "
+                "(and session_token for temporary credentials)",
+            )
+            return None
+        return SigV4Verifier(credentials, iam.region)
+
+    def api_arn(self, api_name: str) -> str:
+        """arn:aws:execute-api:REGION:ACCOUNT:API_ID, what resource ARNs of the API extend."""
+        iam = self.loaded.config.iam
+        region = iam.region if iam is not None else "us-east-1"
+        return f"arn:aws:execute-api:{region}:{ACCOUNT_ID}:{api_id_for(api_name)}"
 
     def issue(self, path: str, message: str, fix: str) -> None:
         self.issues.append(ConfigIssue(str(self.loaded.path), path, message, fix))
@@ -426,10 +453,26 @@ class _Compiler:
                     if auth_stage is not None and api.authorizers[route.authorizer].type == "jwt"
                     else "custom_auth"
                 )
+                iam_named: tuple[tuple[str, Stage], ...] = ()
+                if route.authorization == "aws_iam" and self.sigv4 is not None:
+                    iam_named = (
+                        (
+                            "iam_auth",
+                            IamAuthStage(
+                                self.sigv4, self.loaded.config.server.limits.max_body_bytes
+                            ),
+                        ),
+                    )
+                    statements = build_principal_policy_stage(
+                        api, self.api_arn(api.name), stage.name
+                    )
+                    if statements is not None:
+                        iam_named = (*iam_named, ("resource_policy_iam", statements))
                 shaping = self._shaping_stages(route_where, api, route, stage.name, key)
                 count = partial(self.metrics.throttled.labels, api.name, stage.name, key)
                 named: tuple[tuple[str, Stage], ...] = (
                     *front_named,
+                    *iam_named,
                     *(((auth_name, auth_stage),) if auth_stage is not None else ()),
                     *((("api_key", key_stage),) if key_stage is not None else ()),
                     *(
