@@ -28,6 +28,7 @@ from pygw.integrations.lambda_events import ACCOUNT_ID, api_id_for
 from pygw.integrations.mock import Faults, Latency, MockIntegration
 from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
+from pygw.integrations.ws_management import CONNECTIONS_ROUTE_KEYS, ConnectionsApi
 from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
@@ -689,6 +690,39 @@ class _Compiler:
                 None,
                 0.0,
                 "websocket",
+                synthetic=False,
+            )
+            self._connections_api(api, stage, hosts, prefix, stages)
+
+    def _connections_api(
+        self,
+        api: Any,
+        stage: Any,
+        hosts: tuple[str | None, ...],
+        prefix: str,
+        stages: tuple[Stage, ...],
+    ) -> None:
+        """/{stage}/@connections/{id} on the WebSocket API's own mount, when configured."""
+        settings = api.connections_api
+        if settings is None:
+            return
+        verifier = self.sigv4 if settings.authorization == "aws_iam" else None
+        if settings.authorization == "aws_iam" and verifier is None:
+            return  # the iam section's own issue says why
+        management = ConnectionsApi(self.registry, verifier, api.websocket.max_message_bytes)
+        variant = Variant(dict(stage.variables or {}), Pipeline(stages, management), False)
+        for key in CONNECTIONS_ROUTE_KEYS:
+            self._add(
+                api,
+                Style.WEBSOCKET,
+                stage.name,
+                key,
+                hosts,
+                prefix,
+                variant,
+                None,
+                0.0,
+                "connections_api",
                 synthetic=False,
             )
 
