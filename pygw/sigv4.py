@@ -21,6 +21,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ MISSING_TOKEN: Final = "MissingAuthenticationTokenException"
 # entries uses at most two dates at a time.
 _MAX_SIGNING_KEYS: Final = 4096
 _ISO_BASIC: Final = "%Y%m%dT%H%M%SZ"
+# A path of unreserved characters and slashes only is its own canonical form (if it starts with
+# a slash and has no dot or empty segment).
+_PLAIN_PATH: Final = re.compile(r"/[A-Za-z0-9_.~/-]*")
 
 
 class SigV4Error(Exception):
@@ -232,6 +236,8 @@ def _remove_dot_segments(path: str) -> str:
 
 def canonical_path(raw_path: str) -> str:
     """The canonical URI of a path as it arrived (still percent-encoded)."""
+    if _PLAIN_PATH.fullmatch(raw_path) and "//" not in raw_path and "/." not in raw_path:
+        return raw_path  # nothing to remove, nothing to encode: the common case
     normalised = _remove_dot_segments(raw_path)
     return quote(normalised.encode("utf-8", "surrogateescape"), safe="/~")
 
@@ -267,10 +273,17 @@ def _parse_authorization(value: str) -> dict[str, str]:
 
 
 def _amz_time(text: str) -> float | None:
-    try:
-        return float(calendar.timegm(time.strptime(text, _ISO_BASIC)))
-    except ValueError:
+    """YYYYMMDDTHHMMSSZ as epoch seconds (time.strptime costs more than all the hashing)."""
+    if len(text) != 16 or text[8] != "T" or text[15] != "Z":
         return None
+    digits = text[:8] + text[9:15]
+    if not digits.isdigit() or not digits.isascii():
+        return None
+    year, month, day = int(text[0:4]), int(text[4:6]), int(text[6:8])
+    hour, minute, second = int(text[9:11]), int(text[11:13]), int(text[13:15])
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        return None
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
 
 
 class SigV4Verifier:
@@ -433,11 +446,11 @@ class SigV4Verifier:
                 hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest(),
             )
         )
-        expected = hmac.new(
+        expected = hmac.digest(
             self._signing_key(credential, key_id, scope_date),
             string_to_sign.encode("utf-8"),
-            hashlib.sha256,
-        ).hexdigest()
+            "sha256",
+        ).hex()
         if not hmac.compare_digest(expected.encode(), fields["Signature"].encode()):
             raise SigV4Error(
                 INVALID_SIGNATURE,
@@ -492,7 +505,7 @@ class SigV4Verifier:
             return found
         key = ("AWS4" + credential.secret_access_key).encode("utf-8")
         for part in (date, self._region, self._service, "aws4_request"):
-            key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+            key = hmac.digest(key, part.encode("utf-8"), "sha256")
         if len(self._signing_keys) >= _MAX_SIGNING_KEYS:
             self._signing_keys.clear()
         self._signing_keys[cache_key] = key

@@ -249,3 +249,13 @@ def test_iso_time_parse_is_utc() -> None:
     assert VERIFIER.verify("GET", target, headers, b"", now=signed_at + 899) == ALICE
     with pytest.raises(SigV4Error):
         VERIFIER.verify("GET", target, headers, b"", now=signed_at + 901)
+
+
+def test_the_bench_signer_agrees(tmp_path: Path) -> None:
+    """`pygw bench` signs its SigV4 scenario with its own few lines of hashlib and hmac."""
+    from bench.scenarios import REQUEST_PATH, SIGV4_REGION, sigv4_material
+
+    credentials, headers = sigv4_material(tmp_path)
+    verifier = SigV4Verifier(load_credentials_file(credentials), SIGV4_REGION)
+    table = SigV4Verifier.header_table((n.encode(), v.encode()) for n, v in headers.items())
+    assert verifier.verify("GET", REQUEST_PATH, table, None).arn.endswith(":user/bench")
