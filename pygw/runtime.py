@@ -421,6 +421,17 @@ class _Compiler:
         )
         front = tuple(s for _, s in front_named)
         api_keys = build_api_keys(api, self.throttle)
+        policy = api.resource_policy
+        if (
+            policy is not None
+            and policy.statements
+            and not any(r.authorization == "aws_iam" for r in api.routes.values())
+        ):
+            self.warn(
+                f"{where}.resource_policy.statements",
+                "the statements apply to routes with authorization: aws_iam, and this API has none",
+                "add authorization: aws_iam to the routes the statements protect",
+            )
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
             if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):

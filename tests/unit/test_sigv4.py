@@ -259,3 +259,18 @@ def test_the_bench_signer_agrees(tmp_path: Path) -> None:
     verifier = SigV4Verifier(load_credentials_file(credentials), SIGV4_REGION)
     table = SigV4Verifier.header_table((n.encode(), v.encode()) for n, v in headers.items())
     assert verifier.verify("GET", REQUEST_PATH, table, None).arn.endswith(":user/bench")
+
+
+def test_statements_without_iam_routes_warn(tmp_path: Path) -> None:
+    (tmp_path / "creds.yaml").write_text(
+        "- {access_key_id: AK1, secret_access_key: s, arn: 'arn:aws:iam::123456789012:user/a', "
+        "account_id: '123456789012'}"
+    )
+    text = CONFIG.replace("authorization: aws_iam", "authorization: none") + textwrap.indent(
+        "resource_policy:\n  statements: [{Effect: Deny, Principal: '*', Resource: '*'}]\n",
+        "    ",
+    )
+    config = parse_config(text, "cfg.yaml", env={})
+    loaded = LoadedConfig(config=config, path=tmp_path / "cfg.yaml", folder=tmp_path)
+    runtime = compile_runtime(loaded, Metrics())
+    assert any("this API has none" in w.message for w in runtime.warnings)
