@@ -12,6 +12,8 @@ route or the usage plan.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -244,6 +246,65 @@ def make_jwt(directory: Path, lifetime_s: int = 86_400) -> JwtMaterial:
 
 
 # --------------------------------------------------------------------------------------------------
+# SigV4
+
+SIGV4_KEY = "AKIABENCH0000000KEY1"
+SIGV4_SECRET = "bench-secret-key"
+SIGV4_REGION = "us-east-1"
+SIGV4_HOST = "sigv4.bench"
+# wrk replays one signed request, and a signature is good for 15 minutes either side of its date:
+# dated this far ahead, it is accepted from a minute before the plan until 29 minutes after it,
+# longer than a full run.
+SIGV4_AHEAD_S = 14 * 60
+
+
+def sigv4_material(directory: Path, path: str = REQUEST_PATH) -> tuple[Path, dict[str, str]]:
+    """A credentials file for pygw's iam section, and the headers of a GET of `path` signed
+    with its key (signed here with hashlib and hmac: an implementation apart from pygw's)."""
+    credentials = directory / "iam-credentials.yaml"
+    credentials.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "access_key_id": SIGV4_KEY,
+                    "secret_access_key": SIGV4_SECRET,
+                    "arn": "arn:aws:iam::123456789012:user/bench",
+                    "account_id": "123456789012",
+                }
+            ]
+        )
+    )
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() + SIGV4_AHEAD_S))
+    scope = f"{stamp[:8]}/{SIGV4_REGION}/execute-api/aws4_request"
+    canonical = "\n".join(
+        (
+            "GET",
+            path,
+            "",
+            f"host:{SIGV4_HOST}\nx-amz-date:{stamp}\n",
+            "host;x-amz-date",
+            hashlib.sha256(b"").hexdigest(),
+        )
+    )
+    to_sign = "\n".join(
+        ("AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
+    )
+    key = ("AWS4" + SIGV4_SECRET).encode()
+    for part in (stamp[:8], SIGV4_REGION, "execute-api", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers = {
+        # Spelled as wrk spells its own Host header, which this one then replaces (a "host"
+        # would be sent besides it, and the signed value would be the two joined).
+        "Host": SIGV4_HOST,
+        "x-amz-date": stamp,
+        "authorization": f"AWS4-HMAC-SHA256 Credential={SIGV4_KEY}/{scope}, "
+        f"SignedHeaders=host;x-amz-date, Signature={signature}",
+    }
+    return credentials, headers
+
+
+# --------------------------------------------------------------------------------------------------
 # wrk Lua scripts
 
 
@@ -319,6 +380,11 @@ def build_plan(
     cache_api = {"cache": {"capacity_mb": 256, "ttl_s": 3600}}
     cache_route = {"cache": {"ttl_s": 3600, "key_params": ["querystring.n"]}}
     no_cache_route = {"cache": {"ttl_s": 0}}
+    iam_credentials, signed = sigv4_material(jwt.jwks_path.parent)
+    iam_config = {
+        **http_config(upstream_port, {}, {"authorization": "aws_iam"}),
+        "iam": {"region": SIGV4_REGION, "credentials_file": str(iam_credentials)},
+    }
 
     servers = [
         Server("upstream", "upstream"),
@@ -357,6 +423,7 @@ def build_plan(
             ready_headers=auth,
         ),
         Server("pygw_stage_cors", "pygw", config=http_config(upstream_port, {"cors": cors()}, {})),
+        Server("pygw_stage_sigv4", "pygw", config=iam_config, ready_headers=signed),
         Server(
             "pygw_stage_throttle",
             "pygw",
@@ -500,6 +567,14 @@ def build_plan(
             STAGES,
             "pygw_stage_cors",
             headers=origin,
+            baseline="stage_http_route",
+        ),
+        Scenario(
+            "stage_sigv4",
+            "+ SigV4 (AWS_IAM) authorization",
+            STAGES,
+            "pygw_stage_sigv4",
+            headers=signed,
             baseline="stage_http_route",
         ),
         Scenario(

@@ -12,6 +12,8 @@ from pygw.response import Response, ResponseStream, merge_vary
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from pygw.sigv4 import IamPrincipal
+
 
 @dataclass(slots=True)
 class RequestContext:
@@ -34,6 +36,7 @@ class RequestContext:
     api_key_id: str | None = None  # api_key: the id (never the value) of the request's key
     authorizer: dict[str, Any] | None = None  # jwt_auth / custom_auth: claims or context
     usage_identifier_key: str | None = None  # custom_auth: the key a usage plan meters
+    iam: IamPrincipal | None = None  # iam_auth: who signed the request (SigV4)
     body: bytes | None = None  # validate / transform: the body read, or the one to send
     body_content_type: str | None = None  # transform: the media type of a rendered body
     request_overrides: dict[str, Any] | None = None  # transform: path, query, headers to send

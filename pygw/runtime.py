@@ -24,20 +24,24 @@ from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
 from pygw.integrations.function import FunctionIntegration, load_handler
 from pygw.integrations.http_proxy import HttpProxyIntegration
+from pygw.integrations.lambda_events import ACCOUNT_ID, api_id_for
 from pygw.integrations.mock import Faults, Latency, MockIntegration
 from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
+from pygw.integrations.ws_management import CONNECTIONS_ROUTE_KEYS, ConnectionsApi
 from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
 from pygw.response import Response
+from pygw.sigv4 import SigV4Verifier, load_credentials_file
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys, keys_without_plan
 from pygw.stages.cache import wrap_with_cache
 from pygw.stages.compress import CompressingIntegration, CompressionStage
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
+from pygw.stages.iam_auth import IamAuthStage
 from pygw.stages.jwt_auth import build_jwt_stage
-from pygw.stages.resource_policy import build_resource_policy_stage
+from pygw.stages.resource_policy import build_principal_policy_stage, build_resource_policy_stage
 from pygw.stages.throttle import ACCOUNT, ROUTE, STAGE, CountFor, Decision, build_throttle_stage
 from pygw.stages.transform import (
     ResponseMapping,
@@ -345,6 +349,7 @@ class _Compiler:
         self.by_stage: dict[tuple[str, str], list[int]] = {}
         self.caches: dict[str, ResponseCache] = {}
         self.proxies: list[HttpProxyIntegration] = []
+        self.sigv4 = self._sigv4_verifier()
         # Local buckets live in this snapshot: a reload starts every bucket full again. Redis
         # buckets are shared by every host and survive reloads.
         state = loaded.config.state
@@ -363,6 +368,29 @@ class _Compiler:
             [self.throttle.add_bucket(account.rate, account.burst)] if account is not None else []
         )
         self.account_levels = [ACCOUNT] if account is not None else []
+
+    def _sigv4_verifier(self) -> SigV4Verifier | None:
+        """One verifier (key table, signing-key cache) for every SigV4-authorized route."""
+        iam = self.loaded.config.iam
+        if iam is None:
+            return None
+        try:
+            credentials = load_credentials_file(self.loaded.resolve(iam.credentials_file))
+        except ValueError as bad:
+            self.issue(
+                "iam.credentials_file",
+                str(bad),
+                "list entries of access_key_id, secret_access_key, arn, account_id "
+                "(and session_token for temporary credentials)",
+            )
+            return None
+        return SigV4Verifier(credentials, iam.region)
+
+    def api_arn(self, api_name: str) -> str:
+        """arn:aws:execute-api:REGION:ACCOUNT:API_ID, what resource ARNs of the API extend."""
+        iam = self.loaded.config.iam
+        region = iam.region if iam is not None else "us-east-1"
+        return f"arn:aws:execute-api:{region}:{ACCOUNT_ID}:{api_id_for(api_name)}"
 
     def issue(self, path: str, message: str, fix: str) -> None:
         self.issues.append(ConfigIssue(str(self.loaded.path), path, message, fix))
@@ -430,6 +458,17 @@ class _Compiler:
             if api.minimum_compression_size is not None
             else ()
         )
+        policy = api.resource_policy
+        if (
+            policy is not None
+            and policy.statements
+            and not any(r.authorization == "aws_iam" for r in api.routes.values())
+        ):
+            self.warn(
+                f"{where}.resource_policy.statements",
+                "the statements apply to routes with authorization: aws_iam, and this API has none",
+                "add authorization: aws_iam to the routes the statements protect",
+            )
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
             if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
@@ -463,10 +502,26 @@ class _Compiler:
                     if auth_stage is not None and api.authorizers[route.authorizer].type == "jwt"
                     else "custom_auth"
                 )
+                iam_named: tuple[tuple[str, Stage], ...] = ()
+                if route.authorization == "aws_iam" and self.sigv4 is not None:
+                    iam_named = (
+                        (
+                            "iam_auth",
+                            IamAuthStage(
+                                self.sigv4, self.loaded.config.server.limits.max_body_bytes
+                            ),
+                        ),
+                    )
+                    statements = build_principal_policy_stage(
+                        api, self.api_arn(api.name), stage.name
+                    )
+                    if statements is not None:
+                        iam_named = (*iam_named, ("resource_policy_iam", statements))
                 shaping = self._shaping_stages(route_where, api, route, stage.name, key)
                 count = partial(self.metrics.throttled.labels, api.name, stage.name, key)
                 named: tuple[tuple[str, Stage], ...] = (
                     *front_named,
+                    *iam_named,
                     *(((auth_name, auth_stage),) if auth_stage is not None else ()),
                     *((("api_key", key_stage),) if key_stage is not None else ()),
                     *(
@@ -685,6 +740,39 @@ class _Compiler:
                 None,
                 0.0,
                 "websocket",
+                synthetic=False,
+            )
+            self._connections_api(api, stage, hosts, prefix, stages)
+
+    def _connections_api(
+        self,
+        api: Any,
+        stage: Any,
+        hosts: tuple[str | None, ...],
+        prefix: str,
+        stages: tuple[Stage, ...],
+    ) -> None:
+        """/{stage}/@connections/{id} on the WebSocket API's own mount, when configured."""
+        settings = api.connections_api
+        if settings is None:
+            return
+        verifier = self.sigv4 if settings.authorization == "aws_iam" else None
+        if settings.authorization == "aws_iam" and verifier is None:
+            return  # the iam section's own issue says why
+        management = ConnectionsApi(self.registry, verifier, api.websocket.max_message_bytes)
+        variant = Variant(dict(stage.variables or {}), Pipeline(stages, management), False)
+        for key in CONNECTIONS_ROUTE_KEYS:
+            self._add(
+                api,
+                Style.WEBSOCKET,
+                stage.name,
+                key,
+                hosts,
+                prefix,
+                variant,
+                None,
+                0.0,
+                "connections_api",
                 synthetic=False,
             )
 

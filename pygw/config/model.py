@@ -40,6 +40,7 @@ __all__ = [
     "ApiStyle",
     "AuthorizerConfig",
     "CanaryConfig",
+    "ConnectionsApiConfig",
     "CorsConfig",
     "CustomAuthorizerConfig",
     "DomainConfig",
@@ -49,6 +50,8 @@ __all__ = [
     "HealthConfig",
     "HttpProxyIntegration",
     "HttpTarget",
+    "IamConfig",
+    "IamPolicyStatement",
     "IntegrationConfig",
     "JwtAuthorizerConfig",
     "LatencyConfig",
@@ -944,9 +947,63 @@ class ApiCacheConfig(_Model):
         return int(self.capacity_mb * 1024 * 1024)
 
 
+_POLICY_RESOURCE_RE = re.compile(
+    r"^(arn:aws:execute-api:[^:]*:[^:]*:[^/]+(/.*)?|execute-api:/.*|\*)$"
+)
+
+
+def _principal_list(value: Any) -> Any:
+    # AWS's shapes: "*", {"AWS": "arn"}, {"AWS": ["arn", ...]}; pygw's own: a list of ARNs.
+    if isinstance(value, dict) and set(value) == {"AWS"}:
+        value = value["AWS"]
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+class IamPolicyStatement(_Model):
+    """One statement of a resource policy, in AWS's own shape (keys as AWS spells them), for
+    callers authenticated by SigV4 (routes with `authorization: aws_iam`)."""
+
+    effect: Literal["Allow", "Deny"] = Field(alias="Effect")
+    # ARNs of IAM principals (users, roles, assumed-role sessions), account ids or
+    # arn:aws:iam::ACCOUNT:root, with * and ? wildcards; "*" is everyone.
+    principal: Annotated[list[str], BeforeValidator(_principal_list)] = Field(alias="Principal")
+    action: StrList = Field(default=["execute-api:Invoke"], alias="Action")
+    # arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE/METHOD/PATH or execute-api:/STAGE/METHOD/PATH
+    resource: StrList = Field(alias="Resource")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("action")
+    @classmethod
+    def _check_action(cls, value: list[str]) -> list[str]:
+        for action in value:
+            if action not in ("execute-api:Invoke", "execute-api:*", "*"):
+                raise problem(
+                    f"action {action!r} is not one pygw enforces",
+                    "use execute-api:Invoke (the only action a resource policy of an API controls)",
+                )
+        return value
+
+    @field_validator("resource")
+    @classmethod
+    def _check_resource(cls, value: list[str]) -> list[str]:
+        for resource in value:
+            if not _POLICY_RESOURCE_RE.match(resource):
+                raise problem(
+                    f"resource {resource!r} is not an execute-api resource ARN",
+                    "write arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE/METHOD/PATH or "
+                    "execute-api:/STAGE/METHOD/PATH (wildcards * and ? allowed)",
+                )
+        return value
+
+
 class ResourcePolicyConfig(_Model):
     allow_cidrs: StrList = []
     deny_cidrs: StrList = []
+    # Allow and Deny statements on the IAM principal of SigV4-signed requests.
+    statements: list[IamPolicyStatement] = []
 
     @field_validator("allow_cidrs", "deny_cidrs")
     @classmethod
@@ -961,6 +1018,30 @@ class ResourcePolicyConfig(_Model):
                     "write a CIDR such as 10.0.0.0/8 or 2001:db8::/32",
                 ) from None
         return out
+
+
+class ConnectionsApiConfig(_Model):
+    """The @connections API at /{stage}/@connections/{id} on the WebSocket API's own listener."""
+
+    # aws_iam: SigV4-signed with a key of the top-level iam credentials (what boto3 sends);
+    # none: open to whoever reaches the listener (a local run).
+    authorization: Literal["none", "aws_iam"] = "aws_iam"
+
+
+class IamConfig(_Model):
+    """SigV4 (AWS_IAM) authorization: the region requests are signed for, and the keys."""
+
+    region: str = "us-east-1"
+    # YAML list of {access_key_id, secret_access_key, arn, account_id, [session_token]},
+    # relative to the config's folder.
+    credentials_file: str = Field(min_length=1)
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d+$", value):
+            raise problem(f"{value!r} is not an AWS region", "write e.g. us-east-1")
+        return value
 
 
 class WebSocketSettings(_Model):
@@ -1314,6 +1395,8 @@ class RouteConfig(_Model):
     templates: TemplatesConfig | None = None  # REST-style
     mapping: MappingConfig | None = None  # HTTP-style
     route_response: bool = False  # WebSocket
+    # aws_iam: the request must be SigV4-signed with a key of the top-level iam credentials.
+    authorization: Literal["none", "aws_iam"] = "none"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -1327,6 +1410,7 @@ _API_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "minimum_compression_size": ("minimum_compression_size", ("rest",)),
     "route_selection": ("route_selection", ("websocket",)),
     "websocket": ("websocket", ("websocket",)),
+    "connections_api": ("connections_api", ("websocket",)),
 }
 _ROUTE_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "cache": ("cache", ("rest",)),
@@ -1335,6 +1419,7 @@ _ROUTE_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "templates": ("templates", ("rest",)),
     "mapping": ("mapping", ("http",)),
     "route_response": ("route_response", ("websocket",)),
+    "authorization": ("authorization", ("rest", "http")),
 }
 # Why a key is refused on other styles, where the bare rule would puzzle.
 _STYLE_KEY_NOTES = {
@@ -1398,6 +1483,7 @@ class ApiConfig(_Model):
     binary_media_types: StrList = []
     route_selection: str = "$request.body.action"  # WebSocket
     websocket: WebSocketSettings = WebSocketSettings()  # WebSocket
+    connections_api: ConnectionsApiConfig | None = None  # WebSocket
     routes: dict[Annotated[RouteKeyStr, BeforeValidator(_check_route_key_syntax)], RouteConfig] = {}
 
     _formats = model_validator(mode="before")(_style_default_formats)
@@ -1591,6 +1677,12 @@ class ApiConfig(_Model):
                 if field in route.model_fields_set and style not in allowed:
                     refuse((*loc, yaml_key), yaml_key, allowed)
 
+            if route.authorization == "aws_iam" and route.authorizer is not None:
+                found.add(
+                    (*loc, "authorization"),
+                    "a route is authorized either by SigV4 (aws_iam) or by an authorizer",
+                    "remove authorizer, or remove authorization: aws_iam",
+                )
             if route.authorizer is not None and route.authorizer not in self.authorizers:
                 found.add(
                     (*loc, "authorizer"),
@@ -1741,6 +1833,7 @@ class GatewayConfig(_Model):
     throttle: ThrottleConfig | None = ThrottleConfig(rate=10_000, burst=5_000)
     access_log: AccessLogConfig | None = AccessLogConfig()
     python_path: StrList = []
+    iam: IamConfig | None = None
     domains: list[DomainConfig] = []
     apis: list[ApiConfig] = []
 
@@ -1761,6 +1854,8 @@ class GatewayConfig(_Model):
                     "give each API its own name",
                 )
             names.add(api.name)
+            if self.iam is None:
+                self._check_iam_needed(found, i, api)
             for host in api.hosts or ["*"]:
                 for stage in api.stages:
                     mount = (host, api.base_path or "", stage.name)
@@ -1813,6 +1908,31 @@ class GatewayConfig(_Model):
             )
         found.raise_if_any("GatewayConfig")
         return self
+
+    @staticmethod
+    def _check_iam_needed(found: _Problems, index: int, api: ApiConfig) -> None:
+        fix = "add iam: {region: us-east-1, credentials_file: iam-credentials.yaml}"
+        for key, route in api.routes.items():
+            if route.authorization == "aws_iam":
+                found.add(
+                    ("apis", index, "routes", key, "authorization"),
+                    "aws_iam authorization needs the top-level iam section",
+                    fix,
+                )
+        connections = api.connections_api
+        if connections is not None and connections.authorization == "aws_iam":
+            found.add(
+                ("apis", index, "connections_api", "authorization"),
+                "aws_iam authorization needs the top-level iam section",
+                fix + ", or set authorization: none",
+            )
+        policy = api.resource_policy
+        if policy is not None and policy.statements:
+            found.add(
+                ("apis", index, "resource_policy", "statements"),
+                "policy statements apply to SigV4-signed callers, which need the iam section",
+                fix,
+            )
 
     def _check_mappings(self, found: _Problems, index: int, domain: DomainConfig) -> None:
         by_path: dict[str, int] = {}

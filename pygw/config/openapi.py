@@ -69,6 +69,8 @@ HANDLER_KEY = "x-pygw-handler"
 AUDIENCE_KEY = "x-pygw-audience"
 REFUSING_HANDLER = "pygw.config.openapi:refuse_unresolved"
 API_KEY_ENV = "PYGW_API_KEY"
+# Where an imported definition with AWS_IAM routes expects its SigV4 keys.
+IAM_CREDENTIALS_FILE = "iam-credentials.yaml"
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 _HANDLER_RE = re.compile(
@@ -247,7 +249,7 @@ def _read(path: Path) -> Any:
 class _Auth:
     """How a security scheme is imported: an authorizer, an API key requirement, or nothing."""
 
-    kind: str  # "authorizer" | "api_key" | "none"
+    kind: str  # "authorizer" | "api_key" | "iam" | "none"
     name: str | None = None
     is_jwt: bool = False
 
@@ -288,6 +290,7 @@ class _Importer:
         self.stage_variables: dict[str, str] = {}
         self.uses_handlers = False
         self.needs_api_keys = False
+        self.needs_iam = False
         # HTTP-style parameter mapping of the operation being imported.
         self.mapping: dict[str, str] = {}
         # REST-style response templates of the operation being imported (mock integrations).
@@ -403,6 +406,14 @@ class _Importer:
         config: dict[str, Any] = {}
         if self.uses_handlers:
             config["python_path"] = [str(self.source.resolve().parent)]
+        if self.needs_iam:
+            config["iam"] = {"region": "us-east-1", "credentials_file": IAM_CREDENTIALS_FILE}
+            self.warn(
+                "#",
+                f"routes use AWS_IAM (SigV4): list the keys that may sign in "
+                f"{IAM_CREDENTIALS_FILE} next to the config (access_key_id, secret_access_key, "
+                "arn, account_id), and set iam.region to the region clients sign for",
+            )
         config["apis"] = [api]
         config = _escape_env(config)
         if self.needs_api_keys:
@@ -663,6 +674,7 @@ class _Importer:
         if self.response_templates:
             route["templates"] = {"response": dict(self.response_templates)}
         self.security(op, route, where)
+        self.method_auth(op, route, where)
         self.validation(op, params, route, where)
         self.routes[route_key] = route
         if not self.stood_in and route.get("authorizer") not in self.refused:
@@ -1115,6 +1127,9 @@ class _Importer:
         authorizer: tuple[str, list[str], bool] | None = None
         for scheme_name, scopes in first.items():
             auth = self.scheme(str(scheme_name))
+            if auth.kind == "iam":
+                self.use_iam(route)
+                continue
             if auth.kind == "api_key":
                 if self.style == "rest":
                     route["api_key_required"] = True
@@ -1130,7 +1145,9 @@ class _Importer:
                     )
                     continue
                 authorizer = (auth.name, list(scopes or []), auth.is_jwt)
-        if authorizer is not None:
+        if authorizer is not None and route.get("authorization") == "aws_iam":
+            self.warn(req_where, "SigV4 (AWS_IAM) and an authorizer together; pygw enforces SigV4")
+        elif authorizer is not None:
             name, scopes, is_jwt = authorizer
             route["authorizer"] = name
             if scopes and is_jwt:
@@ -1140,6 +1157,26 @@ class _Importer:
                     req_where, f"scopes {scopes} apply to JWT authorizers only; pygw ignores them"
                 )
         # Swagger/OAS `apiKeyRequired`-style flag on the operation (rare, but AWS exports it).
+
+    def method_auth(self, op: dict[str, Any], route: dict[str, Any], where: str) -> None:
+        """`x-amazon-apigateway-auth` on an operation: AWS_IAM (SigV4), or NONE."""
+        auth = op.get(f"{AWS}auth")
+        if not isinstance(auth, dict):
+            return
+        kind = str(auth.get("type", "")).upper()
+        if kind not in ("AWS_IAM", "NONE"):
+            return  # left for the sweep to warn about
+        self.use(f"{where}/{AWS}auth")
+        if kind == "AWS_IAM":
+            self.use_iam(route)
+        else:
+            route.pop("authorization", None)
+
+    def use_iam(self, route: dict[str, Any]) -> None:
+        route["authorization"] = "aws_iam"
+        route.pop("authorizer", None)
+        route.pop("scopes", None)
+        self.needs_iam = True
 
     def scheme(self, name: str) -> _Auth:
         if name in self.auth_cache:
@@ -1166,6 +1203,8 @@ class _Importer:
             )
             return _Auth("none")
         spec = scheme.get(f"{AWS}authorizer")
+        if spec is None and str(scheme.get(f"{AWS}authtype", "")).lower() == "awssigv4":
+            return _Auth("iam")
         if spec is None:
             if (
                 scheme.get("type") == "apiKey"

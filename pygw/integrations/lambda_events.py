@@ -40,6 +40,7 @@ from multidict import CIMultiDict
 from pygw._native import normalize_path
 from pygw.context import RequestContext
 from pygw.errors import Style
+from pygw.sigv4 import iam_authorizer_v2, iam_identity_v1
 from pygw.tls import client_certificate
 
 __all__ = [
@@ -285,6 +286,8 @@ class EventBuilder:
         client_cert = client_certificate(request)
         if client_cert is not None:
             request_context["identity"]["clientCert"] = client_cert
+        if ctx.iam is not None:
+            request_context["identity"].update(iam_identity_v1(ctx.iam))
         authorizer = ctx.authorizer
         if authorizer is not None:
             request_context["authorizer"] = _authorizer_v1(authorizer)
@@ -387,6 +390,8 @@ class EventBuilder:
         authorizer = ctx.authorizer
         if authorizer is not None:
             request_context["authorizer"] = _authorizer_v2(authorizer)
+        elif ctx.iam is not None:
+            request_context["authorizer"] = iam_authorizer_v2(ctx.iam)
         event: dict[str, Any] = {
             "version": "2.0",
             "routeKey": self.info.route_key,

@@ -1066,10 +1066,9 @@ class _Pending:
 
 
 def _domain(host: str) -> str:
-    if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    name = host.rpartition(":")[0] if host.count(":") == 1 else host
-    return name or "localhost"
+    # Kept as the client sent it, port included: handlers build the @connections endpoint from
+    # it (`https://{domainName}/{stage}`), which must reach this listener.
+    return host or "localhost"
 
 
 # ---------------------------------------------------------------------------------------------

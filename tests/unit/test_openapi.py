@@ -566,7 +566,7 @@ def test_api_keys(tmp_path: Path) -> None:
 
 def test_binary_media_types_gateway_responses_and_unknown_extensions(tmp_path: Path) -> None:
     spec = oas(
-        {"/a": {"get": mock_op(**{"x-amazon-apigateway-auth": {"type": "AWS_IAM"}})}},
+        {"/a": {"get": mock_op(**{"x-amazon-apigateway-auth": {"type": "NOT_A_KIND"}})}},
         **{
             "x-amazon-apigateway-binary-media-types": ["image/png", "*/*", "nonsense"],
             "x-amazon-apigateway-gateway-responses": {
