@@ -32,7 +32,7 @@ from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
 from pygw.response import Response
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys
-from pygw.stages.cache import wrap_with_cache
+from pygw.stages.cache import CachingIntegration, wrap_with_cache
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.jwt_auth import build_jwt_stage
@@ -83,6 +83,8 @@ class CompiledRoute:
     synthetic: bool = False
     # A second mount of an API's route under a custom domain's mapping (domains[].mappings).
     mapped: bool = False
+    # The names of the pipeline's steps in the order they run (the dashboard's routes table).
+    pipeline: tuple[str, ...] = ()
     request_id_header: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -159,6 +161,7 @@ class Runtime:
                         "style": route.style.value,
                         "integration": route.integration_kind,
                         "canary_percent": route.canary_percent,
+                        "pipeline": list(route.pipeline),
                     }
                 )
         # A route listed under several hosts appears once per host; keep precedence order stable.
@@ -463,6 +466,7 @@ class _Compiler:
                 )
                 if primary is None:
                     continue
+                cached = isinstance(primary.pipeline.integration, CachingIntegration)
                 self._add(
                     api,
                     style,
@@ -475,6 +479,11 @@ class _Compiler:
                     float(canary.percent) if canary else 0.0,
                     route.integration.type,
                     synthetic=False,
+                    pipeline=(
+                        *(name for name, _ in named),
+                        *(("cache",) if cached else ()),
+                        *(("response_transform",) if respond is not None else ()),
+                    ),
                 )
             if "$default" not in route_items:
                 # Policy and CORS also guard unmatched paths: this is where preflights for paths
@@ -495,6 +504,7 @@ class _Compiler:
                     0.0,
                     "not_found",
                     synthetic=True,
+                    pipeline=tuple(name for name, _ in front_named),
                 )
 
     def _add(
@@ -510,6 +520,7 @@ class _Compiler:
         canary_percent: float,
         kind: str,
         synthetic: bool,
+        pipeline: tuple[str, ...] = (),
     ) -> None:
         route_id = len(self.routes)
         self.routes.append(
@@ -527,6 +538,7 @@ class _Compiler:
                 metrics=self.metrics.route(api.name, stage, key, style.value),
                 integration_kind=kind,
                 synthetic=synthetic,
+                pipeline=pipeline,
             )
         )
         for host in hosts:
@@ -647,6 +659,10 @@ class _Compiler:
                 0.0,
                 "websocket",
                 synthetic=False,
+                pipeline=(
+                    *(("resource_policy",) if policy is not None else ()),
+                    *(("throttle",) if self.account_buckets else ()),
+                ),
             )
 
     def _auth_stage(self, where: str, api: Any, route: Any, stage: str, key: str) -> Stage | None:

@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pygw.config.load import ConfigError, LoadedConfig, load_config
 from pygw.integrations.ws_connections import DEFAULT_MAX_POST_BYTES, join_workers, worker_of
+from pygw.observe.dashboard import ReloadHistory
 
 log = logging.getLogger("pygw.supervisor")
 
@@ -144,6 +145,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._serving = False
         self._reload_lock = asyncio.Lock()
+        self.reload_history = ReloadHistory()
         self._keepers: list[asyncio.Task[None]] = []
         self._admin: Any = None
         # Pooled clients of the workers' admin sockets for the connections API (one per worker).
@@ -467,6 +469,7 @@ class Supervisor:
                 trial = compile_runtime(loaded, Metrics())
             except ConfigError as failure:
                 log.error("reload refused, workers keep the previous config:\n%s", failure)
+                self.reload_history.record(False, str(failure))
                 return False, {"reloaded": False, "errors": str(failure).splitlines()}
             summary = trial.summary()
             await trial.close()
@@ -497,8 +500,11 @@ class Supervisor:
                 )
             if ok:
                 log.info("config reloaded in %d workers: %s", len(workers), summary)
+                self.reload_history.record(True, summary)
             else:
                 log.error("config reload failed in some workers: %s", results)
+                failed = [str(r) for r in results if not r.get("reloaded")]
+                self.reload_history.record(False, "\n".join(failed))
             return ok, {"reloaded": ok, "summary": summary, "workers": results}
 
 
