@@ -119,10 +119,13 @@ class AdminServer(_AdminBase):
         app.router.add_post("/reload", self._reload)
         # The connections API (POST sends, GET describes, DELETE closes) checks the token itself.
         app.router.add_route("*", "/@connections/{connection_id}", gateway.connections.handle_admin)
-        self._add_dashboard(DashboardFeed(self._families, self._route_rows, gateway.reload_history))
+        self._add_dashboard(DashboardFeed(self._families, self._route_rows, self._reloads))
 
     async def _families(self) -> Iterable[Metric]:
         return self._gateway.metrics.registry.collect()
+
+    def _reloads(self) -> list[dict[str, Any]]:
+        return self._gateway.reload_history.recent()
 
     async def _route_rows(self) -> list[dict[str, Any]]:
         return self._gateway.runtime.route_table()
@@ -164,12 +167,13 @@ class SupervisorAdmin(_AdminBase):
         app.router.add_post("/reload", self._reload)
         app.router.add_get("/workers", self._workers)
         app.router.add_route("*", "/@connections/{connection_id}", self._connections)
-        self._add_dashboard(
-            DashboardFeed(self._families, self._route_rows, supervisor.reload_history)
-        )
+        self._add_dashboard(DashboardFeed(self._families, self._route_rows, self._reloads))
 
     async def _families(self) -> Iterable[Metric]:
         return families_of(await self._supervisor.metrics())
+
+    def _reloads(self) -> list[dict[str, Any]]:
+        return self._supervisor.reload_history.recent()
 
     async def _route_rows(self) -> list[dict[str, Any]]:
         found = await self._worker_routes()

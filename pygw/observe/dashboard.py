@@ -81,7 +81,7 @@ class DashboardFeed:
         self,
         families: Callable[[], Awaitable[Iterable[Metric]]],
         routes: Callable[[], Awaitable[list[dict[str, Any]]]],
-        reloads: ReloadHistory,
+        reloads: Callable[[], list[dict[str, Any]]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._families = families
@@ -97,7 +97,7 @@ class DashboardFeed:
         now = Snapshot.of(self._clock(), await self._families())
         base = self._base(now.at - window_s)
         self._keep(now)
-        found = figures(now, base, await self._routes(), self._reloads.recent())
+        found = figures(now, base, await self._routes(), self._reloads())
         found["generated_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
         return found
 

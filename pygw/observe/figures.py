@@ -27,6 +27,7 @@ _COUNTERS = (
     "pygw_cache_hits_total",
     "pygw_cache_misses_total",
     "pygw_config_reloads_total",
+    "pygw_supervisor_reloads_total",
     "pygw_websocket_messages_total",
     "pygw_websocket_connects_total",
 )
@@ -328,7 +329,11 @@ def figures(
         for (target,), up in sorted(health.items())
     ]
 
-    reload_counts = window.counter("pygw_config_reloads_total", ("result",))
+    # Under a supervisor its own count: each worker counts the reloads it applied, and one the
+    # supervisor refused reaches no worker.
+    reload_counts = window.counter(
+        "pygw_supervisor_reloads_total" if workers else "pygw_config_reloads_total", ("result",)
+    )
     messages = window.counter("pygw_websocket_messages_total", ("outcome",))
     connects = window.counter("pygw_websocket_connects_total", ("outcome",))
     return {

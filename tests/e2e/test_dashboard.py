@@ -198,10 +198,7 @@ async def test_reloads_are_listed_newest_first(deployed: Deployment) -> None:
     assert [event["ok"] for event in reloads["recent"]] == [False, True]
     assert "nonsense" in reloads["recent"][0]["detail"]
     assert "4 route(s)" in reloads["recent"][1]["detail"]
-    # The counters are per process: each worker counts the reloads it applied.
-    assert reloads["ok"] == deployed.workers
-    if deployed.workers == 1:
-        assert reloads["error"] == 1
+    assert (reloads["ok"], reloads["error"]) == (1, 1)
 
 
 async def test_window_is_the_difference_between_snapshots(single: Deployment) -> None:
@@ -294,8 +291,6 @@ async def test_grafana_and_alert_rules_use_metrics_pygw_exports(
     used: set[str] = set()
     for text in deploy_files():
         used |= set(re.findall(r"\b(pygw_[a-z_]+)\b", text))
-    # Names used only in titles or rule names are not metrics.
-    used = {name for name in used if not name.startswith(("pygw_dashboard", "pygw_alerts"))}
     assert len(used) >= 10, used
     assert used <= names, sorted(used - names)
 
@@ -303,7 +298,9 @@ async def test_grafana_and_alert_rules_use_metrics_pygw_exports(
 async def test_the_page_in_chromium_while_traffic_runs(single: Deployment) -> None:
     binary = find_chromium()
     if binary is None:
-        pytest.skip("no Chromium binary (Debian's chromium, or PYGW_CHROMIUM); make system-packages")
+        pytest.skip(
+            "no Chromium binary (Debian's chromium, or PYGW_CHROMIUM); make system-packages"
+        )
     gateway = single.gateway
     stop = asyncio.Event()
 
@@ -331,7 +328,7 @@ async def test_the_page_in_chromium_while_traffic_runs(single: Deployment) -> No
             )
             assert "web/$default GET /hello" in rows and "shop/v1 GET /items" in rows
             pipeline = await page.evaluate(
-                "document.querySelector('#routes tr[data-route=\"shop/v1 GET /cached\"] "
+                'document.querySelector(\'#routes tr[data-route="shop/v1 GET /cached"] '
                 ".pipeline').textContent"
             )
             assert pipeline.endswith("cache→http_proxy"), pipeline
@@ -352,7 +349,8 @@ async def test_the_page_in_chromium_while_traffic_runs(single: Deployment) -> No
             assert sorted(styles) == ["HTTP", "REST"]
             levels = await page.evaluate(f"{charts}.throttled.data.datasets.map(d => d.label)")
             assert "route" in levels
-            assert await page.evaluate("document.getElementById('t-errors').textContent") != "–"
+            errors = await page.evaluate("document.getElementById('t-errors').textContent")
+            assert errors.endswith("%") and errors != "0.0%", errors
             assert await page.evaluate("window.pygwDashboard.failures") == 0
             # PYGW_DASHBOARD_SCREENSHOT=docs/dashboard.png renews the documentation's picture.
             shot = os.environ.get("PYGW_DASHBOARD_SCREENSHOT")
