@@ -315,6 +315,11 @@ async def test_the_page_in_chromium_while_traffic_runs(single: Deployment) -> No
                         await response.read()
                 await asyncio.sleep(0.02)
 
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(f"{gateway.admin_url}/reload", headers=AUTH) as reloaded,
+    ):
+        assert reloaded.status == 200
     running = asyncio.get_running_loop().create_task(traffic())
     try:
         async with Browser(binary) as browser:
@@ -351,6 +356,10 @@ async def test_the_page_in_chromium_while_traffic_runs(single: Deployment) -> No
             assert "route" in levels
             errors = await page.evaluate("document.getElementById('t-errors').textContent")
             assert errors.endswith("%") and errors != "0.0%", errors
+            reloads = await page.evaluate("document.querySelector('#reloads tbody').innerText")
+            assert "reloaded" in reloads and "route(s)" in reloads
+            upstreams = await page.evaluate("document.querySelector('#upstreams tbody').innerText")
+            assert single.upstream in upstreams and "up" in upstreams
             assert await page.evaluate("window.pygwDashboard.failures") == 0
             # PYGW_DASHBOARD_SCREENSHOT=docs/dashboard.png renews the documentation's picture.
             shot = os.environ.get("PYGW_DASHBOARD_SCREENSHOT")
