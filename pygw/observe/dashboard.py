@@ -163,7 +163,7 @@ class Dashboard:
         )
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        if "token" in request.query:
+        if self._token and "token" in request.query:
             # Admitted by the token in the address: keep it in a cookie instead and drop it
             # from the address bar and the history.
             kept = [(k, v) for k, v in request.query.items() if k != "token"]
