@@ -35,7 +35,7 @@ from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipelin
 from pygw.response import Response
 from pygw.sigv4 import SigV4Verifier, load_credentials_file
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys, keys_without_plan
-from pygw.stages.cache import wrap_with_cache
+from pygw.stages.cache import CachingIntegration, wrap_with_cache
 from pygw.stages.compress import CompressingIntegration, CompressionStage
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
@@ -88,6 +88,8 @@ class CompiledRoute:
     synthetic: bool = False
     # A second mount of an API's route under a custom domain's mapping (domains[].mappings).
     mapped: bool = False
+    # The names of the pipeline's steps in the order they run (the dashboard's routes table).
+    pipeline: tuple[str, ...] = ()
     request_id_header: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +166,7 @@ class Runtime:
                         "style": route.style.value,
                         "integration": route.integration_kind,
                         "canary_percent": route.canary_percent,
+                        "pipeline": list(route.pipeline),
                     }
                 )
         # A route listed under several hosts appears once per host; keep precedence order stable.
@@ -251,15 +254,15 @@ class _StaticResponseHeaders:
     so they reach streamed answers and cache hits too and replace the upstream's of that name."""
 
     def __init__(self, inner: Integration, headers: dict[str, str]) -> None:
-        self._inner = inner
+        self.inner = inner
         self._headers = headers
 
     async def __call__(self, ctx: RequestContext) -> Response:
         ctx.response_headers.update(self._headers)
-        return await self._inner(ctx)
+        return await self.inner(ctx)
 
     async def close(self) -> None:
-        await self._inner.close()
+        await self.inner.close()
 
 
 class _SharedBuckets:
@@ -557,6 +560,11 @@ class _Compiler:
                 )
                 if primary is None:
                     continue
+                integration = primary.pipeline.integration
+                static_headers = isinstance(integration, _StaticResponseHeaders)
+                if isinstance(integration, _StaticResponseHeaders):
+                    integration = integration.inner
+                cached = isinstance(integration, CachingIntegration)
                 self._add(
                     api,
                     style,
@@ -569,6 +577,12 @@ class _Compiler:
                     float(canary.percent) if canary else 0.0,
                     route.integration.type,
                     synthetic=False,
+                    pipeline=(
+                        *(name for name, _ in named),
+                        *(("cache",) if cached else ()),
+                        *(("response_transform",) if respond is not None else ()),
+                        *(("response_headers",) if static_headers else ()),
+                    ),
                 )
             if "$default" not in route_items:
                 # Policy and CORS also guard unmatched paths: this is where preflights for paths
@@ -589,6 +603,7 @@ class _Compiler:
                     0.0,
                     "not_found",
                     synthetic=True,
+                    pipeline=tuple(name for name, _ in front_named),
                 )
 
     def _add(
@@ -604,6 +619,7 @@ class _Compiler:
         canary_percent: float,
         kind: str,
         synthetic: bool,
+        pipeline: tuple[str, ...] = (),
     ) -> None:
         route_id = len(self.routes)
         self.routes.append(
@@ -621,6 +637,7 @@ class _Compiler:
                 metrics=self.metrics.route(api.name, stage, key, style.value),
                 integration_kind=kind,
                 synthetic=synthetic,
+                pipeline=pipeline,
             )
         )
         for host in hosts:
@@ -741,6 +758,10 @@ class _Compiler:
                 0.0,
                 "websocket",
                 synthetic=False,
+                pipeline=(
+                    *(("resource_policy",) if policy is not None else ()),
+                    *(("throttle",) if self.account_buckets else ()),
+                ),
             )
             self._connections_api(api, stage, hosts, prefix, stages)
 

@@ -32,6 +32,7 @@ from pygw.dispatch import Dispatcher, refusal_response
 from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
+from pygw.observe.dashboard import ReloadHistory
 from pygw.observe.metrics import Metrics
 from pygw.request import Request
 from pygw.response import Response, UpgradedResponse
@@ -126,6 +127,7 @@ class Gateway:
         self._listen_override = listen
         self._worker = worker
         self.metrics = Metrics()
+        self.reload_history = ReloadHistory()
         self._retiring: asyncio.Task[None] | None = None
         # WebSocket connections outlive config snapshots: a reload keeps clients connected.
         self.connections = ConnectionRegistry(on_count=self.metrics.websocket_connections.set)
@@ -256,6 +258,7 @@ class Gateway:
                 fresh.attach_shared_state()
             except ConfigError as failure:
                 self.metrics.config_reloads.labels("error").inc()
+                self.reload_history.record(False, str(failure))
                 log.error("reload refused, still serving the previous config:\n%s", failure)
                 return False, str(failure)
             dispatcher = self._dispatcher
@@ -267,6 +270,7 @@ class Gateway:
             if self._http is not None:
                 self._http.extra_head = self._extra_head(loaded.config)
             self.metrics.config_reloads.labels("ok").inc()
+            self.reload_history.record(True, fresh.summary())
             if self._worker is None:
                 self.connections.admin_token = loaded.config.admin.token
             log.info("config reloaded: %s", fresh.summary())

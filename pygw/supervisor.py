@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pygw.config.load import ConfigError, LoadedConfig, load_config
 from pygw.integrations.ws_connections import DEFAULT_MAX_POST_BYTES, join_workers, worker_of
+from pygw.observe.dashboard import ReloadHistory
 
 log = logging.getLogger("pygw.supervisor")
 
@@ -144,6 +145,10 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._serving = False
         self._reload_lock = asyncio.Lock()
+        self.reload_history = ReloadHistory()
+        # Reloads the supervisor refused or saw fail: a config it refuses never reaches a worker,
+        # so the workers' pygw_config_reloads_total would not show it.
+        self._reloads = {"ok": 0, "error": 0}
         self._keepers: list[asyncio.Task[None]] = []
         self._admin: Any = None
         # Pooled clients of the workers' admin sockets for the connections API (one per worker).
@@ -454,7 +459,14 @@ class Supervisor:
             restarts.add_sample(
                 "pygw_worker_restarts_total", {"worker": str(worker.index)}, float(worker.restarts)
             )
-        return [up, restarts]
+        reloads = Metric(
+            "pygw_supervisor_reloads",
+            "Config reloads through the supervisor, by result.",
+            "counter",
+        )
+        for result, count in self._reloads.items():
+            reloads.add_sample("pygw_supervisor_reloads_total", {"result": result}, float(count))
+        return [up, restarts, reloads]
 
     async def reload(self) -> tuple[bool, dict[str, Any]]:
         """Validate the config once here; when it is sound, every worker reloads it."""
@@ -467,6 +479,8 @@ class Supervisor:
                 trial = compile_runtime(loaded, Metrics())
             except ConfigError as failure:
                 log.error("reload refused, workers keep the previous config:\n%s", failure)
+                self.reload_history.record(False, str(failure))
+                self._reloads["error"] += 1
                 return False, {"reloaded": False, "errors": str(failure).splitlines()}
             summary = trial.summary()
             await trial.close()
@@ -497,8 +511,13 @@ class Supervisor:
                 )
             if ok:
                 log.info("config reloaded in %d workers: %s", len(workers), summary)
+                self.reload_history.record(True, summary)
+                self._reloads["ok"] += 1
             else:
                 log.error("config reload failed in some workers: %s", results)
+                failed = [str(r) for r in results if not r.get("reloaded")]
+                self.reload_history.record(False, "\n".join(failed))
+                self._reloads["error"] += 1
             return ok, {"reloaded": ok, "summary": summary, "workers": results}
 
 

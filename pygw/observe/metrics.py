@@ -291,6 +291,10 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # Both results from the start: a series that appears at 1 shows no increase to an
+        # alert rule's increase(), so the first refused reload would go unnoticed.
+        for result in ("ok", "error"):
+            self.config_reloads.labels(result)
         # WebSocket families: `messages` and `integration_latency` move per client message, so
         # they are lock-free families like the per-request ones. See README "Observability".
         self.websocket_messages = CounterFamily(
