@@ -156,6 +156,7 @@ class Gateway:
         return self._dispatcher.runtime
 
     async def start(self) -> None:
+        self._handle_signals()
         loaded = self._load()
         runtime = compile_runtime(loaded, self.metrics, self.connections, self._listen_override)
         runtime.attach_shared_state()
@@ -301,11 +302,16 @@ class Gateway:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def serve_until_stopped(self) -> None:
+    def _handle_signals(self) -> None:
+        # Before "listening" is printed: a SIGHUP or SIGTERM sent as soon as the gateway says it
+        # serves must reload or drain it, not end it by the signal's default action.
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+
+    async def serve_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
         watch: asyncio.Task[None] | None = None
         if self._worker is not None:
             watch = loop.create_task(self._watch_parent(self._worker.parent_pid))
