@@ -620,7 +620,9 @@ def test_unknown_validate_body_model() -> None:
 
 
 def test_scopes_need_a_jwt_authorizer() -> None:
-    assert "scopes need a jwt or cognito_user_pools authorizer" in one_error(api(route(extra="scopes: [a]")))
+    assert "scopes need a jwt or cognito_user_pools authorizer" in one_error(
+        api(route(extra="scopes: [a]"))
+    )
 
 
 def test_cross_checks_report_several_problems() -> None:
