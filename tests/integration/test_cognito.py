@@ -31,13 +31,13 @@ ISSUER = f"https://cognito-idp.{REGION}.amazonaws.com/{POOL_ID}"
 OTHER_ISSUER = f"https://cognito-idp.{REGION}.amazonaws.com/us-east-1_Other"
 SCOPE = "shop/orders.read"
 
-ECHO = '''
+ECHO = """
 import json
 
 
 def handler(event, context):
     return {"statusCode": 200, "body": json.dumps(event)}
-'''
+"""
 
 CONFIG = """
 server: {listen: "127.0.0.1:0"}
