@@ -31,7 +31,7 @@ from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
 from pygw.response import Response
-from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys
+from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys, keys_without_plan
 from pygw.stages.cache import wrap_with_cache
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
@@ -393,6 +393,14 @@ class _Compiler:
         )
         front = tuple(s for _, s in front_named)
         api_keys = build_api_keys(api, self.throttle)
+        if api.api_keys_need_usage_plan:
+            for key_id in keys_without_plan(api):
+                self.warn(
+                    f"{where}.api_keys",
+                    f"API key {key_id!r} is in no usage plan: requests with it are refused "
+                    "(403), as AWS refuses them",
+                    "add it to a usage plan's keys, or set api_keys_need_usage_plan: false",
+                )
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
             if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
