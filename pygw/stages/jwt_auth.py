@@ -17,6 +17,10 @@ No token, or a token that does not verify: UNAUTHORIZED (401). A valid token wit
 scope: ACCESS_DENIED (403). On success, ``ctx.authorizer = {"jwt": {"claims": {...},
 "scopes": [...] | None}}`` (the token's claims as decoded; integrations present them the way
 their event format needs).
+
+``CognitoAuthStage`` is the same check configured as AWS's COGNITO_USER_POOLS authorizer: the
+issuers come from the user pool ARNs (one key store per pool), ``token_use`` decides which tokens a
+route takes, every refusal is 401, and the claims go on already shaped as AWS's strings.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from pygw.authorizer_view import cognito_claims, context_text, rest_authorizer
 from pygw.config.load import LoadedConfig
 from pygw.config.model import (
     ApiConfig,
@@ -894,3 +895,39 @@ def test_build_custom_auth_stage_names_a_missing_handler(tmp_path: Path) -> None
         build_custom_auth_stage(
             auth, api.routes["GET /items/{id}"], api, "v1", loaded(tmp_path, config)
         )
+
+
+def test_authorizer_values_as_aws_rest_apis_write_them() -> None:
+    assert [context_text(v) for v in (True, False, 123, 2.0, 0.5, "x", None)] == [
+        "true",
+        "false",
+        "123",
+        "2",
+        "0.5",
+        "x",
+        None,
+    ]
+    found = {"isAdmin": True, "principalId": "zoe", "integrationLatency": 7}
+    assert rest_authorizer(found) == {
+        "isAdmin": "true",
+        "principalId": "zoe",
+        "integrationLatency": 7,
+    }
+    claims = cognito_claims(
+        {
+            "cognito:groups": ["a", "b"],
+            "exp": 1513495692,
+            "iat": 1513492092.0,
+            "auth_time": 1513492092,
+            "email_verified": False,
+            "address": {"country": "NZ"},
+        }
+    )
+    assert claims == {
+        "cognito:groups": "a,b",
+        "exp": "Sun Dec 17 07:28:12 UTC 2017",
+        "iat": "Sun Dec 17 06:28:12 UTC 2017",
+        "auth_time": "1513492092",
+        "email_verified": "false",
+        "address": '{"country":"NZ"}',
+    }
