@@ -22,7 +22,13 @@ def _serve_openapi(args: argparse.Namespace) -> int:
     import uvloop
 
     from pygw.config.load import LoadedConfig
-    from pygw.config.openapi import load_openapi_config, parse_handlers, parse_upstreams
+    from pygw.config.openapi import (
+        load_openapi_config,
+        parse_handlers,
+        parse_jwks,
+        parse_upstreams,
+        parse_user_pools,
+    )
     from pygw.server import run_gateway
 
     if args.workers is not None and args.workers > 1:
@@ -35,6 +41,8 @@ def _serve_openapi(args: argparse.Namespace) -> int:
     try:
         upstreams = parse_upstreams(args.upstream)
         handlers = parse_handlers(args.handler)
+        jwks = parse_jwks(args.jwks)
+        user_pools = parse_user_pools(args.user_pool)
     except ValueError as bad:
         print(f"pygw serve: {bad}", file=sys.stderr)
         return 2
@@ -48,6 +56,8 @@ def _serve_openapi(args: argparse.Namespace) -> int:
             style=args.style,
             admin_listen=args.admin_listen,
             handlers=handlers,
+            jwks=jwks,
+            user_pools=user_pools,
         )
 
     code: int = uvloop.run(run_gateway(spec, args.listen, loader=load))
@@ -56,7 +66,13 @@ def _serve_openapi(args: argparse.Namespace) -> int:
 
 def _import_openapi(args: argparse.Namespace) -> int:
     from pygw.config.load import ConfigError
-    from pygw.config.openapi import import_openapi, parse_handlers, parse_upstreams
+    from pygw.config.openapi import (
+        import_openapi,
+        parse_handlers,
+        parse_jwks,
+        parse_upstreams,
+        parse_user_pools,
+    )
 
     try:
         result = import_openapi(
@@ -65,6 +81,8 @@ def _import_openapi(args: argparse.Namespace) -> int:
             upstreams=parse_upstreams(args.upstream),
             style=args.style,
             handlers=parse_handlers(args.handler),
+            jwks=parse_jwks(args.jwks),
+            user_pools=parse_user_pools(args.user_pool),
         )
     except ConfigError as failure:
         print(str(failure), file=sys.stderr)
@@ -107,6 +125,23 @@ def _openapi_arguments(parser: argparse.ArgumentParser) -> None:
         help="OpenAPI import: run aws_proxy integrations and Lambda authorizers whose uri is "
         "ARN_OR_NAME (the full uri, or the Lambda function name inside it) with the local "
         "Python callable MODULE:FUNCTION; repeatable",
+    )
+    parser.add_argument(
+        "--jwks",
+        action="append",
+        default=[],
+        metavar="NAME=PATH_OR_URL",
+        help="OpenAPI import: verify tokens of the Cognito authorizer NAME (its security scheme's "
+        "name, an entry of its providerARNs, or * for all) with this JWKS file or URL instead "
+        "of the pool's own; repeatable",
+    )
+    parser.add_argument(
+        "--user-pool",
+        action="append",
+        default=[],
+        metavar="NAME=ARN",
+        help="OpenAPI import: the user pool ARN of the Cognito authorizer NAME (as for --jwks), "
+        "e.g. for a providerARNs placeholder such as ${cognito_pool_arn}; repeatable",
     )
     parser.add_argument(
         "--style",

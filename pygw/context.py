@@ -37,6 +37,9 @@ class RequestContext:
     authorizer: dict[str, Any] | None = None  # jwt_auth / custom_auth: claims or context
     usage_identifier_key: str | None = None  # custom_auth: the key a usage plan meters
     iam: IamPrincipal | None = None  # iam_auth: who signed the request (SigV4)
+    # websocket: the connection a $connect request opens, for its authorizer's event
+    connection_id: str | None = None
+    connected_at_ms: int = 0
     body: bytes | None = None  # validate / transform: the body read, or the one to send
     body_content_type: str | None = None  # transform: the media type of a rendered body
     request_overrides: dict[str, Any] | None = None  # transform: path, query, headers to send

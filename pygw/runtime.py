@@ -40,7 +40,7 @@ from pygw.stages.compress import CompressingIntegration, CompressionStage
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.iam_auth import IamAuthStage
-from pygw.stages.jwt_auth import build_jwt_stage
+from pygw.stages.jwt_auth import build_cognito_stage, build_jwt_stage
 from pygw.stages.resource_policy import build_principal_policy_stage, build_resource_policy_stage
 from pygw.stages.throttle import ACCOUNT, ROUTE, STAGE, CountFor, Decision, build_throttle_stage
 from pygw.stages.transform import (
@@ -502,7 +502,8 @@ class _Compiler:
                 auth_stage = self._auth_stage(route_where, api, route, stage.name, key)
                 auth_name = (
                     "jwt_auth"
-                    if auth_stage is not None and api.authorizers[route.authorizer].type == "jwt"
+                    if auth_stage is not None
+                    and api.authorizers[route.authorizer].type in ("jwt", "cognito_user_pools")
                     else "custom_auth"
                 )
                 iam_named: tuple[tuple[str, Stage], ...] = ()
@@ -805,6 +806,8 @@ class _Compiler:
         try:
             if authorizer.type == "jwt":
                 return build_jwt_stage(authorizer, route, self.loaded)
+            if authorizer.type == "cognito_user_pools":
+                return build_cognito_stage(authorizer, route, self.loaded)
             return build_custom_auth_stage(authorizer, route, api, stage, self.loaded, key)
         except ValueError as bad:
             self.issue(

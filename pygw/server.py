@@ -142,6 +142,8 @@ class Gateway:
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.bound: tuple[str, int] | str | None = None
+        # "pygw listening on ..." once started (a worker, announced by its supervisor, has none).
+        self.ready_line: str | None = None
         self._tls: TlsListener | None = None
         self.redirect: RedirectListener | None = None
 
@@ -155,8 +157,7 @@ class Gateway:
             raise RuntimeError("gateway not started")
         return self._dispatcher.runtime
 
-    async def start(self) -> None:
-        self._handle_signals()
+    async def start(self, announce: bool = True) -> None:
         loaded = self._load()
         runtime = compile_runtime(loaded, self.metrics, self.connections, self._listen_override)
         runtime.attach_shared_state()
@@ -246,7 +247,9 @@ class Gateway:
         self.connections.admin_token = config.admin.token
         self._admin = AdminServer(self, config.admin.listen, config.admin.token)
         admin_shown = await self._admin.start()
-        print(f"pygw listening on {shown} (admin {admin_shown})", flush=True)
+        self.ready_line = f"pygw listening on {shown} (admin {admin_shown})"
+        if announce:
+            print(self.ready_line, flush=True)
 
     async def reload(self) -> tuple[bool, str]:
         """Compile the config anew and swap it in; on any error the old snapshot keeps serving."""
@@ -302,9 +305,7 @@ class Gateway:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    def _handle_signals(self) -> None:
-        # Before "listening" is printed: a SIGHUP or SIGTERM sent as soon as the gateway says it
-        # serves must reload or drain it, not end it by the signal's default action.
+    def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
@@ -312,6 +313,7 @@ class Gateway:
 
     async def serve_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
+        self.install_signal_handlers()
         watch: asyncio.Task[None] | None = None
         if self._worker is not None:
             watch = loop.create_task(self._watch_parent(self._worker.parent_pid))
@@ -372,10 +374,15 @@ async def run_gateway(
     raise_file_limit()
     gateway = Gateway(config_path, listen, worker, loader)
     try:
-        await gateway.start()
+        await gateway.start(announce=False)
     except ConfigError as failure:
         print(str(failure), flush=True)
         return 1
+    # Ready is announced only once SIGHUP and SIGTERM are handled: a reload sent on seeing the
+    # line must not meet the default action (which ends the process).
+    gateway.install_signal_handlers()
     settle_heap()
+    if gateway.ready_line is not None:
+        print(gateway.ready_line, flush=True)
     await gateway.serve_until_stopped()
     return 0

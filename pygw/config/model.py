@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = [
+    "COGNITO_POOL_ARN",
     "METHODS",
     "AccessLogConfig",
     "AdminConfig",
@@ -40,6 +41,7 @@ __all__ = [
     "ApiStyle",
     "AuthorizerConfig",
     "CanaryConfig",
+    "CognitoAuthorizerConfig",
     "ConnectionsApiConfig",
     "CorsConfig",
     "CustomAuthorizerConfig",
@@ -76,6 +78,7 @@ __all__ = [
     "UsagePlanConfig",
     "ValidateConfig",
     "WebSocketSettings",
+    "cognito_issuer",
     "parse_listen",
     "parse_route_key",
 ]
@@ -871,8 +874,93 @@ class CustomAuthorizerConfig(_Model):
         return self
 
 
+# arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID (any partition: aws, aws-cn, aws-us-gov).
+COGNITO_POOL_ARN = re.compile(
+    r"^arn:aws[a-z-]*:cognito-idp:([a-z0-9-]+):(\d*):userpool/([A-Za-z0-9_-]+)$"
+)
+
+
+def cognito_issuer(arn: str) -> str | None:
+    """The token issuer of a user pool ARN (``https://cognito-idp.REGION.amazonaws.com/POOL``)."""
+    found = COGNITO_POOL_ARN.match(arn)
+    if found is None:
+        return None
+    return f"https://cognito-idp.{found.group(1)}.amazonaws.com/{found.group(3)}"
+
+
+class CognitoAuthorizerConfig(_Model):
+    """AWS's COGNITO_USER_POOLS authorizer (REST-style): tokens a listed user pool issued."""
+
+    type: Literal["cognito_user_pools"]
+    provider_arns: StrList
+    # A JWKS for every listed pool: an http(s) URL, file://path or a plain path (relative to the
+    # config file). None: each pool's own `ISSUER/.well-known/jwks.json`.
+    jwks: str | None = None
+    # App client ids accepted (id tokens' aud, access tokens' client_id); empty: any client of
+    # the pool, as AWS has it.
+    app_clients: StrList = []
+    identity_source: StrList = ["header.authorization"]
+    leeway_s: float = Field(default=0.0, ge=0)
+    jwks_cache_s: float = Field(default=300.0, ge=0)
+
+    _sources = field_validator("identity_source")(_identity_sources)
+
+    @field_validator("provider_arns")
+    @classmethod
+    def _check_arns(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise problem(
+                "provider_arns is empty",
+                "list the user pools, e.g. [arn:aws:cognito-idp:us-east-1:123456789012:"
+                "userpool/us-east-1_Ab12]",
+            )
+        for arn in value:
+            if cognito_issuer(arn) is None:
+                raise problem(
+                    f"{arn!r} is not a Cognito user pool ARN",
+                    "write arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID",
+                )
+        return value
+
+    @field_validator("identity_source")
+    @classmethod
+    def _one_header(cls, value: list[str]) -> list[str]:
+        if len(value) != 1 or not value[0].startswith("header."):
+            raise problem(
+                "a Cognito authorizer reads its token from exactly one header",
+                "set identity_source: [header.NAME] (AWS's default is header.Authorization)",
+            )
+        return value
+
+    @field_validator("jwks")
+    @classmethod
+    def _check_jwks(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(("https://", "http://", "file://")):
+            return value
+        if not value.strip() or "://" in value:
+            raise problem(
+                f"jwks {value!r} is neither a URL nor a file path",
+                "write https://.../jwks.json, or a path such as keys/pool-jwks.json",
+            )
+        return "file://" + value
+
+    @property
+    def issuers(self) -> list[str]:
+        """The pools' issuers, in the order listed, without repeats."""
+        out: list[str] = []
+        for arn in self.provider_arns:
+            issuer = cognito_issuer(arn)
+            if issuer is not None and issuer not in out:
+                out.append(issuer)
+        return out
+
+    def jwks_for(self, issuer: str) -> str:
+        return self.jwks or issuer + "/.well-known/jwks.json"
+
+
 AuthorizerConfig = Annotated[
-    JwtAuthorizerConfig | CustomAuthorizerConfig, Field(discriminator="type")
+    JwtAuthorizerConfig | CognitoAuthorizerConfig | CustomAuthorizerConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -1387,7 +1475,9 @@ class MappingConfig(_Model):
 class RouteConfig(_Model):
     integration: IntegrationConfig
     authorizer: str | None = None
-    scopes: StrList = []
+    # OAuth scopes the token needs one of (jwt and cognito_user_pools authorizers); AWS calls
+    # them the method's authorization scopes.
+    scopes: StrList = Field(default=[], alias="authorization_scopes")
     throttle: ThrottleConfig | None = None
     cache: RouteCacheConfig | None = None  # REST-style
     api_key_required: bool = False  # REST-style
@@ -1694,15 +1784,24 @@ class ApiConfig(_Model):
                 if route.authorizer is None:
                     found.add(
                         (*loc, "scopes"),
-                        "scopes need a jwt authorizer on the route",
-                        "add authorizer: NAME (a jwt authorizer), or remove scopes",
+                        "scopes need a jwt or cognito_user_pools authorizer on the route",
+                        "add authorizer: NAME, or remove scopes",
                     )
-                elif route_auth is not None and not isinstance(route_auth, JwtAuthorizerConfig):
+                elif route_auth is not None and isinstance(route_auth, CustomAuthorizerConfig):
                     found.add(
                         (*loc, "scopes"),
                         f"scopes apply to jwt authorizers; {route.authorizer!r} is custom",
                         "remove scopes (a custom authorizer decides access itself)",
                     )
+            route_auth = self.authorizers.get(route.authorizer or "")
+            if isinstance(route_auth, CognitoAuthorizerConfig) and style != "rest":
+                found.add(
+                    (*loc, "authorizer"),
+                    f"{route.authorizer!r} is a cognito_user_pools authorizer, which AWS offers "
+                    "to REST APIs only",
+                    "use type: jwt with issuer https://cognito-idp.REGION.amazonaws.com/POOL_ID "
+                    "(what HTTP APIs use for Cognito), or make the API type: rest",
+                )
             if route.api_key_required and style == "rest" and not self.api_keys:
                 found.add(
                     (*loc, "api_key_required"),

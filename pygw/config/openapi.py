@@ -12,8 +12,13 @@ Choices a user should know about:
   handler, a uri still holding a deployment-time placeholder such as ``${uri}``, a stage
   variable without a value) are kept as mock routes answering 501, so the API's shape stays visible.
 - Authorizers fail closed: a Lambda authorizer without ``x-pygw-handler``, or a Cognito authorizer
-  whose pool or app clients are unknown, becomes a custom authorizer that refuses every request
-  (401), never an open route.
+  whose user pool is unknown (HTTP-style: or whose app clients are), becomes a custom authorizer
+  that refuses every request (401), never an open route.
+- A Cognito authorizer (REST-style) becomes a ``cognito_user_pools`` authorizer: its tokens are
+  checked with the pool's JWKS, or the one ``--jwks NAME=PATH_OR_URL`` (``jwks``) or the scheme's
+  ``x-pygw-jwks`` names; ``--user-pool NAME=ARN`` (``user_pools``) gives the pool when the
+  definition holds a deployment-time placeholder; ``x-pygw-audience`` lists accepted app
+  clients. NAME is the security scheme's name, an entry of its providerARNs, or ``*``.
 - ``--upstream KEY=URL`` (``upstreams``) rewrites integration uris: KEY is a host name (the uri's
   scheme and host are replaced), a URL prefix (replaced), a template placeholder such as ``${uri}``
   (replaced wherever it appears), or ``stageVariables.NAME`` (the value of that stage variable).
@@ -50,6 +55,7 @@ from pygw.config.model import (
     CorsConfig,
     RouteKeyError,
     StageConfig,
+    cognito_issuer,
     parse_route_key,
 )
 
@@ -58,7 +64,9 @@ __all__ = [
     "import_openapi",
     "load_openapi_config",
     "parse_handlers",
+    "parse_jwks",
     "parse_upstreams",
+    "parse_user_pools",
     "refuse_unresolved",
 ]
 
@@ -67,6 +75,7 @@ log = logging.getLogger("pygw.openapi")
 AWS = "x-amazon-apigateway-"
 HANDLER_KEY = "x-pygw-handler"
 AUDIENCE_KEY = "x-pygw-audience"
+JWKS_KEY = "x-pygw-jwks"
 REFUSING_HANDLER = "pygw.config.openapi:refuse_unresolved"
 API_KEY_ENV = "PYGW_API_KEY"
 # Where an imported definition with AWS_IAM routes expects its SigV4 keys.
@@ -80,9 +89,6 @@ _NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _STAGE_VAR = re.compile(r"^stageVariables\.([A-Za-z0-9_]+)$")
 _STATUS_IN_TEMPLATE = re.compile(r'"?statusCode"?\s*:\s*"?(\d{3})')
-_COGNITO_ARN = re.compile(
-    r"^arn:aws[a-z-]*:cognito-idp:([a-z0-9-]+):\d*:userpool/([A-Za-z0-9_-]+)$"
-)
 _VTL = re.compile(r"[$#][A-Za-z{!]")
 # The function name inside a Lambda ARN, alone or wrapped in an API Gateway invocation uri:
 # ...:function:NAME[:ALIAS_OR_VERSION][/invocations].
@@ -162,6 +168,45 @@ def parse_handlers(items: list[str] | None) -> dict[str, str]:
             raise ValueError(
                 f"--handler {item!r} is not ARN_OR_NAME=module:callable "
                 "(e.g. GetProductFunction=handlers:get_product)"
+            )
+        out[key] = value
+    return out
+
+
+def parse_jwks(items: list[str] | None, cwd: Path | None = None) -> dict[str, str]:
+    """``NAME=LOCATION`` strings (``--jwks``): LOCATION an http(s) URL or a file, made absolute
+    here (relative to ``cwd``) since the imported config may be written elsewhere."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError(
+                f"--jwks {item!r} is not NAME=PATH_OR_URL (e.g. pool=keys/pool-jwks.json, or "
+                "*=https://idp.example/jwks.json for every Cognito authorizer)"
+            )
+        if not value.startswith(("https://", "http://")):
+            path = Path(value[len("file://") :] if value.startswith("file://") else value)
+            path = path.expanduser()
+            if not path.is_absolute():
+                path = (cwd or Path.cwd()) / path
+            if not path.is_file():
+                raise ValueError(f"--jwks {key}: no file {path}")
+            value = "file://" + str(path.resolve())
+        out[key] = value
+    return out
+
+
+def parse_user_pools(items: list[str] | None) -> dict[str, str]:
+    """``NAME=ARN`` strings (``--user-pool``) as a mapping; raises ValueError naming a bad one."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.rpartition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or cognito_issuer(value) is None:
+            raise ValueError(
+                f"--user-pool {item!r} is not NAME=ARN (e.g. "
+                "pool=arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Ab12)"
             )
         out[key] = value
     return out
@@ -263,8 +308,14 @@ class _Importer:
         upstreams: Mapping[str, str],
         style: str,
         handlers: Mapping[str, str] | None = None,
+        jwks: Mapping[str, str] | None = None,
+        user_pools: Mapping[str, str] | None = None,
     ) -> None:
         self.doc = doc
+        self.jwks = dict(jwks or {})
+        self.jwks_used: set[str] = set()
+        self.user_pools = dict(user_pools or {})
+        self.user_pools_used: set[str] = set()
         self.source = source
         self.stage = stage
         self.upstreams = dict(upstreams)
@@ -385,6 +436,17 @@ class _Importer:
         api["routes"] = self.routes
         self.unused_schemes()
         self.sweep(doc, ())
+        for option, table, used in (
+            ("--jwks", self.jwks, self.jwks_used),
+            ("--user-pool", self.user_pools, self.user_pools_used),
+        ):
+            for key in table:
+                if key not in used:
+                    self.warn(
+                        f"{option} {key}",
+                        "matches no Cognito authorizer (give the security scheme's name, an "
+                        "entry of its providerARNs, or *)",
+                    )
         for key in self.handlers:
             if key not in self.handlers_used:
                 self.warn(
@@ -1338,39 +1400,67 @@ class _Importer:
         self.authorizers[name] = out
         return _Auth("authorizer", name)
 
+    def override(self, table: dict[str, str], used: set[str], name: str, arns: list[Any]) -> Any:
+        """The --user-pool / --jwks value for a Cognito scheme: by its name, by one of its
+        providerARNs entries (a placeholder such as ${cognito_pool_arn}), or ``*``."""
+        for key in (name, *(str(a) for a in arns), "*"):
+            if key in table:
+                used.add(key)
+                return table[key]
+        return None
+
     def cognito(self, name: str, spec: dict[str, Any], scheme: dict[str, Any], where: str) -> _Auth:
-        arns = spec.get("providerARNs")
-        issuer = None
-        for arn in arns if isinstance(arns, list) else []:
-            found = _COGNITO_ARN.match(str(arn))
-            if found:
-                issuer = f"https://cognito-idp.{found.group(1)}.amazonaws.com/{found.group(2)}"
-                break
-        if issuer is None:
+        raw = spec.get("providerARNs")
+        listed: list[Any] = raw if isinstance(raw, list) else []
+        given = self.override(self.user_pools, self.user_pools_used, name, listed)
+        arns = [given] if given is not None else [str(a) for a in listed]
+        readable = [a for a in arns if cognito_issuer(a) is not None]
+        if not readable:
             return self.refusing(
                 name,
                 where,
-                f"Cognito user pool {arns!r} is not a user pool ARN pygw can read "
-                "(arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID)",
+                f"Cognito user pool {listed!r} is not a user pool ARN pygw can read "
+                "(arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID; pass --user-pool "
+                f"{name}=ARN for a deployment-time placeholder)",
             )
+        for arn in arns:
+            if arn not in readable:
+                self.warn(where, f"provider ARN {arn!r} is not a user pool ARN; pygw skips it")
         audience = scheme.get(AUDIENCE_KEY, spec.get(AUDIENCE_KEY))
         if isinstance(audience, str):
             audience = [audience]
-        if not audience:
-            return self.refusing(
-                name,
-                where,
-                "pygw checks a token's audience (aud or client_id) and a Cognito authorizer names "
-                "none (add x-pygw-audience: [APP_CLIENT_ID] to the security scheme)",
-            )
-        out: dict[str, Any] = {
-            "type": "jwt",
-            "issuer": issuer,
-            "audience": [str(a) for a in audience],
-        }
+        jwks = self.override(self.jwks, self.jwks_used, name, listed)
+        if jwks is None:
+            jwks = scheme.get(JWKS_KEY, spec.get(JWKS_KEY))
         sources = self.identity_sources(spec.get("identitySource"), scheme)
+        if self.style != "rest":
+            # HTTP APIs authorise Cognito tokens with a JWT authorizer, which needs an audience.
+            if not audience:
+                return self.refusing(
+                    name,
+                    where,
+                    "an HTTP-style JWT authorizer checks a token's audience and this Cognito "
+                    "authorizer names none (add x-pygw-audience: [APP_CLIENT_ID] to the security "
+                    "scheme)",
+                )
+            out: dict[str, Any] = {
+                "type": "jwt",
+                "issuer": cognito_issuer(readable[0]),
+                "audience": [str(a) for a in audience],
+            }
+            if len(readable) > 1:
+                self.warn(where, "an HTTP-style JWT authorizer has one issuer: pygw uses the first")
+        else:
+            out = {"type": "cognito_user_pools", "provider_arns": readable}
+            if audience:
+                out["app_clients"] = [str(a) for a in audience]
+        if isinstance(jwks, str) and jwks:
+            out["jwks"] = jwks
         if sources:
             out["identity_source"] = sources[:1]
+        for key in spec:
+            if key not in ("type", "providerARNs", "identitySource", AUDIENCE_KEY, JWKS_KEY):
+                self.warn(f"{where}/{key}", f"authorizer setting {key!r} is not supported")
         self.authorizers[name] = out
         return _Auth("authorizer", name, is_jwt=True)
 
@@ -1486,6 +1576,8 @@ def import_openapi(
     upstreams: dict[str, str] | None = None,
     style: str = "rest",
     handlers: dict[str, str] | None = None,
+    jwks: dict[str, str] | None = None,
+    user_pools: dict[str, str] | None = None,
 ) -> ImportResult:
     """Import an OpenAPI 3 / Swagger 2.0 definition; raises ConfigError when it cannot be read."""
     path = Path(path)
@@ -1514,7 +1606,7 @@ def import_openapi(
                 )
             ]
         )
-    importer = _Importer(doc, path, stage, upstreams or {}, style, handlers)
+    importer = _Importer(doc, path, stage, upstreams or {}, style, handlers, jwks, user_pools)
     config = importer.run()
     errors = list(importer.errors)
     try:
@@ -1533,10 +1625,20 @@ def load_openapi_config(
     style: str = "rest",
     admin_listen: str | None = None,
     handlers: dict[str, str] | None = None,
+    jwks: dict[str, str] | None = None,
+    user_pools: dict[str, str] | None = None,
 ) -> LoadedConfig:
     """What `pygw serve --openapi` serves: the imported config, validated, warnings logged."""
     spec = Path(path)
-    result = import_openapi(spec, stage=stage, upstreams=upstreams, style=style, handlers=handlers)
+    result = import_openapi(
+        spec,
+        stage=stage,
+        upstreams=upstreams,
+        style=style,
+        handlers=handlers,
+        jwks=jwks,
+        user_pools=user_pools,
+    )
     for warning in result.warnings:
         log.warning("%s: %s", spec, warning)
     for error in result.errors:

@@ -38,6 +38,7 @@ import orjson
 from multidict import CIMultiDict
 
 from pygw._native import normalize_path
+from pygw.authorizer_view import COGNITO_KEY, INTEGRATION_LATENCY, rest_authorizer
 from pygw.context import RequestContext
 from pygw.errors import Style
 from pygw.sigv4 import iam_authorizer_v2, iam_identity_v1
@@ -290,7 +291,7 @@ class EventBuilder:
             request_context["identity"].update(iam_identity_v1(ctx.iam))
         authorizer = ctx.authorizer
         if authorizer is not None:
-            request_context["authorizer"] = _authorizer_v1(authorizer)
+            request_context["authorizer"] = _authorizer_v1(authorizer, self.info.style)
         event: dict[str, Any] = {}
         if self.info.style is not Style.REST:
             event["version"] = "1.0"
@@ -451,7 +452,7 @@ def _is_text_v2(content_type: str) -> bool:
     return base.startswith("text/") or base in _TEXT_TYPES_V2
 
 
-def _authorizer_v1(found: Mapping[str, Any]) -> dict[str, Any]:
+def _authorizer_v1(found: Mapping[str, Any], style: Style) -> dict[str, Any]:
     jwt = found.get("jwt")
     if isinstance(jwt, Mapping):
         claims = jwt.get("claims") or {}
@@ -460,8 +461,15 @@ def _authorizer_v1(found: Mapping[str, Any]) -> dict[str, Any]:
             "claims": {name: jwt_claim_text(v) for name, v in claims.items()},
             "scopes": list(scopes) if scopes else None,
         }
-    # A custom authorizer's context reaches 1.0 events flat, beside its principalId.
-    return dict(found)
+    cognito = found.get(COGNITO_KEY)
+    if isinstance(cognito, Mapping):
+        # Already shaped as AWS's REST Cognito authorizer passes claims on.
+        return {"claims": dict(cognito.get("claims") or {})}
+    if style is Style.REST:
+        # A Lambda authorizer's context reaches REST events flat and stringified, beside its
+        # principalId and integrationLatency.
+        return rest_authorizer(found)
+    return {k: v for k, v in found.items() if k != INTEGRATION_LATENCY}
 
 
 def _authorizer_v2(found: Mapping[str, Any]) -> dict[str, Any]:
@@ -474,7 +482,10 @@ def _authorizer_v2(found: Mapping[str, Any]) -> dict[str, Any]:
                 "scopes": list(jwt.get("scopes") or []) or None,
             }
         }
-    return {"lambda": {k: v for k, v in found.items() if k != "principalId"}}
+    # HTTP APIs pass a Lambda authorizer's context on with its types kept.
+    return {
+        "lambda": {k: v for k, v in found.items() if k not in ("principalId", INTEGRATION_LATENCY)}
+    }
 
 
 # ---------------------------------------------------------------------------------------------

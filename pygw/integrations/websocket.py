@@ -57,6 +57,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from pygw._native import GRANTED, Throttle
+from pygw.authorizer_view import rest_authorizer
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
@@ -169,7 +170,9 @@ def _authorizer_view(found: Mapping[str, Any]) -> dict[str, Any]:
     jwt = found.get("jwt")
     if isinstance(jwt, Mapping):
         return {"jwt": {"claims": dict(jwt.get("claims") or {}), "scopes": jwt.get("scopes")}}
-    return dict(found)
+    # WebSocket APIs pass a Lambda authorizer's context on as REST APIs do: stringified, beside
+    # principalId and integrationLatency.
+    return rest_authorizer(found)
 
 
 class EventFormat:
@@ -719,6 +722,8 @@ class WebSocketApiIntegration:
         connect_latency_s: float | None = None
         if connect is not None:
             if connect.auth is not None:
+                ctx.connection_id = session.connection_id
+                ctx.connected_at_ms = session.connected_at_ms
                 try:
                     await connect.auth(ctx)  # a refusal raises GatewayError: the handshake fails
                 except GatewayError as refusal:

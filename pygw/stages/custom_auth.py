@@ -20,9 +20,12 @@ then evaluated against each request's ARN, so one answer serves every route it n
 identity source answers 401 without calling the authorizer; a denial answers AUTHORIZER_DENIED; an
 exception, a timeout or a malformed answer answers AUTHORIZER_FAILURE, and only the log learns why.
 
-Writes on success ``ctx.authorizer`` = ``{**context, "principalId": ...}`` whatever the
-authorizer's payload format (``principalId`` left out of simple responses, which have none); the
-integration presents it as its own event format wants (1.0 flat, 2.0 under ``lambda``). A policy's
+Writes on success ``ctx.authorizer`` = ``{**context, "principalId": ..., "integrationLatency":
+MS}`` whatever the authorizer's payload format (``principalId`` left out of simple responses,
+which have none); the integration presents it as its own event format wants (REST-style 1.0 flat
+and stringified, 2.0 under ``lambda`` with types kept: pygw.authorizer_view). On a WebSocket API's
+``$connect`` the event is AWS's WebSocket form: ``methodArn`` ends with ``$connect`` and
+``requestContext`` names the ``connectionId`` being opened. A policy's
 ``usageIdentifierKey`` goes to ``ctx.usage_identifier_key``.
 """
 
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from pygw.authorizer_view import INTEGRATION_LATENCY
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, CustomAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
@@ -82,6 +86,8 @@ AUTHORIZER_FAILURE = ErrorType.AUTHORIZER_FAILURE
 _UNAUTHORIZED_MESSAGE = "Unauthorized"
 # Identities are attacker-chosen: a flood of distinct tokens must not grow the cache without end.
 _CACHE_ENTRIES = 10_000
+# The route key of a WebSocket API's connection request, the only one AWS lets authorize.
+WEBSOCKET_CONNECT = "$connect"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,7 +480,7 @@ def _request_time(epoch_s: float) -> str:
 class _EventBuilder:
     """Builds the authorizer event of one route; what is fixed per route is computed once."""
 
-    __slots__ = ("_auth", "_resource", "_route_key", "_stage_prefix")
+    __slots__ = ("_auth", "_connect_arn", "_resource", "_route_key", "_stage_prefix")
 
     def __init__(self, authorizer: CustomAuthorizer, route_key: str) -> None:
         self._auth = authorizer
@@ -483,8 +489,16 @@ class _EventBuilder:
         self._resource = path if path else route_key
         stage = authorizer.stage
         self._stage_prefix = "" if stage == "$default" else f"/{stage}"
+        # A WebSocket API's $connect: AWS's ARN has no method, it ends with the route key.
+        self._connect_arn = (
+            f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{authorizer.api_id}/{stage}/{route_key}"
+            if route_key == WEBSOCKET_CONNECT
+            else None
+        )
 
     def arn(self, ctx: RequestContext) -> str:
+        if self._connect_arn is not None:
+            return self._connect_arn
         auth = self._auth
         return method_arn(auth.api_id, auth.stage, ctx.request.method, ctx.path)
 
@@ -492,9 +506,49 @@ class _EventBuilder:
         auth = self._auth
         if auth.kind == "TOKEN":
             return {"type": "TOKEN", "authorizationToken": identity[0], "methodArn": arn}
+        if self._connect_arn is not None:
+            if auth.payload_format == "1.0":
+                return self._connect_v1(ctx, arn)
+            event = self._request_v2(ctx, arn, identity)
+            event["requestContext"]["connectionId"] = ctx.connection_id
+            event["requestContext"]["eventType"] = "CONNECT"
+            return event
         if auth.payload_format == "1.0":
             return self._request_v1(ctx, arn)
         return self._request_v2(ctx, arn, identity)
+
+    def _connect_v1(self, ctx: RequestContext, arn: str) -> dict[str, Any]:
+        """AWS's WebSocket REQUEST authorizer event: REST-like, with the connection's context."""
+        request = ctx.request
+        auth = self._auth
+        now = time.time()
+        return {
+            "type": "REQUEST",
+            "methodArn": arn,
+            "headers": _single_headers(request),
+            "multiValueHeaders": _multi_headers(request),
+            "queryStringParameters": _query_last(request) or {},
+            "multiValueQueryStringParameters": _query_multi(request) or {},
+            "stageVariables": dict(ctx.stage_variables),
+            "requestContext": {
+                "routeKey": self._route_key,
+                "eventType": "CONNECT",
+                "extendedRequestId": ctx.request_id,
+                "requestTime": _request_time(now),
+                "messageDirection": "IN",
+                "stage": auth.stage,
+                "connectedAt": ctx.connected_at_ms or int(now * 1000),
+                "requestTimeEpoch": int(now * 1000),
+                "identity": {
+                    "sourceIp": ctx.client_ip,
+                    "userAgent": request.headers.get("User-Agent", ""),
+                },
+                "requestId": ctx.request_id,
+                "domainName": request.host,
+                "connectionId": ctx.connection_id,
+                "apiId": auth.api_id,
+            },
+        }
 
     def _request_v1(self, ctx: RequestContext, arn: str) -> dict[str, Any]:
         request = ctx.request
@@ -615,6 +669,7 @@ class CustomAuthStage:
             raise GatewayError(ErrorType.UNAUTHORIZED)
         events = self._events
         arn = events.arn(ctx)
+        started = time.perf_counter()
         answer = await authorizer.answer(
             identity, lambda: events.build(ctx, arn, identity), ctx.request_id
         )
@@ -623,6 +678,9 @@ class CustomAuthStage:
         found: dict[str, Any] = dict(answer.context)
         if answer.principal_id is not None:
             found["principalId"] = answer.principal_id
+        # The authorizer's own run time, as AWS reports it beside the context (a cached answer
+        # takes no time).
+        found[INTEGRATION_LATENCY] = int((time.perf_counter() - started) * 1000)
         ctx.authorizer = found
         if answer.usage_identifier_key is not None:
             ctx.usage_identifier_key = answer.usage_identifier_key

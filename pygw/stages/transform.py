@@ -47,6 +47,7 @@ import airspeed  # type: ignore[import-untyped]
 import orjson
 from multidict import CIMultiDict
 
+from pygw.authorizer_view import COGNITO_KEY, rest_authorizer
 from pygw.config.model import ApiConfig, MappingConfig, RouteConfig, TemplatesConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
@@ -454,7 +455,11 @@ def _authorizer(ctx: RequestContext) -> dict[str, Any]:
     jwt = found.get("jwt")
     if isinstance(jwt, dict):
         return {"claims": jwt.get("claims", {}), "scopes": jwt.get("scopes", [])}
-    return found
+    cognito = found.get(COGNITO_KEY)
+    if isinstance(cognito, dict):
+        return {"claims": cognito.get("claims", {})}
+    # Templates are REST-style: a Lambda authorizer's context values read as strings there.
+    return rest_authorizer(found)
 
 
 def _context(ctx: RequestContext, route: _RouteInfo) -> VtlMap:
