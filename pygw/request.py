@@ -14,27 +14,29 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
+
+from pygw.http_version import HTTP_10, HTTP_11, HttpVersion
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from pygw.response import Response, ResponseStream
 
-__all__ = ["BodyStream", "HttpVersion", "Request", "RequestBody", "RequestBodyError"]
+__all__ = [
+    "HTTP_10",
+    "HTTP_11",
+    "BodyStream",
+    "HttpVersion",
+    "Request",
+    "RequestBody",
+    "RequestBodyError",
+]
 
-
-class HttpVersion(NamedTuple):
-    major: int
-    minor: int
-
-
-HTTP_10 = HttpVersion(1, 0)
-HTTP_11 = HttpVersion(1, 1)
 
 # Buffered request bytes above which the client's socket stops being read (back-pressure);
 # reading resumes once the consumer has taken what was buffered.

@@ -20,7 +20,7 @@ from typing import Final, Protocol
 from multidict import CIMultiDict
 
 from pygw._native import header_lines
-from pygw.request import HttpVersion
+from pygw.http_version import HttpVersion
 
 __all__ = [
     "OneWriteResponse",

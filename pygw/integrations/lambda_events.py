@@ -39,6 +39,7 @@ from multidict import CIMultiDict
 
 from pygw._native import normalize_path
 from pygw.authorizer_view import COGNITO_KEY, INTEGRATION_LATENCY, rest_authorizer
+from pygw.aws_ids import ACCOUNT_ID, api_id_for
 from pygw.context import RequestContext
 from pygw.errors import Style
 from pygw.sigv4 import iam_authorizer_v2, iam_identity_v1
@@ -57,7 +58,6 @@ __all__ = [
 ]
 
 # Handlers run locally: there is no account. A fixed, obviously-fake one keeps ARNs well-formed.
-ACCOUNT_ID: Final = "000000000000"
 
 _TEXT_TYPES_V2: Final = frozenset({"application/json", "application/xml", "application/javascript"})
 _V1_RESULT_KEYS: Final = frozenset(
@@ -86,13 +86,6 @@ _JSON: Final = "application/json"
 
 class MalformedResult(ValueError):
     """The function's result is not something API Gateway would accept."""
-
-
-def api_id_for(api_name: str) -> str:
-    """A stable 10-character id in AWS's alphabet, derived from the API's name."""
-    digest = hashlib.sha256(api_name.encode()).digest()
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return "".join(alphabet[b % len(alphabet)] for b in digest[:10])
 
 
 def media_type_matches(media: str, patterns: Sequence[str]) -> bool:

@@ -45,11 +45,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from pygw.authorizer_view import INTEGRATION_LATENCY
+from pygw.aws_ids import ACCOUNT_ID, api_id_for
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, CustomAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
-from pygw.integrations.lambda_events import ACCOUNT_ID, api_id_for
+from pygw.identity_source import IdentityGetter, identity_getter
 from pygw.loader import load_callable
 from pygw.pipeline import Stage
 from pygw.request import Request
@@ -88,50 +89,6 @@ _UNAUTHORIZED_MESSAGE = "Unauthorized"
 _CACHE_ENTRIES = 10_000
 # The route key of a WebSocket API's connection request, the only one AWS lets authorize.
 WEBSOCKET_CONNECT = "$connect"
-
-
-# --------------------------------------------------------------------------------------------------
-# Identity sources
-
-
-IdentityGetter = Callable[[RequestContext], str | None]
-
-_CONTEXT_SOURCES: dict[str, IdentityGetter] = {
-    "requestId": lambda ctx: ctx.request_id,
-    "identity.sourceIp": lambda ctx: ctx.client_ip,
-    "httpMethod": lambda ctx: ctx.request.method,
-    "path": lambda ctx: ctx.path,
-}
-
-
-def identity_getter(source: str) -> IdentityGetter:
-    """A function reading one normalised identity source (``header.authorization``, ...).
-
-    Raises ValueError for a source it cannot read, so that the problem shows at load.
-    """
-    kind, _, name = source.partition(".")
-    if not name:
-        raise ValueError(f"identity source {source!r} names no parameter")
-    if kind == "header":
-        return lambda ctx: ctx.request.headers.get(name)
-    if kind == "querystring":
-
-        def query(ctx: RequestContext) -> str | None:
-            values = ctx.request.query.getall(name, ())
-            return values[-1] if values else None
-
-        return query
-    if kind == "path":
-        return lambda ctx: ctx.params.get(name)
-    if kind == "stageVariables":
-        return lambda ctx: ctx.stage_variables.get(name)
-    if kind == "context":
-        found = _CONTEXT_SOURCES.get(name)
-        if found is None:
-            known = ", ".join("context." + k for k in _CONTEXT_SOURCES)
-            raise ValueError(f"identity source {source!r} is not supported (use one of {known})")
-        return found
-    raise ValueError(f"identity source {source!r} is not a request parameter reference")
 
 
 # --------------------------------------------------------------------------------------------------

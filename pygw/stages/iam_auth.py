@@ -12,6 +12,7 @@ principal, which integrations put in their events.
 
 from __future__ import annotations
 
+from pygw.body import read_body
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
@@ -32,7 +33,7 @@ class IamAuthStage:
         headers = SigV4Verifier.header_table(request.raw_headers)
         body: bytes | None = None
         if request.body_exists and SigV4Verifier.payload_needed(headers):
-            body = await self._read_body(ctx)
+            body = await read_body(ctx, self._max_body_bytes)
         try:
             ctx.iam = self._verifier.verify(request.method, request.raw_path, headers, body)
         except SigV4Error as refused:
@@ -46,23 +47,3 @@ class IamAuthStage:
                 ErrorType.ACCESS_DENIED, refused.message, {"x-amzn-ErrorType": refused.error_type}
             ) from None
         return None
-
-    async def _read_body(self, ctx: RequestContext) -> bytes:
-        found = ctx.body
-        if found is not None:
-            return found
-        parts: list[bytes] = []
-        size = 0
-        content = ctx.request.content
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > self._max_body_bytes:
-                raise GatewayError(ErrorType.REQUEST_TOO_LARGE)
-            parts.append(chunk)
-        body = b"".join(parts)
-        # Integrations send ctx.body when a stage has read the stream.
-        ctx.body = body
-        return body

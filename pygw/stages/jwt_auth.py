@@ -43,9 +43,9 @@ from pygw.config.load import LoadedConfig
 from pygw.config.model import CognitoAuthorizerConfig, JwtAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.identity_source import IdentityGetter, identity_getter
 from pygw.pipeline import Stage
 from pygw.response import Response
-from pygw.stages.custom_auth import IdentityGetter, identity_getter
 
 __all__ = [
     "CognitoAuthStage",

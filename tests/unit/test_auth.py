@@ -28,13 +28,13 @@ from pygw.config.model import (
 )
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.identity_source import identity_getter
 from pygw.request import Request
 from pygw.stages.custom_auth import (
     AUTHORIZER_FAILURE,
     CustomAuthorizer,
     CustomAuthStage,
     build_custom_auth_stage,
-    identity_getter,
     load_callable,
     method_arn,
     parse_answer,
