@@ -29,12 +29,14 @@ test-rust:
 	cargo test --quiet --workspace
 
 # Servers the tests start themselves (Redis for the shared throttle, nginx and wrk for the bench
-# harness smoke test), from Debian when absent. Without root the tests that need them skip, saying why.
+# harness smoke test, Node for the `lambda` integration's test function), from Debian when absent.
+# Without root the tests that need them skip, saying why.
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing from Debian"; \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \

@@ -51,6 +51,7 @@ __all__ = [
     "HttpTarget",
     "IntegrationConfig",
     "JwtAuthorizerConfig",
+    "LambdaIntegration",
     "LatencyConfig",
     "LimitsConfig",
     "ListenAddress",
@@ -799,6 +800,8 @@ class CustomAuthorizerConfig(_Model):
     simple_responses: bool = False
     validation_regex: str | None = None
     timeout_ms: int = Field(default=10_000, ge=1)
+    # Folders searched for the handler's module before the config's own (see function).
+    python_path: StrList = []
 
     _handler = field_validator("handler")(_check_handler)
     _sources = field_validator("identity_source")(_identity_sources)
@@ -1170,12 +1173,59 @@ class FunctionIntegration(_Model):
     # Filled with the API style's default by ApiConfig: REST 1.0, HTTP 2.0.
     payload_format: PayloadFormatField = "2.0"
     timeout_ms: int = Field(default=29_000, ge=1)
+    # Folders searched for the handler's module before the config's own (relative to the config
+    # file): a SAM function's CodeUri, so two functions may each have their own `app` module.
+    python_path: StrList = []
+    # What `context` reports; the name defaults to the handler's dotted name.
+    function_name: str | None = None
+    memory_mb: int = Field(default=128, ge=1)
+    # Set in the process environment when the config is loaded (before the module is imported):
+    # in-process functions share one environment.
+    environment: StrMap = {}
 
     _handler = field_validator("handler")(_check_handler)
 
 
+_FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,140}$|^arn:aws[a-z-]*:lambda:[A-Za-z0-9:_$-]+$")
+
+
+class LambdaIntegration(_Model):
+    """A function reached through the Lambda Invoke API at `endpoint` (the Runtime Interface
+    Emulator, LocalStack, moto, or a server of your own speaking the same API)."""
+
+    type: Literal["lambda"]
+    function_name: str
+    endpoint: str
+    qualifier: str | None = None
+    # Filled with the API style's default by ApiConfig: REST 1.0, HTTP 2.0.
+    payload_format: PayloadFormatField = "2.0"
+    timeout_ms: int = Field(default=29_000, ge=1)
+    max_connections: int = Field(default=64, ge=1)
+
+    @field_validator("function_name")
+    @classmethod
+    def _check_function_name(cls, value: str) -> str:
+        if not _FUNCTION_NAME_RE.match(value):
+            raise problem(
+                f"function_name {value!r} is not a Lambda function name",
+                "use letters, digits, '-' and '_' (up to 140), or the function's ARN",
+            )
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/?$", value):
+            raise problem(
+                f"endpoint {value!r} is not an http(s) base URL",
+                "write the Invoke API's address, e.g. http://127.0.0.1:9001 (no path)",
+            )
+        return value.rstrip("/")
+
+
 IntegrationConfig = Annotated[
-    HttpProxyIntegration | MockIntegration | FunctionIntegration, Field(discriminator="type")
+    HttpProxyIntegration | MockIntegration | FunctionIntegration | LambdaIntegration,
+    Field(discriminator="type"),
 ]
 
 
@@ -1302,7 +1352,7 @@ def _style_default_formats(data: Any) -> Any:
             integration = route.get("integration") if isinstance(route, dict) else None
             if (
                 isinstance(integration, dict)
-                and integration.get("type") == "function"
+                and integration.get("type") in ("function", "lambda")
                 and "payload_format" not in integration
             ):
                 route = {**route, "integration": {**integration, "payload_format": fmt}}

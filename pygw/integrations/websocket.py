@@ -45,6 +45,7 @@ import base64
 import collections
 import inspect
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -1096,7 +1097,9 @@ def _target(
     spec: Any = route.integration
     kind = spec.type
     if kind == "function":
-        handler = load_handler(spec.handler, loaded.python_paths())
+        os.environ.update(spec.environment)
+        own = [loaded.resolve(p) for p in spec.python_path]
+        handler = load_handler(spec.handler, [*own, *loaded.python_paths()])
         name = spec.handler.replace(":", "-").replace(".", "-")
         return FunctionTarget(handler, events, spec.timeout_ms, name)
     if kind == "http_proxy":

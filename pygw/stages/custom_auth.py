@@ -664,7 +664,10 @@ def build_custom_auth_stage(
     if authorizer is None or authorizer.cfg is not authorizer_cfg:
         authorizer = CustomAuthorizer(
             authorizer_cfg,
-            loaded_config.python_paths(),
+            [
+                *(loaded_config.resolve(p) for p in authorizer_cfg.python_path),
+                *loaded_config.python_paths(),
+            ],
             api_id=api_id_for(api_cfg.name),
             stage=stage_name,
             name=name,
