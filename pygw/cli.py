@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_sam(args)
     from pygw.supervisor import serve
 
-    return serve(Path(args.config), args.listen, args.workers)
+    return serve(Path(args.config), args.listen, args.workers, watch=args.watch)
 
 
 def _serve_openapi(args: argparse.Namespace) -> int:
@@ -56,7 +56,8 @@ def _serve_openapi(args: argparse.Namespace) -> int:
             handlers=handlers,
         )
 
-    code: int = uvloop.run(run_gateway(spec, args.listen, loader=load))
+    watch = [spec.resolve().parent] if args.watch else []
+    code: int = uvloop.run(run_gateway(spec, args.listen, loader=load, watch=watch))
     return code
 
 
@@ -132,7 +133,9 @@ def _serve_sam(args: argparse.Namespace) -> int:
     except ConfigError as failure:
         print(str(failure), file=sys.stderr)
         return 1
-    code: int = uvloop.run(run_gateway(template, args.listen, loader=load))
+    # The project's folder: the template, CodeUri folders and DefinitionUri files below it.
+    watch = [template.resolve().parent] if args.watch else []
+    code: int = uvloop.run(run_gateway(template, args.listen, loader=load, watch=watch))
     return code
 
 
@@ -344,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="where to accept traffic (HOST:PORT, or unix:/path); overrides server.listen; "
         "port 0 picks a free port",
+    )
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when files change: the config's (or template's, or definition's) folder "
+        "and python_path folders; handler modules whose source changed are imported afresh "
+        "(one process only)",
     )
     serve.add_argument(
         "--workers",

@@ -324,3 +324,61 @@ async def test_mapping_template_served(
             assert await answer.json() == {"static": True}
     finally:
         gateway.stop()
+
+
+# ------------------------------------------------------------------------------------ --watch
+
+
+async def _eventually(
+    session: aiohttp.ClientSession, url: str, expected: int, text: str | None = None
+) -> str:
+    """Polls until the gateway answers `expected` (and `text`, when given); the reload is
+    asynchronous, so the test waits for it rather than for a fixed time."""
+    body = ""
+    for _ in range(200):
+        async with session.get(url) as answer:
+            body = await answer.text()
+            if answer.status == expected and (text is None or text in body):
+                return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} never answered {expected} {text or ''}; last: {body}")
+
+
+async def test_watch_reloads_handler_code_and_template(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    project = tmp_path / "sam-app"
+    shutil.copytree(SAM / "hello_world", project)
+    template = project / "template.yaml"
+    app = project / "hello_world" / "app.py"
+    gateway = await _started(template, "--watch")
+    try:
+        await _eventually(session, f"{gateway.url}/Prod/hello", 200, "hello world")
+        # The handler's code changes: the next snapshot imports it afresh.
+        app.write_text(
+            "import json\n\ndef lambda_handler(event, context):\n"
+            "    return {'statusCode': 200, 'body': json.dumps({'message': 'hello again'})}\n"
+        )
+        await _eventually(session, f"{gateway.url}/Prod/hello", 200, "hello again")
+        # The template changes: a new event is served.
+        text = template.read_text()
+        template.write_text(
+            text.replace(
+                "            Method: get\n",
+                "            Method: get\n        Bye:\n          Type: Api\n"
+                "          Properties:\n            Path: /bye\n            Method: get\n",
+                1,
+            )
+        )
+        await _eventually(session, f"{gateway.url}/Prod/bye", 200, "hello again")
+        # A broken template is refused; the previous snapshot keeps serving.
+        template.write_text("Resources: [unclosed\n")
+        for _ in range(200):
+            if "reload refused" in gateway.text():
+                break
+            await asyncio.sleep(0.05)
+        assert "reload refused" in gateway.text()
+        async with session.get(f"{gateway.url}/Prod/bye") as answer:
+            assert answer.status == 200
+    finally:
+        gateway.stop()
