@@ -34,6 +34,7 @@ from typing import Any, Final
 import yaml
 
 from pygw.config.cfn import NO_VALUE, Resolver, read_template
+from pygw.config.cfn_apigw import PlainApis
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig, parse_config
 from pygw.config.openapi import (
     API_KEY_ENV,
@@ -55,6 +56,34 @@ IMPLICIT_HTTP: Final = "ServerlessHttpApi"
 _MAX_TIMEOUT_MS: Final = {"rest": 29_000, "http": 30_000}
 _MARKER: Final = "pygw_sam_function_"
 _PY_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLAIN_API_TYPES: Final = frozenset(
+    {
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Route",
+        "AWS::ApiGatewayV2::Integration",
+        "AWS::ApiGatewayV2::Authorizer",
+        "AWS::ApiGatewayV2::Stage",
+        "AWS::ApiGatewayV2::Deployment",
+        "AWS::ApiGateway::RestApi",
+        "AWS::ApiGateway::Resource",
+        "AWS::ApiGateway::Method",
+        "AWS::ApiGateway::Authorizer",
+        "AWS::ApiGateway::Stage",
+        "AWS::ApiGateway::Deployment",
+        "AWS::ApiGateway::UsagePlan",
+        "AWS::ApiGateway::UsagePlanKey",
+        "AWS::ApiGateway::ApiKey",
+        "AWS::ApiGateway::Account",
+    }
+)
+# Resources that configure AWS itself (permissions, logs, CDK's bookkeeping): nothing to serve
+# and nothing a request would notice.
+_INFO_TYPES: Final = (
+    "AWS::IAM::",
+    "AWS::Lambda::Permission",
+    "AWS::CDK::Metadata",
+    "AWS::Logs::",
+)
 
 # Properties that configure AWS itself (permissions, tracing, deployment) and change nothing in
 # what a request gets back.
@@ -266,6 +295,9 @@ class _SamImporter:
         for logical_id, (kind, props) in live.items():
             if kind == "AWS::Serverless::Function":
                 self.function(logical_id, props, f"Resources/{logical_id}")
+            elif kind == "AWS::Lambda::Function":
+                spec = _mapping(resources.get(logical_id))
+                self.function(logical_id, _lambda_function(spec, props), f"Resources/{logical_id}")
         for logical_id, (kind, props) in live.items():
             where = f"Resources/{logical_id}"
             if kind == "AWS::Serverless::Function":
@@ -274,16 +306,15 @@ class _SamImporter:
                 value = self.resolver.resolve(props.get("Value"), f"{where}/Properties/Value")
                 if isinstance(value, str) and value:
                     self.api_key_values.append(value)
-            elif kind in ("AWS::Serverless::Api", "AWS::Serverless::HttpApi"):
+            elif (
+                kind in ("AWS::Serverless::Api", "AWS::Serverless::HttpApi")
+                or kind in _PLAIN_API_TYPES
+                or kind == "AWS::Lambda::Function"
+            ):
                 continue
             elif kind.startswith(("AWS::ApiGateway::", "AWS::ApiGatewayV2::")):
-                if kind not in ("AWS::ApiGateway::UsagePlanKey", "AWS::ApiGateway::UsagePlan"):
-                    self.warn(
-                        where,
-                        f"{kind} is not supported (plain API Gateway resources are not imported; "
-                        "describe the API with AWS::Serverless::Api or a DefinitionBody)",
-                    )
-            elif kind == "AWS::Lambda::Permission":
+                self.warn(where, f"{kind} is not supported; pygw ignores it")
+            elif kind.startswith(_INFO_TYPES):
                 continue
             else:
                 self.warn(where, f"{kind or 'a resource without Type'} is not served by pygw")
@@ -292,18 +323,43 @@ class _SamImporter:
                 self.warn(f"--function-endpoint {key}", "names no function of the template")
         finished = [self.finish_api(api) for api in self.apis.values()]
         apis = [api for api in finished if api is not None]
+        apis.extend(self.plain_apis(live))
         self.separate_mounts(apis)
+        serving = sum(
+            1
+            for api in apis
+            for route in api["routes"].values()
+            if route["integration"].get("status") != 501 or route["integration"]["type"] != "mock"
+        )
         if not apis and not self.errors:
             self.errors.append(
                 "the template has no Api or HttpApi events: there is nothing to serve"
             )
-        elif apis and self.serving == 0:
+        elif apis and serving == 0:
             self.errors.append(
                 "no route can answer as the template asks (each function is a 501 stand-in); "
                 "see the warnings (--lambda-endpoint for functions not written in Python)"
             )
         config: dict[str, Any] = {"apis": apis}
         return config
+
+    def plain_apis(self, live: dict[str, tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """`AWS::ApiGateway::*` and `AWS::ApiGatewayV2::*` resources (CDK's output)."""
+        plain = PlainApis(live, self.resolver.resolve, self.warn, _FunctionLookup(self))
+        out = plain.v2_apis() + plain.rest_apis()
+        for logical_id, style, body, stage, where in plain.bodies:
+            if style == "websocket":
+                self.warn(f"{where}/Body", "a WebSocket API's Body is not supported; not served")
+                continue
+            api = _Api(logical_id, style, f"Resources/{logical_id}", {})
+            imported = self.definition(api, body, None, stage, where)
+            if imported is not None:
+                imported["name"] = logical_id
+                imported["stages"] = imported.get("stages") or [{"name": stage}]
+                out.append(imported)
+        if plain.needs_api_keys:
+            self.needs_api_keys = True
+        return out
 
     # ------------------------------------------------------------------------------ functions
 
@@ -511,7 +567,9 @@ class _SamImporter:
                     "RouteSettings",
                 ):
                     self.warn(f"{pwhere}/{extra}", "is not supported; pygw ignores it")
-            route: dict[str, Any] = {"integration": self.integration_for(fn, api, props, pwhere)}
+            route: dict[str, Any] = {
+                "integration": self.integration_for(fn, api.style, props, pwhere)
+            }
             auth = _mapping(props.get("Auth"))
             authorizer = auth.get("Authorizer")
             if authorizer is not None:
@@ -537,7 +595,7 @@ class _SamImporter:
             api.routes[key] = route
 
     def integration_for(
-        self, fn: _Function, api: _Api, props: dict[str, Any], where: str
+        self, fn: _Function, style: str, props: dict[str, Any], where: str
     ) -> dict[str, Any]:
         if fn.integration is None:
             return {
@@ -547,11 +605,11 @@ class _SamImporter:
             }
         self.serving += 1
         out = dict(fn.integration)
-        out["timeout_ms"] = min(out["timeout_ms"], _MAX_TIMEOUT_MS[api.style])
+        out["timeout_ms"] = min(out["timeout_ms"], _MAX_TIMEOUT_MS[style])
         timeout = props.get("TimeoutInMillis")
         if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
             out["timeout_ms"] = min(out["timeout_ms"], timeout)
-        if api.style == "http":
+        if style == "http":
             fmt = props.get("PayloadFormatVersion")
             if fmt is not None:
                 out["payload_format"] = str(fmt)
@@ -708,7 +766,7 @@ class _SamImporter:
             if integration.get("type") == "function" and handler.startswith(_MARKER):
                 fn = self.functions[handler[len(_MARKER) :].partition(":")[0]]
                 fmt = integration.get("payload_format")
-                route["integration"] = self.integration_for(fn, api, {}, where)
+                route["integration"] = self.integration_for(fn, api.style, {}, where)
                 if fmt is not None and route["integration"]["type"] != "mock":
                     route["integration"]["payload_format"] = fmt
             elif integration.get("type") == "function" or integration.get("type") == "http_proxy":
@@ -1029,6 +1087,51 @@ class _SamImporter:
                 seen[mount] = api["name"]
 
 
+class _FunctionLookup:
+    """The functions of the template, as the plain API Gateway import asks for them."""
+
+    def __init__(self, importer: _SamImporter) -> None:
+        self.importer = importer
+
+    def route(
+        self, function_id: str, style: str, props: dict[str, Any], where: str
+    ) -> dict[str, Any]:
+        fn = self.importer.functions.get(function_id)
+        if fn is None:
+            self.importer.warn(
+                where, f"{function_id} is not a function of this template; the route answers 501"
+            )
+            return {
+                "type": "mock",
+                "status": 501,
+                "body": {"message": f"Not Implemented: {function_id}"},
+            }
+        return self.importer.integration_for(fn, style, props, where)
+
+    def python(self, function_id: str) -> tuple[str, list[str]] | None:
+        fn = self.importer.functions.get(function_id)
+        if fn is None or not fn.python or fn.handler is None:
+            return None
+        return fn.handler, fn.python_path
+
+
+def _lambda_function(spec: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:
+    """An `AWS::Lambda::Function` in the Serverless function's terms: CDK's asset folder (its
+    `aws:asset:path` metadata, relative to the template) as CodeUri, inline code as InlineCode."""
+    out = {k: v for k, v in props.items() if k != "Code"}
+    code = _mapping(props.get("Code"))
+    asset = _mapping(spec.get("Metadata")).get("aws:asset:path")
+    if isinstance(asset, str):
+        out["CodeUri"] = asset
+    elif "ZipFile" in code:
+        out["InlineCode"] = code["ZipFile"]
+    elif code:
+        out["CodeUri"] = code
+    if "ImageUri" in code:
+        out["PackageType"] = "Image"
+    return out
+
+
 def _refusing() -> dict[str, Any]:
     return {
         "type": "custom",
@@ -1094,7 +1197,13 @@ def import_sam(path: Path, options: SamOptions | None = None) -> ImportResult:
     transform = template.get("Transform")
     transforms = transform if isinstance(transform, list) else [transform]
     importer = _SamImporter(template, path, options)
-    if not any(isinstance(t, str) and t.startswith("AWS::Serverless") for t in transforms):
+    serverless = any(
+        str(_mapping(r).get("Type", "")).startswith("AWS::Serverless::")
+        for r in _mapping(template.get("Resources")).values()
+    )
+    if serverless and not any(
+        isinstance(t, str) and t.startswith("AWS::Serverless") for t in transforms
+    ):
         importer.warn(
             "Transform", "is not AWS::Serverless-2016-10-31; pygw reads the template as SAM anyway"
         )

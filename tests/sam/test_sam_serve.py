@@ -27,6 +27,7 @@ from jwt.algorithms import RSAAlgorithm
 from tests.e2e.gateway_process import GatewayProcess
 from tests.lambda_runtime.invoke_api import HERE as RUNTIME
 from tests.lambda_runtime.invoke_api import InvokeApiServer, node_function
+from tests.ws_client import receive_json
 
 SAM = Path(__file__).resolve().parent
 
@@ -380,5 +381,45 @@ async def test_watch_reloads_handler_code_and_template(
         assert "reload refused" in gateway.text()
         async with session.get(f"{gateway.url}/Prod/bye") as answer:
             assert answer.status == 200
+    finally:
+        gateway.stop()
+
+
+# ------------------------------------------------------- plain API Gateway resources (CDK)
+
+
+async def test_cdk_shaped_template_http_rest_and_websocket(
+    session: aiohttp.ClientSession,
+) -> None:
+    gateway = await _started(SAM / "cdk" / "template.json")
+    try:
+        # Nothing to say: every resource is mapped or configures AWS itself.
+        assert "WARNING" not in gateway.text()
+        # AWS::ApiGatewayV2 HTTP API: a route to a Lambda function from CDK's asset folder.
+        async with session.get(f"{gateway.url}/items/9") as answer:
+            assert answer.status == 200
+            assert await answer.json() == {
+                "routeKey": "GET /items/{id}",
+                "resource": None,
+                "id": "9",
+                "function": "ItemsFn",
+            }
+        # ... and one behind its REQUEST authorizer (simple responses).
+        async with session.post(f"{gateway.url}/items", headers={"x-token": "no"}) as answer:
+            assert answer.status == 403
+        async with session.post(f"{gateway.url}/items", headers={"x-token": "ok"}) as answer:
+            assert answer.status == 200
+        # AWS::ApiGateway REST API: resource tree, AWS_PROXY method, MOCK preflight, stage prod.
+        async with session.get(f"{gateway.url}/prod/items/4") as answer:
+            assert answer.status == 200
+            got = await answer.json()
+            assert got["resource"] == "/items/{id}" and got["id"] == "4"
+        async with session.options(f"{gateway.url}/prod/items") as answer:
+            assert answer.status == 204
+            assert answer.headers["Access-Control-Allow-Methods"] == "GET,OPTIONS"
+        # AWS::ApiGatewayV2 WebSocket API on stage production, routed by $request.body.action.
+        async with session.ws_connect(f"{gateway.url}/production") as ws:
+            await ws.send_json({"action": "echo", "text": "hi"})
+            assert await receive_json(ws) == {"route": "echo", "echo": "hi"}
     finally:
         gateway.stop()
