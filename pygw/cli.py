@@ -118,21 +118,21 @@ def _serve_sam(args: argparse.Namespace) -> int:
         print(f"pygw serve: {bad}", file=sys.stderr)
         return 2
     template = Path(args.sam)
-    announced = False
-
-    def load() -> LoadedConfig:
-        nonlocal announced
-        loaded = load_sam_config(template, options, admin_listen=args.admin_listen)
-        if not announced:
-            _announce_out_of_process(loaded)
-            announced = True
-        return loaded
-
     try:
-        load()
+        initial = load_sam_config(template, options, admin_listen=args.admin_listen)
     except ConfigError as failure:
         print(str(failure), file=sys.stderr)
         return 1
+    _announce_out_of_process(initial)
+    # The gateway's first load is the import just made (its warnings said once); reloads import
+    # the template again.
+    pending = [initial]
+
+    def load() -> LoadedConfig:
+        if pending:
+            return pending.pop()
+        return load_sam_config(template, options, admin_listen=args.admin_listen)
+
     # The project's folder: the template, CodeUri folders and DefinitionUri files below it.
     watch = [template.resolve().parent] if args.watch else []
     code: int = uvloop.run(run_gateway(template, args.listen, loader=load, watch=watch))

@@ -1241,8 +1241,14 @@ def load_sam_config(
     result = import_sam(template, options)
     for warning in result.warnings:
         log.warning("%s: %s", template, warning)
-    for error in result.errors:
-        log.error("%s: %s", template, error)
+    if result.errors:
+        # Nothing could be served: refuse, as a configuration with errors is refused.
+        raise ConfigError(
+            [
+                ConfigIssue(str(template), "", error, "see the warnings above for what to add")
+                for error in result.errors
+            ]
+        )
     config = dict(result.config)
     if admin_listen is not None:
         config["admin"] = {"listen": admin_listen}

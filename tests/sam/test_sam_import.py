@@ -263,3 +263,17 @@ def test_import_sam_command_writes_a_config_pygw_checks(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "error: the template has no Api or HttpApi events" in done.stderr
+
+
+def test_serve_sam_refuses_a_template_with_nothing_to_serve(tmp_path: Path) -> None:
+    nothing = tmp_path / "queue.yaml"
+    nothing.write_text("Resources:\n  Q: {Type: AWS::SQS::Queue}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pygw", "serve", "--sam", str(nothing), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "the template has no Api or HttpApi events: there is nothing to serve" in done.stderr
