@@ -15,6 +15,8 @@ Parameters, Mappings and Conditions), applies `Globals`, and maps what a gateway
   logical id at the Lambda Invoke API given by `lambda_endpoint` (or a per-function endpoint).
 - `Environment.Variables` (overridable from a `sam local --env-vars` file), `Timeout` and
   `MemorySize` become the function's environment, timeout and `context`.
+- Plain `AWS::ApiGateway::*` / `AWS::ApiGatewayV2::*` resources and `AWS::Lambda::Function`
+  (what CDK synthesises) through `pygw.config.cfn_apigw`.
 
 Everything pygw does not do is a warning naming its path in the template (`Resources/Fn/...`);
 `ImportResult.errors` is non-empty only when no route can answer as the template asks.
@@ -248,10 +250,8 @@ class _SamImporter:
         )
         self.functions: dict[str, _Function] = {}
         self.apis: dict[str, _Api] = {}
-        self.serving = 0
         self.needs_api_keys = False
         self.api_key_values: list[str] = []
-        self.endpoints_used: set[str] = set()
         self.env_seen: dict[str, tuple[str, str]] = {}
 
     def warn(self, where: str, message: str) -> None:
@@ -444,7 +444,6 @@ class _SamImporter:
             )
             self.warn(f"{pwhere}/Runtime" if not image else f"{pwhere}/PackageType", fn.reason)
             return
-        self.endpoints_used.add(logical_id)
         if env:
             self.warn(
                 f"{pwhere}/Environment",
@@ -603,7 +602,6 @@ class _SamImporter:
                 "status": 501,
                 "body": {"message": f"Not Implemented: {fn.logical_id}: {fn.reason}"},
             }
-        self.serving += 1
         out = dict(fn.integration)
         out["timeout_ms"] = min(out["timeout_ms"], _MAX_TIMEOUT_MS[style])
         timeout = props.get("TimeoutInMillis")
@@ -769,8 +767,6 @@ class _SamImporter:
                 route["integration"] = self.integration_for(fn, api.style, {}, where)
                 if fmt is not None and route["integration"]["type"] != "mock":
                     route["integration"]["payload_format"] = fmt
-            elif integration.get("type") == "function" or integration.get("type") == "http_proxy":
-                self.serving += 1
         for name, auth in (imported.get("authorizers") or {}).items():
             handler = str(auth.get("handler", ""))
             if handler.startswith(_MARKER):
