@@ -37,6 +37,11 @@ class Functions(Protocol):
         """(module:callable, python_path) of a Python function of the template, else None."""
         ...
 
+    def authorizer(self, function_id: str) -> dict[str, Any] | None:
+        """A custom authorizer's keys running the function (`handler` and `python_path`, or
+        `function_name` and `endpoint`), or None when it cannot run."""
+        ...
+
 
 @dataclass
 class _Resource:
@@ -228,19 +233,18 @@ class PlainApis:
                 }
             elif kind == "REQUEST":
                 fid = self.function_of(props.get("AuthorizerUri"))
-                found = self.functions.python(fid) if fid else None
-                if found is None:
+                target = self.functions.authorizer(fid) if fid else None
+                if target is None:
                     self.warn(
                         f"{auth.where}/Properties/AuthorizerUri",
-                        "names no Python function of the template; routes using it refuse "
-                        "every request with 401",
+                        "names no function of the template pygw can run; routes using it "
+                        "refuse every request with 401",
                     )
                     out[auth.logical_id] = _refusing()
                     continue
                 result: dict[str, Any] = {
                     "type": "custom",
-                    "handler": found[0],
-                    "python_path": found[1],
+                    **target,
                     "kind": "REQUEST",
                     "identity_source": sources,
                 }
@@ -474,20 +478,19 @@ class PlainApis:
                 out[auth.logical_id] = _refusing()
                 continue
             fid = self.function_of(props.get("AuthorizerUri"))
-            found = self.functions.python(fid) if fid else None
-            if found is None:
+            target = self.functions.authorizer(fid) if fid else None
+            if target is None:
                 self.warn(
                     f"{auth.where}/Properties/AuthorizerUri",
-                    "names no Python function of the template; routes using it refuse every "
-                    "request with 401",
+                    "names no function of the template pygw can run; routes using it refuse "
+                    "every request with 401",
                 )
                 out[auth.logical_id] = _refusing()
                 continue
             sources = _sources(props.get("IdentitySource") or "method.request.header.Authorization")
             result: dict[str, Any] = {
                 "type": "custom",
-                "handler": found[0],
-                "python_path": found[1],
+                **target,
                 "kind": kind,
                 "identity_source": sources[:1] if kind == "TOKEN" else sources,
             }

@@ -189,8 +189,8 @@ _STATIC_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=%-]+$")
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
-def _check_handler(value: str) -> str:
-    if not _HANDLER_RE.match(value):
+def _check_handler(value: str | None) -> str | None:
+    if value is not None and not _HANDLER_RE.match(value):
         raise problem(
             f"{value!r} is not a handler reference",
             "write module:callable, e.g. shop.handlers:create",
@@ -790,7 +790,11 @@ class CustomAuthorizerConfig(_Model):
     """A Python callable deciding access, its answer cached for ``ttl_s`` per identity."""
 
     type: Literal["custom"]
-    handler: str
+    # A Python callable (module:callable), or a function behind the Lambda Invoke API
+    # (function_name at endpoint), e.g. a SAM template's Node authorizer.
+    handler: str | None = None
+    function_name: str | None = None
+    endpoint: str | None = None
     # AWS's TOKEN (one header's value) or REQUEST (the whole request) authorizer.
     kind: Literal["TOKEN", "REQUEST"] = "REQUEST"
     identity_source: StrList = ["header.authorization"]
@@ -818,8 +822,34 @@ class CustomAuthorizerConfig(_Model):
                 ) from None
         return value
 
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise problem(
+                f"endpoint {value!r} is not an http(s) base URL",
+                "write the Invoke API's address, e.g. http://127.0.0.1:9001 (no path)",
+            )
+        return value.rstrip("/") if value else value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
+        remote = self.function_name is not None or self.endpoint is not None
+        if self.handler is None and not remote:
+            raise problem(
+                "a custom authorizer needs handler, or function_name and endpoint",
+                "add handler: module:callable, or function_name: NAME with endpoint: URL",
+            )
+        if self.handler is not None and remote:
+            raise problem(
+                "handler and function_name/endpoint are both given",
+                "keep handler (in-process) or function_name with endpoint (Invoke API)",
+            )
+        if remote and (self.function_name is None or self.endpoint is None):
+            raise problem(
+                "function_name and endpoint go together",
+                "give both: the function's name and the Invoke API's address",
+            )
         if self.kind == "TOKEN" and (
             len(self.identity_source) != 1 or not self.identity_source[0].startswith("header.")
         ):

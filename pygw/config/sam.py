@@ -361,6 +361,21 @@ class _SamImporter:
             self.needs_api_keys = True
         return out
 
+    def authorizer_target(self, function_id: str) -> dict[str, Any] | None:
+        """How a custom authorizer runs a function of the template: in-process (Python), at its
+        Invoke API endpoint (other runtimes), or None when it cannot run."""
+        fn = self.functions.get(function_id)
+        if fn is None:
+            return None
+        if fn.python and fn.handler is not None:
+            return {"handler": fn.handler, "python_path": fn.python_path}
+        if fn.integration is not None and fn.integration.get("type") == "lambda":
+            return {
+                "function_name": fn.integration["function_name"],
+                "endpoint": fn.integration["endpoint"],
+            }
+        return None
+
     # ------------------------------------------------------------------------------ functions
 
     def path(self, absolute: Path) -> str:
@@ -951,12 +966,12 @@ class _SamImporter:
     ) -> dict[str, Any]:
         arn = str(spec.get("FunctionArn", ""))
         fid = lambda_name(arn) or arn
-        fn = self.functions.get(fid)
-        if fn is None or not fn.python or fn.handler is None:
+        target = self.authorizer_target(fid)
+        if target is None:
             why = (
                 "is not a function of this template"
-                if fn is None
-                else "is not a Python function (pygw runs authorizers in-process)"
+                if fid not in self.functions
+                else "is not a Python function and has no --lambda-endpoint to run at"
             )
             self.warn(
                 f"{where}/FunctionArn",
@@ -964,11 +979,7 @@ class _SamImporter:
             )
             return _refusing()
         identity = _mapping(spec.get("Identity"))
-        out: dict[str, Any] = {
-            "type": "custom",
-            "handler": fn.handler,
-            "python_path": fn.python_path,
-        }
+        out: dict[str, Any] = {"type": "custom", **target}
         if api.style == "rest":
             kind = str(spec.get("FunctionPayloadType", "TOKEN")).upper()
             out["kind"] = kind
@@ -1109,6 +1120,9 @@ class _FunctionLookup:
         if fn is None or not fn.python or fn.handler is None:
             return None
         return fn.handler, fn.python_path
+
+    def authorizer(self, function_id: str) -> dict[str, Any] | None:
+        return self.importer.authorizer_target(function_id)
 
 
 def _lambda_function(spec: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:

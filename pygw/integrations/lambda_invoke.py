@@ -16,28 +16,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Final
-from urllib.parse import quote
+from typing import Any
 
 import aiohttp
-import orjson
 
 from pygw.errors import Style
 from pygw.integrations.function import ProxyEventIntegration
+from pygw.lambda_client import invocation_url, invoke
 
-__all__ = ["InvokeFailed", "LambdaInvokeIntegration"]
+__all__ = ["LambdaInvokeIntegration"]
 
 log = logging.getLogger("pygw.lambda")
-
-_HEADERS: Final = {
-    "Content-Type": "application/json",
-    "X-Amz-Invocation-Type": "RequestResponse",
-    "X-Amz-Log-Type": "None",
-}
-
-
-class InvokeFailed(Exception):
-    """The Invoke API answered, but not with the function's result."""
 
 
 class LambdaInvokeIntegration(ProxyEventIntegration):
@@ -66,11 +55,7 @@ class LambdaInvokeIntegration(ProxyEventIntegration):
             route_key=route_key,
             binary_media_types=binary_media_types,
         )
-        url = f"{endpoint.rstrip('/')}/2015-03-31/functions/{quote(function_name, safe='')}"
-        url += "/invocations"
-        if qualifier:
-            url += f"?Qualifier={quote(qualifier, safe='')}"
-        self.url = url
+        self.url = invocation_url(endpoint, function_name, qualifier)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -90,30 +75,9 @@ class LambdaInvokeIntegration(ProxyEventIntegration):
         return self._session
 
     async def invoke(self, event: dict[str, Any], request_id: str) -> Any:
-        headers = {**_HEADERS, "X-Amz-Request-Id": request_id}
-        async with self._client().post(
-            self.url, data=orjson.dumps(event), headers=headers
-        ) as answer:
-            payload = await answer.read()
-            if answer.status != 200:
-                kind = answer.headers.get("X-Amzn-ErrorType", "")
-                raise InvokeFailed(
-                    f"Invoke API answered {answer.status} {kind}: "
-                    f"{payload[:300].decode('utf-8', 'replace')}"
-                )
-            error = answer.headers.get("X-Amz-Function-Error")
-            if error is not None:
-                raise InvokeFailed(
-                    f"function error ({error}): {payload[:1000].decode('utf-8', 'replace')}"
-                )
-        if not payload:
-            return None
-        try:
-            return orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            raise InvokeFailed(
-                f"result is not JSON: {payload[:300].decode('utf-8', 'replace')}"
-            ) from None
+        # FunctionError and InvokeFailed propagate: the base class answers the style's
+        # integration failure and logs why.
+        return await invoke(self._client(), self.url, event, request_id)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -277,3 +277,31 @@ def test_serve_sam_refuses_a_template_with_nothing_to_serve(tmp_path: Path) -> N
     )
     assert done.returncode == 1
     assert "the template has no Api or HttpApi events: there is nothing to serve" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("authorizer", "message"),
+    [
+        ("{type: custom}", "a custom authorizer needs handler, or function_name and endpoint"),
+        (
+            "{type: custom, handler: 'a:b', function_name: f, endpoint: 'http://127.0.0.1:1'}",
+            "handler and function_name/endpoint are both given",
+        ),
+        ("{type: custom, function_name: f}", "function_name and endpoint go together"),
+        (
+            "{type: custom, function_name: f, endpoint: 'ftp://x'}",
+            "endpoint 'ftp://x' is not an http(s) base URL",
+        ),
+    ],
+)
+def test_custom_authorizer_runs_in_process_or_at_an_endpoint(
+    tmp_path: Path, authorizer: str, message: str
+) -> None:
+    config = tmp_path / "pygw.yaml"
+    config.write_text(
+        "apis: [{name: a, type: http, authorizers: {auth: " + authorizer + "}, "
+        "routes: {'GET /a': {integration: {type: mock}, authorizer: auth}}}]\n"
+    )
+    with pytest.raises(ConfigError) as failure:
+        load_config(config)
+    assert message in str(failure.value)

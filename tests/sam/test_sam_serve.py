@@ -423,3 +423,27 @@ async def test_cdk_shaped_template_http_rest_and_websocket(
             assert await receive_json(ws) == {"route": "echo", "echo": "hi"}
     finally:
         gateway.stop()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (nodejs)")
+async def test_node_authorizer_of_the_template_runs_out_of_process(
+    session: aiohttp.ClientSession,
+) -> None:
+    server = InvokeApiServer({"NodeAuthFunction": node_function(RUNTIME / "authorizer.js")})
+    await server.start()
+    gateway = await _started(SAM / "node_auth" / "template.yaml", "--lambda-endpoint", server.url)
+    try:
+        url = f"{gateway.url}/v1/who"
+        async with session.get(url) as answer:
+            assert answer.status == 401  # no token
+        async with session.get(url, headers={"Authorization": "unauthorized"}) as answer:
+            assert answer.status == 401  # the function raised Unauthorized
+        async with session.get(url, headers={"Authorization": "nope"}) as answer:
+            assert answer.status == 403  # its policy denies
+        async with session.get(url, headers={"Authorization": "allow"}) as answer:
+            assert answer.status == 200
+            assert await answer.json() == {"principal": "node-user", "via": "node"}
+        assert [name for name, _ in server.invocations] == ["NodeAuthFunction"] * 3
+    finally:
+        gateway.stop()
+        await server.stop()
