@@ -41,7 +41,10 @@ def invocation_url(endpoint: str, function_name: str, qualifier: str | None = No
 
 async def invoke(session: aiohttp.ClientSession, url: str, event: Any, request_id: str) -> Any:
     headers = {**_HEADERS, "X-Amz-Request-Id": request_id}
-    async with session.post(url, data=orjson.dumps(event), headers=headers) as answer:
+    # Header maps may be keyed by str subclasses (multidict's istr), which orjson refuses
+    # without OPT_NON_STR_KEYS.
+    body = orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
+    async with session.post(url, data=body, headers=headers) as answer:
         payload = await answer.read()
         if answer.status != 200:
             kind = answer.headers.get("X-Amzn-ErrorType", "")

@@ -7,8 +7,8 @@
 definition) is left to the caller, which imports it with the OpenAPI importer.
 
 Functions are found by the ARN in an integration's or authorizer's uri, so the caller supplies
-the integration of a function (`Functions.route`) and the Python handler of one, if any
-(`Functions.python`). Whatever is not mapped is a warning at its path, as everywhere in the SAM
+the integration of a function (`Functions.route`) and how an authorizer runs one
+(`Functions.authorizer`). Whatever is not mapped is a warning at its path, as everywhere in the SAM
 import.
 """
 
@@ -31,10 +31,6 @@ class Functions(Protocol):
         self, function_id: str, style: str, props: dict[str, Any], where: str
     ) -> dict[str, Any]:
         """The integration of a route invoking the function (a 501 stand-in when it cannot)."""
-        ...
-
-    def python(self, function_id: str) -> tuple[str, list[str]] | None:
-        """(module:callable, python_path) of a Python function of the template, else None."""
         ...
 
     def authorizer(self, function_id: str) -> dict[str, Any] | None:
@@ -312,16 +308,6 @@ class PlainApis:
             if fid is None:
                 self.warn(f"{pwhere}/IntegrationUri", f"{uri!r} names no function; skipped")
                 return None
-            if style == "websocket":
-                found = self.functions.python(fid)
-                if found is None:
-                    self.warn(
-                        f"{pwhere}/IntegrationUri",
-                        f"{fid} is not a Python function of the template; pygw runs WebSocket "
-                        "functions in-process only; the route is skipped",
-                    )
-                    return None
-                return {"type": "function", "handler": found[0], "python_path": found[1]}
             return self.functions.route(
                 fid,
                 style,

@@ -55,7 +55,7 @@ IMPLICIT_REST: Final = "ServerlessRestApi"
 IMPLICIT_HTTP: Final = "ServerlessHttpApi"
 # The integration timeout API Gateway allows by default: a longer function Timeout still ends
 # at the gateway here, as on AWS.
-_MAX_TIMEOUT_MS: Final = {"rest": 29_000, "http": 30_000}
+_MAX_TIMEOUT_MS: Final = {"rest": 29_000, "http": 30_000, "websocket": 29_000}
 _MARKER: Final = "pygw_sam_function_"
 _PY_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PLAIN_API_TYPES: Final = frozenset(
@@ -1114,12 +1114,6 @@ class _FunctionLookup:
                 "body": {"message": f"Not Implemented: {function_id}"},
             }
         return self.importer.integration_for(fn, style, props, where)
-
-    def python(self, function_id: str) -> tuple[str, list[str]] | None:
-        fn = self.importer.functions.get(function_id)
-        if fn is None or not fn.python or fn.handler is None:
-            return None
-        return fn.handler, fn.python_path
 
     def authorizer(self, function_id: str) -> dict[str, Any] | None:
         return self.importer.authorizer_target(function_id)

@@ -447,3 +447,67 @@ async def test_node_authorizer_of_the_template_runs_out_of_process(
     finally:
         gateway.stop()
         await server.stop()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (nodejs)")
+async def test_websocket_api_with_a_node_function(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    invocation = {
+        "Fn::Sub": "arn:aws:apigateway:${AWS::Region}:lambda:path/2015-03-31"
+        "/functions/${WsNode.Arn}/invocations"
+    }
+    target = {"Fn::Join": ["", ["integrations/", {"Ref": "Integration"}]]}
+    template = {
+        "Resources": {
+            "WsNode": {
+                "Type": "AWS::Lambda::Function",
+                "Properties": {"Runtime": "nodejs20.x", "Handler": "ws_echo.handler"},
+            },
+            "Ws": {
+                "Type": "AWS::ApiGatewayV2::Api",
+                "Properties": {
+                    "ProtocolType": "WEBSOCKET",
+                    "RouteSelectionExpression": "$request.body.action",
+                },
+            },
+            "Integration": {
+                "Type": "AWS::ApiGatewayV2::Integration",
+                "Properties": {
+                    "ApiId": {"Ref": "Ws"},
+                    "IntegrationType": "AWS_PROXY",
+                    "IntegrationUri": invocation,
+                },
+            },
+            "Connect": {
+                "Type": "AWS::ApiGatewayV2::Route",
+                "Properties": {"ApiId": {"Ref": "Ws"}, "RouteKey": "$connect", "Target": target},
+            },
+            "Say": {
+                "Type": "AWS::ApiGatewayV2::Route",
+                "Properties": {
+                    "ApiId": {"Ref": "Ws"},
+                    "RouteKey": "say",
+                    "RouteResponseSelectionExpression": "$default",
+                    "Target": target,
+                },
+            },
+            "Stage": {
+                "Type": "AWS::ApiGatewayV2::Stage",
+                "Properties": {"ApiId": {"Ref": "Ws"}, "StageName": "live"},
+            },
+        }
+    }
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template))
+    server = InvokeApiServer({"WsNode": node_function(RUNTIME / "ws_echo.js")})
+    await server.start()
+    gateway = await _started(path, "--lambda-endpoint", server.url)
+    try:
+        async with session.ws_connect(f"{gateway.url}/live") as ws:
+            await ws.send_json({"action": "say", "text": "hello"})
+            assert await receive_json(ws) == {"route": "say", "echo": "hello", "runtime": "node"}
+        assert [name for name, _ in server.invocations][:2] == ["WsNode", "WsNode"]
+    finally:
+        gateway.stop()
+        await server.stop()
