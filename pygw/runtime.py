@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from pygw._native import ResponseCache, Router, SharedThrottle, Throttle
+from pygw.aws_ids import ACCOUNT_ID, api_id_for
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
 from pygw.integrations.function import FunctionIntegration, load_handler
 from pygw.integrations.http_proxy import HttpProxyIntegration
-from pygw.integrations.lambda_events import ACCOUNT_ID, api_id_for
+from pygw.integrations.lambda_invoke import LambdaInvokeIntegration
 from pygw.integrations.mock import Faults, Latency, MockIntegration
 from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
@@ -918,8 +919,11 @@ class _Compiler:
         if kind == "mock":
             return _mock(spec)
         if kind == "function":
+            # Modules commonly read their environment at import: set it first.
+            os.environ.update(spec.environment)
+            folders = [self.loaded.resolve(folder) for folder in spec.python_path]
             try:
-                handler = load_handler(spec.handler, self.loaded.python_paths())
+                handler = load_handler(spec.handler, [*folders, *self.loaded.python_paths()])
             except ValueError as bad:
                 self.issue(
                     f"{where}.handler",
@@ -931,6 +935,22 @@ class _Compiler:
                 handler,
                 payload_format=spec.payload_format,
                 timeout_ms=spec.timeout_ms,
+                style=origin.style,
+                api_name=origin.api.name,
+                stage=stage,
+                route_key=origin.key,
+                binary_media_types=origin.api.binary_media_types,
+                function_name=spec.function_name,
+                memory_mb=spec.memory_mb,
+            )
+        if kind == "lambda":
+            return LambdaInvokeIntegration(
+                function_name=spec.function_name,
+                endpoint=spec.endpoint,
+                qualifier=spec.qualifier,
+                payload_format=spec.payload_format,
+                timeout_ms=spec.timeout_ms,
+                max_connections=spec.max_connections,
                 style=origin.style,
                 api_name=origin.api.name,
                 stage=stage,
@@ -991,7 +1011,7 @@ class _Compiler:
         self.issue(
             f"{where}.type",
             f"integration type {kind!r} is not available in this version",
-            "use http_proxy, function or mock",
+            "use http_proxy, function, lambda or mock",
         )
         return None
 

@@ -18,7 +18,7 @@ import os
 import resource
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,8 +120,10 @@ class Gateway:
         listen: str | None = None,
         worker: WorkerOptions | None = None,
         loader: Callable[[], LoadedConfig] | None = None,
+        watch: Sequence[Path] = (),
     ) -> None:
         self.config_path = config_path
+        self._watch_paths = tuple(watch)
         # `serve --openapi` loads by importing a definition; everything else reads the YAML.
         self._load: Callable[[], LoadedConfig] = loader or (lambda: load_config(config_path))
         self._listen_override = listen
@@ -317,7 +319,16 @@ class Gateway:
         watch: asyncio.Task[None] | None = None
         if self._worker is not None:
             watch = loop.create_task(self._watch_parent(self._worker.parent_pid))
+        files: asyncio.Task[None] | None = None
+        if self._watch_paths:
+            from pygw.watch import watch_and_reload
+
+            files = loop.create_task(
+                watch_and_reload(self._watch_paths, self.reload, self._stopping)
+            )
         await self._stopping.wait()
+        if files is not None:
+            files.cancel()
         if watch is not None:
             watch.cancel()
         await self.drain()
@@ -370,9 +381,10 @@ async def run_gateway(
     listen: str | None = None,
     worker: WorkerOptions | None = None,
     loader: Callable[[], LoadedConfig] | None = None,
+    watch: Sequence[Path] = (),
 ) -> int:
     raise_file_limit()
-    gateway = Gateway(config_path, listen, worker, loader)
+    gateway = Gateway(config_path, listen, worker, loader, watch)
     try:
         await gateway.start(announce=False)
     except ConfigError as failure:

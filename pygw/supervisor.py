@@ -52,8 +52,11 @@ _STABLE_AFTER_S = 5.0
 _MAX_BACKOFF_S = 5.0
 
 
-def serve(config_path: Path, listen: str | None = None, workers: int | None = None) -> int:
-    """The `pygw serve` entry point: one process unless more than one worker is asked for."""
+def serve(
+    config_path: Path, listen: str | None = None, workers: int | None = None, watch: bool = False
+) -> int:
+    """The `pygw serve` entry point: one process unless more than one worker is asked for.
+    `watch` reloads when the config's folder or its python_path folders change."""
     import uvloop
 
     from pygw.server import run_gateway
@@ -65,8 +68,17 @@ def serve(config_path: Path, listen: str | None = None, workers: int | None = No
         return 1
     count = workers if workers is not None else loaded.config.server.workers
     if count <= 1:
-        single: int = uvloop.run(run_gateway(config_path, listen))
+        paths: list[Path] = []
+        if watch:
+            paths = [loaded.folder, *(loaded.resolve(p) for p in loaded.config.python_path)]
+        single: int = uvloop.run(run_gateway(config_path, listen, watch=paths))
         return single
+    if watch:
+        print(
+            "pygw serve: --watch runs one process; drop --workers (or server.workers) to use it",
+            flush=True,
+        )
+        return 2
     supervised: int = uvloop.run(Supervisor(config_path, loaded, listen, count).run())
     return supervised
 

@@ -56,6 +56,7 @@ __all__ = [
     "IamPolicyStatement",
     "IntegrationConfig",
     "JwtAuthorizerConfig",
+    "LambdaIntegration",
     "LatencyConfig",
     "LimitsConfig",
     "ListenAddress",
@@ -196,8 +197,8 @@ _STATIC_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=%-]+$")
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
-def _check_handler(value: str) -> str:
-    if not _HANDLER_RE.match(value):
+def _check_handler(value: str | None) -> str | None:
+    if value is not None and not _HANDLER_RE.match(value):
         raise problem(
             f"{value!r} is not a handler reference",
             "write module:callable, e.g. shop.handlers:create",
@@ -826,7 +827,11 @@ class CustomAuthorizerConfig(_Model):
     """A Python callable deciding access, its answer cached for ``ttl_s`` per identity."""
 
     type: Literal["custom"]
-    handler: str
+    # A Python callable (module:callable), or a function behind the Lambda Invoke API
+    # (function_name at endpoint), e.g. a SAM template's Node authorizer.
+    handler: str | None = None
+    function_name: str | None = None
+    endpoint: str | None = None
     # AWS's TOKEN (one header's value) or REQUEST (the whole request) authorizer.
     kind: Literal["TOKEN", "REQUEST"] = "REQUEST"
     identity_source: StrList = ["header.authorization"]
@@ -836,6 +841,8 @@ class CustomAuthorizerConfig(_Model):
     simple_responses: bool = False
     validation_regex: str | None = None
     timeout_ms: int = Field(default=10_000, ge=1)
+    # Folders searched for the handler's module before the config's own (see function).
+    python_path: StrList = []
 
     _handler = field_validator("handler")(_check_handler)
     _sources = field_validator("identity_source")(_identity_sources)
@@ -852,8 +859,34 @@ class CustomAuthorizerConfig(_Model):
                 ) from None
         return value
 
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise problem(
+                f"endpoint {value!r} is not an http(s) base URL",
+                "write the Invoke API's address, e.g. http://127.0.0.1:9001 (no path)",
+            )
+        return value.rstrip("/") if value else value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
+        remote = self.function_name is not None or self.endpoint is not None
+        if self.handler is None and not remote:
+            raise problem(
+                "a custom authorizer needs handler, or function_name and endpoint",
+                "add handler: module:callable, or function_name: NAME with endpoint: URL",
+            )
+        if self.handler is not None and remote:
+            raise problem(
+                "handler and function_name/endpoint are both given",
+                "keep handler (in-process) or function_name with endpoint (Invoke API)",
+            )
+        if remote and (self.function_name is None or self.endpoint is None):
+            raise problem(
+                "function_name and endpoint go together",
+                "give both: the function's name and the Invoke API's address",
+            )
         if self.kind == "TOKEN" and (
             len(self.identity_source) != 1 or not self.identity_source[0].startswith("header.")
         ):
@@ -1388,12 +1421,59 @@ class FunctionIntegration(_Model):
     # Filled with the API style's default by ApiConfig: REST 1.0, HTTP 2.0.
     payload_format: PayloadFormatField = "2.0"
     timeout_ms: int = Field(default=29_000, ge=1)
+    # Folders searched for the handler's module before the config's own (relative to the config
+    # file): a SAM function's CodeUri, so two functions may each have their own `app` module.
+    python_path: StrList = []
+    # What `context` reports; the name defaults to the handler's dotted name.
+    function_name: str | None = None
+    memory_mb: int = Field(default=128, ge=1)
+    # Set in the process environment when the config is loaded (before the module is imported):
+    # in-process functions share one environment.
+    environment: StrMap = {}
 
     _handler = field_validator("handler")(_check_handler)
 
 
+_FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,140}$|^arn:aws[a-z-]*:lambda:[A-Za-z0-9:_$-]+$")
+
+
+class LambdaIntegration(_Model):
+    """A function reached through the Lambda Invoke API at `endpoint` (the Runtime Interface
+    Emulator, LocalStack, moto, or a server of your own speaking the same API)."""
+
+    type: Literal["lambda"]
+    function_name: str
+    endpoint: str
+    qualifier: str | None = None
+    # Filled with the API style's default by ApiConfig: REST 1.0, HTTP 2.0.
+    payload_format: PayloadFormatField = "2.0"
+    timeout_ms: int = Field(default=29_000, ge=1)
+    max_connections: int = Field(default=64, ge=1)
+
+    @field_validator("function_name")
+    @classmethod
+    def _check_function_name(cls, value: str) -> str:
+        if not _FUNCTION_NAME_RE.match(value):
+            raise problem(
+                f"function_name {value!r} is not a Lambda function name",
+                "use letters, digits, '-' and '_' (up to 140), or the function's ARN",
+            )
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/?$", value):
+            raise problem(
+                f"endpoint {value!r} is not an http(s) base URL",
+                "write the Invoke API's address, e.g. http://127.0.0.1:9001 (no path)",
+            )
+        return value.rstrip("/")
+
+
 IntegrationConfig = Annotated[
-    HttpProxyIntegration | MockIntegration | FunctionIntegration, Field(discriminator="type")
+    HttpProxyIntegration | MockIntegration | FunctionIntegration | LambdaIntegration,
+    Field(discriminator="type"),
 ]
 
 
@@ -1532,7 +1612,7 @@ def _style_default_formats(data: Any) -> Any:
             integration = route.get("integration") if isinstance(route, dict) else None
             if (
                 isinstance(integration, dict)
-                and integration.get("type") == "function"
+                and integration.get("type") in ("function", "lambda")
                 and "payload_format" not in integration
             ):
                 route = {**route, "integration": {**integration, "payload_format": fmt}}

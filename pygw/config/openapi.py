@@ -62,11 +62,13 @@ from pygw.config.model import (
 __all__ = [
     "ImportResult",
     "import_openapi",
+    "import_openapi_document",
     "load_openapi_config",
     "parse_handlers",
     "parse_jwks",
     "parse_upstreams",
     "parse_user_pools",
+    "read_definition",
     "refuse_unresolved",
 ]
 
@@ -261,7 +263,8 @@ def _escape_env(value: Any) -> Any:
     return value
 
 
-def _read(path: Path) -> Any:
+def read_definition(path: Path) -> Any:
+    """An OpenAPI file as data (JSON or YAML); raises ConfigError naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -1591,7 +1594,7 @@ def import_openapi(
             raise ConfigError(
                 [ConfigIssue(str(path), "", f"--stage: {message}", "use letters, digits, '-', '_'")]
             ) from None
-    doc = _read(path)
+    doc = read_definition(path)
     if not isinstance(doc, dict) or not (
         str(doc.get("swagger", "")).startswith("2") or str(doc.get("openapi", "")).startswith("3")
     ):
@@ -1606,6 +1609,31 @@ def import_openapi(
                 )
             ]
         )
+    return import_openapi_document(
+        doc,
+        path,
+        stage=stage,
+        upstreams=upstreams,
+        style=style,
+        handlers=handlers,
+        jwks=jwks,
+        user_pools=user_pools,
+    )
+
+
+def import_openapi_document(
+    doc: dict[str, Any],
+    path: Path,
+    *,
+    stage: str | None = None,
+    upstreams: dict[str, str] | None = None,
+    style: str = "rest",
+    handlers: dict[str, str] | None = None,
+    jwks: dict[str, str] | None = None,
+    user_pools: dict[str, str] | None = None,
+) -> ImportResult:
+    """Import a definition already read (a SAM template's DefinitionBody); `path` is where it
+    came from, for messages and the handlers' folder."""
     importer = _Importer(doc, path, stage, upstreams or {}, style, handlers, jwks, user_pools)
     config = importer.run()
     errors = list(importer.errors)

@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import aiohttp
+
 from pygw.authorizer_view import INTEGRATION_LATENCY
 from pygw.aws_ids import ACCOUNT_ID, api_id_for
 from pygw.config.load import LoadedConfig
@@ -51,6 +53,7 @@ from pygw.config.model import ApiConfig, CustomAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.identity_source import IdentityGetter, identity_getter
+from pygw.lambda_client import FunctionError, invocation_url, invoke
 from pygw.loader import load_callable
 from pygw.pipeline import Stage
 from pygw.request import Request
@@ -119,6 +122,24 @@ def _takes_context(fn: Callable[..., Any]) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _remote_authorizer(endpoint: str, function_name: str) -> Callable[..., Any]:
+    """An authorizer function behind the Lambda Invoke API, called as a Python one would be.
+
+    Each call opens its own connection: answers are cached by identity (ttl_s), so authorizer
+    calls are few, and a per-call session leaves nothing to close when a snapshot retires."""
+    url = invocation_url(endpoint, function_name)
+
+    async def call(event: dict[str, Any]) -> Any:
+        async with aiohttp.ClientSession() as session:
+            try:
+                return await invoke(session, url, event, "")
+            except FunctionError as failed:
+                # "Unauthorized" raised by the function is the 401 answer, as on AWS.
+                raise Exception(str(failed)) from None
+
+    return call
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -281,7 +302,11 @@ class CustomAuthorizer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
-        self._call = load_callable(cfg.handler, search_paths)
+        self._call: Callable[..., Any] = (
+            load_callable(cfg.handler, search_paths)
+            if cfg.handler is not None
+            else _remote_authorizer(cfg.endpoint or "", cfg.function_name or "")
+        )
         self._is_async = _is_async(self._call)
         self._pass_context = _takes_context(self._call)
         self._getters = tuple(identity_getter(source) for source in cfg.identity_source)
@@ -679,7 +704,10 @@ def build_custom_auth_stage(
     if authorizer is None or authorizer.cfg is not authorizer_cfg:
         authorizer = CustomAuthorizer(
             authorizer_cfg,
-            loaded_config.python_paths(),
+            [
+                *(loaded_config.resolve(p) for p in authorizer_cfg.python_path),
+                *loaded_config.python_paths(),
+            ],
             api_id=api_id_for(api_cfg.name),
             stage=stage_name,
             name=name,

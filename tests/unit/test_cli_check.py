@@ -18,8 +18,8 @@ BROKEN = {
         ["stauts", "status"],
     ),
     "unknown integration type": (
-        "apis: [{name: a, type: http, routes: {'GET /a': {integration: {type: lambda}}}}]",
-        ["integration", "lambda"],
+        "apis: [{name: a, type: http, routes: {'GET /a': {integration: {type: aws_lambda}}}}]",
+        ["integration", "aws_lambda"],
     ),
     "bad route key": (
         "apis: [{name: a, type: http, routes: {'GET /b/{x': {integration: {type: mock}}}}]",

@@ -232,14 +232,14 @@ def test_unknown_key_inside_integration_uses_its_type() -> None:
 def test_unknown_integration_type() -> None:
     assert one_error(api(route("{type: mok}"))) == (
         f"{FILE}: apis[0].routes.GET /x.integration.type: unknown type 'mok' "
-        "(did you mean 'mock'? use one of: http_proxy, mock, function)"
+        "(did you mean 'mock'? use one of: http_proxy, mock, function, lambda)"
     )
 
 
 def test_missing_integration_type() -> None:
     assert one_error(api(route("{status: 200}"))) == (
         f"{FILE}: apis[0].routes.GET /x.integration.type: required key is missing "
-        "(add type: one of http_proxy, mock, function)"
+        "(add type: one of http_proxy, mock, function, lambda)"
     )
 
 
