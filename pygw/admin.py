@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pygw import fault_admin
 from pygw.admin_auth import bearer_matches, is_loopback_listen
 from pygw.integrations.ws_connections import management_error
 
@@ -107,6 +108,7 @@ class AdminServer(_AdminBase):
         app.router.add_post("/reload", self._reload)
         # The connections API (POST sends, GET describes, DELETE closes) checks the token itself.
         app.router.add_route("*", "/@connections/{connection_id}", gateway.connections.handle_admin)
+        fault_admin.add_gateway_routes(app, gateway)
 
     async def _health(self, request: web.Request) -> web.Response:
         runtime = self._gateway.runtime
@@ -145,6 +147,7 @@ class SupervisorAdmin(_AdminBase):
         app.router.add_post("/reload", self._reload)
         app.router.add_get("/workers", self._workers)
         app.router.add_route("*", "/@connections/{connection_id}", self._connections)
+        fault_admin.add_supervisor_routes(app, supervisor)
 
     async def _health(self, request: web.Request) -> web.Response:
         supervisor = self._supervisor

@@ -15,7 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_openapi(args)
     from pygw.supervisor import serve
 
-    return serve(Path(args.config), args.listen, args.workers)
+    return serve(Path(args.config), args.listen, args.workers, args.keep_faults)
 
 
 def _serve_openapi(args: argparse.Namespace) -> int:
@@ -50,7 +50,9 @@ def _serve_openapi(args: argparse.Namespace) -> int:
             handlers=handlers,
         )
 
-    code: int = uvloop.run(run_gateway(spec, args.listen, loader=load))
+    code: int = uvloop.run(
+        run_gateway(spec, args.listen, loader=load, keep_faults=args.keep_faults)
+    )
     return code
 
 
@@ -207,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes sharing the port (SO_REUSEPORT) under a supervisor that restarts "
         "them; overrides server.workers (default 1: one process, no supervisor)",
+    )
+    serve.add_argument(
+        "--keep-faults",
+        action="store_true",
+        help="keep the faults set through the admin API (PUT /faults/...) across reloads; "
+        "without it a reload returns every route to the faults its config gives it",
     )
     serve.set_defaults(run=_serve)
 

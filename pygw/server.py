@@ -28,6 +28,7 @@ from aiohttp import web
 from pygw.admin import AdminServer
 from pygw.config.load import ConfigError, LoadedConfig, load_config
 from pygw.dispatch import Dispatcher, refusal_response
+from pygw.fault_control import FaultControl
 from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
@@ -118,8 +119,11 @@ class Gateway:
         listen: str | None = None,
         worker: WorkerOptions | None = None,
         loader: Callable[[], LoadedConfig] | None = None,
+        keep_faults: bool = False,
     ) -> None:
         self.config_path = config_path
+        # Faults set through the admin API; kept across reloads only with --keep-faults.
+        self.faults = FaultControl(keep=keep_faults)
         # `serve --openapi` loads by importing a definition; everything else reads the YAML.
         self._load: Callable[[], LoadedConfig] = loader or (lambda: load_config(config_path))
         self._listen_override = listen
@@ -266,6 +270,7 @@ class Gateway:
             if dispatcher is None:
                 raise RuntimeError("gateway not started")
             retired = dispatcher.runtime
+            self.faults.after_reload(fresh)
             dispatcher.runtime = fresh
             self._swap_certificates(fresh)
             self.metrics.config_reloads.labels("ok").inc()
@@ -350,9 +355,10 @@ async def run_gateway(
     listen: str | None = None,
     worker: WorkerOptions | None = None,
     loader: Callable[[], LoadedConfig] | None = None,
+    keep_faults: bool = False,
 ) -> int:
     raise_file_limit()
-    gateway = Gateway(config_path, listen, worker, loader)
+    gateway = Gateway(config_path, listen, worker, loader, keep_faults)
     try:
         await gateway.start()
     except ConfigError as failure:

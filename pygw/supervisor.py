@@ -51,7 +51,12 @@ _STABLE_AFTER_S = 5.0
 _MAX_BACKOFF_S = 5.0
 
 
-def serve(config_path: Path, listen: str | None = None, workers: int | None = None) -> int:
+def serve(
+    config_path: Path,
+    listen: str | None = None,
+    workers: int | None = None,
+    keep_faults: bool = False,
+) -> int:
     """The `pygw serve` entry point: one process unless more than one worker is asked for."""
     import uvloop
 
@@ -64,9 +69,10 @@ def serve(config_path: Path, listen: str | None = None, workers: int | None = No
         return 1
     count = workers if workers is not None else loaded.config.server.workers
     if count <= 1:
-        single: int = uvloop.run(run_gateway(config_path, listen))
+        single: int = uvloop.run(run_gateway(config_path, listen, keep_faults=keep_faults))
         return single
-    supervised: int = uvloop.run(Supervisor(config_path, loaded, listen, count).run())
+    supervisor = Supervisor(config_path, loaded, listen, count, keep_faults)
+    supervised: int = uvloop.run(supervisor.run())
     return supervised
 
 
@@ -131,7 +137,12 @@ def format_listen(host: str, port: int) -> str:
 
 class Supervisor:
     def __init__(
-        self, config_path: Path, loaded: LoadedConfig, listen: str | None, workers: int
+        self,
+        config_path: Path,
+        loaded: LoadedConfig,
+        listen: str | None,
+        workers: int,
+        keep_faults: bool = False,
     ) -> None:
         self.config_path = config_path.resolve()
         self.loaded = loaded
@@ -149,6 +160,10 @@ class Supervisor:
         # Pooled clients of the workers' admin sockets for the connections API (one per worker).
         self._connection_clients: dict[int, aiohttp.ClientSession] = {}
         self.shown = ""
+        # Faults set through the admin API, by route: (path, body) of the PUT that set them,
+        # sent again to a worker that restarts.
+        self._keep_faults = keep_faults
+        self._faults: dict[tuple[str, str, str], tuple[str, bytes]] = {}
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -270,6 +285,7 @@ class Supervisor:
             str(os.getpid()),
             "--index",
             str(worker.index),
+            *(("--keep-faults",) if self._keep_faults else ()),
             # Connection ids have one byte for the worker's index.
             *(f"--peer={peer.admin_socket}" for peer in self.workers if len(self.workers) <= 256),
         )
@@ -337,6 +353,7 @@ class Supervisor:
                     worker.process.kill()
             else:
                 log.info("worker %d restarted as pid %s", worker.index, worker.pid)
+                await self._restore_faults(worker)
 
     async def _stop_workers(self) -> bool:
         """SIGTERM every worker (each drains), wait for all; True when all exited cleanly."""
@@ -372,16 +389,43 @@ class Supervisor:
         return [worker.describe() for worker in self.workers]
 
     async def worker_call(
-        self, worker: Worker, method: str, path: str, timeout_s: float = _WORKER_CALL_TIMEOUT_S
+        self,
+        worker: Worker,
+        method: str,
+        path: str,
+        timeout_s: float = _WORKER_CALL_TIMEOUT_S,
+        body: bytes | None = None,
     ) -> tuple[int, bytes]:
         connector = aiohttp.UnixConnector(path=worker.admin_socket)
         async with (
             aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as session,
-            session.request(method, f"http://worker{path}") as response,
+            session.request(method, f"http://worker{path}", data=body) as response,
         ):
             return response.status, await response.read()
+
+    async def set_faults(
+        self, name: tuple[str, str, str], method: str, path: str, body: bytes
+    ) -> list[tuple[int, str]]:
+        """A faults PUT or DELETE sent to every ready worker: (status, detail) of each."""
+        from pygw.fault_admin import forward
+
+        answers = await forward(self, self.ready_workers(), method, path, body)
+        if answers and all(status == 200 for status, _ in answers):
+            if method == "PUT":
+                self._faults[name] = (path, body)
+            else:
+                self._faults.pop(name, None)
+        return answers
+
+    async def _restore_faults(self, worker: Worker) -> None:
+        from pygw.fault_admin import forward
+
+        for path, body in list(self._faults.values()):
+            [(status, detail)] = await forward(self, [worker], "PUT", path, body)
+            if status != 200:
+                log.warning("worker %d refused faults %s: %s", worker.index, path, detail)
 
     def connection_post_limit(self) -> int:
         """The largest message a backend may post: the biggest `max_message_bytes` of the
@@ -476,6 +520,10 @@ class Supervisor:
             if config.server.listen != self.loaded.config.server.listen:
                 log.warning("server.listen changed: restart pygw to apply it")
             self.loaded = loaded
+            if not self._keep_faults:
+                # The workers drop the faults set at run time as they reload; so does the list
+                # a restarted worker is given.
+                self._faults.clear()
             workers = self.ready_workers()
             answers = await asyncio.gather(
                 *(self.worker_call(worker, "POST", "/reload") for worker in workers),
@@ -559,6 +607,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--peer", action="append", default=[])
+    parser.add_argument("--keep-faults", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -567,7 +616,9 @@ def _worker_main(argv: list[str] | None = None) -> int:
     if args.peer:
         join_workers(args.index, args.peer)
     options = WorkerOptions(admin_listen=args.admin, parent_pid=args.parent)
-    code: int = uvloop.run(run_gateway(Path(args.config), args.listen, options))
+    code: int = uvloop.run(
+        run_gateway(Path(args.config), args.listen, options, keep_faults=args.keep_faults)
+    )
     return code
 
 
