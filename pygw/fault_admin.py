@@ -75,7 +75,7 @@ def add_gateway_routes(app: web.Application, gateway: Gateway) -> None:
         name = _name(request)
         if not gateway.faults.put(gateway.runtime, name, spec):
             return _missing(name)
-        return _json(_applied(name, spec.model_dump(mode="json", exclude_defaults=True)))
+        return _json(_applied(name, spec.model_dump(mode="json", exclude_unset=True)))
 
     async def delete(request: web.Request) -> web.Response:
         name = _name(request)
@@ -127,7 +127,7 @@ def add_supervisor_routes(app: web.Application, supervisor: Supervisor) -> None:
                 {"message": "the faults were not set in every worker", "workers": failed},
                 status=503,
             )
-        faults = spec.model_dump(mode="json", exclude_defaults=True) if spec else None
+        faults = spec.model_dump(mode="json", exclude_unset=True) if spec else None
         return _json({**_applied(name, faults), "workers": len(answers)})
 
     app.router.add_get("/faults", listing)

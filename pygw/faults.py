@@ -138,7 +138,7 @@ def build_plan(
         headers=spec.headers,
         max_header_delay_s=spec.max_header_delay_ms / 1000.0,
         started=started,
-        source=spec.model_dump(mode="json", exclude_defaults=True),
+        source=spec.model_dump(mode="json", exclude_unset=True),
         origin=origin,
     )
 
