@@ -258,13 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed here for --help; its options belong to the harness (`pygw bench --help`).
     commands.add_parser(
         "bench",
-        help="run the benchmark harness (from a source checkout; see bench/README.md)",
+        help="bench your own config (-c CONFIG, see docs/bench.md), or run the benchmark "
+        "harness (from a source checkout; see bench/README.md)",
         add_help=False,
     )
     return parser
 
 
 def _bench(argv: list[str]) -> int:
+    if any(a in ("-c", "--config") or a.startswith("--config=") for a in argv):
+        # A user's own config: packaged, so it runs from an installed wheel.
+        from pygw.bench_config import main as bench_config
+
+        return bench_config(argv)
     try:
         from bench.harness import main as harness_main
     except ImportError:
