@@ -561,9 +561,55 @@ def main(argv: Sequence[str]) -> int:
     report = render(results)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "report.md").write_text(report)
+    written = ["report.md", "results.json", *plot(results, out)]
     print(report)
-    print(f"written to {out}/ (report.md, results.json)")
+    print(f"written to {out}/ ({', '.join(written)})")
     return 0
+
+
+def plot(results: dict[str, Any], out: Path) -> list[str]:
+    """throughput.png and latency.png, when matplotlib is installed (the report says so if not)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no plots: matplotlib is not installed (pip install 'matplotlib>=3.8')")
+        return []
+    rows = results["routes"]
+    routes = list(dict.fromkeys(row["route"] for row in rows))
+    endpoints = list(dict.fromkeys(row["endpoint"] for row in rows))
+    by = {(row["route"], row["endpoint"]): row for row in rows}
+    width = 0.8 / len(endpoints)
+    written = []
+    for name, fields, label in (
+        ("throughput.png", ("req_per_s",), "req/s (closed loop)"),
+        ("latency.png", ("p99_ms", "p50_ms"), "ms at a fixed rate (p99 hatched, p50 solid)"),
+    ):
+        figure, axes = plt.subplots(figsize=(max(6.0, 2.0 * len(routes)), 4.0))
+        for index, endpoint in enumerate(endpoints):
+            for layer, key in enumerate(fields):
+                values = [by[(route, endpoint)][key] for route in routes]
+                axes.bar(
+                    [r + index * width for r in range(len(routes))],
+                    values,
+                    # Two layers (latency): the p99 bar behind, hatched; the p50 bar in front.
+                    width * (1.0 if layer == 0 else 0.6),
+                    label=endpoint if layer == 0 else None,
+                    color=f"C{index}",
+                    hatch="//" if layer == 0 and len(fields) > 1 else None,
+                    alpha=0.5 if layer == 0 and len(fields) > 1 else 1.0,
+                )
+        axes.set_xticks([r + width * (len(endpoints) - 1) / 2 for r in range(len(routes))])
+        axes.set_xticklabels(routes, rotation=15, ha="right", fontsize=8)
+        axes.set_ylabel(label)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(out / name)
+        plt.close(figure)
+        written.append(name)
+    return written
 
 
 async def _measure(

@@ -249,3 +249,69 @@ apis:
     config = parse_config(text, "gw.yaml")
     latency = config.apis[0].routes["GET /items"].integration.latency_ms  # type: ignore[union-attr]
     assert latency is not None and [s.percent for s in latency.schedule] == [50, 0]
+
+
+RUNTIME_CONFIG = """
+throttle: null
+apis:
+  - name: shop
+    stages: [{name: v1}]
+    routes:
+      "GET /ramp":
+        integration: {type: mock, body: ramp}
+        faults:
+          abort: {status: 503, percent: 0, schedule: [{after_s: 30, percent: 100}]}
+      "GET /lean":
+        integration: {type: mock, body: lean}
+"""
+
+
+def compiled(tmp_path: Any, clock: Clock) -> Any:
+    from pygw.config.load import load_config
+    from pygw.observe.metrics import Metrics
+    from pygw.runtime import compile_runtime
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(RUNTIME_CONFIG)
+    return compile_runtime(load_config(path), Metrics(), clock=clock)
+
+
+def route_of(runtime: Any, key: str) -> Any:
+    return next(r for r in runtime.routes if r.key == key)
+
+
+async def test_compiled_schedule_counts_from_load_with_the_runtime_clock(tmp_path: Any) -> None:
+    clock = Clock()
+    runtime = compiled(tmp_path, clock)
+    ramp = route_of(runtime, "GET /ramp")
+    assert (await ramp.primary.pipeline.run(ctx())).status == 200
+    clock.now += 30
+    assert (await ramp.primary.pipeline.run(ctx())).status == 503
+    # A route without faults has no faults stage at all.
+    lean = route_of(runtime, "GET /lean")
+    assert lean.faults is None
+    assert not any(isinstance(s, FaultStage) for s in lean.primary.pipeline.stages)
+
+
+async def test_set_faults_adds_a_stage_then_lets_everything_through(tmp_path: Any) -> None:
+    from pygw.fault_control import FaultControl, parse_faults
+
+    clock = Clock()
+    runtime = compiled(tmp_path, clock)
+    control = FaultControl()
+    before = route_of(runtime, "GET /lean").primary
+    spec = parse_faults(
+        b'{"abort": {"status": 502, "percent": 0, "schedule": [{"after_s": 5, "percent": 100}]}}'
+    )
+    assert control.put(runtime, ("shop", "v1", "GET /lean"), spec)
+    lean = route_of(runtime, "GET /lean")
+    assert lean.primary is not before  # swapped whole, not changed in place
+    assert (await lean.primary.pipeline.run(ctx())).status == 200
+    clock.now += 5  # the schedule counts from the PUT
+    assert (await lean.primary.pipeline.run(ctx())).status == 502
+    [row] = [r for r in control.listing(runtime) if r["route"] == "GET /lean"]
+    assert row["source"] == "admin" and row["now"] == {"abort_percent": 100.0}
+    assert control.delete(runtime, ("shop", "v1", "GET /lean"))
+    assert (await lean.primary.pipeline.run(ctx())).status == 200
+    assert not control.put(runtime, ("shop", "v1", "GET /none"), spec)
+    assert not control.delete(runtime, ("shop", "v2", "GET /lean"))
