@@ -74,6 +74,7 @@ class RouteRequest:
     headers: dict[str, str]
     body: bytes | None
     missing: tuple[str, ...] = ()  # what the request lacks to pass (reported, still sent)
+    stages: tuple[str, ...] = ()  # the switchable stages its route runs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,6 +150,7 @@ def plan_requests(
                         sent,
                         body,
                         tuple(missing),
+                        tuple(stages_of(config, api, stage, route)),
                     )
                 )
     return found
@@ -216,6 +218,98 @@ def bench_config(config: Any, stand_in: str | None) -> Any:
     )
 
 
+# What each stage needs in a route's config, and how to switch it off everywhere.
+SWITCHABLE = (
+    "resource_policy",
+    "cors",
+    "jwt_auth",
+    "custom_auth",
+    "api_key",
+    "throttle",
+    "validate",
+    "transform",
+    "faults",
+    "cache",
+)
+
+
+def stages_of(config: Any, api: Any, stage: Any, route: Any) -> list[str]:
+    """The switchable stages a route runs (as `pygw_stage_seconds` names them)."""
+    found = []
+    if api.resource_policy is not None:
+        found.append("resource_policy")
+    if api.cors is not None:
+        found.append("cors")
+    if route.authorizer is not None:
+        kind = api.authorizers[route.authorizer].type
+        found.append("jwt_auth" if kind == "jwt" else "custom_auth")
+    if route.api_key_required:
+        found.append("api_key")
+    plans = route.api_key_required and any(p.throttle or p.quota for p in api.usage_plans)
+    if config.throttle or stage.throttle or route.throttle or plans:
+        found.append("throttle")
+    if route.validation is not None:
+        found.append("validate")
+    if route.templates is not None or route.mapping is not None:
+        found.append("transform")
+    if route.faults or stage.faults or api.faults:
+        found.append("faults")
+    if api.cache is not None and not (route.cache is not None and route.cache.ttl_s == 0):
+        found.append("cache")
+    return found
+
+
+def switch_off(config: Any, name: str) -> Any:
+    """The config with one stage switched off in every route."""
+    apis = []
+    for api in config.apis:
+        api_update: dict[str, Any] = {}
+        route_update: dict[str, Any] = {}
+        stage_update: dict[str, Any] = {}
+        if name == "resource_policy":
+            api_update["resource_policy"] = None
+        elif name == "cors":
+            api_update["cors"] = None
+        elif name in ("jwt_auth", "custom_auth"):
+            kind = "jwt" if name == "jwt_auth" else "custom"
+            names = {n for n, a in api.authorizers.items() if a.type == kind}
+            routes = {
+                key: route.model_copy(update={"authorizer": None, "scopes": []})
+                if route.authorizer in names
+                else route
+                for key, route in api.routes.items()
+            }
+            api_update["routes"] = routes
+        elif name == "api_key":
+            route_update["api_key_required"] = False
+        elif name == "throttle":
+            route_update["throttle"] = None
+            stage_update["throttle"] = None
+            api_update["usage_plans"] = []
+        elif name == "validate":
+            route_update["validation"] = None
+        elif name == "transform":
+            route_update.update(templates=None, mapping=None)
+        elif name == "faults":
+            route_update["faults"] = None
+            stage_update["faults"] = None
+            api_update["faults"] = None
+        elif name == "cache":
+            api_update["cache"] = None
+            route_update["cache"] = None
+        if route_update and api.type != "websocket":
+            api_update["routes"] = {
+                key: route.model_copy(update=route_update) for key, route in api.routes.items()
+            }
+        if stage_update:
+            api_update["stages"] = [s.model_copy(update=stage_update) for s in api.stages]
+        apis.append(api.model_copy(update=api_update))
+    update: dict[str, Any] = {"apis": apis}
+    if name == "throttle":
+        update["throttle"] = None
+    return config.model_copy(update=update)
+
+
 def _serve_main(argv: list[str]) -> int:
     import uvloop
 
@@ -223,6 +317,7 @@ def _serve_main(argv: list[str]) -> int:
     from pygw.server import run_gateway
 
     config_path, stand_in = Path(argv[0]), (argv[1] if argv[1] != "-" else None)
+    without = argv[2] if len(argv) > 2 else None
     try:
         loaded = load_config(config_path)
     except ConfigError as failure:
@@ -231,7 +326,10 @@ def _serve_main(argv: list[str]) -> int:
 
     def load() -> LoadedConfig:
         fresh = load_config(config_path)
-        return LoadedConfig(bench_config(fresh.config, stand_in), fresh.path, fresh.folder)
+        served = bench_config(fresh.config, stand_in)
+        if without is not None:
+            served = switch_off(served, without)
+        return LoadedConfig(served, fresh.path, fresh.folder)
 
     del loaded
     code: int = uvloop.run(run_gateway(config_path, "127.0.0.1:0", loader=load))
@@ -473,6 +571,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="NAME=URL",
         help="another endpoint (say another gateway) sent the same requests, same rounds",
     )
+    parser.add_argument(
+        "--switch-off",
+        action="store_true",
+        help="also serve the config once per stage with that stage switched off, in the same "
+        "rounds: a stage's cost is the CPU a route saves without it",
+    )
     parser.add_argument("--duration", type=float, help="seconds per closed-loop run")
     parser.add_argument("--repeats", type=int, help="interleaved rounds")
     parser.add_argument("--connections", type=int, help="concurrent clients")
@@ -540,11 +644,23 @@ def main(argv: Sequence[str]) -> int:
             stand_in = f"http://127.0.0.1:{port}"
         gateway = _start("pygw", ["serve", str(loaded.path), stand_in or "-"])
         children.append(gateway)
+        variants: dict[str, Child] = {}
+        if args.switch_off:
+            used = {name for r in requests for name in r.stages}
+            for name in (n for n in SWITCHABLE if n in used):
+                variants[name] = _start(
+                    f"pygw -{name}", ["serve", str(loaded.path), stand_in or "-", name]
+                )
+                children.append(variants[name])
         ready = gateway.wait_line(_READY, 60)
         url = f"{ready.group(1)}://127.0.0.1:{ready.group(3)}"
         admin = f"http://127.0.0.1:{ready.group(5)}"
+        gateways = {"pygw": (url, gateway)}
+        for name, child in variants.items():
+            found = child.wait_line(_READY, 60)
+            gateways[f"pygw -{name}"] = (f"{found.group(1)}://127.0.0.1:{found.group(3)}", child)
         results = asyncio.run(
-            _measure(requests, url, admin, against, mode, gateway, loaded.config.admin.token)
+            _measure(requests, gateways, admin, against, mode, loaded.config.admin.token)
         )
     finally:
         for child in reversed(children):
@@ -579,7 +695,10 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
         return []
     rows = results["routes"]
     routes = list(dict.fromkeys(row["route"] for row in rows))
-    endpoints = list(dict.fromkeys(row["endpoint"] for row in rows))
+    # The gateways with a stage switched off serve some routes only: the plots leave them out.
+    endpoints = list(
+        dict.fromkeys(row["endpoint"] for row in rows if not row["endpoint"].startswith("pygw -"))
+    )
     by = {(row["route"], row["endpoint"]): row for row in rows}
     width = 0.8 / len(endpoints)
     written = []
@@ -612,18 +731,23 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
+def _applies(request: RouteRequest, endpoint: str) -> bool:
+    """A gateway with a stage switched off is measured on the routes that run that stage."""
+    return not endpoint.startswith("pygw -") or endpoint[len("pygw -") :] in request.stages
+
+
 async def _measure(
     requests: list[RouteRequest],
-    url: str,
+    gateways: dict[str, tuple[str, Child]],
     admin: str,
     against: dict[str, str],
     mode: Mode,
-    gateway: Child,
     token: str,
 ) -> dict[str, Any]:
     import aiohttp
 
-    endpoints = {"pygw": url, **against}
+    endpoints = {**{name: url for name, (url, _) in gateways.items()}, **against}
+    pids = {name: child.proc.pid for name, (_, child) in gateways.items()}
     runs: dict[tuple[str, str], list[Run]] = {}
     latencies: dict[tuple[str, str], list[float]] = {}
     connector = aiohttp.TCPConnector(limit=0, ssl=False)
@@ -633,24 +757,27 @@ async def _measure(
             for base in endpoints.values():
                 with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                     await _send(session, base, request)
-        order = [(r, name) for r in requests for name in endpoints]
+        order = [(r, name) for r in requests for name in endpoints if _applies(r, name)]
         for round_index in range(mode.repeats):
             # Rotated each round, so that no endpoint always runs first or last.
             shift = round_index % len(order)
             for request, name in order[shift:] + order[:shift]:
                 base = endpoints[name]
-                cpu_before = cpu_seconds(gateway.proc.pid) if name == "pygw" else 0.0
+                pid = pids.get(name)
+                cpu_before = cpu_seconds(pid) if pid is not None else 0.0
                 run = await closed_loop(session, base, request, mode.connections, mode.duration_s)
-                if name == "pygw":
-                    run.cpu_s = cpu_seconds(gateway.proc.pid) - cpu_before
+                if pid is not None:
+                    run.cpu_s = cpu_seconds(pid) - cpu_before
                 runs.setdefault((request.name, name), []).append(run)
                 latencies.setdefault((request.name, name), []).extend(
                     await fixed_rate(session, base, request, mode.rate, mode.fixed_duration_s)
                 )
         costs = await stage_costs(session, admin, token)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for request in requests:
         for name in endpoints:
+            if not _applies(request, name):
+                continue
             done = runs[(request.name, name)]
             per_round = [r.requests / r.seconds for r in done if r.seconds > 0]
             total = sum(r.requests for r in done)
@@ -671,7 +798,7 @@ async def _measure(
                     "p90_ms": percentile(waited, 90),
                     "p99_ms": percentile(waited, 99),
                     "fixed_rate": mode.rate,
-                    "cpu_us_per_request": cpu / total * 1e6 if name == "pygw" and total else None,
+                    "cpu_us_per_request": cpu / total * 1e6 if name in pids and total else None,
                     "statuses": {str(k): v for k, v in sorted(statuses.items())},
                     "errors": sum(r.errors for r in done),
                     "missing": list(request.missing),
@@ -682,7 +809,20 @@ async def _measure(
         for r in requests
         for cost in costs.get((r.api, r.stage, r.key), [])
     ]
-    return {"routes": rows, "stages": stages}
+    # With --switch-off: the CPU per request each route saves without a stage.
+    cpu_of: dict[tuple[str, str], float | None] = {
+        (row["route"], row["endpoint"]): row["cpu_us_per_request"] for row in rows
+    }
+    switched = []
+    for request in requests:
+        full = cpu_of.get((request.name, "pygw"))
+        for name in request.stages:
+            without = cpu_of.get((request.name, f"pygw -{name}"))
+            if full is not None and without is not None:
+                switched.append(
+                    {"route": request.name, "stage": name, "cpu_us_saved": full - without}
+                )
+    return {"routes": rows, "stages": stages, "switched_off": switched}
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -733,6 +873,16 @@ def render(results: dict[str, Any]) -> str:
         )
     if not results["stages"]:
         lines.append("| - | no timed stage | - | - |")
+    if results.get("switched_off"):
+        lines += [
+            "",
+            "## Stages switched off one at a time (gateway CPU per request saved; --switch-off)",
+            "",
+            "| route | stage | CPU µs/request saved |",
+            "|---|---|---:|",
+        ]
+        for item in results["switched_off"]:
+            lines.append(f"| {item['route']} | {item['stage']} | {_fmt(item['cpu_us_saved'], 1)} |")
     return "\n".join(lines) + "\n"
 
 

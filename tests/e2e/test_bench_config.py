@@ -90,13 +90,22 @@ def test_bench_names_every_route_and_stage_with_figures(tmp_path: Path, nginx: s
     assert results["meta"]["stand_in"].startswith("http://127.0.0.1:")
 
 
-def test_bench_says_what_a_route_lacks(tmp_path: Path) -> None:
-    results = bench(tmp_path / "out", "--route", "GET /me")
-    [row] = results["routes"]
-    assert row["route"] == "secure $default GET /me"
-    assert set(row["statuses"]) == {"401"}
-    assert row["missing"] == ["a JWT (--token)"]
-    assert "a JWT (--token)" in (tmp_path / "out" / "report.md").read_text()
+def test_bench_says_what_a_route_lacks_and_switches_stages_off(tmp_path: Path) -> None:
+    results = bench(tmp_path / "out", "--route", "GET /me", "--switch-off")
+    rows = {row["endpoint"]: row for row in results["routes"]}
+    assert set(rows) == {"pygw", "pygw -jwt_auth"}
+    assert rows["pygw"]["route"] == "secure $default GET /me"
+    assert set(rows["pygw"]["statuses"]) == {"401"}
+    assert rows["pygw"]["missing"] == ["a JWT (--token)"]
+    # The same route served without its authorizer lets the token-less requests through.
+    assert set(rows["pygw -jwt_auth"]["statuses"]) == {"200"}
+    assert rows["pygw -jwt_auth"]["cpu_us_per_request"] > 0
+    [switched] = results["switched_off"]
+    assert (switched["route"], switched["stage"]) == ("secure $default GET /me", "jwt_auth")
+    assert math.isfinite(switched["cpu_us_saved"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "a JWT (--token)" in report
+    assert "| secure $default GET /me | jwt_auth |" in report
 
 
 def test_bench_refuses_bad_arguments(tmp_path: Path) -> None:
