@@ -429,6 +429,14 @@ def build_plan(
             "pygw",
             config=http_config(upstream_port, {}, {"throttle": dict(HIGH_THROTTLE)}),
         ),
+        # A faults stage that never fires (0 %): what having one costs the requests it spares.
+        Server(
+            "pygw_stage_faults",
+            "pygw",
+            config=http_config(
+                upstream_port, {}, {"faults": {"abort": {"status": 503, "percent": 0}}}
+            ),
+        ),
         Server("pygw_rest_route", "pygw", config=rest_config(upstream_port, {}, {})),
         Server(
             "pygw_stage_api_key",
@@ -582,6 +590,13 @@ def build_plan(
             "+ route throttle",
             STAGES,
             "pygw_stage_throttle",
+            baseline="stage_http_route",
+        ),
+        Scenario(
+            "stage_faults",
+            "+ faults stage (0 %)",
+            STAGES,
+            "pygw_stage_faults",
             baseline="stage_http_route",
         ),
         Scenario(

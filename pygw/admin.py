@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 
+from pygw import fault_admin
 from pygw.admin_auth import bearer_matches, is_loopback_listen
 from pygw.integrations.ws_connections import management_error
 from pygw.observe.dashboard import Dashboard, DashboardFeed, families_of
@@ -119,6 +120,7 @@ class AdminServer(_AdminBase):
         app.router.add_post("/reload", self._reload)
         # The connections API (POST sends, GET describes, DELETE closes) checks the token itself.
         app.router.add_route("*", "/@connections/{connection_id}", gateway.connections.handle_admin)
+        fault_admin.add_gateway_routes(app, gateway)
         self._add_dashboard(DashboardFeed(self._families, self._route_rows, self._reloads))
 
     async def _families(self) -> Iterable[Metric]:
@@ -167,6 +169,7 @@ class SupervisorAdmin(_AdminBase):
         app.router.add_post("/reload", self._reload)
         app.router.add_get("/workers", self._workers)
         app.router.add_route("*", "/@connections/{connection_id}", self._connections)
+        fault_admin.add_supervisor_routes(app, supervisor)
         self._add_dashboard(DashboardFeed(self._families, self._route_rows, self._reloads))
 
     async def _families(self) -> Iterable[Metric]:

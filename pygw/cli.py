@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_sam(args)
     from pygw.supervisor import serve
 
-    return serve(Path(args.config), args.listen, args.workers, watch=args.watch)
+    return serve(Path(args.config), args.listen, args.workers, args.keep_faults, watch=args.watch)
 
 
 def _serve_openapi(args: argparse.Namespace) -> int:
@@ -67,7 +67,9 @@ def _serve_openapi(args: argparse.Namespace) -> int:
         )
 
     watch = [spec.resolve().parent] if args.watch else []
-    code: int = uvloop.run(run_gateway(spec, args.listen, loader=load, watch=watch))
+    code: int = uvloop.run(
+        run_gateway(spec, args.listen, loader=load, watch=watch, keep_faults=args.keep_faults)
+    )
     return code
 
 
@@ -397,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes sharing the port (SO_REUSEPORT) under a supervisor that restarts "
         "them; overrides server.workers (default 1: one process, no supervisor)",
     )
+    serve.add_argument(
+        "--keep-faults",
+        action="store_true",
+        help="keep the faults set through the admin API (PUT /faults/...) across reloads; "
+        "without it a reload returns every route to the faults its config gives it",
+    )
     serve.set_defaults(run=_serve)
 
     importer = commands.add_parser(
@@ -453,13 +461,19 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed here for --help; its options belong to the harness (`pygw bench --help`).
     commands.add_parser(
         "bench",
-        help="run the benchmark harness (from a source checkout; see bench/README.md)",
+        help="bench your own config (-c CONFIG, see docs/bench.md), or run the benchmark "
+        "harness (from a source checkout; see bench/README.md)",
         add_help=False,
     )
     return parser
 
 
 def _bench(argv: list[str]) -> int:
+    if any(a in ("-c", "--config") or a.startswith("--config=") for a in argv):
+        # A user's own config: packaged, so it runs from an installed wheel.
+        from pygw.bench_config import main as bench_config
+
+        return bench_config(argv)
     try:
         from bench.harness import main as harness_main
     except ImportError:

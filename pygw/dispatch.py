@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pygw._native import RequestIds
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style, gateway_response
-from pygw.integrations.mock import ConnectionResetByFault
+from pygw.faults import ConnectionResetByFault
 from pygw.request import Request, RequestBodyError
 from pygw.response import Response
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -23,6 +24,7 @@ from pygw.aws_ids import ACCOUNT_ID, api_id_for
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
+from pygw.faults import Clock, FaultPlan, Timeline, build_plan
 from pygw.integrations.function import FunctionIntegration, load_handler
 from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.integrations.lambda_invoke import LambdaInvokeIntegration
@@ -40,6 +42,7 @@ from pygw.stages.cache import CachingIntegration, wrap_with_cache
 from pygw.stages.compress import CompressingIntegration, CompressionStage
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
+from pygw.stages.faults import FaultCounters, FaultStage
 from pygw.stages.iam_auth import IamAuthStage
 from pygw.stages.jwt_auth import build_cognito_stage, build_jwt_stage
 from pygw.stages.resource_policy import build_principal_policy_stage, build_resource_policy_stage
@@ -91,6 +94,10 @@ class CompiledRoute:
     mapped: bool = False
     # The names of the pipeline's steps in the order they run (the dashboard's routes table).
     pipeline: tuple[str, ...] = ()
+    # The route's faults stage, when it has one (shared by its variants and its mapped mounts),
+    # and the plan its config gave it (what `DELETE /faults/...` returns it to).
+    faults: FaultStage | None = None
+    config_faults: FaultPlan | None = None
     request_id_header: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +153,63 @@ class Runtime:
         self.tls: TlsMaterial | None = None
         # Settings that work but that an operator should know about (`pygw check` prints them).
         self.warnings: list[ConfigIssue] = []
+        # What a faults stage added at run time needs (pygw/fault_control.py).
+        self.metrics: Metrics | None = None
+        self.fault_clock: Clock = time.monotonic
+
+    def fault_routes(self, api: str, stage: str, key: str) -> list[CompiledRoute]:
+        """The mounts of one configured route that faults can be set on (none for WebSocket
+        APIs and the implicit not-found routes)."""
+        return [
+            route
+            for route in self.routes
+            if route.api == api
+            and route.stage == stage
+            and route.key == key
+            and not route.synthetic
+            and route.style is not Style.WEBSOCKET
+        ]
+
+    def set_faults(self, api: str, stage: str, key: str, plan: FaultPlan | None) -> bool:
+        """Swap a route's fault plan (None: no faults). A route compiled without a faults stage
+        gets one, appended to its pipelines, which are replaced whole. False if there is no
+        such route."""
+        routes = self.fault_routes(api, stage, key)
+        if not routes:
+            return False
+        fault_stage = routes[0].faults
+        if fault_stage is not None:
+            fault_stage.plan = plan
+            return True
+        if plan is None:
+            return True
+        fault_stage = FaultStage(
+            plan, fault_counters(self.metrics, api, stage, key), clock=self.fault_clock
+        )
+        timer = (
+            self.metrics.stage_seconds.labels(api, stage, key, "faults")
+            if self.metrics is not None
+            else None
+        )
+        # Mapped mounts share their variants with the route's own mount: replace each once.
+        swapped: dict[int, Variant] = {}
+
+        def with_faults(variant: Variant) -> Variant:
+            done = swapped.get(id(variant))
+            if done is None:
+                done = swapped[id(variant)] = Variant(
+                    variant.stage_variables,
+                    _add_stage(variant.pipeline, fault_stage, timer),
+                    variant.canary,
+                )
+            return done
+
+        for route in routes:
+            route.faults = fault_stage
+            if route.canary_variant is not None:
+                route.canary_variant = with_faults(route.canary_variant)
+            route.primary = with_faults(route.primary)
+        return True
 
     def summary(self) -> str:
         apis = len(self.config.apis)
@@ -231,6 +295,29 @@ class Runtime:
             await asyncio.sleep(poll_s)
             waited += poll_s
         await self.close()
+
+
+def _add_stage(pipeline: Pipeline, stage: Stage, timer: StageTimer | None) -> Pipeline:
+    stages = (*pipeline.stages, stage)
+    if isinstance(pipeline, TimedPipeline) and timer is not None:
+        return TimedPipeline(stages, pipeline.integration, (*pipeline.timed, (stage, timer)))
+    return Pipeline(stages, pipeline.integration)
+
+
+class _NoCount:
+    def inc(self, amount: float = 1.0) -> None:
+        return None
+
+
+def fault_counters(metrics: Metrics | None, api: str, stage: str, key: str) -> FaultCounters:
+    if metrics is None:
+        return FaultCounters(_NoCount(), _NoCount(), _NoCount())
+    family = metrics.faults_injected
+    return FaultCounters(
+        family.labels(api, stage, key, "delay"),
+        family.labels(api, stage, key, "abort"),
+        family.labels(api, stage, key, "reset"),
+    )
 
 
 class _TransformedResponses:
@@ -337,8 +424,11 @@ class _Compiler:
         metrics: Metrics,
         registry: ConnectionRegistry,
         shared_key: str,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.shared_key = shared_key
+        self.clock = clock
+        self.fault_rng = random.Random()
         self.loaded = loaded
         self.metrics = metrics
         self.registry = registry
@@ -421,6 +511,8 @@ class _Compiler:
         )
         runtime.tls = tls
         runtime.warnings = self.warnings
+        runtime.metrics = self.metrics
+        runtime.fault_clock = self.clock
         return runtime
 
     def _api(self, index: int, api: Any) -> None:
@@ -523,6 +615,16 @@ class _Compiler:
                     if statements is not None:
                         iam_named = (*iam_named, ("resource_policy_iam", statements))
                 shaping = self._shaping_stages(route_where, api, route, stage.name, key)
+                # The most specific faults win whole: the route's, else its stage's, else the API's.
+                fault_spec = route.faults or stage.faults or api.faults
+                fault_plan = fault_stage = None
+                if fault_spec is not None:
+                    fault_plan = build_plan(fault_spec, self.fault_rng, self.clock())
+                    fault_stage = FaultStage(
+                        fault_plan,
+                        fault_counters(self.metrics, api.name, stage.name, key),
+                        clock=self.clock,
+                    )
                 count = partial(self.metrics.throttled.labels, api.name, stage.name, key)
                 named: tuple[tuple[str, Stage], ...] = (
                     *front_named,
@@ -537,6 +639,8 @@ class _Compiler:
                     # Before validation and templates, which read the decoded body.
                     *compress_named,
                     *shaping,
+                    # Last: right before the integration, after the request was let in.
+                    *((("faults", fault_stage),) if fault_stage is not None else ()),
                 )
                 stages = tuple(s for _, s in named)
                 # A route that configures no stage runs at most the account-wide throttle: left
@@ -585,6 +689,8 @@ class _Compiler:
                         *(("response_transform",) if respond is not None else ()),
                         *(("response_headers",) if static_headers else ()),
                     ),
+                    faults=fault_stage,
+                    config_faults=fault_plan,
                 )
             if "$default" not in route_items:
                 # Policy and CORS also guard unmatched paths: this is where preflights for paths
@@ -622,6 +728,8 @@ class _Compiler:
         kind: str,
         synthetic: bool,
         pipeline: tuple[str, ...] = (),
+        faults: FaultStage | None = None,
+        config_faults: FaultPlan | None = None,
     ) -> None:
         route_id = len(self.routes)
         self.routes.append(
@@ -640,6 +748,8 @@ class _Compiler:
                 integration_kind=kind,
                 synthetic=synthetic,
                 pipeline=pipeline,
+                faults=faults,
+                config_faults=config_faults,
             )
         )
         for host in hosts:
@@ -917,7 +1027,7 @@ class _Compiler:
         kind = spec.type
         stage = origin.stage
         if kind == "mock":
-            return _mock(spec)
+            return _mock(spec, self.clock)
         if kind == "function":
             # Modules commonly read their environment at import: set it first.
             os.environ.update(spec.environment)
@@ -1026,13 +1136,16 @@ def _pipeline(
     return Pipeline(stages, integration)
 
 
-def _mock(spec: Any) -> MockIntegration:
+def _mock(spec: Any, clock: Clock) -> MockIntegration:
     headers = dict(spec.headers or {})
     payload, content_type = spec.encoded_body()
     if content_type is not None and not any(name.lower() == "content-type" for name in headers):
         headers["Content-Type"] = content_type
     latency = None
+    timeline = None
     if spec.latency_ms is not None:
+        if spec.latency_ms.schedule:
+            timeline = Timeline.of(100.0, spec.latency_ms.schedule)
         latency = Latency(
             fixed_ms=getattr(spec.latency_ms, "fixed", None),
             p50_ms=getattr(spec.latency_ms, "p50", None),
@@ -1042,7 +1155,13 @@ def _mock(spec: Any) -> MockIntegration:
     if spec.faults is not None:
         faults = Faults(rate=spec.faults.rate, status=spec.faults.status, reset=spec.faults.reset)
     return MockIntegration(
-        status=spec.status, headers=headers, body=payload, latency=latency, faults=faults
+        status=spec.status,
+        headers=headers,
+        body=payload,
+        latency=latency,
+        faults=faults,
+        latency_timeline=timeline,
+        clock=clock,
     )
 
 
@@ -1051,6 +1170,7 @@ def compile_runtime(
     metrics: Metrics,
     registry: ConnectionRegistry | None = None,
     listen: str | None = None,
+    clock: Clock = time.monotonic,
 ) -> Runtime:
     """`registry` holds the websocket connections; it outlives snapshots (connections survive a
     reload), so the server passes its own. Commands that only compile get a throwaway one."""
@@ -1058,4 +1178,4 @@ def compile_runtime(
         registry = ConnectionRegistry()
     where = f"{loaded.path}|{listen or loaded.config.server.listen}"
     shared_key = hashlib.sha256(where.encode()).hexdigest()[:12]
-    return _Compiler(loaded, metrics, registry, shared_key).compile()
+    return _Compiler(loaded, metrics, registry, shared_key, clock).compile()

@@ -29,6 +29,7 @@ from pygw.admin import AdminServer
 from pygw.config.load import ConfigError, LoadedConfig, load_config
 from pygw.config.model import GatewayConfig
 from pygw.dispatch import Dispatcher, refusal_response
+from pygw.fault_control import FaultControl
 from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
@@ -121,9 +122,12 @@ class Gateway:
         worker: WorkerOptions | None = None,
         loader: Callable[[], LoadedConfig] | None = None,
         watch: Sequence[Path] = (),
+        keep_faults: bool = False,
     ) -> None:
         self.config_path = config_path
         self._watch_paths = tuple(watch)
+        # Faults set through the admin API; kept across reloads only with --keep-faults.
+        self.faults = FaultControl(keep=keep_faults)
         # `serve --openapi` loads by importing a definition; everything else reads the YAML.
         self._load: Callable[[], LoadedConfig] = loader or (lambda: load_config(config_path))
         self._listen_override = listen
@@ -271,6 +275,7 @@ class Gateway:
             if dispatcher is None:
                 raise RuntimeError("gateway not started")
             retired = dispatcher.runtime
+            self.faults.after_reload(fresh)
             dispatcher.runtime = fresh
             self._swap_certificates(fresh)
             if self._http is not None:
@@ -382,9 +387,10 @@ async def run_gateway(
     worker: WorkerOptions | None = None,
     loader: Callable[[], LoadedConfig] | None = None,
     watch: Sequence[Path] = (),
+    keep_faults: bool = False,
 ) -> int:
     raise_file_limit()
-    gateway = Gateway(config_path, listen, worker, loader, watch)
+    gateway = Gateway(config_path, listen, worker, loader, watch, keep_faults)
     try:
         await gateway.start(announce=False)
     except ConfigError as failure:

@@ -53,7 +53,11 @@ _MAX_BACKOFF_S = 5.0
 
 
 def serve(
-    config_path: Path, listen: str | None = None, workers: int | None = None, watch: bool = False
+    config_path: Path,
+    listen: str | None = None,
+    workers: int | None = None,
+    keep_faults: bool = False,
+    watch: bool = False,
 ) -> int:
     """The `pygw serve` entry point: one process unless more than one worker is asked for.
     `watch` reloads when the config's folder or its python_path folders change."""
@@ -71,7 +75,9 @@ def serve(
         paths: list[Path] = []
         if watch:
             paths = [loaded.folder, *(loaded.resolve(p) for p in loaded.config.python_path)]
-        single: int = uvloop.run(run_gateway(config_path, listen, watch=paths))
+        single: int = uvloop.run(
+            run_gateway(config_path, listen, watch=paths, keep_faults=keep_faults)
+        )
         return single
     if watch:
         print(
@@ -79,7 +85,8 @@ def serve(
             flush=True,
         )
         return 2
-    supervised: int = uvloop.run(Supervisor(config_path, loaded, listen, count).run())
+    supervisor = Supervisor(config_path, loaded, listen, count, keep_faults)
+    supervised: int = uvloop.run(supervisor.run())
     return supervised
 
 
@@ -144,7 +151,12 @@ def format_listen(host: str, port: int) -> str:
 
 class Supervisor:
     def __init__(
-        self, config_path: Path, loaded: LoadedConfig, listen: str | None, workers: int
+        self,
+        config_path: Path,
+        loaded: LoadedConfig,
+        listen: str | None,
+        workers: int,
+        keep_faults: bool = False,
     ) -> None:
         self.config_path = config_path.resolve()
         self.loaded = loaded
@@ -166,6 +178,10 @@ class Supervisor:
         # Pooled clients of the workers' admin sockets for the connections API (one per worker).
         self._connection_clients: dict[int, aiohttp.ClientSession] = {}
         self.shown = ""
+        # Faults set through the admin API, by route: (path, body) of the PUT that set them,
+        # sent again to a worker that restarts.
+        self._keep_faults = keep_faults
+        self._faults: dict[tuple[str, str, str], tuple[str, bytes]] = {}
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -287,6 +303,7 @@ class Supervisor:
             str(os.getpid()),
             "--index",
             str(worker.index),
+            *(("--keep-faults",) if self._keep_faults else ()),
             # Connection ids have one byte for the worker's index.
             *(f"--peer={peer.admin_socket}" for peer in self.workers if len(self.workers) <= 256),
         )
@@ -354,6 +371,7 @@ class Supervisor:
                     worker.process.kill()
             else:
                 log.info("worker %d restarted as pid %s", worker.index, worker.pid)
+                await self._restore_faults(worker)
 
     async def _stop_workers(self) -> bool:
         """SIGTERM every worker (each drains), wait for all; True when all exited cleanly."""
@@ -389,16 +407,43 @@ class Supervisor:
         return [worker.describe() for worker in self.workers]
 
     async def worker_call(
-        self, worker: Worker, method: str, path: str, timeout_s: float = _WORKER_CALL_TIMEOUT_S
+        self,
+        worker: Worker,
+        method: str,
+        path: str,
+        timeout_s: float = _WORKER_CALL_TIMEOUT_S,
+        body: bytes | None = None,
     ) -> tuple[int, bytes]:
         connector = aiohttp.UnixConnector(path=worker.admin_socket)
         async with (
             aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as session,
-            session.request(method, f"http://worker{path}") as response,
+            session.request(method, f"http://worker{path}", data=body) as response,
         ):
             return response.status, await response.read()
+
+    async def set_faults(
+        self, name: tuple[str, str, str], method: str, path: str, body: bytes
+    ) -> list[tuple[int, str]]:
+        """A faults PUT or DELETE sent to every ready worker: (status, detail) of each."""
+        from pygw.fault_admin import forward
+
+        answers = await forward(self, self.ready_workers(), method, path, body)
+        if answers and all(status == 200 for status, _ in answers):
+            if method == "PUT":
+                self._faults[name] = (path, body)
+            else:
+                self._faults.pop(name, None)
+        return answers
+
+    async def _restore_faults(self, worker: Worker) -> None:
+        from pygw.fault_admin import forward
+
+        for path, body in list(self._faults.values()):
+            [(status, detail)] = await forward(self, [worker], "PUT", path, body)
+            if status != 200:
+                log.warning("worker %d refused faults %s: %s", worker.index, path, detail)
 
     def connection_post_limit(self) -> int:
         """The largest message a backend may post: the biggest `max_message_bytes` of the
@@ -502,6 +547,10 @@ class Supervisor:
             if config.server.listen != self.loaded.config.server.listen:
                 log.warning("server.listen changed: restart pygw to apply it")
             self.loaded = loaded
+            if not self._keep_faults:
+                # The workers drop the faults set at run time as they reload; so does the list
+                # a restarted worker is given.
+                self._faults.clear()
             workers = self.ready_workers()
             answers = await asyncio.gather(
                 *(self.worker_call(worker, "POST", "/reload") for worker in workers),
@@ -590,6 +639,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--peer", action="append", default=[])
+    parser.add_argument("--keep-faults", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -598,7 +648,9 @@ def _worker_main(argv: list[str] | None = None) -> int:
     if args.peer:
         join_workers(args.index, args.peer)
     options = WorkerOptions(admin_listen=args.admin, parent_pid=args.parent)
-    code: int = uvloop.run(run_gateway(Path(args.config), args.listen, options))
+    code: int = uvloop.run(
+        run_gateway(Path(args.config), args.listen, options, keep_faults=args.keep_faults)
+    )
     return code
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import ipaddress
+import itertools
 import json
 import math
 import re
@@ -46,7 +47,10 @@ __all__ = [
     "CorsConfig",
     "CustomAuthorizerConfig",
     "DomainConfig",
+    "FaultAbortConfig",
     "FaultConfig",
+    "FaultDelayConfig",
+    "FaultsConfig",
     "FunctionIntegration",
     "GatewayConfig",
     "HealthConfig",
@@ -69,6 +73,7 @@ __all__ = [
     "RouteConfig",
     "RouteKey",
     "RouteKeyError",
+    "ScheduleStep",
     "ServerConfig",
     "StageConfig",
     "StateConfig",
@@ -643,6 +648,8 @@ class StageConfig(_Model):
     variables: StrMap = {}
     throttle: ThrottleConfig | None = None
     canary: CanaryConfig | None = None
+    # Faults for every route of the stage that sets none of its own.
+    faults: FaultsConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -1344,9 +1351,12 @@ class LatencyConfig(_Model):
     fixed: float | None = Field(default=None, ge=0)
     p50: float | None = Field(default=None, ge=0)
     p99: float | None = Field(default=None, ge=0)
+    # The share of requests delayed, over time (see ScheduleStep); all of them when empty.
+    schedule: list[ScheduleStep] = []
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        _check_schedule(self.schedule, "latency_ms")
         if self.fixed is not None:
             if self.p50 is not None or self.p99 is not None:
                 raise problem(
@@ -1363,6 +1373,87 @@ class LatencyConfig(_Model):
                 f"p99 ({self.p99}) is below p50 ({self.p50})", "make p99 at least as large as p50"
             )
         return self
+
+
+class ScheduleStep(_Model):
+    """From ``after_s`` seconds after the config was loaded (or the fault was set through the
+    admin API) on, ``percent`` of requests get the fault."""
+
+    after_s: float = Field(ge=0)
+    percent: float = Field(ge=0, le=100)
+
+
+def _check_schedule(steps: list[ScheduleStep], where: str) -> None:
+    for earlier, later in itertools.pairwise(steps):
+        if later.after_s <= earlier.after_s:
+            raise problem(
+                f"{where} schedule steps are not in order: after_s {later.after_s} follows "
+                f"{earlier.after_s}",
+                "list the steps by increasing after_s",
+            )
+
+
+class FaultDelayConfig(_Model):
+    """Injected delay: ``fixed_ms``, or a log-normal distribution given by ``p50_ms`` and
+    ``p99_ms``, for ``percent`` of requests (following ``schedule`` when given)."""
+
+    fixed_ms: float | None = Field(default=None, ge=0)
+    p50_ms: float | None = Field(default=None, ge=0)
+    p99_ms: float | None = Field(default=None, ge=0)
+    percent: float = Field(default=100.0, ge=0, le=100)
+    schedule: list[ScheduleStep] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.fixed_ms is not None:
+            if self.p50_ms is not None or self.p99_ms is not None:
+                raise problem(
+                    "delay has both fixed_ms and p50_ms/p99_ms",
+                    "keep {fixed_ms: MS} or {p50_ms: MS, p99_ms: MS}",
+                )
+        elif self.p50_ms is None or self.p99_ms is None:
+            raise problem(
+                "delay needs fixed_ms, or both p50_ms and p99_ms",
+                "write {fixed_ms: 100, percent: 10} or {p50_ms: 20, p99_ms: 500}",
+            )
+        elif self.p99_ms < self.p50_ms:
+            raise problem(
+                f"p99_ms ({self.p99_ms}) is below p50_ms ({self.p50_ms})",
+                "make p99_ms at least as large as p50_ms",
+            )
+        _check_schedule(self.schedule, "delay")
+        return self
+
+
+class FaultAbortConfig(_Model):
+    """Requests answered with ``status`` (or their connection reset, ``reset: true``) instead
+    of reaching the integration, for ``percent`` of requests (following ``schedule``)."""
+
+    status: int | None = Field(default=None, ge=200, le=599)
+    reset: bool = False
+    percent: float = Field(default=100.0, ge=0, le=100)
+    schedule: list[ScheduleStep] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.status is None) == (not self.reset):
+            raise problem(
+                "abort needs exactly one of status and reset: true",
+                "write {status: 503, percent: 5} or {reset: true, percent: 5}",
+            )
+        _check_schedule(self.schedule, "abort")
+        return self
+
+
+class FaultsConfig(_Model):
+    """Fault injection before a route's integration (any integration type). ``headers: true``
+    lets clients ask for faults per request (x-pygw-fault-* and x-envoy-fault-* headers), with
+    header delays capped at ``max_header_delay_ms``."""
+
+    delay: FaultDelayConfig | None = None
+    abort: FaultAbortConfig | None = None
+    headers: bool = False
+    max_header_delay_ms: float = Field(default=60_000.0, ge=0)
 
 
 class FaultConfig(_Model):
@@ -1567,6 +1658,7 @@ class RouteConfig(_Model):
     route_response: bool = False  # WebSocket
     # aws_iam: the request must be SigV4-signed with a key of the top-level iam credentials.
     authorization: Literal["none", "aws_iam"] = "none"
+    faults: FaultsConfig | None = None  # REST- and HTTP-style
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -1581,6 +1673,7 @@ _API_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "route_selection": ("route_selection", ("websocket",)),
     "websocket": ("websocket", ("websocket",)),
     "connections_api": ("connections_api", ("websocket",)),
+    "faults": ("faults", ("rest", "http")),
 }
 _ROUTE_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "cache": ("cache", ("rest",)),
@@ -1590,6 +1683,7 @@ _ROUTE_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "mapping": ("mapping", ("http",)),
     "route_response": ("route_response", ("websocket",)),
     "authorization": ("authorization", ("rest", "http")),
+    "faults": ("faults", ("rest", "http")),
 }
 # Why a key is refused on other styles, where the bare rule would puzzle.
 _STYLE_KEY_NOTES = {
@@ -1655,6 +1749,8 @@ class ApiConfig(_Model):
     websocket: WebSocketSettings = WebSocketSettings()  # WebSocket
     connections_api: ConnectionsApiConfig | None = None  # WebSocket
     routes: dict[Annotated[RouteKeyStr, BeforeValidator(_check_route_key_syntax)], RouteConfig] = {}
+    # Faults for every route whose stage and route set none (REST- and HTTP-style).
+    faults: FaultsConfig | None = None
 
     _formats = model_validator(mode="before")(_style_default_formats)
 
@@ -1761,6 +1857,8 @@ class ApiConfig(_Model):
 
         seen_stages: set[str] = set()
         for i, stage in enumerate(self.stages):
+            if stage.faults is not None and style == "websocket":
+                refuse(("stages", i, "faults"), "faults", ("rest", "http"))
             if stage.name in seen_stages:
                 found.add(
                     ("stages", i, "name"),
