@@ -19,6 +19,11 @@ QUOTA_EXCEEDED: Final[int]
 def monotonic() -> float:
     """Seconds on the monotonic clock that `Throttle` and `ResponseCache` use by default."""
 
+def rate_limit_headers(headers: dict[str, str], limit: int, remaining: int, reset_s: float) -> None:
+    """Writes RateLimit-Limit/-Remaining/-Reset for a decision's tightest bucket into `headers`
+    (nothing when all three are 0: no bucket was involved); the reset in whole seconds, rounded
+    up, at most one day."""
+
 @final
 class Throttle:
     """Token buckets and quota counters; one `acquire` decides a request against several of them.

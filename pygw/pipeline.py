@@ -84,7 +84,7 @@ class Pipeline:
 class TimedPipeline(Pipeline):
     """A Pipeline that records each stage's time (`timed[i]` pairs `stages[i]` with its
     histogram), whether the stage passes the request on, answers it or refuses it. A separate
-    class so that untimed pipelines run exactly as before."""
+    class so that untimed pipelines pay nothing for timing."""
 
     timed: tuple[tuple[Stage, StageTimer], ...]
     timed_steps: tuple[tuple[SyncCheck | None, Stage | None, StageTimer], ...] = field(

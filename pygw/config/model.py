@@ -1829,10 +1829,6 @@ class ApiConfig(_Model):
             )
         return value
 
-    def parsed_routes(self) -> list[tuple[RouteKey, RouteConfig]]:
-        """Routes with their parsed keys, in file order."""
-        return [(parse_route_key(k, self.type), r) for k, r in self.routes.items()]
-
     def stage(self, name: str) -> StageConfig | None:
         return next((s for s in self.stages if s.name == name), None)
 

@@ -200,9 +200,6 @@ class ProxyEventIntegration:
     def payload_format(self) -> str:
         return "2.0" if self._v2 else "1.0"
 
-    def build_event(self, ctx: RequestContext, body: bytes) -> dict[str, Any]:
-        return self._events.build(ctx, body)
-
     async def __call__(self, ctx: RequestContext) -> Response:
         request = ctx.request
         # A stage that read the body (validation, a request template) left the bytes to send.

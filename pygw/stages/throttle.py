@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn, Protocol
 
-from pygw._native import GRANTED, THROTTLED, Throttle
+from pygw._native import GRANTED, THROTTLED, Throttle, rate_limit_headers
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
@@ -203,14 +203,7 @@ def build_throttle_stage(
 
 def _decide(ctx: RequestContext, decision: Decision, refusals: Refusals) -> None:
     status, _, limit, remaining, reset_s, _ = decision
-    # All three are 0 only when no bucket was involved (a key with a quota alone, say): then
-    # there is no rate limit to announce (a bucket that never refills has reset_s inf).
-    if limit or remaining or reset_s:
-        # The usual reset (0 < s <= 1 s with a high-rate bucket) skips the general conversion.
-        headers = ctx.response_headers
-        headers["RateLimit-Limit"] = str(limit)
-        headers["RateLimit-Remaining"] = str(remaining)
-        headers["RateLimit-Reset"] = "1" if 0.0 < reset_s <= 1.0 else str(_whole_seconds(reset_s))
+    rate_limit_headers(ctx.response_headers, limit, remaining, reset_s)
     if status != GRANTED:
         _refuse(decision, refusals)
 

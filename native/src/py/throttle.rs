@@ -39,28 +39,49 @@ fn whole_seconds(seconds: f64, cap: i64) -> i64 {
     }
 }
 
-/// Writes a decision's RateLimit-* headers into `headers` (only when a bucket was involved: all
-/// three figures are 0 otherwise) and gives None when it granted the request, the decision tuple
-/// when it refused, for the caller to count and answer. The same headers as
-/// pygw/stages/throttle.py's `_decide`, without building and unpacking the tuple on the usual path.
+/// Writes the RateLimit-* headers of a decision's tightest bucket into `headers`, unless no
+/// bucket was involved (all three figures 0). The one place these headers are formatted: the
+/// native throttles call it, and the Redis backend's decisions through `rate_limit_headers`.
+fn write_rate_limit_headers(
+    headers: &Bound<'_, PyDict>,
+    limit: u32,
+    remaining: u32,
+    reset_s: f64,
+) -> PyResult<()> {
+    if limit == 0 && remaining == 0 && reset_s == 0.0 {
+        return Ok(());
+    }
+    let py = headers.py();
+    let mut digits = itoa::Buffer::new();
+    // Interned names: made and hashed once, not on every request.
+    headers.set_item(intern!(py, "RateLimit-Limit"), digits.format(limit))?;
+    headers.set_item(intern!(py, "RateLimit-Remaining"), digits.format(remaining))?;
+    headers.set_item(
+        intern!(py, "RateLimit-Reset"),
+        digits.format(whole_seconds(reset_s, MAX_RESET_S)),
+    )
+}
+
+/// `rate_limit_headers(headers, limit, remaining, reset_s)`: the RateLimit-* headers of a
+/// decision made outside the native throttles (the Redis backend's).
+#[pyfunction]
+fn rate_limit_headers(
+    headers: &Bound<'_, PyDict>,
+    limit: u32,
+    remaining: u32,
+    reset_s: f64,
+) -> PyResult<()> {
+    write_rate_limit_headers(headers, limit, remaining, reset_s)
+}
+
+/// Writes a decision's RateLimit-* headers into `headers` and gives None when it granted the
+/// request, the decision tuple when it refused, for the caller to count and answer (without
+/// building and unpacking the tuple on the usual path).
 pub(crate) fn decision_into(
     d: &Decision,
     headers: &Bound<'_, PyDict>,
 ) -> PyResult<Option<DecisionTuple>> {
-    if d.limit != 0 || d.remaining != 0 || d.reset_s != 0.0 {
-        let py = headers.py();
-        let mut digits = itoa::Buffer::new();
-        // Interned names: made and hashed once, not on every request.
-        headers.set_item(intern!(py, "RateLimit-Limit"), digits.format(d.limit))?;
-        headers.set_item(
-            intern!(py, "RateLimit-Remaining"),
-            digits.format(d.remaining),
-        )?;
-        headers.set_item(
-            intern!(py, "RateLimit-Reset"),
-            digits.format(whole_seconds(d.reset_s, MAX_RESET_S)),
-        )?;
-    }
+    write_rate_limit_headers(headers, d.limit, d.remaining, d.reset_s)?;
     Ok(if d.status == Status::Granted {
         None
     } else {
@@ -191,5 +212,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("THROTTLED", Status::Throttled as u8)?;
     m.add("QUOTA_EXCEEDED", Status::QuotaExceeded as u8)?;
     m.add_function(wrap_pyfunction!(monotonic, m)?)?;
+    m.add_function(wrap_pyfunction!(rate_limit_headers, m)?)?;
     Ok(())
 }
