@@ -1,4 +1,4 @@
-//! Which header lines of an upstream's answer a response-cache entry keeps (SPEC.md section 6).
+//! Which header lines of an upstream's answer a response-cache entry keeps.
 //!
 //! Framing, date, age and connection headers are never stored (a hit sets its own), nor the
 //! headers the request's own stages set (theirs replace the upstream's, as on a miss). A

@@ -458,7 +458,11 @@ def _describe(err: ErrorDetails, data: Any) -> tuple[list[PathElem], str, str]:
     key = str(path[-1]) if path else ""
 
     if kind == "pygw":
-        return path, str(ctx.get("message", err["msg"])), str(ctx.get("fix", "see SPEC.md"))
+        return (
+            path,
+            str(ctx.get("message", err["msg"])),
+            str(ctx.get("fix", "see docs/configuration.md")),
+        )
     if kind == "missing":
         return path, "required key is missing", f"add {key}: ..."
     if kind == "extra_forbidden":
@@ -515,8 +519,8 @@ def _describe(err: ErrorDetails, data: Any) -> tuple[list[PathElem], str, str]:
         return path, "must not be empty", "give a value"
     if kind == "value_error":
         message = str(err["msg"]).removeprefix("Value error, ")
-        return path, message, "see SPEC.md section 2"
-    return path, str(err["msg"]), "see SPEC.md section 2"
+        return path, message, "see docs/configuration.md"
+    return path, str(err["msg"]), "see docs/configuration.md"
 
 
 def _overlaps(a: tuple[PathElem, ...], b: tuple[PathElem, ...]) -> bool:

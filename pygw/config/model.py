@@ -1,4 +1,4 @@
-"""The configuration model: typed, validated, immutable (SPEC.md section 2).
+"""The configuration model: typed, validated, immutable.
 
 Every class refuses unknown keys and cannot be changed after validation. Checks that need more
 than one field (route keys against the API style, authorizer names, usage-plan keys, ...) run in

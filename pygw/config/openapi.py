@@ -1,7 +1,7 @@
-"""OpenAPI import (SPEC.md section 11): Swagger 2.0 / OpenAPI 3 with AWS extensions → pygw config.
+"""OpenAPI import: Swagger 2.0 / OpenAPI 3 with AWS extensions → pygw config.
 
 `import_openapi` turns a definition into plain data in the shape of pygw's YAML configuration
-(SPEC.md section 2) plus a list of warnings. Whatever pygw cannot do as the definition asks is a
+plus a list of warnings. Whatever pygw cannot do as the definition asks is a
 warning naming the construct's JSON pointer and what pygw does instead; every
 ``x-amazon-apigateway-*`` key the importer does not consume is reported by a final sweep, so nothing
 is dropped silently.
@@ -635,7 +635,7 @@ class _Importer:
                 self.warn(
                     f"{where}/{name}",
                     f"custom gateway response {name} is not supported; pygw answers with its "
-                    "standard gateway response (SPEC.md section 9)",
+                    "standard gateway response",
                 )
         validators = doc.get(f"{AWS}request-validators")
         if validators is not None:

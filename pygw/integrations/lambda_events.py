@@ -1,7 +1,7 @@
 """AWS Lambda proxy events (payload formats 1.0 and 2.0) and the reading of a function's result.
 
-The shapes follow what API Gateway was recorded sending and answering (SPEC.md section 7,
-`testdata/aws-parity/test_apigateway_lambda.snapshot.json`):
+The shapes follow what API Gateway was recorded sending and answering (the AWS recordings the
+conformance tests in tests/integration/test_aws_parity.py replay):
 
 - 1.0 (REST-style, and HTTP-style when selected): header names as the client sent them (AWS
   spells `Authorization` its own way), the last of repeated headers and query keys in the

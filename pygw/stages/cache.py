@@ -1,4 +1,4 @@
-"""REST-style response cache (SPEC.md section 6), wrapped around a route's integration.
+"""REST-style response cache, wrapped around a route's integration.
 
 A stage cannot see what the integration answers, so the cache is an integration wrapper:
 `wrap_with_cache` puts a `CachingIntegration` in front of a route's integration at load when the
