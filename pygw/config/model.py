@@ -51,21 +51,21 @@ __all__ = [
     "FaultConfig",
     "FaultDelayConfig",
     "FaultsConfig",
-    "FunctionIntegration",
+    "FunctionSpec",
     "GatewayConfig",
     "HealthConfig",
-    "HttpProxyIntegration",
+    "HttpProxySpec",
     "HttpTarget",
     "IamConfig",
     "IamPolicyStatement",
     "IntegrationConfig",
     "JwtAuthorizerConfig",
-    "LambdaIntegration",
+    "LambdaSpec",
     "LatencyConfig",
     "LimitsConfig",
     "ListenAddress",
     "MappingConfig",
-    "MockIntegration",
+    "MockSpec",
     "MutualTlsConfig",
     "QuotaConfig",
     "ResourcePolicyConfig",
@@ -1248,7 +1248,7 @@ def uri_placeholders(uri: str) -> tuple[list[str], list[str]]:
     return params, variables
 
 
-class HttpProxyIntegration(_Model):
+class HttpProxySpec(_Model):
     type: Literal["http_proxy"]
     # With a scheme: the full upstream URL template. With targets: a path template (or None to
     # send the request path unchanged).
@@ -1473,7 +1473,7 @@ class FaultConfig(_Model):
         return self
 
 
-class MockIntegration(_Model):
+class MockSpec(_Model):
     type: Literal["mock"]
     status: int = Field(default=200, ge=100, le=599)
     headers: StrMap = {}
@@ -1506,7 +1506,7 @@ class MockIntegration(_Model):
         )
 
 
-class FunctionIntegration(_Model):
+class FunctionSpec(_Model):
     type: Literal["function"]
     handler: str
     # Filled with the API style's default by ApiConfig: REST 1.0, HTTP 2.0.
@@ -1528,7 +1528,7 @@ class FunctionIntegration(_Model):
 _FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,140}$|^arn:aws[a-z-]*:lambda:[A-Za-z0-9:_$-]+$")
 
 
-class LambdaIntegration(_Model):
+class LambdaSpec(_Model):
     """A function reached through the Lambda Invoke API at `endpoint` (the Runtime Interface
     Emulator, LocalStack, moto, or a server of your own speaking the same API)."""
 
@@ -1563,7 +1563,7 @@ class LambdaIntegration(_Model):
 
 
 IntegrationConfig = Annotated[
-    HttpProxyIntegration | MockIntegration | FunctionIntegration | LambdaIntegration,
+    HttpProxySpec | MockSpec | FunctionSpec | LambdaSpec,
     Field(discriminator="type"),
 ]
 
@@ -2006,7 +2006,7 @@ class ApiConfig(_Model):
                 )
 
             integration = route.integration
-            if isinstance(integration, HttpProxyIntegration) and integration.uri:
+            if isinstance(integration, HttpProxySpec) and integration.uri:
                 params, _ = uri_placeholders(integration.uri)
                 for param in params:
                     if param not in parsed.params:
@@ -2017,7 +2017,7 @@ class ApiConfig(_Model):
                             f"use a parameter of the route key (here: {known})",
                         )
             if (
-                isinstance(integration, FunctionIntegration)
+                isinstance(integration, FunctionSpec)
                 and style == "rest"
                 and integration.payload_format != "1.0"
             ):

@@ -14,12 +14,12 @@ from pygw.config import (
     ConfigError,
     ConfigIssue,
     CustomAuthorizerConfig,
-    FunctionIntegration,
+    FunctionSpec,
     GatewayConfig,
-    HttpProxyIntegration,
+    HttpProxySpec,
     JwtAuthorizerConfig,
     LoadedConfig,
-    MockIntegration,
+    MockSpec,
     RouteKeyError,
     format_issues,
     load_config,
@@ -101,16 +101,16 @@ def test_quickstart_shape() -> None:
     for api_cfg in cfg.apis:
         for key, r in api_cfg.routes.items():
             if key == "GET /upstream/{proxy+}":
-                assert isinstance(r.integration, HttpProxyIntegration)
+                assert isinstance(r.integration, HttpProxySpec)
                 assert r.integration.uri == f"http://{cfg.admin.listen}/{{proxy}}"
             else:
-                assert isinstance(r.integration, MockIntegration)
+                assert isinstance(r.integration, MockSpec)
     hello = http.routes["GET /hello"].integration
-    assert isinstance(hello, MockIntegration)
+    assert isinstance(hello, MockSpec)
     assert hello.status == 200
     assert hello.encoded_body()[1] == "application/json"
     not_found = http.routes["$default"].integration
-    assert isinstance(not_found, MockIntegration)
+    assert isinstance(not_found, MockSpec)
     assert not_found.status == 404
     assert not_found.encoded_body() == (
         b'{"message":"Nothing here; try /hello"}',
@@ -128,7 +128,7 @@ def test_full_example_uses_env_defaults_and_overrides() -> None:
     assert isinstance(shop.authorizers["legacy"], CustomAuthorizerConfig)
     assert shop.authorizers["legacy"].payload_format == "1.0"
     get_item = shop.routes["GET /items/{id}"].integration
-    assert isinstance(get_item, HttpProxyIntegration)
+    assert isinstance(get_item, HttpProxySpec)
     assert get_item.uri == "${stageVariables.backend}/items/{id}"
     assert shop.routes["POST /items"].validation is not None
 
@@ -150,14 +150,14 @@ def test_defaults() -> None:
     assert a.type == "http"
     assert [s.name for s in a.stages] == ["$default"]
     integration = a.routes["GET /"].integration
-    assert isinstance(integration, MockIntegration)
+    assert isinstance(integration, MockSpec)
     assert (integration.status, integration.body) == (200, None)
 
 
 def test_http_proxy_defaults() -> None:
     cfg = parse(api(route("{type: http_proxy, uri: 'http://127.0.0.1:9001/x'}")))
     proxy = cfg.apis[0].routes["GET /x"].integration
-    assert isinstance(proxy, HttpProxyIntegration)
+    assert isinstance(proxy, HttpProxySpec)
     assert proxy.timeout_ms == 29_000
     assert proxy.connect_timeout_ms == 5_000
     assert proxy.max_connections == 100
@@ -398,7 +398,7 @@ def test_stage_variables_are_left_alone_and_env_can_be_escaped() -> None:
     a = cfg.apis[0]
     assert a.stages[0].variables == {"lit": "${env:NOT_ME}"}
     proxy = a.routes["GET /x"].integration
-    assert isinstance(proxy, HttpProxyIntegration)
+    assert isinstance(proxy, HttpProxySpec)
     assert proxy.uri == "${stageVariables.backend}/x"
 
 
@@ -670,7 +670,7 @@ def test_http_proxy_uri_or_targets() -> None:
         )
     )
     proxy = cfg.apis[0].routes["GET /i/{id}"].integration
-    assert isinstance(proxy, HttpProxyIntegration)
+    assert isinstance(proxy, HttpProxySpec)
     assert [(t.url, t.weight) for t in proxy.targets] == [("http://a:1", 3), ("http://b:2", 1)]
 
 
@@ -690,7 +690,7 @@ def test_mock_latency_and_faults() -> None:
         api(route("{type: mock, latency_ms: {p50: 5, p99: 50}, faults: {rate: 0.1, reset: true}}"))
     )
     mock = cfg.apis[0].routes["GET /x"].integration
-    assert isinstance(mock, MockIntegration)
+    assert isinstance(mock, MockSpec)
     assert mock.latency_ms is not None and (mock.latency_ms.p50, mock.latency_ms.p99) == (5, 50)
     assert mock.faults is not None and mock.faults.reset
     assert "p99 (5.0) is below p50 (10.0)" in one_error(
@@ -713,7 +713,7 @@ def test_mock_body_encoding() -> None:
     )
     first = cfg.apis[0].routes["GET /x"].integration
     second = cfg.apis[0].routes["GET /y"].integration
-    assert isinstance(first, MockIntegration) and isinstance(second, MockIntegration)
+    assert isinstance(first, MockSpec) and isinstance(second, MockSpec)
     assert first.encoded_body() == (b"hello", "text/plain; charset=utf-8")
     assert second.encoded_body() == (b"[1]", "application/json")
 
@@ -722,14 +722,14 @@ def test_mock_body_encoding() -> None:
 def test_function_payload_format_defaults_to_style(style: str, fmt: str) -> None:
     cfg = parse(api(route("{type: function, handler: 'mod.sub:fn'}"), style=style))
     fn = cfg.apis[0].routes["GET /x"].integration
-    assert isinstance(fn, FunctionIntegration)
+    assert isinstance(fn, FunctionSpec)
     assert (fn.payload_format, fn.timeout_ms) == (fmt, 29_000)
 
 
 def test_function_payload_format() -> None:
     cfg = parse(api(route("{type: function, handler: 'm:f', payload_format: 1.0}")))
     fn = cfg.apis[0].routes["GET /x"].integration
-    assert isinstance(fn, FunctionIntegration) and fn.payload_format == "1.0"
+    assert isinstance(fn, FunctionSpec) and fn.payload_format == "1.0"
     rest = one_error(api(route("{type: function, handler: 'm:f', payload_format: '2.0'}"), "rest"))
     assert "REST-style APIs send payload format 1.0" in rest
     assert "is not a handler reference" in one_error(api(route("{type: function, handler: m.f}")))
