@@ -10,21 +10,25 @@ import logging
 import os
 import re
 import time
+from random import getrandbits
 from typing import TYPE_CHECKING
 
 from pygw._native import RequestIds
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style, gateway_response
 from pygw.integrations.mock import ConnectionResetByFault
+from pygw.observe.access_log import LogEntry
 from pygw.request import Request, RequestBodyError
 from pygw.response import Response
+from pygw.trace import incoming, new_span_id
 
 if TYPE_CHECKING:
     from pygw.observe.access_log import AccessLog
-    from pygw.runtime import CompiledRoute, Runtime
+    from pygw.runtime import Runtime
 
 log = logging.getLogger("pygw")
 
+_wall_time = time.time
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 _JSON = "application/json"
 
@@ -118,6 +122,22 @@ class Dispatcher:
                 request_id = offered.decode("ascii")
             else:
                 request_id = new_request_id()
+            # The trace the client sent goes on; a request without one starts one: X-Ray's
+            # epoch-second prefix and 96 random bits of trace id, then the gateway's span id,
+            # from one draw and one format (inlined: every request passes here).
+            trace_parent: str | None = None
+            sampled = False
+            if request.traceparent_header is None and request.amzn_trace_header is None:
+                ids = f"{int(_wall_time()):08x}{getrandbits(160) | 1:040x}"
+                trace_id = ids[:32]
+                span_id = ids[32:]
+            else:
+                continued = incoming(request.traceparent_header, request.amzn_trace_header)
+                span_id = new_span_id()
+                if continued is None:
+                    trace_id = f"{int(_wall_time()):08x}{getrandbits(96):024x}"
+                else:
+                    trace_id, trace_parent, sampled = continued
             raw_path = request.raw_path
             q = raw_path.find("?")
             if q >= 0:
@@ -129,15 +149,19 @@ class Dispatcher:
                 )
             except ValueError:
                 bad_path = error_response(ErrorType.BAD_REQUEST, Style.HTTP, request_id)
-                return self._unrouted(request, bad_path, request_id, started)
+                return self._unrouted(
+                    request, bad_path, request_id, trace_id, started, ErrorType.BAD_REQUEST
+                )
             if found is None:
                 nowhere = error_response(ErrorType.RESOURCE_NOT_FOUND, Style.HTTP, request_id)
-                return self._unrouted(request, nowhere, request_id, started)
+                return self._unrouted(
+                    request, nowhere, request_id, trace_id, started, ErrorType.RESOURCE_NOT_FOUND
+                )
 
             route_id, params, path = found
             route = runtime.routes[route_id]
             variant = route.primary if route.canary_variant is None else route.pick_variant()
-            # Positional, in field order: matching nine keywords cost about as much as the
+            # Positional, in field order: matching eleven keywords cost about as much as the
             # construction itself.
             ctx = RequestContext(
                 request,
@@ -149,7 +173,12 @@ class Dispatcher:
                 started,
                 variant.canary,
                 {route.request_id_header: request_id, "x-request-id": request_id},
+                trace_id,
+                span_id,
             )
+            if trace_parent is not None or sampled:
+                ctx.trace_parent = trace_parent
+                ctx.trace_sampled = sampled
             if request.upgrade is not None and self._worker_id is not None:
                 ctx.response_headers["x-pygw-worker"] = self._worker_id
             response: Response
@@ -165,6 +194,7 @@ class Dispatcher:
                     failure.error, route.style, request_id, failure.detail, failure.headers
                 )
                 ctx.apply_response_headers(response)
+                ctx.error = failure
             except RequestBodyError as unread:
                 # The body could not be read whole (too large, too slow, cut off): the
                 # connection closes after this answer.
@@ -172,6 +202,7 @@ class Dispatcher:
                 response = error_response(error, route.style, request_id)
                 ctx.apply_response_headers(response)
                 response.force_close()
+                ctx.error = GatewayError(error, unread.message)
             except ConnectionResetByFault:
                 response = Response(status=499)
             except asyncio.CancelledError:
@@ -179,6 +210,7 @@ class Dispatcher:
             except Exception:
                 log.exception("request %s on %s failed", request_id, route.key)
                 response = error_response(ErrorType.INTEGRATION_FAILURE, route.style, request_id)
+                ctx.error = GatewayError(ErrorType.INTEGRATION_FAILURE)
 
             latency_s = self._loop_time() - started
             integration_s = ctx.integration_latency_s
@@ -187,80 +219,39 @@ class Dispatcher:
             metrics.timings.observe(latency_s, integration_s)
             if ctx.canary:
                 metrics.canary.inc()
-            if self._access_log is not None:
-                self._write_log(
-                    request,
-                    route,
-                    response,
-                    request_id,
-                    latency_s,
-                    integration_s,
-                    ctx.canary,
-                    ctx.cache_state,
+            access_log = self._access_log
+            if access_log is not None:
+                failure_seen = ctx.error
+                access_log.entry(
+                    LogEntry(
+                        request,
+                        route,
+                        response,
+                        ctx,
+                        request_id,
+                        trace_id,
+                        latency_s,
+                        integration_s,
+                        None if failure_seen is None else failure_seen.error,
+                        None if failure_seen is None else failure_seen.detail,
+                    )
                 )
             return response
         finally:
             runtime.in_flight -= 1
 
     def _unrouted(
-        self, request: Request, response: Response, request_id: str, started: float
-    ) -> Response:
-        self._log(request, None, response, request_id, started, 0.0, False)
-        return response
-
-    def _log(
         self,
         request: Request,
-        route: CompiledRoute | None,
         response: Response,
         request_id: str,
+        trace_id: str,
         started: float,
-        integration_latency_s: float,
-        canary: bool,
-    ) -> None:
-        latency_s = self._loop_time() - started
-        if route is not None:
-            metrics = route.metrics
-            metrics.count(request.method, response.status)
-            metrics.timings.observe(latency_s, integration_latency_s)
-            if canary:
-                metrics.canary.inc()
+        error: ErrorType,
+    ) -> Response:
         if self._access_log is not None:
-            self._write_log(
-                request, route, response, request_id, latency_s, integration_latency_s, canary, None
+            latency_s = self._loop_time() - started
+            self._access_log.entry(
+                LogEntry(request, None, response, None, request_id, trace_id, latency_s, 0.0, error)
             )
-
-    def _write_log(
-        self,
-        request: Request,
-        route: CompiledRoute | None,
-        response: Response,
-        request_id: str,
-        latency_s: float,
-        integration_latency_s: float,
-        canary: bool,
-        ctx_cache: str | None,
-    ) -> None:
-        assert self._access_log is not None
-        body_length = response.body_length
-        self._access_log.write(
-            {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "request_id": request_id,
-                "client_ip": request.client_ip,
-                "method": request.method,
-                # The query string stays out of the log: it may carry credentials.
-                "path": request.raw_path.partition("?")[0],
-                "route": route.key if route is not None else None,
-                "status": response.status,
-                "bytes": body_length,
-                "latency_ms": round(latency_s * 1000.0, 3),
-                "integration_latency_ms": round(integration_latency_s * 1000.0, 3),
-                "api": route.api if route is not None else None,
-                "stage": route.stage if route is not None else None,
-                "style": route.style.value if route is not None else None,
-                "canary": canary,
-                "cache": ctx_cache,
-                "user_agent": request.headers.get("User-Agent"),
-            }
-        )
+        return response

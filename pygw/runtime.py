@@ -24,6 +24,7 @@ from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
 from pygw.integrations.function import FunctionIntegration, load_handler
 from pygw.integrations.http_proxy import HttpProxyIntegration
+from pygw.integrations.lambda_events import api_id_for
 from pygw.integrations.mock import Faults, Latency, MockIntegration
 from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
@@ -84,11 +85,17 @@ class CompiledRoute:
     # A second mount of an API's route under a custom domain's mapping (domains[].mappings).
     mapped: bool = False
     request_id_header: str = field(init=False)
+    # $context.apiId and $context.resourcePath, for the access log.
+    api_id: str = field(init=False)
+    resource_path: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.request_id_header = (
             "x-amzn-RequestId" if self.style is Style.REST else "apigw-requestid"
         )
+        self.api_id = api_id_for(self.api)
+        _method, sep, path = self.key.partition(" ")
+        self.resource_path = path if sep else self.key
 
     def pick_variant(self) -> Variant:
         canary = self.canary_variant

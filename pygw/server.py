@@ -30,7 +30,7 @@ from pygw.config.load import ConfigError, LoadedConfig, load_config
 from pygw.dispatch import Dispatcher, refusal_response
 from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.integrations.ws_connections import ConnectionRegistry
-from pygw.observe.access_log import AccessLog
+from pygw.observe.access_log import AccessLog, compile_format
 from pygw.observe.metrics import Metrics
 from pygw.request import Request
 from pygw.response import Response, UpgradedResponse
@@ -160,7 +160,9 @@ class Gateway:
         config = loaded.config
         limits = config.server.limits
         if config.access_log is not None:
-            self._access_log = AccessLog(config.access_log.path)
+            self._access_log = AccessLog(
+                config.access_log.path, formatter=compile_format(config.access_log.format)
+            )
             self.connections.access_log = self._access_log  # WebSocket event lines
         worker = self._worker
         self._dispatcher = Dispatcher(

@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from pygw.observe.access_log import FormatError, compile_format
+
 __all__ = [
     "METHODS",
     "AccessLogConfig",
@@ -588,7 +590,18 @@ class ThrottleConfig(_Model):
 
 class AccessLogConfig(_Model):
     path: str = "-"
-    format: Literal["json"] = "json"
+    # "json" (pygw's own line), a preset of AWS's console (clf, aws_json, xml, csv), or a format
+    # string of AWS's $context variables (pygw/observe/access_log.py).
+    format: str = "json"
+
+    @field_validator("format")
+    @classmethod
+    def _check_format(cls, value: str) -> str:
+        try:
+            compile_format(value)
+        except FormatError as bad:
+            raise problem(str(bad), bad.fix) from None
+        return value
 
 
 # --------------------------------------------------------------------------------------------------

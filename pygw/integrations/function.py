@@ -222,6 +222,9 @@ class FunctionIntegration:
             log.exception("request %s: function %s raised", ctx.request_id, self.function_name)
             raise GatewayError(ErrorType.INTEGRATION_FAILURE) from None
         ctx.integration_latency_s = time.perf_counter() - started
+        # $context.integrationStatus: what the Lambda service answered (the invocation's
+        # status), not the status the function's result asks for.
+        ctx.integration_status = 200
         try:
             read = self._read(result, request.headers.get("Accept", ""))
         except MalformedResult as bad:

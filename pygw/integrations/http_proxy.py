@@ -759,6 +759,7 @@ class HttpProxyIntegration:
 
         # perf_counter: uvloop's loop.time() only ticks in whole milliseconds.
         ctx.integration_latency_s = time.perf_counter() - sent_at
+        ctx.integration_status = conn.status
         self._succeeded(target)
         try:
             return await self._respond(ctx, conn, target)
@@ -818,9 +819,19 @@ class HttpProxyIntegration:
             raw_headers = [
                 (name.encode("latin-1"), value.encode("utf-8")) for name, value in mapped.items()
             ]
+        # The trace goes on with the gateway's span as its parent ("" outside a dispatcher).
+        trace_id = ctx.trace_id or None
         if body is None:
             return request_head_tail(
-                raw_headers, request.remote, request.scheme == "https", ctx.request_id
+                raw_headers,
+                request.remote,
+                request.scheme == "https",
+                ctx.request_id,
+                None,
+                None,
+                trace_id,
+                ctx.span_id,
+                ctx.trace_sampled,
             )
         content_type: str | None = ctx.body_content_type
         return request_head_tail(
@@ -830,6 +841,9 @@ class HttpProxyIntegration:
             ctx.request_id,
             len(body),
             None if content_type is None else content_type.encode("latin-1"),
+            trace_id,
+            ctx.span_id,
+            ctx.trace_sampled,
         )
 
     @staticmethod

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from pygw.aws_time import request_time
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, CustomAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
@@ -467,10 +468,6 @@ def _query_multi(request: Request) -> dict[str, list[str]] | None:
     return {name: list(query.getall(name)) for name in query}
 
 
-def _request_time(epoch_s: float) -> str:
-    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(epoch_s))
-
-
 class _EventBuilder:
     """Builds the authorizer event of one route; what is fixed per route is computed once."""
 
@@ -531,7 +528,7 @@ class _EventBuilder:
                 "path": full_path,
                 "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
                 "requestId": ctx.request_id,
-                "requestTime": _request_time(now),
+                "requestTime": request_time(now),
                 "requestTimeEpoch": int(now * 1000),
                 "resourceId": self._route_key,
                 "resourcePath": self._resource,
@@ -578,7 +575,7 @@ class _EventBuilder:
             "requestId": ctx.request_id,
             "routeKey": self._route_key,
             "stage": auth.stage,
-            "time": _request_time(now),
+            "time": request_time(now),
             "timeEpoch": int(now * 1000),
         }
         client_cert = client_certificate(request)
