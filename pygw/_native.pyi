@@ -299,6 +299,17 @@ def is_framed(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """Whether an answer has a Content-Length or a chunked Transfer-Encoding (otherwise its
     body runs until the connection closes)."""
 
+# --- trace ids (native/src/py/trace_id.rs) ---
+@final
+class TraceIds:
+    """New traces: `next()` is (trace id, span id), 32 and 16 lower-case hex digits; the trace
+    id's first 8 are the epoch second (X-Ray's rule), the rest random (wyrand from `seed`)."""
+
+    def __init__(self, seed: int) -> None: ...
+    def next(self) -> tuple[str, str]: ...
+    def reseed(self, seed: int) -> None:
+        """A new sequence (a forked child's own)."""
+
 # --- request ids (native/src/py/request_id.rs) ---
 @final
 class RequestIds:

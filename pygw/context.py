@@ -37,11 +37,15 @@ class RequestContext:
     trace_parent: str | None = None
     trace_sampled: bool = False
     integration_latency_s: float = 0.0
+    integration_started: float = 0.0  # perf_counter() when the integration was called
     # The status the integration answered with (an upstream's, a function's), for the access log.
     integration_status: int | None = None
     # The gateway response the request was answered with, when it was one (the access log's
     # $context.error.*).
     error: GatewayError | None = None
+    # Child spans of a sampled request (the authorizer, the cache), when telemetry is on:
+    # (name, started, ended, attributes), perf_counter() seconds.
+    spans: list[tuple[str, float, float, dict[str, str | int | bool]]] | None = None
     # What stages hand each other and the integration (each written by one stage):
     api_key_id: str | None = None  # api_key: the id (never the value) of the request's key
     authorizer: dict[str, Any] | None = None  # jwt_auth / custom_auth: claims or context

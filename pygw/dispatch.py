@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import time
-from random import getrandbits
 from typing import TYPE_CHECKING
 
 from pygw._native import RequestIds
@@ -18,17 +17,18 @@ from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style, gateway_response
 from pygw.integrations.mock import ConnectionResetByFault
 from pygw.observe.access_log import LogEntry
+from pygw.observe.telemetry import RequestSpans
 from pygw.request import Request, RequestBodyError
 from pygw.response import Response
-from pygw.trace import incoming, new_span_id
+from pygw.trace import incoming, new_trace
 
 if TYPE_CHECKING:
     from pygw.observe.access_log import AccessLog
-    from pygw.runtime import Runtime
+    from pygw.observe.telemetry import Telemetry
+    from pygw.runtime import CompiledRoute, Runtime
 
 log = logging.getLogger("pygw")
 
-_wall_time = time.time
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 _JSON = "application/json"
 
@@ -100,9 +100,11 @@ class Dispatcher:
         runtime: Runtime,
         access_log: AccessLog | None,
         worker_id: str | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.runtime = runtime
         self._access_log = access_log
+        self._telemetry = telemetry
         # Answers of a worker process name it; aiohttp sends a WebSocket handshake's answer,
         # so for those the header travels with the stages' response headers.
         self._worker_id = worker_id
@@ -122,22 +124,19 @@ class Dispatcher:
                 request_id = offered.decode("ascii")
             else:
                 request_id = new_request_id()
-            # The trace the client sent goes on; a request without one starts one: X-Ray's
-            # epoch-second prefix and 96 random bits of trace id, then the gateway's span id,
-            # from one draw and one format (inlined: every request passes here).
+            # The trace the client sent goes on, with the gateway's span as the new parent; a
+            # request without one starts one (inlined: every request passes here).
             trace_parent: str | None = None
             sampled = False
-            if request.traceparent_header is None and request.amzn_trace_header is None:
-                ids = f"{int(_wall_time()):08x}{getrandbits(160) | 1:040x}"
-                trace_id = ids[:32]
-                span_id = ids[32:]
-            else:
+            trace_id, span_id = new_trace()
+            if request.traceparent_header is not None or request.amzn_trace_header is not None:
                 continued = incoming(request.traceparent_header, request.amzn_trace_header)
-                span_id = new_span_id()
-                if continued is None:
-                    trace_id = f"{int(_wall_time()):08x}{getrandbits(96):024x}"
-                else:
+                if continued is not None:
                     trace_id, trace_parent, sampled = continued
+            telemetry = self._telemetry
+            if telemetry is not None and trace_parent is None and not sampled:
+                # A trace this gateway decides (no caller's decision to follow).
+                sampled = telemetry.sampled(trace_id)
             raw_path = request.raw_path
             q = raw_path.find("?")
             if q >= 0:
@@ -179,6 +178,8 @@ class Dispatcher:
             if trace_parent is not None or sampled:
                 ctx.trace_parent = trace_parent
                 ctx.trace_sampled = sampled
+                if sampled and telemetry is not None:
+                    ctx.spans = []
             if request.upgrade is not None and self._worker_id is not None:
                 ctx.response_headers["x-pygw-worker"] = self._worker_id
             response: Response
@@ -219,6 +220,8 @@ class Dispatcher:
             metrics.timings.observe(latency_s, integration_s)
             if ctx.canary:
                 metrics.canary.inc()
+            if ctx.spans is not None and telemetry is not None:
+                self._record_spans(telemetry, ctx, route, response, latency_s)
             access_log = self._access_log
             if access_log is not None:
                 failure_seen = ctx.error
@@ -239,6 +242,55 @@ class Dispatcher:
             return response
         finally:
             runtime.in_flight -= 1
+
+    @staticmethod
+    def _record_spans(
+        telemetry: Telemetry,
+        ctx: RequestContext,
+        route: CompiledRoute,
+        response: Response,
+        latency_s: float,
+    ) -> None:
+        request = ctx.request
+        attributes: dict[str, str | int | bool] = {
+            "http.request.method": request.method,
+            "url.path": request.raw_path.partition("?")[0],
+            "http.route": route.resource_path,
+            "http.response.status_code": response.status,
+            "pygw.api": route.api,
+            "pygw.stage": route.stage,
+            "pygw.style": route.style.value,
+            "pygw.canary": ctx.canary,
+            "pygw.request_id": ctx.request_id,
+        }
+        if ctx.cache_state is not None:
+            attributes["pygw.cache"] = ctx.cache_state
+        children = list(ctx.spans or ())
+        if ctx.integration_started:
+            integration: dict[str, str | int | bool] = {"pygw.integration": route.integration_kind}
+            if ctx.integration_status is not None:
+                integration["http.response.status_code"] = ctx.integration_status
+            children.append(
+                (
+                    "integration",
+                    ctx.integration_started,
+                    ctx.integration_started + ctx.integration_latency_s,
+                    integration,
+                )
+            )
+        telemetry.record(
+            RequestSpans(
+                ctx.trace_id,
+                ctx.span_id,
+                ctx.trace_parent,
+                route.key,
+                ctx.received_at,
+                ctx.received_at + latency_s,
+                attributes,
+                children,
+                response.status >= 500,
+            )
+        )
 
     def _unrouted(
         self,

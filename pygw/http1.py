@@ -444,9 +444,11 @@ class Http1Connection(asyncio.Protocol):
             client_ip=client_ip,
             host=self._host,
             request_id=self._request_id,
-            traceparent=self._traceparent,
-            amzn_trace=self._amzn_trace,
         )
+        # Set here rather than passed: most requests carry no trace, and a keyword costs more.
+        if self._traceparent is not None or self._amzn_trace is not None:
+            request.traceparent_header = self._traceparent
+            request.amzn_trace_header = self._amzn_trace
         self._last = request
         self._enqueue(request)
 

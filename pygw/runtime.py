@@ -30,6 +30,7 @@ from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
+from pygw.observe.telemetry import TracedCache, TracedStage
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
 from pygw.response import Response
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys
@@ -433,6 +434,8 @@ class _Compiler:
                     if auth_stage is not None and api.authorizers[route.authorizer].type == "jwt"
                     else "custom_auth"
                 )
+                if auth_stage is not None and self.loaded.config.telemetry is not None:
+                    auth_stage = TracedStage("authorizer", auth_stage)
                 shaping = self._shaping_stages(route_where, api, route, stage.name, key)
                 count = partial(self.metrics.throttled.labels, api.name, stage.name, key)
                 named: tuple[tuple[str, Stage], ...] = (
@@ -732,6 +735,7 @@ class _Compiler:
         if respond is not None:
             integration = _TransformedResponses(integration, respond)
         # The cache keeps what the client got: the transformed answer.
+        uncached = integration
         integration = wrap_with_cache(
             integration,
             origin.api,
@@ -742,6 +746,8 @@ class _Compiler:
             metrics_hit=self.metrics.cache_hits.labels(origin.api.name, origin.stage).inc,
             metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage).inc,
         )
+        if integration is not uncached and self.loaded.config.telemetry is not None:
+            integration = TracedCache(integration)
         return Variant(variables, _pipeline(stages, integration, timed), canary)
 
     def _substitute(self, where: str, stage: str, text: str, variables: dict[str, str]) -> str:

@@ -60,7 +60,12 @@ const TRACE_HEADERS: [&[u8]; 2] = [b"traceparent", b"x-amzn-trace-id"];
 /// header, then the added ones and the closing blank line; with the body mode (`BODY_*`).
 pub fn request_head_tail(headers: &[(&[u8], &[u8])], added: &Added<'_>) -> (Vec<u8>, u8) {
     let connection = connection_values(headers);
-    let mut out = Vec::with_capacity(header_block_size(headers) + added.request_id.len() + 160);
+    // The trace lines are about 140 bytes: counted, so adding them never grows the buffer.
+    let trace_len = added
+        .trace
+        .map_or(0, |t| 2 * t.trace_id.len() + 2 * t.span_id.len() + 80);
+    let mut out =
+        Vec::with_capacity(header_block_size(headers) + added.request_id.len() + 160 + trace_len);
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut client_host: Option<&[u8]> = None;
     let mut body_mode = BODY_NONE;

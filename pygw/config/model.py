@@ -68,6 +68,7 @@ __all__ = [
     "ServerConfig",
     "StageConfig",
     "StateConfig",
+    "TelemetryConfig",
     "TemplatesConfig",
     "ThrottleConfig",
     "TlsCertificateConfig",
@@ -601,6 +602,28 @@ class AccessLogConfig(_Model):
             compile_format(value)
         except FormatError as bad:
             raise problem(str(bad), bad.fix) from None
+        return value
+
+
+class TelemetryConfig(_Model):
+    """OpenTelemetry spans exported over OTLP/HTTP (pygw/observe/telemetry.py)."""
+
+    # The collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces.
+    otlp_endpoint: str
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, allow_inf_nan=False)
+    service_name: str = "pygw"
+    # Requests whose spans wait for export; beyond it spans are dropped and counted.
+    max_queue: int = Field(default=2048, gt=0)
+    export_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise problem(
+                f"otlp_endpoint {value!r} is not an http(s) URL",
+                "write the collector's OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces",
+            )
         return value
 
 
@@ -1693,6 +1716,7 @@ class GatewayConfig(_Model):
     # limits are per stage, route or usage plan, or none at all).
     throttle: ThrottleConfig | None = ThrottleConfig(rate=10_000, burst=5_000)
     access_log: AccessLogConfig | None = AccessLogConfig()
+    telemetry: TelemetryConfig | None = None
     python_path: StrList = []
     domains: list[DomainConfig] = []
     apis: list[ApiConfig] = []

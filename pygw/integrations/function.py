@@ -205,7 +205,7 @@ class FunctionIntegration:
             ctx.request_id, self.function_name, self._timeout_ms, self._log_stream
         )
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()  # uvloop's loop clock counts whole milliseconds
+        started = ctx.integration_started = time.perf_counter()  # uvloop's clock counts ms
         try:
             result = await asyncio.wait_for(self._invoke(loop, event, context), self._timeout_s)
         except TimeoutError:

@@ -758,6 +758,7 @@ class HttpProxyIntegration:
             raise
 
         # perf_counter: uvloop's loop.time() only ticks in whole milliseconds.
+        ctx.integration_started = sent_at
         ctx.integration_latency_s = time.perf_counter() - sent_at
         ctx.integration_status = conn.status
         self._succeeded(target)

@@ -1,0 +1,292 @@
+"""OpenTelemetry spans for sampled requests, exported over OTLP/HTTP off the request path.
+
+A request is sampled when its caller's trace says so (the sampled flag of `traceparent` or
+`X-Amzn-Trace-Id`) or, for a trace the gateway started, when the low 64 bits of its trace id
+fall under `sample_ratio` (OpenTelemetry's TraceIdRatioBased rule, so every service that applies
+the rule to the same trace agrees). An unsampled request costs one comparison.
+
+A sampled request leaves one small tuple in a bounded queue; a worker thread turns queued
+requests into SDK spans (the server span, with the authorizer, cache and integration as
+children), batches them and exports them. A full queue drops the request's spans and counts them,
+as does a failed export: a slow, failing or absent collector never holds up a request.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from opentelemetry.context import Context
+
+    from pygw.context import RequestContext
+
+__all__ = ["RequestSpans", "Telemetry", "TracedCache", "TracedStage"]
+
+log = logging.getLogger("pygw.telemetry")
+
+# (name, started, ended, attributes) of a child span, perf_counter() seconds.
+Mark = tuple[str, float, float, dict[str, str | int | bool]]
+
+
+class RequestSpans:
+    """What the worker needs to build one request's spans (built only for sampled requests)."""
+
+    __slots__ = (
+        "attributes",
+        "children",
+        "ended",
+        "error",
+        "name",
+        "parent_id",
+        "span_id",
+        "started",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        trace_id: str,
+        span_id: str,
+        parent_id: str | None,
+        name: str,
+        started: float,
+        ended: float,
+        attributes: dict[str, str | int | bool],
+        children: Sequence[Mark],
+        error: bool,
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.name = name
+        self.started = started
+        self.ended = ended
+        self.attributes = attributes
+        self.children = children
+        self.error = error
+
+
+class _Ids(IdGenerator):
+    """The server span's ids are the ones the gateway already forwarded (so an upstream's spans
+    hang under it); its children get random ones. Used by the worker thread only."""
+
+    def __init__(self) -> None:
+        self.trace_id = 0
+        self.span_id = 0
+
+    def generate_trace_id(self) -> int:
+        return self.trace_id
+
+    def generate_span_id(self) -> int:
+        span_id, self.span_id = self.span_id, 0
+        return span_id or random.getrandbits(64) or 1
+
+
+class _Collect(SpanProcessor):
+    """Keeps the spans the worker ended, for its next export."""
+
+    def __init__(self) -> None:
+        self.ended: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+class Telemetry:
+    def __init__(
+        self,
+        endpoint: str,
+        sample_ratio: float,
+        service_name: str,
+        on_drop: Callable[[str, int], None],
+        *,
+        max_queue: int = 2048,
+        batch_size: int = 256,
+        flush_s: float = 1.0,
+        export_timeout_s: float = 5.0,
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        """`on_drop(reason, spans)` counts what is lost: "queue_full" or "export_failed"."""
+        # Sampled when the trace id's low 64 bits are below this (2**64: every trace).
+        self.threshold: Final = round(min(max(sample_ratio, 0.0), 1.0) * (1 << 64))
+        self._queue: collections.deque[RequestSpans] = collections.deque()
+        self._max_queue = max_queue
+        self._batch_size = batch_size
+        self._flush_s = flush_s
+        self._on_drop = on_drop
+        self._wake = threading.Event()
+        self._stopping = False
+        self._exporter = exporter or OTLPSpanExporter(endpoint=endpoint, timeout=export_timeout_s)
+        self._ids = _Ids()
+        self._collect = _Collect()
+        provider = TracerProvider(
+            sampler=ALWAYS_ON,
+            resource=Resource.create({"service.name": service_name}),
+            id_generator=self._ids,
+        )
+        provider.add_span_processor(self._collect)
+        self._tracer = provider.get_tracer("pygw")
+        # perf_counter() seconds + this = epoch seconds (the request path reads perf_counter).
+        self._epoch_offset = time.time() - time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="pygw-telemetry", daemon=True)
+        self._thread.start()
+
+    def sampled(self, trace_id: str) -> bool:
+        return int(trace_id[16:], 16) < self.threshold
+
+    def record(self, spans: RequestSpans) -> None:
+        """Called on the event loop: queue the request's spans, or count them dropped."""
+        queue = self._queue
+        if len(queue) >= self._max_queue:
+            self._on_drop("queue_full", 1 + len(spans.children))
+            return
+        queue.append(spans)
+        if len(queue) == self._batch_size:
+            self._wake.set()
+
+    # -- the worker thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._flush_s)
+            self._wake.clear()
+            stopping = self._stopping
+            while self._queue:
+                self._export_batch()
+            if stopping:
+                return
+
+    def _export_batch(self) -> None:
+        queue = self._queue
+        taken = 0
+        while queue and taken < self._batch_size:
+            self._build(queue.popleft())
+            taken += 1
+        batch, self._collect.ended = self._collect.ended, []
+        if not batch:
+            return
+        try:
+            result = self._exporter.export(batch)
+        except Exception:  # an exporter bug must not end the worker
+            log.exception("exporting %d spans failed", len(batch))
+            result = SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self._on_drop("export_failed", len(batch))
+
+    def _ns(self, perf_s: float) -> int:
+        return int((perf_s + self._epoch_offset) * 1e9)
+
+    def _build(self, spans: RequestSpans) -> None:
+        trace_id = int(spans.trace_id, 16)
+        parent: Context | None = None
+        if spans.parent_id is not None:
+            caller = SpanContext(
+                trace_id, int(spans.parent_id, 16), True, TraceFlags(TraceFlags.SAMPLED)
+            )
+            parent = set_span_in_context(NonRecordingSpan(caller))
+        self._ids.trace_id = trace_id
+        self._ids.span_id = int(spans.span_id, 16)
+        server = self._tracer.start_span(
+            spans.name,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=spans.attributes,
+            start_time=self._ns(spans.started),
+        )
+        if spans.error:
+            server.set_status(Status(StatusCode.ERROR))
+        inside = set_span_in_context(server)
+        for name, started, ended, attributes in spans.children:
+            kind = SpanKind.CLIENT if name == "integration" else SpanKind.INTERNAL
+            child = self._tracer.start_span(
+                name, context=inside, kind=kind, attributes=attributes, start_time=self._ns(started)
+            )
+            child.end(end_time=self._ns(ended))
+        server.end(end_time=self._ns(spans.ended))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Exports what is queued (bounded by `timeout_s`), then stops the worker."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+        self._exporter.shutdown()
+
+
+class TracedStage:
+    """A stage (the authorizer) whose time becomes a child span of sampled requests. Built at
+    load only when telemetry is configured; a stage that never waits keeps its plain `check`."""
+
+    def __init__(self, name: str, stage: Any) -> None:
+        self._name = name
+        self._stage = stage
+        inner_check = getattr(stage, "check", None)
+        if callable(inner_check):
+            self._inner_check = inner_check
+            self.check = self._check
+
+    def _check(self, ctx: RequestContext) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._inner_check(ctx)
+        finally:
+            spans = ctx.spans
+            if spans is not None:
+                spans.append((self._name, started, time.perf_counter(), {}))
+
+    async def __call__(self, ctx: RequestContext) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._stage(ctx)
+        finally:
+            spans = ctx.spans
+            if spans is not None:
+                spans.append((self._name, started, time.perf_counter(), {}))
+
+
+class TracedCache:
+    """The cache in front of an integration: its lookup (and, on a miss, the store around the
+    integration's call) as a child span with the outcome."""
+
+    def __init__(self, cached: Any) -> None:
+        self._cached = cached
+
+    async def __call__(self, ctx: RequestContext) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._cached(ctx)
+        finally:
+            spans = ctx.spans
+            if spans is not None:
+                outcome: dict[str, str | int | bool] = {"pygw.cache": ctx.cache_state or "none"}
+                spans.append(("cache", started, time.perf_counter(), outcome))
+
+    async def close(self) -> None:
+        await self._cached.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # health(), queue_length() and the like of the integration behind the cache.
+        return getattr(self._cached, name)
