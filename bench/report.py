@@ -57,6 +57,26 @@ def saturation_table(results: dict[str, Any], groups: tuple[str, ...]) -> list[s
     return lines
 
 
+def tracing_table(results: dict[str, Any]) -> list[str]:
+    """Each sample ratio's req/s as a ratio to tracing off, paired by round like stage costs."""
+    summary = results["summary"]
+    info = _labels(results)
+    off = summary.get("trace_off")
+    lines = [
+        "| tracing | req/s | µs/request | req/s vs tracing off |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        if info[name]["group"] != sc.TRACING:
+            continue
+        base = off["rps"]["median"] if off is not None else None
+        lines.append(
+            f"| {info[name]['label']} | {_fmt_rps(s['rps'])} "
+            f"| {s['us_per_request']['median']:,.1f} | {_ratio(s['rps']['median'], base)} |"
+        )
+    return lines
+
+
 def style_overhead_table(results: dict[str, Any]) -> list[str]:
     summary = results["summary"]
     info = _labels(results)
@@ -337,6 +357,10 @@ def markdown(results: dict[str, Any]) -> str:
         *saturation_table(results, (sc.WORKERS,)),
         "",
         workers_line(results),
+        "",
+        "## Tracing (OpenTelemetry spans at three sample ratios)",
+        "",
+        *tracing_table(results),
         "",
         "## 64 KiB upstream body",
         "",
