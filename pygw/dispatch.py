@@ -135,8 +135,9 @@ class Dispatcher:
                     trace_id, trace_parent, sampled = continued
             telemetry = self._telemetry
             if telemetry is not None and trace_parent is None and not sampled:
-                # A trace this gateway decides (no caller's decision to follow).
-                sampled = telemetry.sampled(trace_id)
+                # A trace this gateway decides (no caller's decision to follow): the trace id's
+                # low 64 bits against the ratio (Telemetry.sampled, inlined).
+                sampled = int(trace_id[16:], 16) < telemetry.threshold
             raw_path = request.raw_path
             q = raw_path.find("?")
             if q >= 0:

@@ -5,10 +5,11 @@ A request is sampled when its caller's trace says so (the sampled flag of `trace
 fall under `sample_ratio` (OpenTelemetry's TraceIdRatioBased rule, so every service that applies
 the rule to the same trace agrees). An unsampled request costs one comparison.
 
-A sampled request leaves one small tuple in a bounded queue; a worker thread turns queued
-requests into SDK spans (the server span, with the authorizer, cache and integration as
-children), batches them and exports them. A full queue drops the request's spans and counts them,
-as does a failed export: a slow, failing or absent collector never holds up a request.
+A sampled request leaves one small record in a bounded queue; a worker thread turns queued
+records into the SDK's spans (the server span, with the authorizer, cache and integration as
+children), batches them and exports them with the SDK's OTLP/HTTP exporter. A full queue drops
+the request's spans and counts them, as does a failed export: a slow, failing or absent
+collector never holds up a request.
 """
 
 from __future__ import annotations
@@ -23,24 +24,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    set_span_in_context,
-)
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from opentelemetry.context import Context
 
     from pygw.context import RequestContext
 
@@ -90,30 +80,9 @@ class RequestSpans:
         self.error = error
 
 
-class _Ids(IdGenerator):
-    """The server span's ids are the ones the gateway already forwarded (so an upstream's spans
-    hang under it); its children get random ones. Used by the worker thread only."""
-
-    def __init__(self) -> None:
-        self.trace_id = 0
-        self.span_id = 0
-
-    def generate_trace_id(self) -> int:
-        return self.trace_id
-
-    def generate_span_id(self) -> int:
-        span_id, self.span_id = self.span_id, 0
-        return span_id or random.getrandbits(64) or 1
-
-
-class _Collect(SpanProcessor):
-    """Keeps the spans the worker ended, for its next export."""
-
-    def __init__(self) -> None:
-        self.ended: list[ReadableSpan] = []
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.ended.append(span)
+_SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_ERROR: Final = Status(StatusCode.ERROR)
+_UNSET: Final = Status(StatusCode.UNSET)
 
 
 class Telemetry:
@@ -141,15 +110,8 @@ class Telemetry:
         self._wake = threading.Event()
         self._stopping = False
         self._exporter = exporter or OTLPSpanExporter(endpoint=endpoint, timeout=export_timeout_s)
-        self._ids = _Ids()
-        self._collect = _Collect()
-        provider = TracerProvider(
-            sampler=ALWAYS_ON,
-            resource=Resource.create({"service.name": service_name}),
-            id_generator=self._ids,
-        )
-        provider.add_span_processor(self._collect)
-        self._tracer = provider.get_tracer("pygw")
+        self._resource = Resource.create({"service.name": service_name})
+        self._scope = InstrumentationScope("pygw")
         # perf_counter() seconds + this = epoch seconds (the request path reads perf_counter).
         self._epoch_offset = time.time() - time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="pygw-telemetry", daemon=True)
@@ -182,11 +144,11 @@ class Telemetry:
 
     def _export_batch(self) -> None:
         queue = self._queue
+        batch: list[ReadableSpan] = []
         taken = 0
         while queue and taken < self._batch_size:
-            self._build(queue.popleft())
+            self._build(queue.popleft(), batch)
             taken += 1
-        batch, self._collect.ended = self._collect.ended, []
         if not batch:
             return
         try:
@@ -200,33 +162,48 @@ class Telemetry:
     def _ns(self, perf_s: float) -> int:
         return int((perf_s + self._epoch_offset) * 1e9)
 
-    def _build(self, spans: RequestSpans) -> None:
+    def _build(self, spans: RequestSpans, batch: list[ReadableSpan]) -> None:
+        """The request's finished spans, made directly as the SDK's ReadableSpan: the ids and
+        times are already known, so the tracer's machinery (sampler, id generator, processors,
+        locks) would only add cost."""
         trace_id = int(spans.trace_id, 16)
-        parent: Context | None = None
-        if spans.parent_id is not None:
-            caller = SpanContext(
-                trace_id, int(spans.parent_id, 16), True, TraceFlags(TraceFlags.SAMPLED)
-            )
-            parent = set_span_in_context(NonRecordingSpan(caller))
-        self._ids.trace_id = trace_id
-        self._ids.span_id = int(spans.span_id, 16)
-        server = self._tracer.start_span(
-            spans.name,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=spans.attributes,
-            start_time=self._ns(spans.started),
+        server = SpanContext(trace_id, int(spans.span_id, 16), False, _SAMPLED)
+        caller = (
+            None
+            if spans.parent_id is None
+            else SpanContext(trace_id, int(spans.parent_id, 16), True, _SAMPLED)
         )
-        if spans.error:
-            server.set_status(Status(StatusCode.ERROR))
-        inside = set_span_in_context(server)
-        for name, started, ended, attributes in spans.children:
-            kind = SpanKind.CLIENT if name == "integration" else SpanKind.INTERNAL
-            child = self._tracer.start_span(
-                name, context=inside, kind=kind, attributes=attributes, start_time=self._ns(started)
+        resource = self._resource
+        scope = self._scope
+        batch.append(
+            ReadableSpan(
+                spans.name,
+                server,
+                caller,
+                resource,
+                spans.attributes,
+                kind=SpanKind.SERVER,
+                status=_ERROR if spans.error else _UNSET,
+                start_time=self._ns(spans.started),
+                end_time=self._ns(spans.ended),
+                instrumentation_scope=scope,
             )
-            child.end(end_time=self._ns(ended))
-        server.end(end_time=self._ns(spans.ended))
+        )
+        for name, started, ended, attributes in spans.children:
+            child = SpanContext(trace_id, random.getrandbits(64) or 1, False, _SAMPLED)
+            batch.append(
+                ReadableSpan(
+                    name,
+                    child,
+                    server,
+                    resource,
+                    attributes,
+                    kind=SpanKind.CLIENT if name == "integration" else SpanKind.INTERNAL,
+                    start_time=self._ns(started),
+                    end_time=self._ns(ended),
+                    instrumentation_scope=scope,
+                )
+            )
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Exports what is queued (bounded by `timeout_s`), then stops the worker."""
