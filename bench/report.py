@@ -464,7 +464,8 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
         )
     right.set_yticks(fy, [info[n]["label"] for n in fnames], fontsize=7)
     right.invert_yaxis()
-    right.set_xscale("log")
+    if fnames:  # a run of `--only` scenarios may have no fixed-rate run: nothing to scale
+        right.set_xscale("log")
     right.set_xlabel("ms (log scale)")
     rate = results["meta"]["mode"]["rate"]
     tool = "oha" if "oha" in results["meta"]["fixed_rate_tool"] else "open-loop generator"
