@@ -57,6 +57,26 @@ def saturation_table(results: dict[str, Any], groups: tuple[str, ...]) -> list[s
     return lines
 
 
+def tracing_table(results: dict[str, Any]) -> list[str]:
+    """Each sample ratio's req/s as a ratio to tracing off, paired by round like stage costs."""
+    summary = results["summary"]
+    info = _labels(results)
+    off = summary.get("trace_off")
+    lines = [
+        "| tracing | req/s | µs/request | req/s vs tracing off |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        if info[name]["group"] != sc.TRACING:
+            continue
+        base = off["rps"]["median"] if off is not None else None
+        lines.append(
+            f"| {info[name]['label']} | {_fmt_rps(s['rps'])} "
+            f"| {s['us_per_request']['median']:,.1f} | {_ratio(s['rps']['median'], base)} |"
+        )
+    return lines
+
+
 def style_overhead_table(results: dict[str, Any]) -> list[str]:
     summary = results["summary"]
     info = _labels(results)
@@ -338,6 +358,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         workers_line(results),
         "",
+        "## Tracing (OpenTelemetry spans at three sample ratios)",
+        "",
+        *tracing_table(results),
+        "",
         "## 64 KiB upstream body",
         "",
         *saturation_table(results, (sc.BIG,)),
@@ -440,7 +464,8 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
         )
     right.set_yticks(fy, [info[n]["label"] for n in fnames], fontsize=7)
     right.invert_yaxis()
-    right.set_xscale("log")
+    if fnames:  # a run of `--only` scenarios may have no fixed-rate run: nothing to scale
+        right.set_xscale("log")
     right.set_xlabel("ms (log scale)")
     rate = results["meta"]["mode"]["rate"]
     tool = "oha" if "oha" in results["meta"]["fixed_rate_tool"] else "open-loop generator"

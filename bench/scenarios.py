@@ -44,6 +44,9 @@ STYLES = "styles"
 ROUTES = "route table"
 STAGES = "stages"
 WORKERS = "workers"
+TRACING = "tracing"
+# Sample ratios whose tracing cost is measured against tracing off.
+TRACE_RATIOS = (("0", 0.0), ("001", 0.01), ("1", 1.0))
 BIG = "64 KiB body"
 
 
@@ -153,6 +156,13 @@ def usage_plans() -> list[dict[str, Any]]:
 def bare_http(upstream_port: int) -> dict[str, Any]:
     """The lean path: one `ANY /{proxy+}` http_proxy route, no other stage."""
     return pygw_base([http_api({"ANY /{proxy+}": {"integration": _proxy(upstream_port)}})])
+
+
+def traced(config: dict[str, Any], collector_port: int, ratio: float) -> dict[str, Any]:
+    """`config` with OpenTelemetry spans at `ratio`, exported to the nginx upstream, whose
+    `return 200` accepts OTLP/HTTP posts as a collector that keeps nothing."""
+    endpoint = f"http://127.0.0.1:{collector_port}/v1/traces"
+    return {**config, "telemetry": {"otlp_endpoint": endpoint, "sample_ratio": ratio}}
 
 
 def mock_http() -> dict[str, Any]:
@@ -493,6 +503,14 @@ def build_plan(
             config=rest_config(upstream_port, {"minimum_compression_size": 0}, {}),
         ),
     ]
+    servers += [
+        Server(
+            f"pygw_trace_{label}",
+            "pygw",
+            config=traced(bare_http(upstream_port), upstream_port, ratio),
+        )
+        for label, ratio in TRACE_RATIOS
+    ]
     for size in route_sizes:
         servers.append(
             Server(
@@ -556,6 +574,19 @@ def build_plan(
             routes=size,
         )
         for size in route_sizes
+    ]
+    scenarios += [
+        Scenario("trace_off", "bare proxy route, tracing off (baseline)", TRACING, "pygw_bare"),
+        *(
+            Scenario(
+                f"trace_{label}",
+                f"+ OpenTelemetry spans, sample ratio {ratio:g}",
+                TRACING,
+                f"pygw_trace_{label}",
+                baseline="trace_off",
+            )
+            for label, ratio in TRACE_RATIOS
+        ),
     ]
     scenarios += [
         Scenario(

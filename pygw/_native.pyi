@@ -271,13 +271,18 @@ def request_head_tail(
     request_id: str,
     body_len: int | None = None,
     content_type: bytes | None = None,
+    trace_id: str | None = None,
+    span_id: str | None = None,
+    sampled: bool = False,
 ) -> tuple[bytes, int]:
     """(head, body_mode): the client's headers as forwarded upstream, each as `\\r\\nName: value`
     (hop-by-hop ones, those a Connection header names, Host, X-Forwarded-*, x-request-id and
     Expect left out), then X-Forwarded-For (the client's list plus `client_ip`), -Proto and
     -Host, x-request-id and the body framing, through the blank line. body_mode: 0 no body,
     1 the client's with its Content-Length, 2 the client's, chunked, 3 `body_len` bytes a stage
-    holds (the client's Content-Length and, with `content_type`, Content-Type replaced)."""
+    holds (the client's Content-Length and, with `content_type`, Content-Type replaced). With
+    `trace_id` (32 hex digits) and `span_id` (16), the client's traceparent and X-Amzn-Trace-Id
+    are replaced by that trace with `span_id` as the parent, written after x-request-id."""
 
 def header_block_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
     """Sum over the header lines of len(name) + len(value) + 4."""
@@ -298,6 +303,17 @@ def relayed_head(
 def is_framed(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """Whether an answer has a Content-Length or a chunked Transfer-Encoding (otherwise its
     body runs until the connection closes)."""
+
+# --- trace ids (native/src/py/trace_id.rs) ---
+@final
+class TraceIds:
+    """New traces: `next()` is (trace id, span id), 32 and 16 lower-case hex digits; the trace
+    id's first 8 are the epoch second (X-Ray's rule), the rest random (wyrand from `seed`)."""
+
+    def __init__(self, seed: int) -> None: ...
+    def next(self) -> tuple[str, str]: ...
+    def reseed(self, seed: int) -> None:
+        """A new sequence (a forked child's own)."""
 
 # --- request ids (native/src/py/request_id.rs) ---
 @final

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pygw.errors import GatewayError
 from pygw.request import Request
 from pygw.response import Response, ResponseStream, merge_vary
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class RequestContext:
-    # The dispatcher passes the first nine fields positionally (it is the hot path): keep their
+    # The dispatcher passes the first eleven fields positionally (it is the hot path): keep their
     # order, or change the call in pygw/dispatch.py with them.
     request: Request
     request_id: str
@@ -31,7 +32,22 @@ class RequestContext:
     canary: bool = False
     # Headers every response to this request carries (request ids, CORS, rate-limit headers).
     response_headers: dict[str, str] = field(default_factory=dict)
+    # The request's trace (pygw/trace.py): its id in W3C's 32 hex digits and the gateway's own
+    # span id; the caller's span id and sampled flag when the client sent a trace.
+    trace_id: str = ""
+    span_id: str = ""
+    trace_parent: str | None = None
+    trace_sampled: bool = False
     integration_latency_s: float = 0.0
+    integration_started: float = 0.0  # perf_counter() when the integration was called
+    # The status the integration answered with (an upstream's, a function's), for the access log.
+    integration_status: int | None = None
+    # The gateway response the request was answered with, when it was one (the access log's
+    # $context.error.*).
+    error: GatewayError | None = None
+    # Child spans of a sampled request (the authorizer, the cache), when telemetry is on:
+    # (name, started, ended, attributes), perf_counter() seconds.
+    spans: list[tuple[str, float, float, dict[str, str | int | bool]]] | None = None
     # What stages hand each other and the integration (each written by one stage):
     api_key_id: str | None = None  # api_key: the id (never the value) of the request's key
     authorizer: dict[str, Any] | None = None  # jwt_auth / custom_auth: claims or context

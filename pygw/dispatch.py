@@ -16,11 +16,15 @@ from pygw._native import RequestIds
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style, gateway_response
 from pygw.faults import ConnectionResetByFault
+from pygw.observe.access_log import LogEntry
+from pygw.observe.telemetry import RequestSpans
 from pygw.request import Request, RequestBodyError
 from pygw.response import Response
+from pygw.trace import incoming, new_trace
 
 if TYPE_CHECKING:
     from pygw.observe.access_log import AccessLog
+    from pygw.observe.telemetry import Telemetry
     from pygw.runtime import CompiledRoute, Runtime
 
 log = logging.getLogger("pygw")
@@ -97,9 +101,11 @@ class Dispatcher:
         runtime: Runtime,
         access_log: AccessLog | None,
         worker_id: str | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.runtime = runtime
         self._access_log = access_log
+        self._telemetry = telemetry
         # Answers of a worker process name it; aiohttp sends a WebSocket handshake's answer,
         # so for those the header travels with the stages' response headers.
         self._worker_id = worker_id
@@ -119,6 +125,20 @@ class Dispatcher:
                 request_id = offered.decode("ascii")
             else:
                 request_id = new_request_id()
+            # The trace the client sent goes on, with the gateway's span as the new parent; a
+            # request without one starts one (inlined: every request passes here).
+            trace_parent: str | None = None
+            sampled = False
+            trace_id, span_id = new_trace()
+            if request.traceparent_header is not None or request.amzn_trace_header is not None:
+                continued = incoming(request.traceparent_header, request.amzn_trace_header)
+                if continued is not None:
+                    trace_id, trace_parent, sampled = continued
+            telemetry = self._telemetry
+            if telemetry is not None and trace_parent is None and not sampled:
+                # A trace this gateway decides (no caller's decision to follow): the trace id's
+                # low 64 bits against the ratio (Telemetry.sampled, inlined).
+                sampled = int(trace_id[16:], 16) < telemetry.threshold
             raw_path = request.raw_path
             q = raw_path.find("?")
             if q >= 0:
@@ -130,15 +150,19 @@ class Dispatcher:
                 )
             except ValueError:
                 bad_path = error_response(ErrorType.BAD_REQUEST, Style.HTTP, request_id)
-                return self._unrouted(request, bad_path, request_id, started)
+                return self._unrouted(
+                    request, bad_path, request_id, trace_id, started, ErrorType.BAD_REQUEST
+                )
             if found is None:
                 nowhere = error_response(ErrorType.RESOURCE_NOT_FOUND, Style.HTTP, request_id)
-                return self._unrouted(request, nowhere, request_id, started)
+                return self._unrouted(
+                    request, nowhere, request_id, trace_id, started, ErrorType.RESOURCE_NOT_FOUND
+                )
 
             route_id, params, path = found
             route = runtime.routes[route_id]
             variant = route.primary if route.canary_variant is None else route.pick_variant()
-            # Positional, in field order: matching nine keywords cost about as much as the
+            # Positional, in field order: matching eleven keywords cost about as much as the
             # construction itself.
             ctx = RequestContext(
                 request,
@@ -150,7 +174,14 @@ class Dispatcher:
                 started,
                 variant.canary,
                 {route.request_id_header: request_id, "x-request-id": request_id},
+                trace_id,
+                span_id,
             )
+            if trace_parent is not None or sampled:
+                ctx.trace_parent = trace_parent
+                ctx.trace_sampled = sampled
+                if sampled and telemetry is not None:
+                    ctx.spans = []
             if request.upgrade is not None and self._worker_id is not None:
                 ctx.response_headers["x-pygw-worker"] = self._worker_id
             response: Response
@@ -166,6 +197,7 @@ class Dispatcher:
                     failure.error, route.style, request_id, failure.detail, failure.headers
                 )
                 ctx.apply_response_headers(response)
+                ctx.error = failure
             except RequestBodyError as unread:
                 # The body could not be read whole (too large, too slow, cut off): the
                 # connection closes after this answer.
@@ -173,6 +205,7 @@ class Dispatcher:
                 response = error_response(error, route.style, request_id)
                 ctx.apply_response_headers(response)
                 response.force_close()
+                ctx.error = GatewayError(error, unread.message)
             except ConnectionResetByFault:
                 response = Response(status=499)
             except asyncio.CancelledError:
@@ -180,6 +213,7 @@ class Dispatcher:
             except Exception:
                 log.exception("request %s on %s failed", request_id, route.key)
                 response = error_response(ErrorType.INTEGRATION_FAILURE, route.style, request_id)
+                ctx.error = GatewayError(ErrorType.INTEGRATION_FAILURE)
 
             latency_s = self._loop_time() - started
             integration_s = ctx.integration_latency_s
@@ -188,80 +222,90 @@ class Dispatcher:
             metrics.timings.observe(latency_s, integration_s)
             if ctx.canary:
                 metrics.canary.inc()
-            if self._access_log is not None:
-                self._write_log(
-                    request,
-                    route,
-                    response,
-                    request_id,
-                    latency_s,
-                    integration_s,
-                    ctx.canary,
-                    ctx.cache_state,
+            if ctx.spans is not None and telemetry is not None:
+                self._record_spans(telemetry, ctx, route, response, latency_s)
+            access_log = self._access_log
+            if access_log is not None:
+                failure_seen = ctx.error
+                access_log.entry(
+                    LogEntry(
+                        request,
+                        route,
+                        response,
+                        ctx,
+                        request_id,
+                        trace_id,
+                        latency_s,
+                        integration_s,
+                        None if failure_seen is None else failure_seen.error,
+                        None if failure_seen is None else failure_seen.detail,
+                    )
                 )
             return response
         finally:
             runtime.in_flight -= 1
 
-    def _unrouted(
-        self, request: Request, response: Response, request_id: str, started: float
-    ) -> Response:
-        self._log(request, None, response, request_id, started, 0.0, False)
-        return response
-
-    def _log(
-        self,
-        request: Request,
-        route: CompiledRoute | None,
+    @staticmethod
+    def _record_spans(
+        telemetry: Telemetry,
+        ctx: RequestContext,
+        route: CompiledRoute,
         response: Response,
-        request_id: str,
-        started: float,
-        integration_latency_s: float,
-        canary: bool,
-    ) -> None:
-        latency_s = self._loop_time() - started
-        if route is not None:
-            metrics = route.metrics
-            metrics.count(request.method, response.status)
-            metrics.timings.observe(latency_s, integration_latency_s)
-            if canary:
-                metrics.canary.inc()
-        if self._access_log is not None:
-            self._write_log(
-                request, route, response, request_id, latency_s, integration_latency_s, canary, None
-            )
-
-    def _write_log(
-        self,
-        request: Request,
-        route: CompiledRoute | None,
-        response: Response,
-        request_id: str,
         latency_s: float,
-        integration_latency_s: float,
-        canary: bool,
-        ctx_cache: str | None,
     ) -> None:
-        assert self._access_log is not None
-        body_length = response.body_length
-        self._access_log.write(
-            {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "request_id": request_id,
-                "client_ip": request.client_ip,
-                "method": request.method,
-                # The query string stays out of the log: it may carry credentials.
-                "path": request.raw_path.partition("?")[0],
-                "route": route.key if route is not None else None,
-                "status": response.status,
-                "bytes": body_length,
-                "latency_ms": round(latency_s * 1000.0, 3),
-                "integration_latency_ms": round(integration_latency_s * 1000.0, 3),
-                "api": route.api if route is not None else None,
-                "stage": route.stage if route is not None else None,
-                "style": route.style.value if route is not None else None,
-                "canary": canary,
-                "cache": ctx_cache,
-                "user_agent": request.headers.get("User-Agent"),
-            }
+        request = ctx.request
+        attributes: dict[str, str | int | bool] = {
+            "http.request.method": request.method,
+            "url.path": request.raw_path.partition("?")[0],
+            "http.route": route.resource_path,
+            "http.response.status_code": response.status,
+            "pygw.api": route.api,
+            "pygw.stage": route.stage,
+            "pygw.style": route.style.value,
+            "pygw.canary": ctx.canary,
+            "pygw.request_id": ctx.request_id,
+        }
+        if ctx.cache_state is not None:
+            attributes["pygw.cache"] = ctx.cache_state
+        children = list(ctx.spans or ())
+        if ctx.integration_started:
+            integration: dict[str, str | int | bool] = {"pygw.integration": route.integration_kind}
+            if ctx.integration_status is not None:
+                integration["http.response.status_code"] = ctx.integration_status
+            children.append(
+                (
+                    "integration",
+                    ctx.integration_started,
+                    ctx.integration_started + ctx.integration_latency_s,
+                    integration,
+                )
+            )
+        telemetry.record(
+            RequestSpans(
+                ctx.trace_id,
+                ctx.span_id,
+                ctx.trace_parent,
+                route.key,
+                ctx.received_at,
+                ctx.received_at + latency_s,
+                attributes,
+                children,
+                response.status >= 500,
+            )
         )
+
+    def _unrouted(
+        self,
+        request: Request,
+        response: Response,
+        request_id: str,
+        trace_id: str,
+        started: float,
+        error: ErrorType,
+    ) -> Response:
+        if self._access_log is not None:
+            latency_s = self._loop_time() - started
+            self._access_log.entry(
+                LogEntry(request, None, response, None, request_id, trace_id, latency_s, 0.0, error)
+            )
+        return response

@@ -138,6 +138,7 @@ class _Stream:
 
 class Http1Connection(asyncio.Protocol):
     __slots__ = (
+        "_amzn_trace",
         "_body",
         "_busy",
         "_chunks_seen",
@@ -159,6 +160,7 @@ class Http1Connection(asyncio.Protocol):
         "_request_id",
         "_task",
         "_te",
+        "_traceparent",
         "_trusted_peer",
         "_url",
         "_wakeup",
@@ -197,6 +199,8 @@ class Http1Connection(asyncio.Protocol):
         self._has_host = 0
         self._host: bytes | None = None
         self._request_id: bytes | None = None
+        self._traceparent: bytes | None = None
+        self._amzn_trace: bytes | None = None
         self._trusted_peer = False
         self._expect = False
         self._framing = 0
@@ -322,6 +326,8 @@ class Http1Connection(asyncio.Protocol):
         self._has_host = 0
         self._host = None
         self._request_id = None
+        self._traceparent = None
+        self._amzn_trace = None
         self._expect = False
 
     def on_url(self, url: bytes) -> None:
@@ -347,6 +353,10 @@ class Http1Connection(asyncio.Protocol):
             self._host = value
         elif lname == b"x-request-id":
             self._request_id = value
+        elif lname == b"traceparent":
+            self._traceparent = value
+        elif lname == b"x-amzn-trace-id":
+            self._amzn_trace = value
         elif lname == b"expect":
             if value.lower() != b"100-continue":
                 raise Refusal(417, "Expectation Failed")
@@ -435,6 +445,10 @@ class Http1Connection(asyncio.Protocol):
             host=self._host,
             request_id=self._request_id,
         )
+        # Set here rather than passed: most requests carry no trace, and a keyword costs more.
+        if self._traceparent is not None or self._amzn_trace is not None:
+            request.traceparent_header = self._traceparent
+            request.amzn_trace_header = self._amzn_trace
         self._last = request
         self._enqueue(request)
 

@@ -260,6 +260,7 @@ class Request:
         "_query",
         "_url",
         "_wire",
+        "amzn_trace_header",
         "body_present",
         "client_ip",
         "content",
@@ -272,6 +273,7 @@ class Request:
         "remote",
         "request_id_header",
         "scheme",
+        "traceparent_header",
         "transport",
         "upgrade",
         "version",
@@ -295,9 +297,12 @@ class Request:
         client_ip: str | None = None,
         host: bytes | None = None,
         request_id: bytes | None = None,
+        traceparent: bytes | None = None,
+        amzn_trace: bytes | None = None,
     ) -> None:
-        """`host` and `request_id`, the Host and x-request-id values, when the parser noted
-        them (the dispatcher reads both for every request)."""
+        """`host`, `request_id`, `traceparent` and `amzn_trace`: the Host, x-request-id,
+        traceparent and X-Amzn-Trace-Id values, when the parser noted them (the dispatcher reads
+        them for every request)."""
         self.method = method
         self.raw_path = raw_path
         self.version = version
@@ -313,6 +318,8 @@ class Request:
         self._connection = connection
         self.host_header = host
         self.request_id_header = request_id
+        self.traceparent_header = traceparent
+        self.amzn_trace_header = amzn_trace
         self._headers: CIMultiDictProxy[str] | None = None
         self._url: URL | None = None
         self._query: MultiDictProxy[str] | None = None
@@ -373,9 +380,11 @@ class Request:
         return built
 
     def _note_headers(self) -> None:
-        """Host and x-request-id, as the connection's parser notes them while parsing."""
+        """Host, x-request-id and the trace headers, as the connection's parser notes them."""
         self.host_header = self.header(b"host")
         self.request_id_header = self.header(b"x-request-id")
+        self.traceparent_header = self.header(b"traceparent")
+        self.amzn_trace_header = self.header(b"x-amzn-trace-id")
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:

@@ -34,6 +34,7 @@ from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.integrations.ws_management import CONNECTIONS_ROUTE_KEYS, ConnectionsApi
 from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
+from pygw.observe.telemetry import TracedCache, TracedStage
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
 from pygw.response import Response
 from pygw.sigv4 import SigV4Verifier, load_credentials_file
@@ -99,11 +100,17 @@ class CompiledRoute:
     faults: FaultStage | None = None
     config_faults: FaultPlan | None = None
     request_id_header: str = field(init=False)
+    # $context.apiId and $context.resourcePath, for the access log.
+    api_id: str = field(init=False)
+    resource_path: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.request_id_header = (
             "x-amzn-RequestId" if self.style is Style.REST else "apigw-requestid"
         )
+        self.api_id = api_id_for(self.api)
+        _method, sep, path = self.key.partition(" ")
+        self.resource_path = path if sep else self.key
 
     def pick_variant(self) -> Variant:
         canary = self.canary_variant
@@ -614,6 +621,8 @@ class _Compiler:
                     )
                     if statements is not None:
                         iam_named = (*iam_named, ("resource_policy_iam", statements))
+                if auth_stage is not None and self.loaded.config.telemetry is not None:
+                    auth_stage = TracedStage("authorizer", auth_stage)
                 shaping = self._shaping_stages(route_where, api, route, stage.name, key)
                 # The most specific faults win whole: the route's, else its stage's, else the API's.
                 fault_spec = route.faults or stage.faults or api.faults
@@ -991,6 +1000,7 @@ class _Compiler:
             # AWS compresses what the response templates produced.
             integration = CompressingIntegration(integration, minimum_size)
         # The cache keeps what the client got: the transformed (and encoded) answer.
+        uncached = integration
         integration = wrap_with_cache(
             integration,
             origin.api,
@@ -1002,6 +1012,8 @@ class _Compiler:
             metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage).inc,
             by_coding=minimum_size is not None,
         )
+        if integration is not uncached and self.loaded.config.telemetry is not None:
+            integration = TracedCache(integration)
         static = getattr(route.integration, "response_headers", None)
         if static:
             integration = _StaticResponseHeaders(integration, dict(static))

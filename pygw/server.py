@@ -32,9 +32,10 @@ from pygw.dispatch import Dispatcher, refusal_response
 from pygw.fault_control import FaultControl
 from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.integrations.ws_connections import ConnectionRegistry
-from pygw.observe.access_log import AccessLog
+from pygw.observe.access_log import AccessLog, compile_format
 from pygw.observe.dashboard import ReloadHistory
 from pygw.observe.metrics import Metrics
+from pygw.observe.telemetry import Telemetry
 from pygw.request import Request
 from pygw.response import Response, UpgradedResponse
 from pygw.runtime import Runtime, compile_runtime
@@ -145,6 +146,7 @@ class Gateway:
         self._upgrades: web.Server | None = None
         self._admin: AdminServer | None = None
         self._access_log: AccessLog | None = None
+        self._telemetry: Telemetry | None = None
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.bound: tuple[str, int] | str | None = None
@@ -170,11 +172,26 @@ class Gateway:
         config = loaded.config
         limits = config.server.limits
         if config.access_log is not None:
-            self._access_log = AccessLog(config.access_log.path)
+            self._access_log = AccessLog(
+                config.access_log.path, formatter=compile_format(config.access_log.format)
+            )
             self.connections.access_log = self._access_log  # WebSocket event lines
+        if config.telemetry is not None:
+            traces = config.telemetry
+            self._telemetry = Telemetry(
+                traces.otlp_endpoint,
+                traces.sample_ratio,
+                traces.service_name,
+                lambda reason, count: self.metrics.spans_dropped.labels(reason).inc(count),
+                max_queue=traces.max_queue,
+                export_timeout_s=traces.export_timeout_s,
+            )
         worker = self._worker
         self._dispatcher = Dispatcher(
-            runtime, self._access_log, str(os.getpid()) if worker is not None else None
+            runtime,
+            self._access_log,
+            str(os.getpid()) if worker is not None else None,
+            self._telemetry,
         )
         handler: Callable[[Request], Awaitable[Response]] = self._dispatcher
         if runtime.tls is not None:
@@ -370,6 +387,10 @@ class Gateway:
         await close_pools()
         if self._access_log is not None:
             self._access_log.close()
+        telemetry, self._telemetry = self._telemetry, None
+        if telemetry is not None:
+            # The last spans go out, within the export timeout, without blocking the loop.
+            await asyncio.to_thread(telemetry.close)
         log.info("pygw stopped")
 
 

@@ -12,6 +12,7 @@ pub mod router;
 pub mod shared;
 pub mod stored_head;
 pub mod throttle;
+pub mod trace_id;
 pub mod upstream_head;
 
 #[cfg(feature = "python")]

@@ -39,13 +39,33 @@ pub struct Added<'a> {
     pub body_len: Option<usize>,
     /// With `body_len`: the body's type, replacing the client's Content-Type.
     pub content_type: Option<&'a [u8]>,
+    /// Set to forward the request's trace: the client's traceparent and X-Amzn-Trace-Id are
+    /// replaced by the same trace with the gateway's span as the parent.
+    pub trace: Option<Trace<'a>>,
 }
+
+/// A trace as forwarded: W3C's 32 hex digits of trace id (X-Ray's root is the same 128 bits,
+/// spelled `1-` 8 digits `-` 24 digits), the gateway's 16-digit span id, the sampled flag.
+#[derive(Debug, Clone, Copy)]
+pub struct Trace<'a> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub sampled: bool,
+}
+
+/// Client headers a forwarded trace replaces.
+const TRACE_HEADERS: [&[u8]; 2] = [b"traceparent", b"x-amzn-trace-id"];
 
 /// The request head after the request line and Host: `\r\nName: value` for each forwarded client
 /// header, then the added ones and the closing blank line; with the body mode (`BODY_*`).
 pub fn request_head_tail(headers: &[(&[u8], &[u8])], added: &Added<'_>) -> (Vec<u8>, u8) {
     let connection = connection_values(headers);
-    let mut out = Vec::with_capacity(header_block_size(headers) + added.request_id.len() + 160);
+    // The trace lines are about 140 bytes: counted, so adding them never grows the buffer.
+    let trace_len = added
+        .trace
+        .map_or(0, |t| 2 * t.trace_id.len() + 2 * t.span_id.len() + 80);
+    let mut out =
+        Vec::with_capacity(header_block_size(headers) + added.request_id.len() + 160 + trace_len);
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut client_host: Option<&[u8]> = None;
     let mut body_mode = BODY_NONE;
@@ -79,6 +99,10 @@ pub fn request_head_tail(headers: &[(&[u8], &[u8])], added: &Added<'_>) -> (Vec<
             }
         } else if (!connection.is_empty() && is_hop_by_hop(name, &connection))
             || (added.content_type.is_some() && name.eq_ignore_ascii_case(b"content-type"))
+            || (added.trace.is_some()
+                && TRACE_HEADERS
+                    .iter()
+                    .any(|known| name.eq_ignore_ascii_case(known)))
         {
             continue;
         }
@@ -104,6 +128,9 @@ pub fn request_head_tail(headers: &[(&[u8], &[u8])], added: &Added<'_>) -> (Vec<
     }
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(added.request_id);
+    if let Some(trace) = added.trace {
+        write_trace(&mut out, &trace);
+    }
     if let Some(length) = added.body_len {
         body_mode = BODY_BYTES;
         if let Some(content_type) = added.content_type {
@@ -117,6 +144,28 @@ pub fn request_head_tail(headers: &[(&[u8], &[u8])], added: &Added<'_>) -> (Vec<
     }
     out.extend_from_slice(b"\r\n\r\n");
     (out, body_mode)
+}
+
+/// `traceparent` and `X-Amzn-Trace-Id` naming one trace, with the gateway's span as the parent.
+fn write_trace(out: &mut Vec<u8>, trace: &Trace<'_>) {
+    let id = trace.trace_id;
+    out.extend_from_slice(b"\r\ntraceparent: 00-");
+    out.extend_from_slice(id);
+    out.push(b'-');
+    out.extend_from_slice(trace.span_id);
+    out.extend_from_slice(if trace.sampled { b"-01" } else { b"-00" });
+    out.extend_from_slice(b"\r\nX-Amzn-Trace-Id: Root=1-");
+    let split = id.len().min(8);
+    out.extend_from_slice(&id[..split]);
+    out.push(b'-');
+    out.extend_from_slice(&id[split..]);
+    out.extend_from_slice(b";Parent=");
+    out.extend_from_slice(trace.span_id);
+    out.extend_from_slice(if trace.sampled {
+        b";Sampled=1"
+    } else {
+        b";Sampled=0"
+    });
 }
 
 /// The size of a request's header block as the limit counts it: each line's name and value,
@@ -135,6 +184,7 @@ mod tests {
         request_id: b"req-1",
         body_len: None,
         content_type: None,
+        trace: None,
     };
 
     fn tail(headers: &[(&[u8], &[u8])], added: &Added<'_>) -> (String, u8) {
@@ -225,6 +275,36 @@ mod tests {
         assert_eq!(mode, BODY_BYTES);
         assert!(!out.contains("a/b") && !out.contains("Length: 5"));
         assert!(out.ends_with("\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_forwarded_trace_replaces_the_clients_trace_headers() {
+        let traced = Added {
+            trace: Some(Trace {
+                trace_id: b"5759e988bd862e3fe1be46a994272793",
+                span_id: b"53995c3f42cd8ad8",
+                sampled: true,
+            }),
+            ..PLAIN
+        };
+        let (out, _) = tail(
+            &[
+                (b"TraceParent", b"00-old-old-01"),
+                (b"X-Amzn-Trace-Id", b"Root=old"),
+                (b"tracestate", b"a=b"),
+            ],
+            &traced,
+        );
+        assert!(!out.contains("old"), "{out}");
+        assert!(out.starts_with("\r\ntracestate: a=b\r\n"), "{out}");
+        assert!(out.ends_with(
+            "\r\ntraceparent: 00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01\
+             \r\nX-Amzn-Trace-Id: Root=1-5759e988-bd862e3fe1be46a994272793;\
+             Parent=53995c3f42cd8ad8;Sampled=1\r\n\r\n"
+        ));
+        // Without a trace to forward, the client's headers pass as they came.
+        let (out, _) = tail(&[(b"traceparent", b"00-kept")], &PLAIN);
+        assert!(out.contains("traceparent: 00-kept"));
     }
 
     #[test]

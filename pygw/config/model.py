@@ -31,6 +31,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from pygw.observe.access_log import FormatError, compile_format
+
 __all__ = [
     "COGNITO_POOL_ARN",
     "METHODS",
@@ -77,6 +79,7 @@ __all__ = [
     "ServerConfig",
     "StageConfig",
     "StateConfig",
+    "TelemetryConfig",
     "TemplatesConfig",
     "ThrottleConfig",
     "TlsCertificateConfig",
@@ -631,7 +634,40 @@ class ThrottleConfig(_Model):
 
 class AccessLogConfig(_Model):
     path: str = "-"
-    format: Literal["json"] = "json"
+    # "json" (pygw's own line), a preset of AWS's console (clf, aws_json, xml, csv), or a format
+    # string of AWS's $context variables (pygw/observe/access_log.py).
+    format: str = "json"
+
+    @field_validator("format")
+    @classmethod
+    def _check_format(cls, value: str) -> str:
+        try:
+            compile_format(value)
+        except FormatError as bad:
+            raise problem(str(bad), bad.fix) from None
+        return value
+
+
+class TelemetryConfig(_Model):
+    """OpenTelemetry spans exported over OTLP/HTTP (pygw/observe/telemetry.py)."""
+
+    # The collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces.
+    otlp_endpoint: str
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, allow_inf_nan=False)
+    service_name: str = "pygw"
+    # Requests whose spans wait for export; beyond it spans are dropped and counted.
+    max_queue: int = Field(default=2048, gt=0)
+    export_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise problem(
+                f"otlp_endpoint {value!r} is not an http(s) URL",
+                "write the collector's OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces",
+            )
+        return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -2105,6 +2141,7 @@ class GatewayConfig(_Model):
     # limits are per stage, route or usage plan, or none at all).
     throttle: ThrottleConfig | None = ThrottleConfig(rate=10_000, burst=5_000)
     access_log: AccessLogConfig | None = AccessLogConfig()
+    telemetry: TelemetryConfig | None = None
     python_path: StrList = []
     iam: IamConfig | None = None
     domains: list[DomainConfig] = []

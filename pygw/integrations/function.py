@@ -207,7 +207,7 @@ class ProxyEventIntegration:
         if body is None:
             body = await request.read() if request.body_exists else b""
         event = self._events.build(ctx, body)
-        started = time.perf_counter()  # uvloop's loop clock counts whole milliseconds
+        started = ctx.integration_started = time.perf_counter()  # uvloop's clock counts ms
         try:
             result = await asyncio.wait_for(self.invoke(event, ctx.request_id), self._timeout_s)
         except TimeoutError:
@@ -224,6 +224,9 @@ class ProxyEventIntegration:
             log.exception("request %s: function %s failed", ctx.request_id, self.function_name)
             raise GatewayError(ErrorType.INTEGRATION_FAILURE) from None
         ctx.integration_latency_s = time.perf_counter() - started
+        # $context.integrationStatus: what the Lambda service answered (the invocation's
+        # status), not the status the function's result asks for.
+        ctx.integration_status = 200
         try:
             read = self._read(result, request.headers.get("Accept", ""))
         except MalformedResult as bad:

@@ -763,7 +763,9 @@ class HttpProxyIntegration:
             raise
 
         # perf_counter: uvloop's loop.time() only ticks in whole milliseconds.
+        ctx.integration_started = sent_at
         ctx.integration_latency_s = time.perf_counter() - sent_at
+        ctx.integration_status = conn.status
         self._succeeded(target)
         try:
             return await self._respond(ctx, conn, target)
@@ -823,9 +825,19 @@ class HttpProxyIntegration:
             raw_headers = [
                 (name.encode("latin-1"), value.encode("utf-8")) for name, value in mapped.items()
             ]
+        # The trace goes on with the gateway's span as its parent ("" outside a dispatcher).
+        trace_id = ctx.trace_id or None
         if body is None:
             return request_head_tail(
-                raw_headers, request.remote, request.scheme == "https", ctx.request_id
+                raw_headers,
+                request.remote,
+                request.scheme == "https",
+                ctx.request_id,
+                None,
+                None,
+                trace_id,
+                ctx.span_id,
+                ctx.trace_sampled,
             )
         content_type: str | None = ctx.body_content_type
         return request_head_tail(
@@ -835,6 +847,9 @@ class HttpProxyIntegration:
             ctx.request_id,
             len(body),
             None if content_type is None else content_type.encode("latin-1"),
+            trace_id,
+            ctx.span_id,
+            ctx.trace_sampled,
         )
 
     @staticmethod

@@ -40,10 +40,12 @@ from multidict import CIMultiDict
 from pygw._native import normalize_path
 from pygw.authorizer_view import COGNITO_KEY, INTEGRATION_LATENCY, rest_authorizer
 from pygw.aws_ids import ACCOUNT_ID, api_id_for
+from pygw.aws_time import request_time
 from pygw.context import RequestContext
 from pygw.errors import Style
 from pygw.sigv4 import iam_authorizer_v2, iam_identity_v1
 from pygw.tls import client_certificate
+from pygw.trace import amzn_trace_header
 
 __all__ = [
     "ACCOUNT_ID",
@@ -67,20 +69,6 @@ _V1_RESULT_KEYS: Final = frozenset(
 _RESPONSE_DROPPED: Final = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer", "te"}
 )
-_MONTHS: Final = (
-    "Jan",
-    "Feb",
-    "Mar",
-    "Apr",
-    "May",
-    "Jun",
-    "Jul",
-    "Aug",
-    "Sep",
-    "Oct",
-    "Nov",
-    "Dec",
-)
 _JSON: Final = "application/json"
 
 
@@ -101,15 +89,6 @@ def media_type_matches(media: str, patterns: Sequence[str]) -> bool:
     return False
 
 
-def request_time(now: float) -> str:
-    """`requestContext.requestTime` as AWS writes it: `25/Nov/2026:16:14:40 +0000`."""
-    t = time.gmtime(now)
-    return (
-        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
-    )
-
-
 def _host_without_port(host: str) -> str:
     if host.startswith("["):
         return host.partition("]")[0] + "]"
@@ -128,7 +107,11 @@ def _parse_query(raw: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _trace_id(now: float) -> str:
+def _trace_header(ctx: RequestContext, now: float) -> str:
+    """The request's trace as the function sees it, the gateway's span as the parent (as AWS
+    forwards it with X-Ray on); a context built outside the dispatcher starts its own."""
+    if ctx.trace_id:
+        return amzn_trace_header(ctx.trace_id, ctx.span_id, ctx.trace_sampled)
     return f"Root=1-{int(now):08x}-{os.urandom(12).hex()}"
 
 
@@ -330,8 +313,7 @@ class EventBuilder:
         secure = ctx.request.secure
         put("X-Forwarded-Proto", "https" if secure else "http")
         put("X-Forwarded-Port", str(_local_port(ctx, secure)))
-        if "x-amzn-trace-id" not in spelled:
-            put("X-Amzn-Trace-Id", _trace_id(now))
+        put("X-Amzn-Trace-Id", _trace_header(ctx, now))
 
     # -- 2.0 ----------------------------------------------------------------------------------
 
@@ -355,7 +337,7 @@ class EventBuilder:
         secure = request.secure
         headers["x-forwarded-proto"] = "https" if secure else "http"
         headers["x-forwarded-port"] = str(_local_port(ctx, secure))
-        headers.setdefault("x-amzn-trace-id", _trace_id(now))
+        headers["x-amzn-trace-id"] = _trace_header(ctx, now)
 
         raw_query = request.raw_path.partition("?")[2].partition("#")[0]
         full_path = unquote(self._full_path(ctx))

@@ -59,6 +59,7 @@ from multidict import CIMultiDict
 
 from pygw._native import GRANTED, Throttle
 from pygw.authorizer_view import rest_authorizer
+from pygw.aws_time import request_time
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
@@ -68,7 +69,6 @@ from pygw.integrations.lambda_events import (
     MalformedResult,
     api_id_for,
     read_result_v2,
-    request_time,
 )
 from pygw.integrations.ws_connections import Connection, ConnectionRegistry, new_id
 from pygw.lambda_client import invocation_url, invoke

@@ -291,6 +291,12 @@ class Metrics:
                 )
             )
         )
+        self.spans_dropped = Counter(
+            "pygw_trace_spans_dropped",
+            "OpenTelemetry spans lost before export, by reason (queue_full, export_failed).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.config_reloads = Counter(
             "pygw_config_reloads",
             "Configuration reload attempts, by result.",

@@ -48,6 +48,7 @@ import aiohttp
 
 from pygw.authorizer_view import INTEGRATION_LATENCY
 from pygw.aws_ids import ACCOUNT_ID, api_id_for
+from pygw.aws_time import request_time
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, CustomAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
@@ -455,10 +456,6 @@ def _query_multi(request: Request) -> dict[str, list[str]] | None:
     return {name: list(query.getall(name)) for name in query}
 
 
-def _request_time(epoch_s: float) -> str:
-    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(epoch_s))
-
-
 class _EventBuilder:
     """Builds the authorizer event of one route; what is fixed per route is computed once."""
 
@@ -516,7 +513,7 @@ class _EventBuilder:
                 "routeKey": self._route_key,
                 "eventType": "CONNECT",
                 "extendedRequestId": ctx.request_id,
-                "requestTime": _request_time(now),
+                "requestTime": request_time(now),
                 "messageDirection": "IN",
                 "stage": auth.stage,
                 "connectedAt": ctx.connected_at_ms or int(now * 1000),
@@ -567,7 +564,7 @@ class _EventBuilder:
                 "path": full_path,
                 "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
                 "requestId": ctx.request_id,
-                "requestTime": _request_time(now),
+                "requestTime": request_time(now),
                 "requestTimeEpoch": int(now * 1000),
                 "resourceId": self._route_key,
                 "resourcePath": self._resource,
@@ -614,7 +611,7 @@ class _EventBuilder:
             "requestId": ctx.request_id,
             "routeKey": self._route_key,
             "stage": auth.stage,
-            "time": _request_time(now),
+            "time": request_time(now),
             "timeEpoch": int(now * 1000),
         }
         client_cert = client_certificate(request)

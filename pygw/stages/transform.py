@@ -48,11 +48,13 @@ import orjson
 from multidict import CIMultiDict
 
 from pygw.authorizer_view import COGNITO_KEY, rest_authorizer
+from pygw.aws_time import request_time
 from pygw.body import DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 from pygw.config.model import ApiConfig, MappingConfig, RouteConfig, TemplatesConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
+from pygw.trace import xray_trace_id
 
 __all__ = [
     "MappingStage",
@@ -69,7 +71,6 @@ __all__ = [
 log = logging.getLogger("pygw")
 
 _DEFAULT_MEDIA = "application/json"
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 # --------------------------------------------------------------------------------------------------
 # JSONPath (the subset API Gateway templates use: $, .name, ['name'], [n], [*], .*, ..name)
@@ -440,12 +441,7 @@ class _RouteInfo:
 
 
 def _request_time(now: float) -> tuple[str, int]:
-    t = time.gmtime(now)
-    text = (
-        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
-    )
-    return text, int(now * 1000)
+    return request_time(now), int(now * 1000)
 
 
 def _authorizer(ctx: RequestContext) -> dict[str, Any]:
@@ -493,6 +489,7 @@ def _context(ctx: RequestContext, route: _RouteInfo) -> VtlMap:
         stage=route.stage,
         requestOverride=VtlMap(header=VtlMap(), querystring=VtlMap(), path=VtlMap()),
         responseOverride=response_override,
+        xrayTraceId=xray_trace_id(ctx.trace_id) if ctx.trace_id else None,
     )
 
 
@@ -771,6 +768,7 @@ def _context_getter(name: str) -> Getter:
         "identity.sourceIp": lambda s: s.ctx.client_ip,
         "identity.userAgent": lambda s: s.ctx.request.headers.get("User-Agent"),
         "authorizer.principalId": lambda s: _authorizer(s.ctx).get("principalId"),
+        "xrayTraceId": lambda s: xray_trace_id(s.ctx.trace_id) if s.ctx.trace_id else None,
     }
     getter = simple.get(name)
     if getter is not None:

@@ -65,6 +65,16 @@ BROKEN = {
         " uri: 'http://${stageVariables.host}/x'}}}}]",
         ["host"],
     ),
+    "unknown access-log variable": (
+        f"access_log: {{format: '$context.requestId $context.identity.nope'}}\n"
+        f"apis: [{{name: a, type: http, routes: {{{ROUTE}}}}}]",
+        ["access_log.format", "$context.identity.nope"],
+    ),
+    "access-log format without a request id": (
+        f"access_log: {{format: '$context.status'}}\n"
+        f"apis: [{{name: a, type: http, routes: {{{ROUTE}}}}}]",
+        ["access_log.format", "$context.requestId"],
+    ),
     "yaml syntax error": ("apis: [{name: a\n  type: http", ["line"]),
     "two apis on one mount": (
         f"apis: [{{name: a, type: http, routes: {{{ROUTE}}}}},"

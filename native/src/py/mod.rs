@@ -11,6 +11,7 @@ mod request_id;
 mod router;
 mod shared;
 mod throttle;
+mod trace_id;
 mod upstream_head;
 
 #[pymodule(gil_used = false)]
@@ -25,6 +26,7 @@ fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     head::register(m)?;
     request_id::register(m)?;
     request_head::register(m)?;
+    trace_id::register(m)?;
     upstream_head::register(m)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::request_head::{self, Added};
+use crate::request_head::{self, Added, Trace};
 
 pub(crate) type Pair<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>);
 
@@ -43,9 +43,15 @@ fn ascii(text: &str) -> Cow<'_, [u8]> {
 /// Connection header names and those written here left out), then X-Forwarded-For/-Proto/-Host,
 /// x-request-id and the body framing, through the blank line that ends the head. body_mode is
 /// 0 no body, 1 the client's, framed by its Content-Length, 2 the client's, chunked, 3
-/// `body_len` bytes a stage holds (sent with `content_type` when given).
+/// `body_len` bytes a stage holds (sent with `content_type` when given). With `trace_id` and
+/// `span_id`, the client's traceparent and X-Amzn-Trace-Id are replaced by that trace, with
+/// `span_id` as the parent.
 #[pyfunction]
-#[pyo3(signature = (headers, client_ip, https, request_id, body_len=None, content_type=None))]
+#[pyo3(signature = (
+    headers, client_ip, https, request_id, body_len=None, content_type=None,
+    trace_id=None, span_id=None, sampled=false,
+))]
+#[allow(clippy::too_many_arguments)]
 fn request_head_tail<'py>(
     headers: &Bound<'py, PyAny>,
     client_ip: &str,
@@ -53,6 +59,9 @@ fn request_head_tail<'py>(
     request_id: &str,
     body_len: Option<usize>,
     content_type: Option<&[u8]>,
+    trace_id: Option<&str>,
+    span_id: Option<&str>,
+    sampled: bool,
 ) -> PyResult<(Bound<'py, PyBytes>, u8)> {
     let pairs = pairs(headers)?;
     let slices: Vec<(&[u8], &[u8])> = pairs
@@ -61,12 +70,23 @@ fn request_head_tail<'py>(
         .collect();
     let client_ip = ascii(client_ip);
     let request_id = ascii(request_id);
+    let trace_id = trace_id.map(ascii);
+    let span_id = span_id.map(ascii);
+    let trace = match (&trace_id, &span_id) {
+        (Some(trace_id), Some(span_id)) => Some(Trace {
+            trace_id,
+            span_id,
+            sampled,
+        }),
+        _ => None,
+    };
     let added = Added {
         client_ip: &client_ip,
         https,
         request_id: &request_id,
         body_len,
         content_type,
+        trace,
     };
     let (out, body_mode) = request_head::request_head_tail(&slices, &added);
     Ok((PyBytes::new(headers.py(), &out), body_mode))
