@@ -20,7 +20,6 @@ authorizers: their context dict plus "principalId").
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import threading
@@ -42,10 +41,16 @@ from pygw.integrations.lambda_events import (
     read_result_v1,
     read_result_v2,
 )
-from pygw.loader import load_callable
+from pygw.loader import is_async, load_callable
 from pygw.response import Response
 
-__all__ = ["FunctionIntegration", "LambdaContext", "load_handler", "shared_executor"]
+__all__ = [
+    "FunctionIntegration",
+    "LambdaContext",
+    "LambdaRunner",
+    "load_handler",
+    "shared_executor",
+]
 
 log = logging.getLogger("pygw.function")
 
@@ -84,14 +89,6 @@ def shared_executor() -> ThreadPoolExecutor:
 def load_handler(spec: str, search_paths: Sequence[Path]) -> Callable[..., Any]:
     """Import a `module:callable` handler from the config's folders; see pygw.loader."""
     return load_callable(spec, search_paths)
-
-
-def _is_async(handler: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(handler):
-        return True
-    # An object whose class defines `async def __call__`.
-    call = inspect.getattr_static(type(handler), "__call__", None)
-    return inspect.iscoroutinefunction(call)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +139,46 @@ class LambdaContext:
         )
 
 
+class LambdaRunner:
+    """Runs one handler as Lambda would: async handlers on the loop, sync ones in the shared
+    thread pool, each call with its own `LambdaContext` and a deadline of `timeout_ms`. Used by
+    the HTTP `function` integration and by WebSocket message routes alike."""
+
+    __slots__ = (
+        "_async",
+        "_executor",
+        "_handler",
+        "_log_stream",
+        "_timeout_s",
+        "name",
+        "timeout_ms",
+    )
+
+    def __init__(self, handler: Callable[..., Any], name: str, timeout_ms: int) -> None:
+        if timeout_ms <= 0:
+            raise ValueError("timeout_ms must be positive")
+        self._handler = handler
+        self._async = is_async(handler)
+        self._executor = None if self._async else shared_executor()
+        self.name = name
+        self.timeout_ms = timeout_ms
+        self._timeout_s = timeout_ms / 1000.0
+        day = time.strftime("%Y/%m/%d", time.gmtime())
+        self._log_stream = f"{day}/[$LATEST]{uuid.uuid4().hex}"
+
+    async def run(self, event: dict[str, Any], request_id: str) -> Any:
+        """The handler's result. Raises TimeoutError past the deadline, or what the handler
+        raised."""
+        context = LambdaContext(request_id, self.name, self.timeout_ms, self._log_stream)
+        return await asyncio.wait_for(self._invoke(event, context), self._timeout_s)
+
+    async def _invoke(self, event: dict[str, Any], context: LambdaContext) -> Any:
+        if self._async:
+            return await self._handler(event, context)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._handler, event, context)
+
+
 def _default_function_name(handler: Callable[..., Any]) -> str:
     module = getattr(handler, "__module__", None) or "handler"
     name = getattr(handler, "__qualname__", None) or type(handler).__name__
@@ -168,10 +205,7 @@ class FunctionIntegration:
     ) -> None:
         if timeout_ms <= 0:
             raise ValueError("timeout_ms must be positive")
-        self._handler = handler
-        self._async = _is_async(handler)
         self._timeout_ms = timeout_ms
-        self._timeout_s = timeout_ms / 1000.0
         self._style = style
         self._events = EventBuilder(
             RouteInfo(route_key, stage, api_name, style, tuple(binary_media_types)),
@@ -183,9 +217,7 @@ class FunctionIntegration:
             tuple(binary_media_types) if style is Style.REST else None
         )
         self.function_name = function_name or _default_function_name(handler)
-        day = time.strftime("%Y/%m/%d", time.gmtime())
-        self._log_stream = f"{day}/[$LATEST]{uuid.uuid4().hex}"
-        self._executor = None if self._async else shared_executor()
+        self._runner = LambdaRunner(handler, self.function_name, timeout_ms)
 
     @property
     def payload_format(self) -> str:
@@ -201,13 +233,9 @@ class FunctionIntegration:
         if body is None:
             body = await request.read() if request.body_exists else b""
         event = self._events.build(ctx, body)
-        context = LambdaContext(
-            ctx.request_id, self.function_name, self._timeout_ms, self._log_stream
-        )
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()  # uvloop's loop clock counts whole milliseconds
         try:
-            result = await asyncio.wait_for(self._invoke(loop, event, context), self._timeout_s)
+            result = await self._runner.run(event, ctx.request_id)
         except TimeoutError:
             ctx.integration_latency_s = time.perf_counter() - started
             log.warning(
@@ -240,13 +268,6 @@ class FunctionIntegration:
         if self._v2:
             return read_result_v2(result)
         return read_result_v1(result, self._binary, accept)
-
-    async def _invoke(
-        self, loop: asyncio.AbstractEventLoop, event: dict[str, Any], context: LambdaContext
-    ) -> Any:
-        if self._async:
-            return await self._handler(event, context)
-        return await loop.run_in_executor(self._executor, self._handler, event, context)
 
     async def close(self) -> None:
         # The thread pool is shared by every route and every reload: it lives as long as the

@@ -50,7 +50,7 @@ from pygw.config.model import ApiConfig, CustomAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.lambda_events import ACCOUNT_ID, api_id_for
-from pygw.loader import load_callable
+from pygw.loader import is_async, load_callable
 from pygw.pipeline import Stage
 from pygw.request import Request
 from pygw.response import Response
@@ -162,13 +162,6 @@ def _takes_context(fn: Callable[..., Any]) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    # An object whose __call__ is a coroutine function is awaited too.
-    return inspect.iscoroutinefunction(type(fn).__call__)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,7 +318,7 @@ class CustomAuthorizer:
     ) -> None:
         self.cfg = cfg
         self._call = load_callable(cfg.handler, search_paths)
-        self._is_async = _is_async(self._call)
+        self._is_async = is_async(self._call)
         self._pass_context = _takes_context(self._call)
         self._getters = tuple(identity_getter(source) for source in cfg.identity_source)
         self._regex = re.compile(cfg.validation_regex) if cfg.validation_regex else None
