@@ -467,9 +467,11 @@ async def test_http_proxy_routes(
     upstream = await start_upstream(backend)
     gateway, _, _ = await build(
         f'$connect: {{integration: {{type: http_proxy, uri: "{upstream.url}/connect"}}}}\n'
-        f'say: {{integration: {{type: http_proxy, uri: "{upstream.url}/say"}}, '
+        # The runtime substitutes stage variables in a message route's uri as in any route's.
+        'say: {integration: {type: http_proxy, uri: "${stageVariables.up}/say"}, '
         "route_response: true}\n"
-        f'$default: {{integration: {{type: http_proxy, uri: "{upstream.url}/quiet"}}}}\n'
+        f'$default: {{integration: {{type: http_proxy, uri: "{upstream.url}/quiet"}}}}\n',
+        stages=f'[{{name: prod, variables: {{up: "{upstream.url}"}}}}]',
     )
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await session.ws_connect(gateway.url + "/?ticket=no")
@@ -523,6 +525,49 @@ async def test_bad_config_is_refused(tmp_path: Path) -> None:
     loaded = load_config(config)
     with pytest.raises(ConfigError, match=r"\$default.*no_such_module"):
         websocket_api(loaded, ConnectionRegistry(), stage="$default")
+
+
+_JWT = (
+    'authorizers: {token: {type: jwt, issuer: "https://issuer.example", audience: [x], '
+    'jwks: "https://issuer.example/jwks"}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("variables", "extra", "route", "expected"),
+    [
+        (
+            "{}",
+            "",
+            'say: {integration: {type: http_proxy, uri: "${stageVariables.nope}/say"}}',
+            r"routes\.say\.integration\.uri: stage 'prod' has no variable 'nope'",
+        ),
+        (
+            "{base: not-a-url}",
+            "",
+            'say: {integration: {type: http_proxy, uri: "${stageVariables.base}/say"}}',
+            r"routes\.say\.integration\.uri: .*'not-a-url/say' is not a full http\(s\) URL",
+        ),
+        (
+            "{}",
+            _JWT,
+            "say: {integration: {type: mock}, authorizer: token}",
+            r"routes\.say\.authorizer: .*only \$connect can have an authorizer",
+        ),
+    ],
+)
+def test_message_route_config_errors(
+    tmp_path: Path, variables: str, extra: str, route: str, expected: str
+) -> None:
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        "apis:\n  - name: chat\n    type: websocket\n"
+        f"    stages: [{{name: prod, variables: {variables}}}]\n"
+        + (f"    {extra}\n" if extra else "")
+        + f"    routes:\n      {route}\n"
+    )
+    with pytest.raises(ConfigError, match=expected):
+        websocket_api(load_config(config), ConnectionRegistry())
 
 
 async def test_thousand_connections(build: Build, session: aiohttp.ClientSession) -> None:
