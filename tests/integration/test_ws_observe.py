@@ -239,6 +239,8 @@ async def test_access_log_lines_and_metrics(observed: Observed) -> None:
     assert sample("pygw_websocket_messages_total", route="echo", outcome="ok") == 1
     assert sample("pygw_websocket_client_errors_total", reason="no_route") == 1
     assert sample("pygw_websocket_client_errors_total", reason="throttled") == 1
+    # The route's throttle is the runtime's, counted as any route's refusals are.
+    assert sample("pygw_throttled_total", api="room", route="limited", level="route") == 1
     assert sample("pygw_websocket_client_errors_total", reason="too_large") == 1
     assert sample("pygw_websocket_integration_errors_total", route="boom", reason="error") == 1
     assert sample("pygw_websocket_integration_errors_total", route="slow", reason="timeout") == 1
