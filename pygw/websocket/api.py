@@ -62,8 +62,9 @@ from pygw.observe.metrics import Metrics
 from pygw.pipeline import Stage
 from pygw.response import Response, UpgradedResponse
 from pygw.websocket.connections import Connection, ConnectionRegistry, new_id
-from pygw.websocket.events import Event, Session
+from pygw.websocket.events import Event
 from pygw.websocket.selection import CONNECT, DEFAULT, DISCONNECT, select_route
+from pygw.websocket.session import Pending, Session, Watchdog, domain_name
 from pygw.websocket.targets import IntegrationFailed, IntegrationTimedOut, Target
 from pygw.websocket.telemetry import STATUS_OF, Telemetry
 
@@ -154,7 +155,7 @@ class WebSocketApiIntegration:
             connected_at_ms=int(now * 1000),
             source_ip=ctx.client_ip,
             user_agent=request.headers.get("User-Agent", ""),
-            domain_name=_domain(request.headers.get("Host", "")),
+            domain_name=domain_name(request.headers.get("Host", "")),
             request=request,
         )
         telemetry = self._telemetry
@@ -257,9 +258,9 @@ class WebSocketApiIntegration:
         self, ws: web.WebSocketResponse, connection: Connection, session: Session
     ) -> tuple[str, int | None]:
         loop = asyncio.get_running_loop()
-        watch = _Watchdog(loop, connection, self._idle_s, self._max_duration_s)
+        watch = Watchdog(loop, connection, self._idle_s, self._max_duration_s)
         pending: collections.deque[tuple[str, str | bytes, str]] = collections.deque()
-        state = _Pending()
+        state = Pending()
         try:
             while True:
                 msg = await ws.receive()
@@ -295,7 +296,7 @@ class WebSocketApiIntegration:
         session: Session,
         data: str | bytes,
         pending: collections.deque[tuple[str, str | bytes, str]],
-        state: _Pending,
+        state: Pending,
     ) -> None:
         request_id = new_id()
         route = self._route_for(data)
@@ -354,7 +355,7 @@ class WebSocketApiIntegration:
         connection: Connection,
         session: Session,
         pending: collections.deque[tuple[str, str | bytes, str]],
-        state: _Pending,
+        state: Pending,
     ) -> None:
         try:
             while pending:
@@ -463,59 +464,3 @@ class WebSocketApiIntegration:
         self._closed = True
         if self._live == 0:
             await self._close_targets()
-
-
-class _Watchdog:
-    """Closes a connection idle for `idle_s` or open for `max_s`, with 1001 as AWS does. One
-    timer per connection, moved only when it fires: activity is a float written per message."""
-
-    __slots__ = ("_connection", "_end", "_handle", "_idle_s", "_loop", "active", "reason")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        connection: Connection,
-        idle_s: float,
-        max_s: float,
-    ) -> None:
-        now = loop.time()
-        self._loop = loop
-        self._connection = connection
-        self._idle_s = idle_s
-        self._end = now + max_s
-        self.active = now
-        self.reason = ""
-        self._handle: asyncio.TimerHandle | None = loop.call_at(
-            min(now + idle_s, self._end), self._check
-        )
-
-    def _check(self) -> None:
-        now = self._loop.time()
-        if now >= self._end:
-            self.reason = "Going away (maximum connection duration)"
-        elif now >= self.active + self._idle_s:
-            self.reason = "Going away (idle timeout)"
-        else:
-            self._handle = self._loop.call_at(
-                min(self.active + self._idle_s, self._end), self._check
-            )
-            return
-        self._handle = None
-        self._connection.request_close(1001, "Going away")
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
-@dataclass(slots=True)
-class _Pending:
-    bytes: int = 0
-    running: bool = False
-
-
-def _domain(host: str) -> str:
-    # Kept as the client sent it, port included: handlers build the @connections endpoint from
-    # it (`https://{domainName}/{stage}`), which must reach this listener.
-    return host or "localhost"

@@ -1,6 +1,6 @@
-"""The events of a WebSocket API in AWS's format: what every event of one connection repeats
-(`Session`), one event (`Event`), and the Lambda payload built from them (`EventFormat`): one
-place for CONNECT, MESSAGE and DISCONNECT events, whatever integration receives them."""
+"""The events of a WebSocket API in AWS's format: one event (`Event`) of a connection's `Session`,
+and the Lambda payload built from them (`EventFormat`): one place for CONNECT, MESSAGE and
+DISCONNECT events, whatever integration receives them."""
 
 from __future__ import annotations
 
@@ -12,22 +12,9 @@ from typing import Any
 
 from pygw.authorizer_view import rest_authorizer
 from pygw.integrations.lambda_events import api_id_for, request_time
-from pygw.request import Request
+from pygw.websocket.session import Session
 
-__all__ = ["Event", "EventFormat", "Session"]
-
-
-@dataclass(slots=True)
-class Session:
-    """What every event of one connection repeats."""
-
-    connection_id: str
-    connected_at_ms: int
-    source_ip: str
-    user_agent: str
-    domain_name: str
-    request: Request
-    authorizer: dict[str, Any] | None = None
+__all__ = ["Event", "EventFormat"]
 
 
 @dataclass(slots=True)

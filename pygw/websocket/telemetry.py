@@ -9,8 +9,8 @@ from typing import Any, Final
 
 from pygw.observe.metrics import CounterChild, HistogramChild, Metrics
 from pygw.websocket.connections import ConnectionRegistry
-from pygw.websocket.events import Session
 from pygw.websocket.selection import CONNECT, DISCONNECT
+from pygw.websocket.session import Session
 
 __all__ = ["STATUS_OF", "Telemetry"]
 

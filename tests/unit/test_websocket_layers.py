@@ -34,4 +34,5 @@ def test_integrations_and_websocket_import_no_stage() -> None:
 def test_websocket_modules_are_found() -> None:
     # The walk above must see the package, or it would pass vacuously.
     names = {path.name for path in (PYGW / "websocket").glob("*.py")}
-    assert {"api.py", "events.py", "selection.py", "targets.py", "telemetry.py"} <= names
+    expected = {"api.py", "events.py", "selection.py", "session.py", "targets.py", "telemetry.py"}
+    assert expected <= names
