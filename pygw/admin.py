@@ -26,8 +26,8 @@ from prometheus_client.metrics_core import Metric
 
 from pygw import fault_admin
 from pygw.admin_auth import bearer_matches, is_loopback_listen
-from pygw.integrations.ws_connections import management_error
 from pygw.observe.dashboard import Dashboard, DashboardFeed, families_of
+from pygw.websocket.connections import management_error
 
 if TYPE_CHECKING:
     from pygw.server import Gateway

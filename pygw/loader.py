@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import threading
@@ -148,3 +149,12 @@ def load_callable(spec: str, search_paths: Sequence[Path | str]) -> Callable[...
     if not callable(found):
         raise ValueError(f"handler {spec!r}: {attribute!r} in {module_name!r} is not callable")
     return found  # type: ignore[no-any-return]
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling `fn` gives an awaitable to await on the loop: a coroutine function, or an
+    object whose class defines `async def __call__`."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = inspect.getattr_static(type(fn), "__call__", None)
+    return inspect.iscoroutinefunction(call)

@@ -25,14 +25,12 @@ from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
 from pygw.faults import Clock, FaultPlan, Timeline, build_plan
-from pygw.integrations.function import FunctionIntegration, load_handler
+from pygw.integrations.function import FunctionIntegration, LambdaRunner, load_handler
 from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.integrations.lambda_invoke import LambdaInvokeIntegration
 from pygw.integrations.mock import Faults, Latency, MockIntegration
-from pygw.integrations.websocket import build_websocket_api
-from pygw.integrations.ws_connections import ConnectionRegistry
-from pygw.integrations.ws_management import CONNECTIONS_ROUTE_KEYS, ConnectionsApi
 from pygw.integrations.ws_passthrough import WsPassthrough
+from pygw.lambda_client import invocation_url
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.observe.telemetry import TracedCache, TracedStage
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
@@ -58,6 +56,18 @@ from pygw.stages.validate import build_validate_stage
 from pygw.state.redis_throttle import RedisThrottle, RedisThrottleStage, redis_throttle_from_config
 from pygw.tls import TlsMaterial, load_tls
 from pygw.upstream_tls import UpstreamTls, UpstreamTlsBuilder
+from pygw.websocket.api import WebSocketApiIntegration, WsRoute
+from pygw.websocket.connections import ConnectionRegistry
+from pygw.websocket.events import EventFormat
+from pygw.websocket.management import CONNECTIONS_ROUTE_KEYS, ConnectionsApi
+from pygw.websocket.selection import CONNECT, DISCONNECT, selection_path
+from pygw.websocket.targets import (
+    FunctionTarget,
+    HttpTarget,
+    InvokeApiRunner,
+    MockTarget,
+    Target,
+)
 
 ResponseTransform = ResponseTemplates | ResponseMapping
 
@@ -839,26 +849,38 @@ class _Compiler:
 
     def _websocket_api(self, where: str, api: Any) -> None:
         """A websocket API is one `$default` route per mount: the integration upgrades the
-        connection and selects routes per message itself."""
+        connection and selects routes per message itself. Its message routes are compiled here
+        like any other route's: targets, authorizer and throttle buckets in this gateway's
+        backend, so their limits are shared by every connection, worker and host."""
         base_path = (api.base_path or "").rstrip("/")
         hosts: tuple[str | None, ...] = tuple(api.hosts) if api.hosts else (None,)
         policy = build_resource_policy_stage(api)
         front: tuple[Stage, ...] = (policy,) if policy is not None else ()
+        try:
+            selection = selection_path(api.route_selection)
+        except ValueError as bad:
+            self.issue(f"{where}.route_selection", str(bad), "use $request.body.FIELD")
+            return
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
             if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
                 return
-            try:
-                integration = build_websocket_api(
-                    api,
-                    stage.name,
-                    self.loaded,
-                    self.registry,
-                    metrics=self.metrics,
-                )
-            except ValueError as bad:
-                self.issue(f"{where}.routes", str(bad), "fix the route's integration or authorizer")
+            variables = dict(stage.variables or {})
+            routes = self._websocket_routes(where, api, stage, variables)
+            if routes is None:
                 continue
+            settings = api.websocket
+            integration = WebSocketApiIntegration(
+                api_name=api.name,
+                stage=stage.name,
+                routes=routes,
+                selection=selection,
+                registry=self.registry,
+                idle_timeout_s=settings.idle_timeout_s,
+                max_duration_s=settings.max_duration_s,
+                max_message_bytes=settings.max_message_bytes,
+                metrics=self.metrics,
+            )
             count = partial(self.metrics.throttled.labels, api.name, stage.name, "$default")
             stages: tuple[Stage, ...] = front
             if self.account_buckets:
@@ -866,7 +888,7 @@ class _Compiler:
                     self.account_buckets, None, self.account_levels, count
                 )
                 stages = (*front, throttle)
-            variant = Variant(dict(stage.variables or {}), Pipeline(stages, integration), False)
+            variant = Variant(variables, Pipeline(stages, integration), False)
             self._add(
                 api,
                 Style.WEBSOCKET,
@@ -885,6 +907,106 @@ class _Compiler:
                 ),
             )
             self._connections_api(api, stage, hosts, prefix, stages)
+
+    def _websocket_routes(
+        self, where: str, api: Any, stage: Any, variables: dict[str, str]
+    ) -> dict[str, WsRoute] | None:
+        """The routes of one WebSocket mount, or None after recording why one cannot be built.
+        A message takes from the account's, the stage's and its route's buckets (AWS's levels);
+        $connect keeps the account bucket of the handshake's own pipeline."""
+        events = EventFormat(api.name, stage.name, variables)
+        common = list(self.account_buckets)
+        common_levels = list(self.account_levels)
+        if stage.throttle is not None:
+            common.append(self.throttle.add_bucket(stage.throttle.rate, stage.throttle.burst))
+            common_levels.append(STAGE)
+        routes: dict[str, WsRoute] = {}
+        failures = len(self.issues)
+        for key, route in api.routes.items():
+            route_where = f"{where}.routes.{key}"
+            if route.authorizer is not None and key != CONNECT:
+                self.issue(
+                    f"{route_where}.authorizer",
+                    f"route {key!r}: only $connect can have an authorizer in a WebSocket API",
+                    "move the authorizer to the $connect route",
+                )
+                continue
+            target = self._websocket_target(
+                f"{route_where}.integration", key, route.integration, events, stage.name, variables
+            )
+            auth = self._auth_stage(route_where, api, route, stage.name, key)
+            throttle: Stage | None = None
+            if key not in (CONNECT, DISCONNECT):
+                buckets, levels = list(common), list(common_levels)
+                if route.throttle is not None:
+                    buckets.append(
+                        self.throttle.add_bucket(route.throttle.rate, route.throttle.burst)
+                    )
+                    levels.append(ROUTE)
+                if buckets:
+                    count = partial(self.metrics.throttled.labels, api.name, stage.name, key)
+                    throttle = self._throttle_stage(buckets, None, levels, count)
+            if target is not None:
+                routes[key] = WsRoute(key, target, route.route_response, auth, throttle)
+        return routes if len(self.issues) == failures else None
+
+    def _websocket_target(
+        self,
+        where: str,
+        key: str,
+        spec: Any,
+        events: EventFormat,
+        stage: str,
+        variables: dict[str, str],
+    ) -> Target | None:
+        kind = spec.type
+        if kind == "function":
+            # Modules commonly read their environment at import: set it first.
+            os.environ.update(spec.environment)
+            folders = [self.loaded.resolve(folder) for folder in spec.python_path]
+            try:
+                handler = load_handler(spec.handler, [*folders, *self.loaded.python_paths()])
+            except ValueError as bad:
+                self.issue(
+                    f"{where}.handler",
+                    f"route {key!r}: {bad}",
+                    "check the module name, python_path and the callable's name",
+                )
+                return None
+            name = spec.function_name or spec.handler.replace(":", "-").replace(".", "-")
+            runner = LambdaRunner(handler, name, spec.timeout_ms, spec.memory_mb)
+            return FunctionTarget(runner, events)
+        if kind == "lambda":
+            url = invocation_url(spec.endpoint, spec.function_name, spec.qualifier)
+            invoker = InvokeApiRunner(
+                url, spec.function_name, spec.timeout_ms, spec.max_connections
+            )
+            return FunctionTarget(invoker, events)
+        if kind == "http_proxy":
+            uri = spec.uri
+            if uri is None and spec.targets:
+                uri = spec.targets[0].url
+            if not uri:
+                self.issue(f"{where}.uri", f"route {key!r}: http_proxy needs a uri", "set uri")
+                return None
+            uri = self._substitute(f"{where}.uri", stage, uri, variables)
+            if not re.match(r"^https?://", uri) or "{" in uri:
+                self.issue(
+                    f"{where}.uri",
+                    f"route {key!r}: uri {uri!r} is not a full http(s) URL",
+                    "a WebSocket route posts each event to one URL: no path parameters",
+                )
+                return None
+            return HttpTarget(uri, spec.timeout_ms, spec.connect_timeout_ms)
+        if kind == "mock":
+            body, _ = spec.encoded_body()
+            return MockTarget(spec.status, body)
+        self.issue(
+            f"{where}.type",
+            f"route {key!r}: integration type {kind!r} is not available",
+            "use http_proxy, function, lambda or mock",
+        )
+        return None
 
     def _connections_api(
         self,

@@ -31,7 +31,6 @@ from pygw.config.model import GatewayConfig
 from pygw.dispatch import Dispatcher, refusal_response
 from pygw.fault_control import FaultControl
 from pygw.http1 import ConnectionLimits, Http1Server
-from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog, compile_format
 from pygw.observe.dashboard import ReloadHistory
 from pygw.observe.metrics import Metrics
@@ -41,6 +40,7 @@ from pygw.response import Response, UpgradedResponse
 from pygw.runtime import Runtime, compile_runtime
 from pygw.state.redis_throttle import close_pools
 from pygw.tls import RedirectListener, TlsListener
+from pygw.websocket.connections import ConnectionRegistry
 
 log = logging.getLogger("pygw")
 

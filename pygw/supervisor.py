@@ -39,8 +39,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from pygw.config.load import ConfigError, LoadedConfig, load_config
-from pygw.integrations.ws_connections import DEFAULT_MAX_POST_BYTES, join_workers, worker_of
 from pygw.observe.dashboard import ReloadHistory
+from pygw.websocket.connections import DEFAULT_MAX_POST_BYTES, join_workers, worker_of
 
 log = logging.getLogger("pygw.supervisor")
 

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from pygw.integrations.ws_connections import connections
+from pygw.websocket.connections import connections
 
 _lock = threading.Lock()
 _members: dict[str, str] = {}  # connection id -> name

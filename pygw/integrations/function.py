@@ -20,7 +20,6 @@ authorizers: their context dict plus "principalId").
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import threading
@@ -42,12 +41,13 @@ from pygw.integrations.lambda_events import (
     read_result_v1,
     read_result_v2,
 )
-from pygw.loader import load_callable
+from pygw.loader import is_async, load_callable
 from pygw.response import Response
 
 __all__ = [
     "FunctionIntegration",
     "LambdaContext",
+    "LambdaRunner",
     "ProxyEventIntegration",
     "load_handler",
     "shared_executor",
@@ -90,14 +90,6 @@ def shared_executor() -> ThreadPoolExecutor:
 def load_handler(spec: str, search_paths: Sequence[Path]) -> Callable[..., Any]:
     """Import a `module:callable` handler from the config's folders; see pygw.loader."""
     return load_callable(spec, search_paths)
-
-
-def _is_async(handler: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(handler):
-        return True
-    # An object whose class defines `async def __call__`.
-    call = inspect.getattr_static(type(handler), "__call__", None)
-    return inspect.iscoroutinefunction(call)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,6 +141,53 @@ class LambdaContext:
         )
 
 
+class LambdaRunner:
+    """Runs one handler as Lambda would: async handlers on the loop, sync ones in the shared
+    thread pool, each call with its own `LambdaContext` and a deadline of `timeout_ms`. Used by
+    the HTTP `function` integration and by WebSocket message routes alike."""
+
+    __slots__ = (
+        "_async",
+        "_executor",
+        "_handler",
+        "_log_stream",
+        "_timeout_s",
+        "memory_mb",
+        "name",
+        "timeout_ms",
+    )
+
+    def __init__(
+        self, handler: Callable[..., Any], name: str, timeout_ms: int, memory_mb: int = 128
+    ) -> None:
+        if timeout_ms <= 0:
+            raise ValueError("timeout_ms must be positive")
+        self._handler = handler
+        self._async = is_async(handler)
+        self._executor = None if self._async else shared_executor()
+        self.name = name
+        self.timeout_ms = timeout_ms
+        self.memory_mb = memory_mb
+        self._timeout_s = timeout_ms / 1000.0
+        day = time.strftime("%Y/%m/%d", time.gmtime())
+        self._log_stream = f"{day}/[$LATEST]{uuid.uuid4().hex}"
+
+    async def run(self, event: dict[str, Any], request_id: str) -> Any:
+        """The handler's result. Raises TimeoutError past the deadline, or what the handler
+        raised."""
+        return await asyncio.wait_for(self.call(event, request_id), self._timeout_s)
+
+    async def call(self, event: dict[str, Any], request_id: str) -> Any:
+        """The handler's result, with no deadline of its own (the caller bounds the wait)."""
+        context = LambdaContext(
+            request_id, self.name, self.timeout_ms, self._log_stream, self.memory_mb
+        )
+        if self._async:
+            return await self._handler(event, context)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._handler, event, context)
+
+
 def _default_function_name(handler: Callable[..., Any]) -> str:
     module = getattr(handler, "__module__", None) or "handler"
     name = getattr(handler, "__qualname__", None) or type(handler).__name__
@@ -180,7 +219,6 @@ class ProxyEventIntegration:
         if timeout_ms <= 0:
             raise ValueError("timeout_ms must be positive")
         self._timeout_ms = timeout_ms
-        self._timeout_s = timeout_ms / 1000.0
         self._style = style
         self._events = EventBuilder(
             RouteInfo(route_key, stage, api_name, style, tuple(binary_media_types)),
@@ -191,10 +229,9 @@ class ProxyEventIntegration:
         self._binary: tuple[str, ...] | None = (
             tuple(binary_media_types) if style is Style.REST else None
         )
+        self._timeout_s = timeout_ms / 1000.0
         self.function_name = function_name
         self.memory_mb = memory_mb
-        day = time.strftime("%Y/%m/%d", time.gmtime())
-        self._log_stream = f"{day}/[$LATEST]{uuid.uuid4().hex}"
 
     @property
     def payload_format(self) -> str:
@@ -280,18 +317,11 @@ class FunctionIntegration(ProxyEventIntegration):
             binary_media_types=binary_media_types,
             memory_mb=memory_mb,
         )
-        self._handler = handler
-        self._async = _is_async(handler)
-        self._executor = None if self._async else shared_executor()
+        self._runner = LambdaRunner(handler, self.function_name, timeout_ms, memory_mb)
 
     async def invoke(self, event: dict[str, Any], request_id: str) -> Any:
-        context = LambdaContext(
-            request_id, self.function_name, self._timeout_ms, self._log_stream, self.memory_mb
-        )
-        if self._async:
-            return await self._handler(event, context)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._handler, event, context)
+        # The deadline is the caller's (ProxyEventIntegration), as for out-of-process functions.
+        return await self._runner.call(event, request_id)
 
     async def close(self) -> None:
         # The thread pool is shared by every route and every reload: it lives as long as the

@@ -55,7 +55,7 @@ from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.identity_source import IdentityGetter, identity_getter
 from pygw.lambda_client import FunctionError, invocation_url, invoke
-from pygw.loader import load_callable
+from pygw.loader import is_async, load_callable
 from pygw.pipeline import Stage
 from pygw.request import Request
 from pygw.response import Response
@@ -141,13 +141,6 @@ def _remote_authorizer(endpoint: str, function_name: str) -> Callable[..., Any]:
                 raise Exception(str(failed)) from None
 
     return call
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    # An object whose __call__ is a coroutine function is awaited too.
-    return inspect.iscoroutinefunction(type(fn).__call__)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,7 +301,7 @@ class CustomAuthorizer:
             if cfg.handler is not None
             else _remote_authorizer(cfg.endpoint or "", cfg.function_name or "")
         )
-        self._is_async = _is_async(self._call)
+        self._is_async = is_async(self._call)
         self._pass_context = _takes_context(self._call)
         self._getters = tuple(identity_getter(source) for source in cfg.identity_source)
         self._regex = re.compile(cfg.validation_regex) if cfg.validation_regex else None

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pygw.integrations.ws_connections import worker_of
+from pygw.websocket.connections import worker_of
 from tests.e2e.gateway_process import GatewayProcess
 
 boto3 = pytest.importorskip("boto3", reason="boto3's own client is what these tests drive")

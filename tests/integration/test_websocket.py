@@ -2,7 +2,7 @@
 
 Covers the chat-room example (examples/chat), route selection and AWS's error frames, $connect
 refusals, route responses, the WebSocket event format, http_proxy routes, the @connections API,
-idle timeout, maximum duration, oversize messages (1009), per-connection throttling, and 1 000
+idle timeout, maximum duration, oversize messages (1009), route and stage throttling, and 1 000
 connections held open at once.
 """
 
@@ -22,10 +22,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pygw.config.load import load_config
-from pygw.integrations.websocket import WebSocketApiIntegration, build_websocket_api, select_route
-from pygw.integrations.ws_connections import ConnectionRegistry
+from pygw.config.load import ConfigError, load_config
+from pygw.websocket.api import WebSocketApiIntegration
+from pygw.websocket.connections import ConnectionRegistry
+from pygw.websocket.selection import select_route
 from tests.integration.conftest import Gateway, StartGateway, StartUpstream, Upstream
+from tests.ws_api import websocket_api
 from tests.ws_client import close_frame_code, receive_json, until_closed
 
 CHAT = Path(__file__).resolve().parents[2] / "examples" / "chat"
@@ -93,7 +95,7 @@ async def build(tmp_path: Path, start_gateway: StartGateway) -> AsyncIterator[Bu
         loaded = load_config(config)
         registry = ConnectionRegistry()
         registry.install()
-        integration = build_websocket_api(loaded.config.apis[0], "prod", loaded, registry)
+        integration = websocket_api(loaded, registry)
         gateway = await start_gateway(integration)
         return gateway, integration, registry
 
@@ -389,7 +391,13 @@ async def test_oversize_message_closes_1009(build: Build, session: aiohttp.Clien
     await _wait_for(lambda: len(registry) == 0)
 
 
-async def test_per_connection_throttle(build: Build, session: aiohttp.ClientSession) -> None:
+async def test_route_throttle_is_shared_by_connections(
+    build: Build, session: aiohttp.ClientSession
+) -> None:
+    # A route's bucket is the route's, not a connection's: AWS limits a WebSocket route's
+    # messages from all clients together, so a second client finds the bucket the first one
+    # emptied (this test asserted one bucket per connection before the limits moved to the
+    # runtime's throttle backends).
     gateway, _, _ = await build(
         'echo: {integration: {type: function, handler: "chat:echo"}, route_response: true,\n'
         "       throttle: {rate: 0, burst: 2}}\n"
@@ -397,17 +405,41 @@ async def test_per_connection_throttle(build: Build, session: aiohttp.ClientSess
     )
     first = await session.ws_connect(gateway.url + "/")
     second = await session.ws_connect(gateway.url + "/")
-    for _ in range(2):
-        await first.send_str('{"action": "echo", "message": "a"}')
-        assert await receive_json(first) == {"echo": "a"}
     await first.send_str('{"action": "echo", "message": "a"}')
-    frame = await receive_json(first)
-    assert frame["message"] == "Too Many Requests" and frame["requestId"]
-    # Other routes and other connections have their own buckets.
-    await first.send_str("x")
-    assert (await first.receive(timeout=10)).data == "default"
+    assert await receive_json(first) == {"echo": "a"}
     await second.send_str('{"action": "echo", "message": "b"}')
     assert await receive_json(second) == {"echo": "b"}
+    for ws in (first, second):
+        await ws.send_str('{"action": "echo", "message": "c"}')
+        frame = await receive_json(ws)
+        assert frame["message"] == "Too Many Requests" and frame["requestId"]
+    # Other routes have their own buckets.
+    await first.send_str("x")
+    assert (await first.receive(timeout=10)).data == "default"
+    await first.close()
+    await second.close()
+
+
+async def test_stage_throttle_covers_every_route(
+    build: Build, session: aiohttp.ClientSession
+) -> None:
+    gateway, _, _ = await build(
+        'echo: {integration: {type: mock, body: "pong"}, route_response: true}\n'
+        '$default: {integration: {type: mock, body: "default"}, route_response: true}\n',
+        stages="[{name: prod, throttle: {rate: 0, burst: 3}}]",
+    )
+    first = await session.ws_connect(gateway.url + "/")
+    second = await session.ws_connect(gateway.url + "/")
+    await first.send_str('{"action": "echo"}')
+    assert (await first.receive(timeout=10)).data == "pong"
+    await second.send_str("x")
+    assert (await second.receive(timeout=10)).data == "default"
+    await first.send_str("y")
+    assert (await first.receive(timeout=10)).data == "default"
+    for ws in (first, second):
+        for text in ('{"action": "echo"}', "z"):
+            await ws.send_str(text)
+            assert (await receive_json(ws))["message"] == "Too Many Requests"
     await first.close()
     await second.close()
 
@@ -435,9 +467,11 @@ async def test_http_proxy_routes(
     upstream = await start_upstream(backend)
     gateway, _, _ = await build(
         f'$connect: {{integration: {{type: http_proxy, uri: "{upstream.url}/connect"}}}}\n'
-        f'say: {{integration: {{type: http_proxy, uri: "{upstream.url}/say"}}, '
+        # The runtime substitutes stage variables in a message route's uri as in any route's.
+        'say: {integration: {type: http_proxy, uri: "${stageVariables.up}/say"}, '
         "route_response: true}\n"
-        f'$default: {{integration: {{type: http_proxy, uri: "{upstream.url}/quiet"}}}}\n'
+        f'$default: {{integration: {{type: http_proxy, uri: "{upstream.url}/quiet"}}}}\n',
+        stages=f'[{{name: prod, variables: {{up: "{upstream.url}"}}}}]',
     )
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await session.ws_connect(gateway.url + "/?ticket=no")
@@ -489,8 +523,51 @@ async def test_bad_config_is_refused(tmp_path: Path) -> None:
         )
     )
     loaded = load_config(config)
-    with pytest.raises(ValueError, match=r"\$default.*no_such_module"):
-        build_websocket_api(loaded.config.apis[0], "$default", loaded, ConnectionRegistry())
+    with pytest.raises(ConfigError, match=r"\$default.*no_such_module"):
+        websocket_api(loaded, ConnectionRegistry(), stage="$default")
+
+
+_JWT = (
+    'authorizers: {token: {type: jwt, issuer: "https://issuer.example", audience: [x], '
+    'jwks: "https://issuer.example/jwks"}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("variables", "extra", "route", "expected"),
+    [
+        (
+            "{}",
+            "",
+            'say: {integration: {type: http_proxy, uri: "${stageVariables.nope}/say"}}',
+            r"routes\.say\.integration\.uri: stage 'prod' has no variable 'nope'",
+        ),
+        (
+            "{base: not-a-url}",
+            "",
+            'say: {integration: {type: http_proxy, uri: "${stageVariables.base}/say"}}',
+            r"routes\.say\.integration\.uri: .*'not-a-url/say' is not a full http\(s\) URL",
+        ),
+        (
+            "{}",
+            _JWT,
+            "say: {integration: {type: mock}, authorizer: token}",
+            r"routes\.say\.authorizer: .*only \$connect can have an authorizer",
+        ),
+    ],
+)
+def test_message_route_config_errors(
+    tmp_path: Path, variables: str, extra: str, route: str, expected: str
+) -> None:
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        "apis:\n  - name: chat\n    type: websocket\n"
+        f"    stages: [{{name: prod, variables: {variables}}}]\n"
+        + (f"    {extra}\n" if extra else "")
+        + f"    routes:\n      {route}\n"
+    )
+    with pytest.raises(ConfigError, match=expected):
+        websocket_api(load_config(config), ConnectionRegistry())
 
 
 async def test_thousand_connections(build: Build, session: aiohttp.ClientSession) -> None:

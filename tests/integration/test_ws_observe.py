@@ -15,11 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pygw.config.load import load_config
-from pygw.integrations.websocket import build_websocket_api
-from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
 from pygw.observe.metrics import Metrics
+from pygw.websocket.connections import ConnectionRegistry
 from tests.integration.conftest import StartGateway
+from tests.ws_api import websocket_api
 
 HERE = "tests.integration.test_ws_observe"
 SECRET = "s3cret-payload"
@@ -112,7 +112,7 @@ async def observed(tmp_path: Path, start_gateway: StartGateway) -> AsyncIterator
     registry.access_log = log
     urls: dict[str, str] = {}
     for api in loaded.config.apis:
-        integration = build_websocket_api(api, "prod", loaded, registry, metrics=metrics)
+        integration = websocket_api(loaded, registry, api=api.name, metrics=metrics)
         urls[api.name] = (await start_gateway(integration)).url
     yield Observed(urls, metrics, log, path)
     log.close()
@@ -239,6 +239,8 @@ async def test_access_log_lines_and_metrics(observed: Observed) -> None:
     assert sample("pygw_websocket_messages_total", route="echo", outcome="ok") == 1
     assert sample("pygw_websocket_client_errors_total", reason="no_route") == 1
     assert sample("pygw_websocket_client_errors_total", reason="throttled") == 1
+    # The route's throttle is the runtime's, counted as any route's refusals are.
+    assert sample("pygw_throttled_total", api="room", route="limited", level="route") == 1
     assert sample("pygw_websocket_client_errors_total", reason="too_large") == 1
     assert sample("pygw_websocket_integration_errors_total", route="boom", reason="error") == 1
     assert sample("pygw_websocket_integration_errors_total", route="slow", reason="timeout") == 1
@@ -277,9 +279,7 @@ async def test_nothing_is_logged_without_an_access_log(
     loaded = load_config(config)
     registry = ConnectionRegistry()
     metrics = Metrics()
-    gateway = await start_gateway(
-        build_websocket_api(loaded.config.apis[0], "prod", loaded, registry, metrics=metrics)
-    )
+    gateway = await start_gateway(websocket_api(loaded, registry, metrics=metrics))
     async with aiohttp.ClientSession() as client:
         async with client.ws_connect(gateway.url + "/?name=a") as ws:
             await ws.send_str('{"action": "echo"}')

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 
 from pygw.config.load import load_config
-from pygw.integrations.websocket import build_websocket_api
-from pygw.integrations.ws_connections import ConnectionRegistry, WorkerPeers, worker_of
+from pygw.websocket.connections import ConnectionRegistry, WorkerPeers, worker_of
 from tests.integration.conftest import StartGateway
+from tests.ws_api import websocket_api
 
 CONFIG = """\
 apis:
@@ -45,9 +45,7 @@ async def workers(tmp_path: Path, start_gateway: StartGateway) -> AsyncIterator[
     config = tmp_path / "ws.yaml"
     config.write_text(textwrap.dedent(CONFIG))
     loaded = load_config(config)
-    gateway = await start_gateway(
-        build_websocket_api(loaded.config.apis[0], "prod", loaded, second)
-    )
+    gateway = await start_gateway(websocket_api(loaded, second))
     found = Workers(first, second, gateway.url)
     for registry, path in zip((first, second), sockets, strict=True):
         app = web.Application()

@@ -21,9 +21,9 @@ from urllib.parse import unquote
 import orjson
 
 from pygw.context import RequestContext
-from pygw.integrations.ws_connections import ConnectionRegistry, worker_of
 from pygw.response import Response
 from pygw.sigv4 import MISSING_TOKEN, SigV4Error, SigV4Verifier
+from pygw.websocket.connections import ConnectionRegistry, worker_of
 
 __all__ = ["CONNECTIONS_ROUTE_KEYS", "ConnectionsApi"]
 
