@@ -29,6 +29,7 @@ from pygw.admin import AdminServer
 from pygw.config.load import ConfigError, LoadedConfig, load_config
 from pygw.dispatch import Dispatcher, refusal_response
 from pygw.http1 import ConnectionLimits, Http1Server
+from pygw.http2 import Http2Connection
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
 from pygw.observe.metrics import Metrics
@@ -190,6 +191,7 @@ class Gateway:
                 body_timeout_s=limits.body_timeout_s,
                 request_buffer_bytes=limits.request_buffer_bytes,
                 allow_underscores=limits.allow_underscores_in_headers,
+                max_concurrent_streams=limits.max_concurrent_streams,
                 trusted_proxies=tuple(
                     ipaddress.ip_network(cidr, strict=False)
                     for cidr in config.server.trusted_proxies
@@ -205,7 +207,13 @@ class Gateway:
         factory: Callable[[], asyncio.Protocol] = self._http
         tls_options: dict[str, Any] = {}
         if self._tls is not None:
-            factory = self._tls.protocol_factory(self._http)
+            http = self._http
+
+            def http2() -> asyncio.Protocol:
+                return Http2Connection(http)
+
+            offers_h2 = "h2" in self._tls.material.spec.alpn
+            factory = self._tls.protocol_factory(http, http2 if offers_h2 else None)
             tls_options = {
                 "ssl": self._tls.context,
                 "ssl_handshake_timeout": limits.header_timeout_s,
