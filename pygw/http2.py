@@ -54,6 +54,9 @@ _CONNECTION_WINDOW: Final = 1024 * 1024
 _DEFAULT_WINDOW: Final = 65_535
 # How long the rest of a request body answered early is read and dropped (as pygw/http1.py).
 _LINGER_S: Final = 2.0
+# Body bytes framed but not yet written above which they are written at once (and the client's
+# socket buffer is waited on) rather than with the other frames of this loop pass.
+_FLUSH_AT: Final = 64 * 1024
 # Connection-specific header fields, malformed in HTTP/2 requests (RFC 9113 section 8.2.2)
 # and dropped from answers.
 _CONNECTION_SPECIFIC: Final = frozenset(
@@ -205,10 +208,12 @@ class Http2Connection(asyncio.Protocol):
     (handler, limits, error answers and the set of open connections the drain closes)."""
 
     __slots__ = (
+        "_flush_pending",
         "_idle_since",
         "_last_stream_id",
         "_tasks",
         "_trusted_peer",
+        "_unflushed",
         "closing",
         "drain_waiter",
         "h2",
@@ -233,6 +238,8 @@ class Http2Connection(asyncio.Protocol):
         self.peer = ""
         self._trusted_peer = False
         self._last_stream_id = 0
+        self._flush_pending = False
+        self._unflushed = 0
         self._idle_since: float | None = None
         self.head_since: float | None = None
         self.closing = False  # GOAWAY sent or received: no new streams
@@ -332,31 +339,43 @@ class Http2Connection(asyncio.Protocol):
     # -- sending ------------------------------------------------------------------------------
 
     def flush(self) -> None:
+        self._unflushed = 0
         data = self.h2.data_to_send()
         transport = self.transport
         if data and transport is not None and not transport.is_closing():
             transport.write(data)
+
+    def flush_soon(self) -> None:
+        """Frames of the streams answered in one pass of the event loop go out in one write
+        (one TLS record and system call rather than one per frame)."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
+        self.flush()
 
     def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         try:
             self.h2.send_headers(stream_id, headers, end_stream=end)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as gone:
             raise ConnectionResetError("the stream is closed") from gone
-        self.flush()
+        self.flush_soon()
 
     def end_stream(self, stream_id: int) -> None:
         try:
             self.h2.end_stream(stream_id)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as gone:
             raise ConnectionResetError("the stream is closed") from gone
-        self.flush()
+        self.flush_soon()
 
     def reset_stream(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         try:
             self.h2.reset_stream(stream_id, code)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return  # closed already
-        self.flush()
+        self.flush_soon()
 
     async def send_data(self, stream: _Stream, data: bytes, end: bool) -> None:
         """Sends `data` on `stream` as the flow-control windows allow."""
@@ -386,9 +405,13 @@ class Http2Connection(asyncio.Protocol):
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as gone:
                 raise ConnectionResetError("the stream is closed") from gone
             offset += size
-            self.flush()
-            if self.write_paused:
-                await self.drain()
+            self._unflushed += size
+            if self._unflushed >= _FLUSH_AT:
+                self.flush()
+                if self.write_paused:
+                    await self.drain()
+            else:
+                self.flush_soon()
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Reopens the client's windows for `size` bytes of a request body taken."""
@@ -396,7 +419,7 @@ class Http2Connection(asyncio.Protocol):
             self.h2.acknowledge_received_data(size, stream_id)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return
-        self.flush()
+        self.flush_soon()
 
     def _wake(self, stream: _Stream) -> None:
         waiter = stream.waiter

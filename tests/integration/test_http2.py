@@ -50,6 +50,7 @@ apis:
       "POST /v2": {integration: {type: function, handler: "lambda_echo:echo_event"}}
       "GET /up/slow": {integration: {type: http_proxy, uri: "%(up)s/slow"}}
       "GET /up/big": {integration: {type: http_proxy, uri: "%(up)s/big"}}
+      "HEAD /up/big": {integration: {type: http_proxy, uri: "%(up)s/big"}}
       "POST /up/sink": {integration: {type: http_proxy, uri: "%(up)s/sink"}}
       "GET /up/echo": {integration: {type: http_proxy, uri: "%(up)s/echo"}}
 """
@@ -69,17 +70,21 @@ class Edge:
     def base(self) -> str:
         return f"https://api.example.test:{self.port}"
 
-    def context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
+    def context(
+        self, alpn: list[str] | None = None, cert: trustme.LeafCert | None = None
+    ) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         self.ca.configure_trust(context)
+        if cert is not None:
+            cert.configure_cert(context)
         if alpn is not None:
             context.set_alpn_protocols(alpn)
         return context
 
-    def client(self, http2: bool = True) -> httpx.AsyncClient:
+    def client(self, http2: bool = True, cert: trustme.LeafCert | None = None) -> httpx.AsyncClient:
         # The name resolves to the listener: the certificate is checked against it.
         transport = httpx.AsyncHTTPTransport(
-            verify=self.context(), http2=http2, http1=True, retries=0
+            verify=self.context(cert=cert), http2=http2, http1=True, retries=0
         )
         return httpx.AsyncClient(
             transport=transport,
@@ -90,7 +95,7 @@ class Edge:
 
 
 async def _start(
-    tmp_path: Path, start_upstream: StartUpstream, alpn: str = "[h2, http/1.1]"
+    tmp_path: Path, start_upstream: StartUpstream, alpn: str = "[h2, http/1.1]", extra: str = ""
 ) -> Edge:
     (tmp_path / "certs").mkdir(exist_ok=True)
     ca = trustme.CA(organization_name="Server CA")
@@ -99,12 +104,34 @@ async def _start(
     leaf.private_key_pem.write_to_path(str(tmp_path / "certs" / "api-key.pem"))
     upstream = await start_upstream()
     (tmp_path / "gateway.yaml").write_text(
-        CONFIG % {"alpn": alpn, "handlers": HANDLERS, "up": upstream.url}
+        CONFIG % {"alpn": alpn, "handlers": HANDLERS, "up": upstream.url} + extra
     )
     gateway = Gateway(tmp_path / "gateway.yaml")
     await gateway.start()
     assert isinstance(gateway.bound, tuple)
     return Edge(gateway, gateway.bound[1], ca, tmp_path, upstream)
+
+
+async def test_mutual_tls_client_certificate_reaches_the_function_over_h2(
+    tmp_path: Path, start_upstream: StartUpstream
+) -> None:
+    (tmp_path / "certs").mkdir()
+    clients = trustme.CA(organization_name="Clients CA")
+    clients.cert_pem.write_to_path(str(tmp_path / "certs" / "clients-ca.pem"))
+    good = clients.issue_cert("good.clients.test", common_name="good-client")
+    extra = (
+        "domains:\n  - name: api.example.test\n    mutual_tls: {truststore: certs/clients-ca.pem}\n"
+    )
+    running = await _start(tmp_path, start_upstream, extra=extra)
+    try:
+        async with running.client(cert=good) as client:
+            answer = await _get(client, "/v2")
+            assert answer.http_version == "HTTP/2"
+            cert = answer.json()["requestContext"]["authentication"]["clientCert"]
+            assert "CN=good-client" in cert["subjectDN"]
+            assert cert["clientCertPem"].startswith("-----BEGIN CERTIFICATE-----")
+    finally:
+        await running.gateway.drain()
 
 
 @pytest.fixture
@@ -198,6 +225,13 @@ async def test_large_bodies_both_ways_respect_flow_control(edge: Edge) -> None:
         assert down.http_version == "HTTP/2"
         assert len(down.content) == BIG
         assert down.content == bytes(BIG)
+        # Streamed as it arrives from the upstream, length unknown (chunked upstream side).
+        streamed_down = await _get(client, "/up/big?chunked=1&size=3000000")
+        assert streamed_down.status_code == 200
+        assert "content-length" not in streamed_down.headers
+        assert streamed_down.content == bytes(3_000_000)
+        head = await client.head("/up/big", extensions={"sni_hostname": "api.example.test"})
+        assert head.status_code == 200 and head.content == b""
 
         up = await client.post(
             "/up/sink", content=payload, extensions={"sni_hostname": "api.example.test"}
