@@ -33,6 +33,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack import NeverIndexedHeaderTuple
 
 from pygw.http1 import PROXY_HEADERS, Refusal, client_ip_behind, is_trusted
 from pygw.request import HttpVersion, Request, RequestBody, RequestBodyError
@@ -68,17 +69,37 @@ _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 _BAD_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
 _METHOD: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
+# Answers' header fields kept out of HPACK's dynamic table: values new with every answer
+# (request ids) would each take a table entry, pushing out the ones that repeat (content-type,
+# server) and lengthening every table search; cookies are kept out as RFC 7541 section 7.1.3
+# advises.
+_NOT_INDEXED: Final = frozenset(
+    {
+        b"x-request-id",
+        b"apigw-requestid",
+        b"x-amzn-requestid",
+        b"x-amz-apigw-id",
+        b"x-amzn-trace-id",
+        b"set-cookie",
+    }
+)
+
 _CONFIG: Final = h2.config.H2Configuration(
     client_side=False,
     header_encoding=None,
     validate_inbound_headers=False,
     normalize_inbound_headers=False,
+    # Answers' fields are built here (`_answer_headers`) already as HTTP/2 wants them.
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
 )
 
 
 def _answer_headers(status: int, head: bytes) -> list[tuple[bytes, bytes]]:
     """HTTP/2 header fields from an HTTP/1.1 head (status line and header lines) as
-    pygw/response.py serializes it: one encoder of answers for both protocols."""
+    pygw/response.py serializes it: one encoder of answers for both protocols. Names come
+    lower-cased and values trimmed (h2's own normalizing is off), and pygw/response.py refuses
+    line breaks in values."""
     headers = [(b":status", b"%d" % status)]
     for line in head.split(b"\r\n")[1:]:
         if not line:
@@ -87,7 +108,10 @@ def _answer_headers(status: int, head: bytes) -> list[tuple[bytes, bytes]]:
         lname = name.strip().lower()
         if lname in _CONNECTION_SPECIFIC:
             continue
-        headers.append((lname, value.strip()))
+        if lname in _NOT_INDEXED:
+            headers.append(NeverIndexedHeaderTuple(lname, value.strip()))
+        else:
+            headers.append((lname, value.strip()))
     return headers
 
 
