@@ -13,7 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +23,12 @@ import h2.events
 import httpx
 import pytest
 import trustme
+from aiohttp import web
 
 from pygw.server import Gateway
-from tests.integration.conftest import StartUpstream, Upstream
+from tests.integration.conftest import StartUpstream, Upstream, echo_behaviour
+
+Behaviour = Callable[[web.BaseRequest, Upstream], Awaitable[web.StreamResponse]]
 
 HERE = Path(__file__).resolve().parent
 HANDLERS = HERE / "handlers"
@@ -95,14 +98,18 @@ class Edge:
 
 
 async def _start(
-    tmp_path: Path, start_upstream: StartUpstream, alpn: str = "[h2, http/1.1]", extra: str = ""
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    alpn: str = "[h2, http/1.1]",
+    extra: str = "",
+    behaviour: Behaviour = echo_behaviour,
 ) -> Edge:
     (tmp_path / "certs").mkdir(exist_ok=True)
     ca = trustme.CA(organization_name="Server CA")
     leaf = ca.issue_cert("api.example.test")
     leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "certs" / "api.pem"))
     leaf.private_key_pem.write_to_path(str(tmp_path / "certs" / "api-key.pem"))
-    upstream = await start_upstream()
+    upstream = await start_upstream(behaviour)
     (tmp_path / "gateway.yaml").write_text(
         CONFIG % {"alpn": alpn, "handlers": HANDLERS, "up": upstream.url} + extra
     )
@@ -207,7 +214,7 @@ async def test_concurrent_streams_share_one_connection(edge: Edge) -> None:
         await _get(client, "/mock")  # the connection is open
         answers = await asyncio.gather(
             *(
-                client.get("/up/slow?ms=300", extensions={"sni_hostname": "api.example.test"})
+                client.get("/up/slow?ms=1000", extensions={"sni_hostname": "api.example.test"})
                 for _ in range(6)
             )
         )
@@ -367,12 +374,18 @@ async def test_streams_over_the_limit_refused_and_reset_handled(edge: Edge) -> N
 async def test_drain_sends_goaway_and_finishes_streams_in_flight(
     tmp_path: Path, start_upstream: StartUpstream
 ) -> None:
-    running = await _start(tmp_path, start_upstream)
+    arrived = asyncio.Event()
+
+    async def noted(request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
+        arrived.set()
+        return await echo_behaviour(request, upstream)
+
+    running = await _start(tmp_path, start_upstream, behaviour=noted)
 
     def run() -> list[h2.events.Event]:
         tls, conn = _raw_h2(running)
         try:
-            conn.send_headers(1, _request(b"/up/slow?ms=500"), end_stream=True)
+            conn.send_headers(1, _request(b"/up/slow?ms=300"), end_stream=True)
             tls.sendall(conn.data_to_send())
             return _until(tls, conn, h2.events.StreamEnded, 1) + _until(
                 tls, conn, h2.events.ConnectionTerminated, 1
@@ -381,7 +394,8 @@ async def test_drain_sends_goaway_and_finishes_streams_in_flight(
             tls.close()
 
     client = asyncio.create_task(asyncio.to_thread(run))
-    await asyncio.sleep(0.2)
+    # Drained once the request is in flight (it has reached the upstream).
+    await asyncio.wait_for(arrived.wait(), 10)
     await running.gateway.drain()
     events = await asyncio.wait_for(client, 10)
     goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
