@@ -68,7 +68,7 @@ class Mode:
 
 MODES = {
     "full": Mode("full", 10, 3, 2, 64, 1000, 10, (10, 1_000, 100_000), 1000, 20, []),
-    # Loading 100 000 routes takes minutes (see README): the quick run stops at 10 000.
+    # Loading 100 000 routes takes minutes (see bench/RESULTS.md): the quick run stops at 10 000.
     "quick": Mode("quick", 1, 2, 0, 64, 500, 2, (10, 1_000, 10_000), 500, 10, ["--quick"]),
     "smoke": Mode("smoke", 1, 1, 0, 16, 100, 0.5, (10, 100, 1_000), 200, 1.5, ["--quick"]),
 }

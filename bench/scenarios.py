@@ -364,7 +364,12 @@ def build_plan(
         Server(
             "pygw_stage_api_key",
             "pygw",
-            config=rest_config(upstream_port, {"api_keys": api_keys()}, {"api_key_required": True}),
+            # The key stage alone: the key is in no usage plan, accepted as configured here.
+            config=rest_config(
+                upstream_port,
+                {"api_keys": api_keys(), "api_keys_need_usage_plan": False},
+                {"api_key_required": True},
+            ),
             ready_headers=key,
         ),
         Server(

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pygw",
         description="pygw: a self-hosted API gateway with AWS API Gateway semantics.",
-        epilog="Configuration reference: README.md. Each command has its own --help.",
+        epilog="Configuration reference: docs/configuration.md. Each command has its own --help.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

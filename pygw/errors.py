@@ -1,6 +1,6 @@
 """Gateway responses: every error type the gateway itself answers with, in one table.
 
-Statuses and messages are AWS API Gateway's recorded values (SPEC.md section 9); the REST-style and
+Statuses and messages are AWS API Gateway's recorded values; the REST-style and
 HTTP-style rows differ where AWS's REST and HTTP APIs differ.
 """
 
@@ -97,7 +97,7 @@ _TABLE: dict[tuple[ErrorType, Style], GatewayResponse] = {
         500, "Internal Server Error", "AuthorizerConfigurationException"
     ),
     (ErrorType.AUTHORIZER_FAILURE, Style.HTTP): _R(500, "Internal Server Error", None),
-    # http_proxy timeouts answer 504 in both styles (SPEC.md section 7).
+    # http_proxy timeouts answer 504 in both styles.
     (ErrorType.UPSTREAM_TIMEOUT, Style.REST): _R(504, "Endpoint request timed out", None),
     (ErrorType.UNAVAILABLE, Style.REST): _R(503, "Service Unavailable", None),
 }

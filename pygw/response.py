@@ -212,6 +212,8 @@ class Response:
             parts.append(header_lines(headers))
             has_type = "Content-Type" in headers
             has_date = "Date" in headers
+            if extra.startswith(SERVER_PREFIX) and "Server" in headers:
+                extra = without_server_line(extra)
         else:
             has_type = has_date = False
         parts.append(extra)
@@ -228,11 +230,22 @@ class Response:
         headers.popall("Connection", None)
         parts = [status_line(version, self.status, self._reason_bytes())]
         parts.append(header_lines(headers))
+        if extra.startswith(SERVER_PREFIX) and "Server" in headers:
+            extra = without_server_line(extra)
         parts.append(extra)
         if "Date" not in headers:
             parts.append(date_line())
         parts.append(_connection_line(version, keep_alive))
         return b"".join(parts)
+
+
+# `server.server_header` is the first line of the listener's `extra` head lines; an answer that
+# names its own Server (an upstream's, a function's) keeps that one instead.
+SERVER_PREFIX: Final = b"Server: "
+
+
+def without_server_line(extra: bytes) -> bytes:
+    return extra[extra.index(b"\r\n") + 2 :]
 
 
 def _ended(
@@ -331,7 +344,9 @@ class OneWriteResponse(Response):
         if self._headers is not None:
             return Response.encode(self, version, keep_alive, head_only, extra)
         body = self.body
-        lines, vary, has_content_type, _, has_date = self._head
+        lines, vary, has_content_type, has_server, has_date = self._head
+        if has_server and extra.startswith(SERVER_PREFIX):
+            extra = without_server_line(extra)
         parts = [
             status_line(version, self.status, self._raw_reason),
             lines,

@@ -31,7 +31,7 @@ from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
 from pygw.response import Response
-from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys
+from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys, keys_without_plan
 from pygw.stages.cache import wrap_with_cache
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
@@ -241,6 +241,22 @@ class _TransformedResponses:
         await self._inner.close()
 
 
+class _StaticResponseHeaders:
+    """An http_proxy's `response_headers`: set before the answer exists, as gateway headers are,
+    so they reach streamed answers and cache hits too and replace the upstream's of that name."""
+
+    def __init__(self, inner: Integration, headers: dict[str, str]) -> None:
+        self._inner = inner
+        self._headers = headers
+
+    async def __call__(self, ctx: RequestContext) -> Response:
+        ctx.response_headers.update(self._headers)
+        return await self._inner(ctx)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class _SharedBuckets:
     """Records the bucket and quota table while compiling (ids are table indexes), then maps the
     file every worker process of this gateway shares."""
@@ -393,6 +409,14 @@ class _Compiler:
         )
         front = tuple(s for _, s in front_named)
         api_keys = build_api_keys(api, self.throttle)
+        if api.api_keys_need_usage_plan:
+            for key_id in keys_without_plan(api):
+                self.warn(
+                    f"{where}.api_keys",
+                    f"API key {key_id!r} is in no usage plan: requests with it are refused "
+                    "(403), as AWS refuses them",
+                    "add it to a usage plan's keys, or set api_keys_need_usage_plan: false",
+                )
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
             if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
@@ -735,6 +759,9 @@ class _Compiler:
             metrics_hit=self.metrics.cache_hits.labels(origin.api.name, origin.stage).inc,
             metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage).inc,
         )
+        static = getattr(route.integration, "response_headers", None)
+        if static:
+            integration = _StaticResponseHeaders(integration, dict(static))
         return Variant(variables, _pipeline(stages, integration, timed), canary)
 
     def _substitute(self, where: str, stage: str, text: str, variables: dict[str, str]) -> str:

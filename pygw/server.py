@@ -27,6 +27,7 @@ from aiohttp import web
 
 from pygw.admin import AdminServer
 from pygw.config.load import ConfigError, LoadedConfig, load_config
+from pygw.config.model import GatewayConfig
 from pygw.dispatch import Dispatcher, refusal_response
 from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.http2 import Http2Connection
@@ -140,7 +141,6 @@ class Gateway:
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.bound: tuple[str, int] | str | None = None
-        self._worker_line = b""
         self._tls: TlsListener | None = None
         self.redirect: RedirectListener | None = None
 
@@ -167,10 +167,6 @@ class Gateway:
         self._dispatcher = Dispatcher(
             runtime, self._access_log, str(os.getpid()) if worker is not None else None
         )
-        worker_line = b""
-        if worker is not None:
-            worker_line = f"x-pygw-worker: {os.getpid()}\r\n".encode("ascii")
-        self._worker_line = worker_line
         handler: Callable[[Request], Awaitable[Response]] = self._dispatcher
         if runtime.tls is not None:
             self._tls = TlsListener(runtime.tls)
@@ -199,7 +195,7 @@ class Gateway:
             ),
             refusal_response,
             upgrade=self._upgrades,
-            extra_head=worker_line,
+            extra_head=self._extra_head(config),
             scheme="https" if self._tls is not None else "http",
         )
         loop = asyncio.get_running_loop()
@@ -276,12 +272,24 @@ class Gateway:
             retired = dispatcher.runtime
             dispatcher.runtime = fresh
             self._swap_certificates(fresh)
+            if self._http is not None:
+                self._http.extra_head = self._extra_head(loaded.config)
             self.metrics.config_reloads.labels("ok").inc()
             if self._worker is None:
                 self.connections.admin_token = loaded.config.admin.token
             log.info("config reloaded: %s", fresh.summary())
             self._retiring = asyncio.get_running_loop().create_task(self._retire(retired))
             return True, fresh.summary()
+
+    def _extra_head(self, config: GatewayConfig) -> bytes:
+        """Lines every answer carries. A Server line, when configured, comes first: an answer
+        with a Server header of its own drops it (pygw.response.without_server_line)."""
+        extra_head = b""
+        if config.server.server_header is not None:
+            extra_head = f"Server: {config.server.server_header}\r\n".encode("ascii")
+        if self._worker is not None:
+            extra_head += f"x-pygw-worker: {os.getpid()}\r\n".encode("ascii")
+        return extra_head
 
     def _swap_certificates(self, fresh: Runtime) -> None:
         if self._tls is not None and fresh.tls is not None:

@@ -17,7 +17,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -499,8 +499,22 @@ class ServerConfig(_Model):
     tls: TlsConfig | None = None
     # A plain listener answering every request with a redirect to the HTTPS one.
     redirect_http: str | None = None
+    # The Server header of pygw's answers; none by default, so pygw does not advertise itself.
+    server_header: str | None = None
 
     _listen = field_validator("listen")(_check_listen)
+
+    @field_validator("server_header")
+    @classmethod
+    def _check_server_header(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or len(value) > 256 or not all(" " <= c <= "~" for c in value)
+        ):
+            raise problem(
+                f"server_header {value!r} is not a header value",
+                "use up to 256 printable ASCII characters, e.g. pygw, or remove the key",
+            )
+        return value
 
     @field_validator("redirect_http")
     @classmethod
@@ -552,9 +566,24 @@ class StateConfig(_Model):
     url: str | None = None
     on_error: Literal["allow", "deny"] = "allow"
     key_prefix: str = "pygw:"
+    # `url` names any node of a Redis Cluster; the client finds the others.
+    cluster: bool = False
+    # A decision waits this long for Redis before on_error decides it.
+    timeout_ms: float = Field(default=50, gt=0, le=10_000, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.cluster and self.backend != "redis":
+            raise problem(
+                f"cluster is used only by backend redis (backend is {self.backend})",
+                "remove cluster, or set backend: redis",
+            )
+        if self.cluster and ("{" in self.key_prefix or "}" in self.key_prefix):
+            raise problem(
+                f"key_prefix {self.key_prefix!r} has braces; with cluster: true the prefix is "
+                "already the keys' hash tag",
+                "remove { and } from key_prefix",
+            )
         if self.backend == "redis":
             if not self.url:
                 raise problem(
@@ -996,6 +1025,8 @@ class HealthConfig(_Model):
     cooldown_s: float = Field(default=10.0, gt=0)
 
 
+# An HTTP header name (RFC 9110 token).
+_HTTP_TOKEN: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _URI_PLACEHOLDER_RE = re.compile(r"(\$?)\{([^{}]*)\}")
 
 
@@ -1026,6 +1057,22 @@ class HttpProxyIntegration(_Model):
     health: HealthConfig = HealthConfig()
     # `tls_verify: false` is the OpenAPI import's insecureSkipVerification: as `tls.verify: false`.
     tls_verify: bool = True
+    # Static headers set on every answer of the integration (AWS's integration response
+    # parameters with literal values), replacing the upstream's header of the same name.
+    response_headers: dict[str, str] = {}
+
+    @field_validator("response_headers")
+    @classmethod
+    def _check_response_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if not _HTTP_TOKEN.match(name):
+                raise problem(
+                    f"{name!r} is not a header name", "write e.g. Access-Control-Allow-Origin"
+                )
+            if "\r" in header or "\n" in header:
+                raise problem(f"the value of {name} has a line break", "write it on one line")
+        return value
+
     # For the https `uri`, or every target (each may override it).
     tls: UpstreamTlsConfig | None = None
 
@@ -1279,6 +1326,7 @@ class RouteConfig(_Model):
 _API_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "api_keys": ("api_keys", ("rest",)),
     "usage_plans": ("usage_plans", ("rest",)),
+    "api_keys_need_usage_plan": ("api_keys_need_usage_plan", ("rest",)),
     "cache": ("cache", ("rest",)),
     "route_selection": ("route_selection", ("websocket",)),
     "websocket": ("websocket", ("websocket",)),
@@ -1339,6 +1387,8 @@ class ApiConfig(_Model):
     authorizers: dict[str, AuthorizerConfig] = {}
     api_keys: list[ApiKeyConfig] = []  # REST-style
     usage_plans: list[UsagePlanConfig] = []  # REST-style
+    # AWS refuses a key that no usage plan of the API's stage lists; false accepts it.
+    api_keys_need_usage_plan: bool = True  # REST-style
     cache: ApiCacheConfig | None = None  # REST-style
     models: dict[str, dict[str, Any]] = {}
     resource_policy: ResourcePolicyConfig | None = None
@@ -1622,7 +1672,7 @@ class MutualTlsConfig(_Model):
     @field_validator("forward_header")
     @classmethod
     def _check_header(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", value):
+        if value is not None and not _HTTP_TOKEN.match(value):
             raise problem(f"{value!r} is not a header name", "write e.g. X-Client-Cert")
         return value
 

@@ -952,10 +952,18 @@ class _Importer:
                     )
             responses = spec.get("responses")
             if isinstance(responses, dict) and responses:
+                # The default response's literal headers go on every answer; AWS would pick a
+                # response per upstream status and render its templates.
+                key, default = self.select_response(responses, 200)
+                if default is not None:
+                    static = self.response_headers(default, f"{where}/responses/{key}")
+                    if static:
+                        out["response_headers"] = static
                 self.warn(
                     f"{where}/responses",
-                    "integration responses (status selection, response parameters and templates) "
-                    "are not applied; pygw passes the upstream response through",
+                    "integration responses' status selection and templates are not applied; "
+                    "pygw passes the upstream response through, with the default response's "
+                    "static headers",
                 )
         self.mapping.update(mapping)
         return out

@@ -128,10 +128,21 @@ def usage_plan_limits(
     return limits
 
 
+def keys_without_plan(api: ApiConfig) -> list[str]:
+    """Ids of the API's keys that no usage plan lists."""
+    planned = {key_id for plan in api.usage_plans for key_id in plan.keys}
+    return [key.id for key in api.api_keys if key.id not in planned]
+
+
 def build_api_keys(api: ApiConfig, throttle: BucketRegistry) -> ApiKeys | None:
     """The API's compiled keys and plans, or None when it has no keys (HTTP-style APIs never do).
-    Call once per API: every call creates new buckets and quota counters."""
+    With `api_keys_need_usage_plan` (the default, as AWS), a key in no plan is left out, so it is
+    refused like an unknown one. Call once per API: every call creates new buckets and quotas."""
     if not api.api_keys:
         return None
-    enabled = {key.id for key in api.api_keys if key.enabled}
-    return ApiKeys(ApiKeyStage(api.api_keys), usage_plan_limits(api.usage_plans, throttle, enabled))
+    keys = api.api_keys
+    if api.api_keys_need_usage_plan:
+        unplanned = set(keys_without_plan(api))
+        keys = [key for key in keys if key.id not in unplanned]
+    enabled = {key.id for key in keys if key.enabled}
+    return ApiKeys(ApiKeyStage(keys), usage_plan_limits(api.usage_plans, throttle, enabled))

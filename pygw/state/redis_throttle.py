@@ -30,7 +30,13 @@ left unspent are given back on this process's next call for that quota (or by `c
 When Redis cannot be reached within ``timeout_s`` the request is decided by ``on_error`` (``allow``:
 granted; ``deny``: throttled, Retry-After 1 s), and Redis is not tried again for
 ``ERROR_BACKOFF_S`` so an outage adds no latency; the next attempt after that restores the shared
-limits. The script assumes one Redis primary (not Redis Cluster: a request's keys may span slots).
+limits.
+
+Redis Cluster (``cluster: true``): a script may only touch keys of one hash slot, and every decision
+includes the account bucket, so all of a gateway's keys carry the key prefix as their hash tag
+(``{pygw:}tb:...``) and live in one slot. The cluster then gives the limits failover to a replica
+and room for other gateways (other prefixes) and applications; one gateway's decisions are served
+by one primary at a time.
 """
 
 from __future__ import annotations
@@ -41,9 +47,10 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -224,6 +231,7 @@ return out
 # One pool per URL and event loop in this process: reloads build new RedisThrottle objects over the
 # same connections. (A pool's connections belong to the loop that opened them.)
 _POOLS: dict[str, tuple[asyncio.AbstractEventLoop, ConnectionPool]] = {}
+_CLUSTERS: dict[str, tuple[asyncio.AbstractEventLoop, RedisCluster]] = {}
 
 
 def connection_pool(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> ConnectionPool:
@@ -245,13 +253,37 @@ def connection_pool(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Connectio
     return pool
 
 
+def cluster_client(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> RedisCluster:
+    """The process's Redis Cluster client for `url` (any node of the cluster; the client learns
+    the others and follows MOVED answers), shared like `connection_pool`."""
+    loop = asyncio.get_running_loop()
+    found = _CLUSTERS.get(url)
+    if found is not None and found[0] is loop and not loop.is_closed():
+        return found[1]
+    client = RedisCluster.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    _CLUSTERS[url] = (loop, client)
+    return client
+
+
 async def close_pools() -> None:
-    """Disconnects every pool of this process (at shutdown, not on reload)."""
+    """Disconnects every pool and cluster client of this process (at shutdown, not on reload)."""
     pools = list(_POOLS.values())
     _POOLS.clear()
+    clusters = list(_CLUSTERS.values())
+    _CLUSTERS.clear()
+    running = asyncio.get_running_loop()
     for loop, pool in pools:
-        if loop is asyncio.get_running_loop():
+        if loop is running:
             await pool.disconnect()
+    for loop, cluster in clusters:
+        if loop is running:
+            await cluster.aclose()
 
 
 @dataclass(slots=True)
@@ -328,11 +360,14 @@ class RedisThrottle:
         on_error: str = "allow",
         timeout_s: float = DEFAULT_TIMEOUT_S,
         lease: bool = True,
+        cluster: bool = False,
     ) -> None:
         if on_error not in ("allow", "deny"):
             raise ValueError(f"on_error must be allow or deny, not {on_error!r}")
         self._url = url
-        self._prefix = key_prefix
+        self._cluster = cluster
+        # In a cluster the prefix is the hash tag that keeps one decision's keys in one slot.
+        self._prefix = f"{{{key_prefix}}}" if cluster else key_prefix
         self._deny = on_error == "deny"
         self._timeout_s = timeout_s
         self._leasing = lease
@@ -340,7 +375,7 @@ class RedisThrottle:
         self._quotas: list[_Quota] = []
         self._bucket_ids: dict[tuple[str, float, int], int] = {}
         self._quota_ids: dict[tuple[str, int, str], int] = {}
-        self._client: Redis | None = None
+        self._client: Redis | RedisCluster | None = None
         self._script: Any = None
         self._down_until = -math.inf
         self.stats = Stats()
@@ -498,8 +533,12 @@ class RedisThrottle:
 
     async def _call(self, keys: list[str], args: list[Any]) -> list[Any]:
         if self._client is None:
-            self._client = Redis(connection_pool=connection_pool(self._url, self._timeout_s))
-            self._script = self._client.register_script(_DECIDE_LUA)
+            if self._cluster:
+                self._client = cluster_client(self._url, self._timeout_s)
+            else:
+                self._client = Redis(connection_pool=connection_pool(self._url, self._timeout_s))
+            # redis-py types register_script for Redis only; RedisCluster has the same method.
+            self._script = cast(Any, self._client).register_script(_DECIDE_LUA)
         reply = await asyncio.wait_for(
             self._script(keys=keys, args=args), timeout=self._timeout_s * 2
         )
@@ -616,7 +655,13 @@ class RedisThrottleStage:
 
 
 def redis_throttle_from_config(state: StateConfig) -> RedisThrottle:
-    """The `RedisThrottle` for `state.backend: redis` (url, key_prefix and on_error from it)."""
+    """The `RedisThrottle` for `state.backend: redis`."""
     if state.backend != "redis" or not state.url:
         raise ValueError("state.backend is not redis")
-    return RedisThrottle(state.url, key_prefix=state.key_prefix, on_error=state.on_error)
+    return RedisThrottle(
+        state.url,
+        key_prefix=state.key_prefix,
+        on_error=state.on_error,
+        timeout_s=state.timeout_ms / 1000,
+        cluster=state.cluster,
+    )

@@ -248,9 +248,17 @@ async def petstore_upstream() -> AsyncIterator[tuple[str, list[str]]]:
     """A stand-in for the PetStore demo endpoint (`${uri}` = .../petstore/pets in AWS's sample)."""
     seen: list[str] = []
 
-    async def pets(request: web.Request) -> web.Response:
+    async def pets(request: web.Request) -> web.StreamResponse:
+        # Chunked, as a larger listing would be: pygw relays it as a stream.
         seen.append(request.path_qs)
-        return web.json_response(PETS)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        body = json.dumps(PETS).encode()
+        await response.write(body[:10])
+        await response.write(body[10:])
+        await response.write_eof()
+        return response
 
     async def pet(request: web.Request) -> web.Response:
         seen.append(request.path_qs)
@@ -291,12 +299,16 @@ async def test_serve_aws_petstore(
             assert '<a href="/test/pets/1" target="_blank">' in page
             assert "$context" not in page
         # /pets and /pets/{petId} go to the stand-in upstream, the query string with them.
+        # The integration response's static header (Access-Control-Allow-Origin: '*') is on
+        # the proxied answers, the streamed one too.
         async with session.get(base + "/pets", params={"type": "dog", "page": "1"}) as response:
             assert response.status == 200
             assert await response.json() == PETS
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
         async with session.get(base + "/pets/1") as response:
             assert response.status == 200
             assert await response.json() == PETS[0]
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
         async with session.get(base + "/pets/9") as response:
             assert response.status == 404
         assert seen == ["/petstore/pets?type=dog&page=1", "/petstore/pets/1", "/petstore/pets/9"]

@@ -326,6 +326,7 @@ apis:
   - name: keyed
     type: rest
     base_path: /keyed
+    api_keys_need_usage_plan: false   # carol, in no plan, is accepted
     api_keys:
       - {id: alice, value: "%(alice)s"}
       - {id: bob, value: "%(bob)s"}

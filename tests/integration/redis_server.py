@@ -1,6 +1,7 @@
 """A private `redis-server` on 127.0.0.1 for tests: a free port, no persistence, stopped by pid.
 
-`running_redis()` skips the test when `redis-server` is not on PATH. `RedisServer.stop()` and
+`running_redis()` skips the test when `redis-server` is not on PATH; `running_redis_cluster()`
+starts three of them as a Redis Cluster. `RedisServer.stop()` and
 `.start()` let a test take Redis away and bring it back on the same port.
 """
 
@@ -42,6 +43,7 @@ class RedisServer:
     binary: str
     port: int
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -51,7 +53,7 @@ class RedisServer:
         if self.process is not None:
             return
         self.process = subprocess.Popen(
-            [self.binary, *_ARGS, "--port", str(self.port)],
+            [self.binary, *_ARGS, "--port", str(self.port), *self.extra_args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -103,3 +105,73 @@ def running_redis() -> Iterator[RedisServer]:
             server.stop()
         return
     raise RuntimeError(f"could not start redis-server: {last}")
+
+
+@dataclass
+class RedisCluster:
+    """Three primaries on 127.0.0.1 sharing the 16 384 slots, no replicas."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+
+def _cluster_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"CLUSTER INFO\r\n")
+            return b"cluster_state:ok" in s.recv(4096)
+    except OSError:
+        return False
+
+
+@contextmanager
+def running_redis_cluster(workdir: str) -> Iterator[RedisCluster]:
+    """A real three-node Redis Cluster made with `redis-cli --cluster create`; skips without
+    redis-server or redis-cli. `workdir` holds the nodes' cluster files."""
+    binary = shutil.which("redis-server")
+    cli = shutil.which("redis-cli")
+    if binary is None or cli is None:
+        pytest.skip("redis-server and redis-cli are needed (apt-get install redis-server)")
+    nodes: list[RedisServer] = []
+    try:
+        for i in range(3):
+            extra = (
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"{workdir}/nodes-{i}.conf",
+                "--cluster-node-timeout",
+                "2000",
+                # The default bus port (port + 10 000) is out of range for high free ports.
+                "--cluster-port",
+                str(_free_port()),
+            )
+            node = RedisServer(binary, _free_port(), extra_args=extra)
+            node.start()
+            nodes.append(node)
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not all(_cluster_ok(n.port) for n in nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the redis cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+        yield RedisCluster(nodes)
+    finally:
+        for node in nodes:
+            node.stop()

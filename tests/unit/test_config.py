@@ -801,10 +801,24 @@ def test_listen_addresses() -> None:
     )
 
 
+def test_server_header() -> None:
+    assert parse("server: {server_header: 'pygw/1'}").server.server_header == "pygw/1"
+    assert parse("{}").server.server_header is None
+    assert "is not a header value" in one_error('server: {server_header: "a\\r\\nX: y"}')
+
+
 def test_state_backends() -> None:
     assert parse("state: {backend: redis, url: 'redis://r:6379/0', on_error: deny}").state.url
     assert "backend redis needs a url" in one_error("state: {backend: redis}")
     assert "url is used only by backend redis" in one_error("state: {url: 'redis://x'}")
+    cluster = parse(
+        "state: {backend: redis, url: 'redis://r:7000', cluster: true, timeout_ms: 200}"
+    )
+    assert cluster.state.cluster and cluster.state.timeout_ms == 200
+    assert "cluster is used only by backend redis" in one_error("state: {cluster: true}")
+    assert "remove { and } from key_prefix" in one_error(
+        "state: {backend: redis, url: 'redis://r', cluster: true, key_prefix: '{gw}'}"
+    )
 
 
 def test_cors_and_resource_policy() -> None:

@@ -138,6 +138,7 @@ def test_petstore_swagger_routes_and_placeholders() -> None:
     assert routes["GET /pets"]["integration"] == {
         "type": "http_proxy",
         "uri": "http://127.0.0.1:9001/pets",
+        "response_headers": {"Access-Control-Allow-Origin": "*"},
     }
     # integration.request.path.petId = method.request.path.petId: the uri keeps {petId}.
     assert routes["GET /pets/{petId}"]["integration"]["uri"] == "http://127.0.0.1:9001/pets/{petId}"

@@ -583,6 +583,17 @@ def test_api_keys_per_route_and_plans_per_key() -> None:
     assert build_api_keys(api(), Throttle()) is None
 
 
+async def test_api_key_in_no_usage_plan_is_refused_unless_allowed() -> None:
+    ctx = make_ctx(headers={"x-api-key": "dave-key-without-plan"})
+    with pytest.raises(GatewayError) as refused:
+        await key_stage()(ctx)
+    assert refused.value.error is ErrorType.INVALID_API_KEY
+    allowed = build_api_keys(api(**KEYED_API, api_keys_need_usage_plan=False), Throttle())
+    assert allowed is not None
+    assert await allowed.stage(ctx) is None
+    assert ctx.api_key_id == "dave"
+
+
 # --------------------------------------------------------------------------------------------------
 # Throttle
 
