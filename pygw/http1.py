@@ -91,6 +91,8 @@ class ServedConnection(Protocol):
 
     def end_idle_task(self, idle_before: float) -> None: ...
 
+    def close_overdue(self) -> None: ...
+
     def close_when_idle(self) -> None: ...
 
     def abort(self) -> None: ...
@@ -774,6 +776,11 @@ class Http1Connection(asyncio.Protocol):
             self._wakeup = None
             wakeup.set_result(None)
 
+    def close_overdue(self) -> None:
+        """A deadline passed (see `overdue`)."""
+        if self.transport is not None:
+            self.transport.close()
+
     def close_when_idle(self) -> None:
         """Draining: close now if nothing is in flight, else after the current answer."""
         self.closing = True
@@ -866,7 +873,7 @@ class Http1Server:
         quiet_before = now - _TASK_IDLE_S
         for conn in list(self.connections):
             if conn.overdue(head_before, idle_before) and conn.transport is not None:
-                conn.transport.close()
+                conn.close_overdue()
             else:
                 conn.end_idle_task(quiet_before)
         self._sweeper = self.loop.call_later(self._sweep_every_s, self._sweep)

@@ -693,6 +693,9 @@ class Http2Connection(asyncio.Protocol):
                 )
         except ConnectionResetError:
             pass
+        except Exception:
+            log.exception("answering an HTTP/2 stream failed")
+            self.reset_stream(stream.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
         finally:
             self.streams.pop(stream.stream_id, None)
             body = stream.body
@@ -742,6 +745,11 @@ class Http2Connection(asyncio.Protocol):
 
     def end_idle_task(self, idle_before: float) -> None:
         """Nothing to end: an idle HTTP/2 connection holds no task."""
+
+    def close_overdue(self) -> None:
+        """Idle past `idle_timeout_s`, or no request within `header_timeout_s`: GOAWAY, close."""
+        self.closing = True
+        self._close()
 
     def close_when_idle(self) -> None:
         """Draining: new streams are refused (REFUSED_STREAM, which a client retries), the

@@ -40,7 +40,8 @@ server:
     certificates:
       - {cert: certs/api.pem, key: certs/api-key.pem}
     alpn: %(alpn)s
-  limits: {max_body_bytes: 4194304, max_header_bytes: 4096, max_concurrent_streams: 8}
+  limits: {max_body_bytes: 4194304, max_header_bytes: 4096, max_concurrent_streams: 8,
+           idle_timeout_s: %(idle)s}
 admin: {listen: "127.0.0.1:0"}
 access_log: null
 python_path: [%(handlers)s]
@@ -103,6 +104,7 @@ async def _start(
     alpn: str = "[h2, http/1.1]",
     extra: str = "",
     behaviour: Behaviour = echo_behaviour,
+    idle_timeout_s: float = 75,
 ) -> Edge:
     (tmp_path / "certs").mkdir(exist_ok=True)
     ca = trustme.CA(organization_name="Server CA")
@@ -111,7 +113,8 @@ async def _start(
     leaf.private_key_pem.write_to_path(str(tmp_path / "certs" / "api-key.pem"))
     upstream = await start_upstream(behaviour)
     (tmp_path / "gateway.yaml").write_text(
-        CONFIG % {"alpn": alpn, "handlers": HANDLERS, "up": upstream.url} + extra
+        CONFIG % {"alpn": alpn, "handlers": HANDLERS, "up": upstream.url, "idle": idle_timeout_s}
+        + extra
     )
     gateway = Gateway(tmp_path / "gateway.yaml")
     await gateway.start()
@@ -409,6 +412,30 @@ def _curl_http2() -> bool:
         return False
     features = subprocess.run(["curl", "-V"], capture_output=True, text=True).stdout
     return "HTTP2" in features
+
+
+async def test_idle_connection_gets_goaway_and_closes(
+    tmp_path: Path, start_upstream: StartUpstream
+) -> None:
+    running = await _start(tmp_path, start_upstream, idle_timeout_s=0.5)
+
+    def run() -> list[h2.events.Event]:
+        tls, conn = _raw_h2(running)
+        try:
+            conn.send_headers(1, _request(b"/mock"), end_stream=True)
+            tls.sendall(conn.data_to_send())
+            # The answer, then (idle) GOAWAY and the end of the connection.
+            return _until(tls, conn, h2.events.ConnectionTerminated, 1)
+        finally:
+            tls.close()
+
+    try:
+        events = await asyncio.wait_for(asyncio.to_thread(run), 20)
+    finally:
+        await running.gateway.drain()
+    assert _status(events, 1) == 200
+    goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway and goaway[0].error_code == 0 and goaway[0].last_stream_id == 1
 
 
 @pytest.mark.skipif(not _curl_http2(), reason="curl is not installed or lacks HTTP/2")
