@@ -13,12 +13,14 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import httpx
 import pytest
@@ -281,7 +283,10 @@ def _raw_h2(edge: Edge) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
 
 
 def _until(
-    tls: ssl.SSLSocket, conn: h2.connection.H2Connection, done: type[h2.events.Event], count: int
+    tls: ssl.SSLSocket,
+    conn: h2.connection.H2Connection,
+    done: type[h2.events.Event] | tuple[type[h2.events.Event], ...],
+    count: int,
 ) -> list[h2.events.Event]:
     """Reads events until `count` of kind `done` arrived (or the connection closed)."""
     events: list[h2.events.Event] = []
@@ -372,6 +377,39 @@ async def test_streams_over_the_limit_refused_and_reset_handled(edge: Edge) -> N
     ended, size = await asyncio.to_thread(run)
     assert ended == [3]
     assert size == BIG
+
+
+async def test_reset_streams_still_count_until_their_handlers_finish(edge: Edge) -> None:
+    """Rapid reset: streams opened and reset at once cannot pile up work past the limit."""
+
+    def run() -> tuple[list[tuple[int, int]], int | None]:
+        tls, conn = _raw_h2(edge)
+        try:
+            _until(tls, conn, h2.events.RemoteSettingsChanged, 1)
+            for stream_id in range(1, 17, 2):  # 8 streams, the limit
+                conn.send_headers(stream_id, _request(b"/up/slow?ms=1500"), end_stream=True)
+                conn.reset_stream(stream_id)
+            conn.send_headers(17, _request(b"/mock"), end_stream=True)
+            tls.sendall(conn.data_to_send())
+            events = _until(tls, conn, h2.events.StreamReset, 1)
+            resets = [
+                (e.stream_id, e.error_code) for e in events if isinstance(e, h2.events.StreamReset)
+            ]
+            # Once the handlers are done, new streams are served again (refused until then).
+            for stream_id in range(19, 99, 2):
+                time.sleep(0.5)
+                conn.send_headers(stream_id, _request(b"/mock"), end_stream=True)
+                tls.sendall(conn.data_to_send())
+                later = _until(tls, conn, (h2.events.StreamEnded, h2.events.StreamReset), 1)
+                if _status(later, stream_id) is not None:
+                    return resets, _status(later, stream_id)
+            return resets, None
+        finally:
+            tls.close()
+
+    resets, later = await asyncio.wait_for(asyncio.to_thread(run), 30)
+    assert resets == [(17, h2.errors.ErrorCodes.REFUSED_STREAM)]
+    assert later == 200
 
 
 async def test_drain_sends_goaway_and_finishes_streams_in_flight(
