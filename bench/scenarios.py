@@ -12,6 +12,8 @@ route or the usage plan.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -31,6 +33,8 @@ ORIGIN = "https://bench.example"
 JWT_ISSUER = "https://idp.bench.example"
 JWT_AUDIENCE = "bench"
 HIGH_THROTTLE = {"rate": 1_000_000, "burst": 1_000_000}
+# What browsers send: gzip is chosen.
+ACCEPT_ENCODING = {"accept-encoding": "gzip, deflate, br"}
 # Routes of the route-table scenarios that the load spreads over (see `routes_lua`).
 ROUTE_SAMPLE = 64
 
@@ -242,6 +246,65 @@ def make_jwt(directory: Path, lifetime_s: int = 86_400) -> JwtMaterial:
 
 
 # --------------------------------------------------------------------------------------------------
+# SigV4
+
+SIGV4_KEY = "AKIABENCH0000000KEY1"
+SIGV4_SECRET = "bench-secret-key"
+SIGV4_REGION = "us-east-1"
+SIGV4_HOST = "sigv4.bench"
+# wrk replays one signed request, and a signature is good for 15 minutes either side of its date:
+# dated this far ahead, it is accepted from a minute before the plan until 29 minutes after it,
+# longer than a full run.
+SIGV4_AHEAD_S = 14 * 60
+
+
+def sigv4_material(directory: Path, path: str = REQUEST_PATH) -> tuple[Path, dict[str, str]]:
+    """A credentials file for pygw's iam section, and the headers of a GET of `path` signed
+    with its key (signed here with hashlib and hmac: an implementation apart from pygw's)."""
+    credentials = directory / "iam-credentials.yaml"
+    credentials.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "access_key_id": SIGV4_KEY,
+                    "secret_access_key": SIGV4_SECRET,
+                    "arn": "arn:aws:iam::123456789012:user/bench",
+                    "account_id": "123456789012",
+                }
+            ]
+        )
+    )
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() + SIGV4_AHEAD_S))
+    scope = f"{stamp[:8]}/{SIGV4_REGION}/execute-api/aws4_request"
+    canonical = "\n".join(
+        (
+            "GET",
+            path,
+            "",
+            f"host:{SIGV4_HOST}\nx-amz-date:{stamp}\n",
+            "host;x-amz-date",
+            hashlib.sha256(b"").hexdigest(),
+        )
+    )
+    to_sign = "\n".join(
+        ("AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
+    )
+    key = ("AWS4" + SIGV4_SECRET).encode()
+    for part in (stamp[:8], SIGV4_REGION, "execute-api", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers = {
+        # Spelled as wrk spells its own Host header, which this one then replaces (a "host"
+        # would be sent besides it, and the signed value would be the two joined).
+        "Host": SIGV4_HOST,
+        "x-amz-date": stamp,
+        "authorization": f"AWS4-HMAC-SHA256 Credential={SIGV4_KEY}/{scope}, "
+        f"SignedHeaders=host;x-amz-date, Signature={signature}",
+    }
+    return credentials, headers
+
+
+# --------------------------------------------------------------------------------------------------
 # wrk Lua scripts
 
 
@@ -317,6 +380,11 @@ def build_plan(
     cache_api = {"cache": {"capacity_mb": 256, "ttl_s": 3600}}
     cache_route = {"cache": {"ttl_s": 3600, "key_params": ["querystring.n"]}}
     no_cache_route = {"cache": {"ttl_s": 0}}
+    iam_credentials, signed = sigv4_material(jwt.jwks_path.parent)
+    iam_config = {
+        **http_config(upstream_port, {}, {"authorization": "aws_iam"}),
+        "iam": {"region": SIGV4_REGION, "credentials_file": str(iam_credentials)},
+    }
 
     servers = [
         Server("upstream", "upstream"),
@@ -355,10 +423,19 @@ def build_plan(
             ready_headers=auth,
         ),
         Server("pygw_stage_cors", "pygw", config=http_config(upstream_port, {"cors": cors()}, {})),
+        Server("pygw_stage_sigv4", "pygw", config=iam_config, ready_headers=signed),
         Server(
             "pygw_stage_throttle",
             "pygw",
             config=http_config(upstream_port, {}, {"throttle": dict(HIGH_THROTTLE)}),
+        ),
+        # A faults stage that never fires (0 %): what having one costs the requests it spares.
+        Server(
+            "pygw_stage_faults",
+            "pygw",
+            config=http_config(
+                upstream_port, {}, {"faults": {"abort": {"status": 503, "percent": 0}}}
+            ),
         ),
         Server("pygw_rest_route", "pygw", config=rest_config(upstream_port, {}, {})),
         Server(
@@ -403,6 +480,17 @@ def build_plan(
             "pygw_stage_cache_off",
             "pygw",
             config=rest_config(upstream_port, cache_api, no_cache_route),
+        ),
+        # Compression: the stage alone (answers below the minimum), then every answer gzipped.
+        Server(
+            "pygw_stage_compress",
+            "pygw",
+            config=rest_config(upstream_port, {"minimum_compression_size": 1024}, {}),
+        ),
+        Server(
+            "pygw_stage_gzip",
+            "pygw",
+            config=rest_config(upstream_port, {"minimum_compression_size": 0}, {}),
         ),
     ]
     for size in route_sizes:
@@ -490,10 +578,25 @@ def build_plan(
             baseline="stage_http_route",
         ),
         Scenario(
+            "stage_sigv4",
+            "+ SigV4 (AWS_IAM) authorization",
+            STAGES,
+            "pygw_stage_sigv4",
+            headers=signed,
+            baseline="stage_http_route",
+        ),
+        Scenario(
             "stage_throttle",
             "+ route throttle",
             STAGES,
             "pygw_stage_throttle",
+            baseline="stage_http_route",
+        ),
+        Scenario(
+            "stage_faults",
+            "+ faults stage (0 %)",
+            STAGES,
+            "pygw_stage_faults",
             baseline="stage_http_route",
         ),
         Scenario(
@@ -545,6 +648,22 @@ def build_plan(
             STAGES,
             "pygw_stage_cache",
             path=REQUEST_PATH + "?n=hit",
+            baseline="stage_rest_route",
+        ),
+        Scenario(
+            "stage_compress",
+            "+ compression, answer below the minimum",
+            STAGES,
+            "pygw_stage_compress",
+            headers=ACCEPT_ENCODING,
+            baseline="stage_rest_route",
+        ),
+        Scenario(
+            "stage_gzip",
+            "+ compression, every answer gzipped",
+            STAGES,
+            "pygw_stage_gzip",
+            headers=ACCEPT_ENCODING,
             baseline="stage_rest_route",
         ),
         Scenario("workers_2", "pygw bare, --workers 2", WORKERS, "pygw_workers2"),

@@ -1,9 +1,11 @@
-"""Admin listener: /health, /metrics, /routes and POST /reload, away from the traffic port.
+"""Admin listener: /health, /metrics, /routes and POST /reload, away from the traffic port, and
+the live dashboard at / (pygw/observe/dashboard.py).
 
 With `admin.token` set, every endpoint but `GET /health` (which load balancers and probes call
-without credentials) needs `Authorization: Bearer TOKEN`; anything else is 401
-`{"message": "Unauthorized"}`. The route table and the metrics describe the deployment, which is
-worth keeping from whoever can reach the port.
+without credentials) needs `Authorization: Bearer TOKEN` (the dashboard's GET endpoints also
+take the cookie its page sets); anything else is 401 `{"message": "Unauthorized"}`. The route
+table and the metrics describe the deployment, which is worth keeping from whoever can reach
+the port.
 
 `AdminServer` serves one gateway process. `SupervisorAdmin` serves a supervisor of several worker
 processes (pygw/supervisor.py): the same endpoints answered for all workers at once, plus
@@ -13,16 +15,19 @@ processes (pygw/supervisor.py): the same endpoints answered for all workers at o
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
+from pygw import fault_admin
 from pygw.admin_auth import bearer_matches, is_loopback_listen
 from pygw.integrations.ws_connections import management_error
+from pygw.observe.dashboard import Dashboard, DashboardFeed, families_of
 
 if TYPE_CHECKING:
     from pygw.server import Gateway
@@ -45,6 +50,7 @@ class _AdminBase:
         self._token = token
         self._runner: web.AppRunner | None = None
         self._app = web.Application(middlewares=[self._require_token])
+        self._dashboard: Dashboard | None = None
 
     @web.middleware
     async def _require_token(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -55,8 +61,15 @@ class _AdminBase:
         if request.path == "/health" and request.method in ("GET", "HEAD"):
             return await handler(request)
         if not self._authorised(request):
-            return _json(_UNAUTHORIZED, status=401)
+            dashboard = self._dashboard
+            if dashboard is None or not dashboard.admits(request):
+                refusal = dashboard.refusal(request) if dashboard is not None else None
+                return refusal or _json(_UNAUTHORIZED, status=401)
         return await handler(request)
+
+    def _add_dashboard(self, feed: DashboardFeed) -> None:
+        self._dashboard = Dashboard(feed, self._token)
+        self._dashboard.add_routes(self._app)
 
     async def start(self) -> str:
         """Start listening; returns the address as shown to people (`http://HOST:PORT`)."""
@@ -107,6 +120,17 @@ class AdminServer(_AdminBase):
         app.router.add_post("/reload", self._reload)
         # The connections API (POST sends, GET describes, DELETE closes) checks the token itself.
         app.router.add_route("*", "/@connections/{connection_id}", gateway.connections.handle_admin)
+        fault_admin.add_gateway_routes(app, gateway)
+        self._add_dashboard(DashboardFeed(self._families, self._route_rows, self._reloads))
+
+    async def _families(self) -> Iterable[Metric]:
+        return self._gateway.metrics.registry.collect()
+
+    def _reloads(self) -> list[dict[str, Any]]:
+        return self._gateway.reload_history.recent()
+
+    async def _route_rows(self) -> list[dict[str, Any]]:
+        return self._gateway.runtime.route_table()
 
     async def _health(self, request: web.Request) -> web.Response:
         runtime = self._gateway.runtime
@@ -145,6 +169,28 @@ class SupervisorAdmin(_AdminBase):
         app.router.add_post("/reload", self._reload)
         app.router.add_get("/workers", self._workers)
         app.router.add_route("*", "/@connections/{connection_id}", self._connections)
+        fault_admin.add_supervisor_routes(app, supervisor)
+        self._add_dashboard(DashboardFeed(self._families, self._route_rows, self._reloads))
+
+    async def _families(self) -> Iterable[Metric]:
+        return families_of(await self._supervisor.metrics())
+
+    def _reloads(self) -> list[dict[str, Any]]:
+        return self._supervisor.reload_history.recent()
+
+    async def _route_rows(self) -> list[dict[str, Any]]:
+        found = await self._worker_routes()
+        return orjson.loads(found) if found is not None else []
+
+    async def _worker_routes(self) -> bytes | None:
+        for worker in self._supervisor.ready_workers():
+            try:
+                status, body = await self._supervisor.worker_call(worker, "GET", "/routes")
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                continue
+            if status == 200:
+                return body
+        return None
 
     async def _health(self, request: web.Request) -> web.Response:
         supervisor = self._supervisor
@@ -161,13 +207,9 @@ class SupervisorAdmin(_AdminBase):
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _routes(self, request: web.Request) -> web.Response:
-        for worker in self._supervisor.ready_workers():
-            try:
-                status, body = await self._supervisor.worker_call(worker, "GET", "/routes")
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                continue
-            if status == 200:
-                return web.Response(body=body, content_type="application/json")
+        body = await self._worker_routes()
+        if body is not None:
+            return web.Response(body=body, content_type="application/json")
         return _json({"message": "no worker is ready"}, status=503)
 
     async def _reload(self, request: web.Request) -> web.Response:

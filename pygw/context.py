@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pygw.request import Request
-from pygw.response import Response
+from pygw.response import Response, ResponseStream, merge_vary
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from pygw.sigv4 import IamPrincipal
 
 
 @dataclass(slots=True)
@@ -34,6 +36,10 @@ class RequestContext:
     api_key_id: str | None = None  # api_key: the id (never the value) of the request's key
     authorizer: dict[str, Any] | None = None  # jwt_auth / custom_auth: claims or context
     usage_identifier_key: str | None = None  # custom_auth: the key a usage plan meters
+    iam: IamPrincipal | None = None  # iam_auth: who signed the request (SigV4)
+    # websocket: the connection a $connect request opens, for its authorizer's event
+    connection_id: str | None = None
+    connected_at_ms: int = 0
     body: bytes | None = None  # validate / transform: the body read, or the one to send
     body_content_type: str | None = None  # transform: the media type of a rendered body
     request_overrides: dict[str, Any] | None = None  # transform: path, query, headers to send
@@ -43,6 +49,19 @@ class RequestContext:
     # integration that streams calls it with every chunk it sends to the client (an answer sent
     # whole, as a OneWriteResponse, carries its body instead).
     body_sink: Callable[[bytes], None] | None = None
+    # compress: the content coding this answer may be sent in (None: uncompressed), and, while
+    # the integration runs, what starts a streamed answer in it (see start_stream).
+    content_coding: str | None = None
+    stream_encoder: Callable[[RequestContext, Response, bool], ResponseStream] | None = None
+
+    def start_stream(self, response: Response, at_once: bool = True) -> ResponseStream:
+        """Request.start_stream for an integration's streamed answer, through the route's
+        encoder when it has one. Read `body_sink` after this call: an encoder takes it over, so
+        that it is fed the bytes the client gets."""
+        encoder = self.stream_encoder
+        if encoder is None:
+            return self.request.start_stream(response, at_once)
+        return encoder(self, response, at_once)
 
     def apply_response_headers(self, response: Response | web.StreamResponse) -> None:
         """Called by whoever builds the response, before it is prepared (headers go out first)."""
@@ -52,7 +71,7 @@ class RequestContext:
         if vary is not None:
             # The integration's own Vary (say Accept-Encoding) must survive CORS's Vary: Origin.
             theirs = headers.get("Vary")
-            if theirs is not None and vary.lower() not in theirs.lower():
-                extra = {**extra, "Vary": f"{theirs}, {vary}"}
+            if theirs is not None:
+                extra = {**extra, "Vary": merge_vary(theirs, vary)}
         # update() replaces like item assignment does, in one call.
         headers.update(extra)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pygw._native import RequestIds
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style, gateway_response
-from pygw.integrations.mock import ConnectionResetByFault
+from pygw.faults import ConnectionResetByFault
 from pygw.request import Request, RequestBodyError
 from pygw.response import Response
 
@@ -87,6 +87,7 @@ def refusal_response(status: int, message: str) -> Response:
 _BODY_ERRORS = {
     413: ErrorType.REQUEST_TOO_LARGE,
     408: ErrorType.REQUEST_TIMEOUT,
+    415: ErrorType.UNSUPPORTED_MEDIA_TYPE,
 }
 
 

@@ -31,6 +31,7 @@ class ErrorType(enum.Enum):
     BAD_REQUEST_PARAMETERS = "BAD_REQUEST_PARAMETERS"
     BAD_REQUEST = "BAD_REQUEST"
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
     HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
     UPSTREAM_FAILURE = "UPSTREAM_FAILURE"
@@ -81,6 +82,11 @@ _TABLE: dict[tuple[ErrorType, Style], GatewayResponse] = {
     (ErrorType.BAD_REQUEST, Style.REST): _R(400, "Bad Request", "BadRequestException"),
     (ErrorType.BAD_REQUEST, Style.HTTP): _R(400, "Bad Request", None),
     (ErrorType.REQUEST_TOO_LARGE, Style.REST): _R(413, "Request Too Long", None),
+    # A request body in a content coding the gateway cannot decode, or not in the coding it
+    # names: AWS answers 415 (REST APIs' payload decompression).
+    (ErrorType.UNSUPPORTED_MEDIA_TYPE, Style.REST): _R(
+        415, "Unsupported Media Type", "UnsupportedMediaTypeException"
+    ),
     (ErrorType.REQUEST_TIMEOUT, Style.REST): _R(408, "Request Timeout", None),
     (ErrorType.HEADERS_TOO_LARGE, Style.REST): _R(431, "Request Header Fields Too Large", None),
     (ErrorType.UPSTREAM_FAILURE, Style.REST): _R(502, "Bad Gateway", None),

@@ -667,8 +667,8 @@ class Http1Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return False
-        content = request.content
-        incomplete = isinstance(content, RequestBody) and not content.complete
+        content = request.wire_body
+        incomplete = content is not None and not content.complete
         keep_alive = request.keep_alive and not response.close_connection and not self.closing
         if not response.streamed:
             try:
@@ -682,7 +682,7 @@ class Http1Connection(asyncio.Protocol):
                 data = response.encode(request.version, False, False, self.server.extra_head)
             transport.write(data)
         if incomplete:
-            assert isinstance(content, RequestBody)
+            assert content is not None
             content.discard()
         if not keep_alive:
             if incomplete or self._refused:

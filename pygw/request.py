@@ -14,27 +14,29 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
+
+from pygw.http_version import HTTP_10, HTTP_11, HttpVersion
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from pygw.response import Response, ResponseStream
 
-__all__ = ["BodyStream", "HttpVersion", "Request", "RequestBody", "RequestBodyError"]
+__all__ = [
+    "HTTP_10",
+    "HTTP_11",
+    "BodyStream",
+    "HttpVersion",
+    "Request",
+    "RequestBody",
+    "RequestBodyError",
+]
 
-
-class HttpVersion(NamedTuple):
-    major: int
-    minor: int
-
-
-HTTP_10 = HttpVersion(1, 0)
-HTTP_11 = HttpVersion(1, 1)
 
 # Buffered request bytes above which the client's socket stops being read (back-pressure);
 # reading resumes once the consumer has taken what was buffered.
@@ -257,6 +259,7 @@ class Request:
         "_headers",
         "_query",
         "_url",
+        "_wire",
         "body_present",
         "client_ip",
         "content",
@@ -314,6 +317,7 @@ class Request:
         self._url: URL | None = None
         self._query: MultiDictProxy[str] | None = None
         self.upgrade: web.BaseRequest | None = None
+        self._wire: BodyStream | None = None
 
     @classmethod
     def from_aiohttp(cls, request: web.BaseRequest) -> Request:
@@ -390,6 +394,26 @@ class Request:
             if len(name) == len(lower_name) and name.lower() == lower_name:
                 return value
         return None
+
+    def replace_headers(self, raw_headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        """The request as a stage rewrote it for whoever reads it next (a request body decoded
+        from its content coding no longer has that Content-Encoding, nor its length)."""
+        self.raw_headers = raw_headers
+        self._headers = None
+
+    def replace_content(self, content: BodyStream) -> None:
+        """The body as a stage hands it on (decoded as it is read); `wire_body` keeps the one
+        the connection feeds."""
+        if self._wire is None:
+            self._wire = self.content
+        self.content = content
+
+    @property
+    def wire_body(self) -> RequestBody | None:
+        """The body as the connection feeds it (None for a request parsed by aiohttp): what the
+        connection discards when the request is answered before its body was read."""
+        content = self.content if self._wire is None else self._wire
+        return content if isinstance(content, RequestBody) else None
 
     @property
     def rel_url(self) -> URL:

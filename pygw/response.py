@@ -20,7 +20,7 @@ from typing import Final, Protocol
 from multidict import CIMultiDict
 
 from pygw._native import header_lines
-from pygw.request import HttpVersion
+from pygw.http_version import HttpVersion
 
 __all__ = [
     "OneWriteResponse",
@@ -30,6 +30,7 @@ __all__ = [
     "UpgradedResponse",
     "date_line",
     "head_from_pairs",
+    "merge_vary",
     "status_line",
 ]
 
@@ -273,15 +274,26 @@ def _ended(
     return b"".join(parts)
 
 
+def merge_vary(theirs: str, ours: str) -> str:
+    """`theirs` (a Vary value) followed by the names of `ours` it does not list already."""
+    if ours.lower() == theirs.lower():
+        return theirs
+    listed = {name.strip().lower() for name in theirs.split(",")}
+    if "*" in listed:
+        return theirs
+    added = [name.strip() for name in ours.split(",") if name.strip().lower() not in listed]
+    return ", ".join([theirs, *added]) if added else theirs
+
+
 def _extra_lines(extra: Mapping[str, str], own_vary: str | None) -> bytes:
-    """The per-request headers, with a stage's Vary (CORS: Origin) merged into the integration's
-    own Vary (say Accept-Encoding) rather than replacing it."""
+    """The per-request headers, with a stage's Vary (CORS: Origin, compression:
+    Accept-Encoding) merged into the integration's own Vary rather than replacing it."""
     if own_vary is not None:
         stage_vary = extra.get("Vary")
-        if stage_vary is None or stage_vary.lower() in own_vary.lower():
-            extra = {**extra, "Vary": own_vary}
-        else:
-            extra = {**extra, "Vary": f"{own_vary}, {stage_vary}"}
+        extra = {
+            **extra,
+            "Vary": own_vary if stage_vary is None else merge_vary(own_vary, stage_vary),
+        }
     # Native: formatting the lines and looking for line breaks took about 1 µs in Python for
     # the seven headers of a REST cache hit. A line break refuses the response (ValueError).
     return header_lines(extra)
@@ -313,6 +325,11 @@ class OneWriteResponse(Response):
         self.close_connection = False
         self.streamed = False
         self.streamed_length = 0
+
+    def recode(self, head: ResponseHead, body: bytes) -> None:
+        """Replaces the head and body of an answer whose head is unchanged (an encoder's)."""
+        self._head = head
+        self.body = body
 
     @property
     def unchanged_head(self) -> ResponseHead | None:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -19,24 +20,32 @@ from pathlib import Path
 from typing import Any, cast
 
 from pygw._native import ResponseCache, Router, SharedThrottle, Throttle
+from pygw.aws_ids import ACCOUNT_ID, api_id_for
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
+from pygw.faults import Clock, FaultPlan, Timeline, build_plan
 from pygw.integrations.function import FunctionIntegration, load_handler
 from pygw.integrations.http_proxy import HttpProxyIntegration
+from pygw.integrations.lambda_invoke import LambdaInvokeIntegration
 from pygw.integrations.mock import Faults, Latency, MockIntegration
 from pygw.integrations.websocket import build_websocket_api
 from pygw.integrations.ws_connections import ConnectionRegistry
+from pygw.integrations.ws_management import CONNECTIONS_ROUTE_KEYS, ConnectionsApi
 from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.pipeline import Integration, Pipeline, Stage, StageTimer, TimedPipeline
 from pygw.response import Response
+from pygw.sigv4 import SigV4Verifier, load_credentials_file
 from pygw.stages.api_key import BucketRegistry, KeyLimits, build_api_keys, keys_without_plan
-from pygw.stages.cache import wrap_with_cache
+from pygw.stages.cache import CachingIntegration, wrap_with_cache
+from pygw.stages.compress import CompressingIntegration, CompressionStage
 from pygw.stages.cors import build_cors_stage
 from pygw.stages.custom_auth import build_custom_auth_stage
-from pygw.stages.jwt_auth import build_jwt_stage
-from pygw.stages.resource_policy import build_resource_policy_stage
+from pygw.stages.faults import FaultCounters, FaultStage
+from pygw.stages.iam_auth import IamAuthStage
+from pygw.stages.jwt_auth import build_cognito_stage, build_jwt_stage
+from pygw.stages.resource_policy import build_principal_policy_stage, build_resource_policy_stage
 from pygw.stages.throttle import ACCOUNT, ROUTE, STAGE, CountFor, Decision, build_throttle_stage
 from pygw.stages.transform import (
     ResponseMapping,
@@ -83,6 +92,12 @@ class CompiledRoute:
     synthetic: bool = False
     # A second mount of an API's route under a custom domain's mapping (domains[].mappings).
     mapped: bool = False
+    # The names of the pipeline's steps in the order they run (the dashboard's routes table).
+    pipeline: tuple[str, ...] = ()
+    # The route's faults stage, when it has one (shared by its variants and its mapped mounts),
+    # and the plan its config gave it (what `DELETE /faults/...` returns it to).
+    faults: FaultStage | None = None
+    config_faults: FaultPlan | None = None
     request_id_header: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -138,6 +153,63 @@ class Runtime:
         self.tls: TlsMaterial | None = None
         # Settings that work but that an operator should know about (`pygw check` prints them).
         self.warnings: list[ConfigIssue] = []
+        # What a faults stage added at run time needs (pygw/fault_control.py).
+        self.metrics: Metrics | None = None
+        self.fault_clock: Clock = time.monotonic
+
+    def fault_routes(self, api: str, stage: str, key: str) -> list[CompiledRoute]:
+        """The mounts of one configured route that faults can be set on (none for WebSocket
+        APIs and the implicit not-found routes)."""
+        return [
+            route
+            for route in self.routes
+            if route.api == api
+            and route.stage == stage
+            and route.key == key
+            and not route.synthetic
+            and route.style is not Style.WEBSOCKET
+        ]
+
+    def set_faults(self, api: str, stage: str, key: str, plan: FaultPlan | None) -> bool:
+        """Swap a route's fault plan (None: no faults). A route compiled without a faults stage
+        gets one, appended to its pipelines, which are replaced whole. False if there is no
+        such route."""
+        routes = self.fault_routes(api, stage, key)
+        if not routes:
+            return False
+        fault_stage = routes[0].faults
+        if fault_stage is not None:
+            fault_stage.plan = plan
+            return True
+        if plan is None:
+            return True
+        fault_stage = FaultStage(
+            plan, fault_counters(self.metrics, api, stage, key), clock=self.fault_clock
+        )
+        timer = (
+            self.metrics.stage_seconds.labels(api, stage, key, "faults")
+            if self.metrics is not None
+            else None
+        )
+        # Mapped mounts share their variants with the route's own mount: replace each once.
+        swapped: dict[int, Variant] = {}
+
+        def with_faults(variant: Variant) -> Variant:
+            done = swapped.get(id(variant))
+            if done is None:
+                done = swapped[id(variant)] = Variant(
+                    variant.stage_variables,
+                    _add_stage(variant.pipeline, fault_stage, timer),
+                    variant.canary,
+                )
+            return done
+
+        for route in routes:
+            route.faults = fault_stage
+            if route.canary_variant is not None:
+                route.canary_variant = with_faults(route.canary_variant)
+            route.primary = with_faults(route.primary)
+        return True
 
     def summary(self) -> str:
         apis = len(self.config.apis)
@@ -159,6 +231,7 @@ class Runtime:
                         "style": route.style.value,
                         "integration": route.integration_kind,
                         "canary_percent": route.canary_percent,
+                        "pipeline": list(route.pipeline),
                     }
                 )
         # A route listed under several hosts appears once per host; keep precedence order stable.
@@ -224,6 +297,29 @@ class Runtime:
         await self.close()
 
 
+def _add_stage(pipeline: Pipeline, stage: Stage, timer: StageTimer | None) -> Pipeline:
+    stages = (*pipeline.stages, stage)
+    if isinstance(pipeline, TimedPipeline) and timer is not None:
+        return TimedPipeline(stages, pipeline.integration, (*pipeline.timed, (stage, timer)))
+    return Pipeline(stages, pipeline.integration)
+
+
+class _NoCount:
+    def inc(self, amount: float = 1.0) -> None:
+        return None
+
+
+def fault_counters(metrics: Metrics | None, api: str, stage: str, key: str) -> FaultCounters:
+    if metrics is None:
+        return FaultCounters(_NoCount(), _NoCount(), _NoCount())
+    family = metrics.faults_injected
+    return FaultCounters(
+        family.labels(api, stage, key, "delay"),
+        family.labels(api, stage, key, "abort"),
+        family.labels(api, stage, key, "reset"),
+    )
+
+
 class _TransformedResponses:
     """Applies a route's response template or mapping to its integration's (buffered) answers."""
 
@@ -246,15 +342,15 @@ class _StaticResponseHeaders:
     so they reach streamed answers and cache hits too and replace the upstream's of that name."""
 
     def __init__(self, inner: Integration, headers: dict[str, str]) -> None:
-        self._inner = inner
+        self.inner = inner
         self._headers = headers
 
     async def __call__(self, ctx: RequestContext) -> Response:
         ctx.response_headers.update(self._headers)
-        return await self._inner(ctx)
+        return await self.inner(ctx)
 
     async def close(self) -> None:
-        await self._inner.close()
+        await self.inner.close()
 
 
 class _SharedBuckets:
@@ -328,8 +424,11 @@ class _Compiler:
         metrics: Metrics,
         registry: ConnectionRegistry,
         shared_key: str,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.shared_key = shared_key
+        self.clock = clock
+        self.fault_rng = random.Random()
         self.loaded = loaded
         self.metrics = metrics
         self.registry = registry
@@ -344,6 +443,7 @@ class _Compiler:
         self.by_stage: dict[tuple[str, str], list[int]] = {}
         self.caches: dict[str, ResponseCache] = {}
         self.proxies: list[HttpProxyIntegration] = []
+        self.sigv4 = self._sigv4_verifier()
         # Local buckets live in this snapshot: a reload starts every bucket full again. Redis
         # buckets are shared by every host and survive reloads.
         state = loaded.config.state
@@ -362,6 +462,29 @@ class _Compiler:
             [self.throttle.add_bucket(account.rate, account.burst)] if account is not None else []
         )
         self.account_levels = [ACCOUNT] if account is not None else []
+
+    def _sigv4_verifier(self) -> SigV4Verifier | None:
+        """One verifier (key table, signing-key cache) for every SigV4-authorized route."""
+        iam = self.loaded.config.iam
+        if iam is None:
+            return None
+        try:
+            credentials = load_credentials_file(self.loaded.resolve(iam.credentials_file))
+        except ValueError as bad:
+            self.issue(
+                "iam.credentials_file",
+                str(bad),
+                "list entries of access_key_id, secret_access_key, arn, account_id "
+                "(and session_token for temporary credentials)",
+            )
+            return None
+        return SigV4Verifier(credentials, iam.region)
+
+    def api_arn(self, api_name: str) -> str:
+        """arn:aws:execute-api:REGION:ACCOUNT:API_ID, what resource ARNs of the API extend."""
+        iam = self.loaded.config.iam
+        region = iam.region if iam is not None else "us-east-1"
+        return f"arn:aws:execute-api:{region}:{ACCOUNT_ID}:{api_id_for(api_name)}"
 
     def issue(self, path: str, message: str, fix: str) -> None:
         self.issues.append(ConfigIssue(str(self.loaded.path), path, message, fix))
@@ -388,6 +511,8 @@ class _Compiler:
         )
         runtime.tls = tls
         runtime.warnings = self.warnings
+        runtime.metrics = self.metrics
+        runtime.fault_clock = self.clock
         return runtime
 
     def _api(self, index: int, api: Any) -> None:
@@ -417,6 +542,29 @@ class _Compiler:
                     "(403), as AWS refuses them",
                     "add it to a usage plan's keys, or set api_keys_need_usage_plan: false",
                 )
+        # Only an API that sets minimum_compression_size (REST-style: the model refuses it
+        # elsewhere) has its routes choose a coding and decode request bodies.
+        compress_named: tuple[tuple[str, Stage], ...] = (
+            (
+                (
+                    "compress",
+                    CompressionStage(self.loaded.config.server.limits.max_body_bytes),
+                ),
+            )
+            if api.minimum_compression_size is not None
+            else ()
+        )
+        policy = api.resource_policy
+        if (
+            policy is not None
+            and policy.statements
+            and not any(r.authorization == "aws_iam" for r in api.routes.values())
+        ):
+            self.warn(
+                f"{where}.resource_policy.statements",
+                "the statements apply to routes with authorization: aws_iam, and this API has none",
+                "add authorization: aws_iam to the routes the statements protect",
+            )
         for stage_index, stage in enumerate(api.stages):
             prefix = base_path if stage.name == "$default" else f"{base_path}/{stage.name}"
             if not self._claim_mount(f"{where}.stages[{stage_index}]", api.name, hosts, prefix):
@@ -447,13 +595,40 @@ class _Compiler:
                 auth_stage = self._auth_stage(route_where, api, route, stage.name, key)
                 auth_name = (
                     "jwt_auth"
-                    if auth_stage is not None and api.authorizers[route.authorizer].type == "jwt"
+                    if auth_stage is not None
+                    and api.authorizers[route.authorizer].type in ("jwt", "cognito_user_pools")
                     else "custom_auth"
                 )
+                iam_named: tuple[tuple[str, Stage], ...] = ()
+                if route.authorization == "aws_iam" and self.sigv4 is not None:
+                    iam_named = (
+                        (
+                            "iam_auth",
+                            IamAuthStage(
+                                self.sigv4, self.loaded.config.server.limits.max_body_bytes
+                            ),
+                        ),
+                    )
+                    statements = build_principal_policy_stage(
+                        api, self.api_arn(api.name), stage.name
+                    )
+                    if statements is not None:
+                        iam_named = (*iam_named, ("resource_policy_iam", statements))
                 shaping = self._shaping_stages(route_where, api, route, stage.name, key)
+                # The most specific faults win whole: the route's, else its stage's, else the API's.
+                fault_spec = route.faults or stage.faults or api.faults
+                fault_plan = fault_stage = None
+                if fault_spec is not None:
+                    fault_plan = build_plan(fault_spec, self.fault_rng, self.clock())
+                    fault_stage = FaultStage(
+                        fault_plan,
+                        fault_counters(self.metrics, api.name, stage.name, key),
+                        clock=self.clock,
+                    )
                 count = partial(self.metrics.throttled.labels, api.name, stage.name, key)
                 named: tuple[tuple[str, Stage], ...] = (
                     *front_named,
+                    *iam_named,
                     *(((auth_name, auth_stage),) if auth_stage is not None else ()),
                     *((("api_key", key_stage),) if key_stage is not None else ()),
                     *(
@@ -461,7 +636,11 @@ class _Compiler:
                         if buckets or key_limits
                         else ()
                     ),
+                    # Before validation and templates, which read the decoded body.
+                    *compress_named,
                     *shaping,
+                    # Last: right before the integration, after the request was let in.
+                    *((("faults", fault_stage),) if fault_stage is not None else ()),
                 )
                 stages = tuple(s for _, s in named)
                 # A route that configures no stage runs at most the account-wide throttle: left
@@ -487,6 +666,11 @@ class _Compiler:
                 )
                 if primary is None:
                     continue
+                integration = primary.pipeline.integration
+                static_headers = isinstance(integration, _StaticResponseHeaders)
+                if isinstance(integration, _StaticResponseHeaders):
+                    integration = integration.inner
+                cached = isinstance(integration, CachingIntegration)
                 self._add(
                     api,
                     style,
@@ -499,6 +683,14 @@ class _Compiler:
                     float(canary.percent) if canary else 0.0,
                     route.integration.type,
                     synthetic=False,
+                    pipeline=(
+                        *(name for name, _ in named),
+                        *(("cache",) if cached else ()),
+                        *(("response_transform",) if respond is not None else ()),
+                        *(("response_headers",) if static_headers else ()),
+                    ),
+                    faults=fault_stage,
+                    config_faults=fault_plan,
                 )
             if "$default" not in route_items:
                 # Policy and CORS also guard unmatched paths: this is where preflights for paths
@@ -519,6 +711,7 @@ class _Compiler:
                     0.0,
                     "not_found",
                     synthetic=True,
+                    pipeline=tuple(name for name, _ in front_named),
                 )
 
     def _add(
@@ -534,6 +727,9 @@ class _Compiler:
         canary_percent: float,
         kind: str,
         synthetic: bool,
+        pipeline: tuple[str, ...] = (),
+        faults: FaultStage | None = None,
+        config_faults: FaultPlan | None = None,
     ) -> None:
         route_id = len(self.routes)
         self.routes.append(
@@ -551,6 +747,9 @@ class _Compiler:
                 metrics=self.metrics.route(api.name, stage, key, style.value),
                 integration_kind=kind,
                 synthetic=synthetic,
+                pipeline=pipeline,
+                faults=faults,
+                config_faults=config_faults,
             )
         )
         for host in hosts:
@@ -671,6 +870,43 @@ class _Compiler:
                 0.0,
                 "websocket",
                 synthetic=False,
+                pipeline=(
+                    *(("resource_policy",) if policy is not None else ()),
+                    *(("throttle",) if self.account_buckets else ()),
+                ),
+            )
+            self._connections_api(api, stage, hosts, prefix, stages)
+
+    def _connections_api(
+        self,
+        api: Any,
+        stage: Any,
+        hosts: tuple[str | None, ...],
+        prefix: str,
+        stages: tuple[Stage, ...],
+    ) -> None:
+        """/{stage}/@connections/{id} on the WebSocket API's own mount, when configured."""
+        settings = api.connections_api
+        if settings is None:
+            return
+        verifier = self.sigv4 if settings.authorization == "aws_iam" else None
+        if settings.authorization == "aws_iam" and verifier is None:
+            return  # the iam section's own issue says why
+        management = ConnectionsApi(self.registry, verifier, api.websocket.max_message_bytes)
+        variant = Variant(dict(stage.variables or {}), Pipeline(stages, management), False)
+        for key in CONNECTIONS_ROUTE_KEYS:
+            self._add(
+                api,
+                Style.WEBSOCKET,
+                stage.name,
+                key,
+                hosts,
+                prefix,
+                variant,
+                None,
+                0.0,
+                "connections_api",
+                synthetic=False,
             )
 
     def _auth_stage(self, where: str, api: Any, route: Any, stage: str, key: str) -> Stage | None:
@@ -681,6 +917,8 @@ class _Compiler:
         try:
             if authorizer.type == "jwt":
                 return build_jwt_stage(authorizer, route, self.loaded)
+            if authorizer.type == "cognito_user_pools":
+                return build_cognito_stage(authorizer, route, self.loaded)
             return build_custom_auth_stage(authorizer, route, api, stage, self.loaded, key)
         except ValueError as bad:
             self.issue(
@@ -748,7 +986,11 @@ class _Compiler:
             return None
         if respond is not None:
             integration = _TransformedResponses(integration, respond)
-        # The cache keeps what the client got: the transformed answer.
+        minimum_size = getattr(origin.api, "minimum_compression_size", None)
+        if minimum_size is not None:
+            # AWS compresses what the response templates produced.
+            integration = CompressingIntegration(integration, minimum_size)
+        # The cache keeps what the client got: the transformed (and encoded) answer.
         integration = wrap_with_cache(
             integration,
             origin.api,
@@ -758,6 +1000,7 @@ class _Compiler:
             self.caches,
             metrics_hit=self.metrics.cache_hits.labels(origin.api.name, origin.stage).inc,
             metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage).inc,
+            by_coding=minimum_size is not None,
         )
         static = getattr(route.integration, "response_headers", None)
         if static:
@@ -784,10 +1027,13 @@ class _Compiler:
         kind = spec.type
         stage = origin.stage
         if kind == "mock":
-            return _mock(spec)
+            return _mock(spec, self.clock)
         if kind == "function":
+            # Modules commonly read their environment at import: set it first.
+            os.environ.update(spec.environment)
+            folders = [self.loaded.resolve(folder) for folder in spec.python_path]
             try:
-                handler = load_handler(spec.handler, self.loaded.python_paths())
+                handler = load_handler(spec.handler, [*folders, *self.loaded.python_paths()])
             except ValueError as bad:
                 self.issue(
                     f"{where}.handler",
@@ -799,6 +1045,22 @@ class _Compiler:
                 handler,
                 payload_format=spec.payload_format,
                 timeout_ms=spec.timeout_ms,
+                style=origin.style,
+                api_name=origin.api.name,
+                stage=stage,
+                route_key=origin.key,
+                binary_media_types=origin.api.binary_media_types,
+                function_name=spec.function_name,
+                memory_mb=spec.memory_mb,
+            )
+        if kind == "lambda":
+            return LambdaInvokeIntegration(
+                function_name=spec.function_name,
+                endpoint=spec.endpoint,
+                qualifier=spec.qualifier,
+                payload_format=spec.payload_format,
+                timeout_ms=spec.timeout_ms,
+                max_connections=spec.max_connections,
                 style=origin.style,
                 api_name=origin.api.name,
                 stage=stage,
@@ -859,7 +1121,7 @@ class _Compiler:
         self.issue(
             f"{where}.type",
             f"integration type {kind!r} is not available in this version",
-            "use http_proxy, function or mock",
+            "use http_proxy, function, lambda or mock",
         )
         return None
 
@@ -874,13 +1136,16 @@ def _pipeline(
     return Pipeline(stages, integration)
 
 
-def _mock(spec: Any) -> MockIntegration:
+def _mock(spec: Any, clock: Clock) -> MockIntegration:
     headers = dict(spec.headers or {})
     payload, content_type = spec.encoded_body()
     if content_type is not None and not any(name.lower() == "content-type" for name in headers):
         headers["Content-Type"] = content_type
     latency = None
+    timeline = None
     if spec.latency_ms is not None:
+        if spec.latency_ms.schedule:
+            timeline = Timeline.of(100.0, spec.latency_ms.schedule)
         latency = Latency(
             fixed_ms=getattr(spec.latency_ms, "fixed", None),
             p50_ms=getattr(spec.latency_ms, "p50", None),
@@ -890,7 +1155,13 @@ def _mock(spec: Any) -> MockIntegration:
     if spec.faults is not None:
         faults = Faults(rate=spec.faults.rate, status=spec.faults.status, reset=spec.faults.reset)
     return MockIntegration(
-        status=spec.status, headers=headers, body=payload, latency=latency, faults=faults
+        status=spec.status,
+        headers=headers,
+        body=payload,
+        latency=latency,
+        faults=faults,
+        latency_timeline=timeline,
+        clock=clock,
     )
 
 
@@ -899,6 +1170,7 @@ def compile_runtime(
     metrics: Metrics,
     registry: ConnectionRegistry | None = None,
     listen: str | None = None,
+    clock: Clock = time.monotonic,
 ) -> Runtime:
     """`registry` holds the websocket connections; it outlives snapshots (connections survive a
     reload), so the server passes its own. Commands that only compile get a throwaway one."""
@@ -906,4 +1178,4 @@ def compile_runtime(
         registry = ConnectionRegistry()
     where = f"{loaded.path}|{listen or loaded.config.server.listen}"
     shared_key = hashlib.sha256(where.encode()).hexdigest()[:12]
-    return _Compiler(loaded, metrics, registry, shared_key).compile()
+    return _Compiler(loaded, metrics, registry, shared_key, clock).compile()

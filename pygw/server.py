@@ -18,7 +18,7 @@ import os
 import resource
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,12 @@ from pygw.admin import AdminServer
 from pygw.config.load import ConfigError, LoadedConfig, load_config
 from pygw.config.model import GatewayConfig
 from pygw.dispatch import Dispatcher, refusal_response
+from pygw.fault_control import FaultControl
 from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.http2 import Http2Connection
 from pygw.integrations.ws_connections import ConnectionRegistry
 from pygw.observe.access_log import AccessLog
+from pygw.observe.dashboard import ReloadHistory
 from pygw.observe.metrics import Metrics
 from pygw.request import Request
 from pygw.response import Response, UpgradedResponse
@@ -120,13 +122,19 @@ class Gateway:
         listen: str | None = None,
         worker: WorkerOptions | None = None,
         loader: Callable[[], LoadedConfig] | None = None,
+        watch: Sequence[Path] = (),
+        keep_faults: bool = False,
     ) -> None:
         self.config_path = config_path
+        self._watch_paths = tuple(watch)
+        # Faults set through the admin API; kept across reloads only with --keep-faults.
+        self.faults = FaultControl(keep=keep_faults)
         # `serve --openapi` loads by importing a definition; everything else reads the YAML.
         self._load: Callable[[], LoadedConfig] = loader or (lambda: load_config(config_path))
         self._listen_override = listen
         self._worker = worker
         self.metrics = Metrics()
+        self.reload_history = ReloadHistory()
         self._retiring: asyncio.Task[None] | None = None
         # WebSocket connections outlive config snapshots: a reload keeps clients connected.
         self.connections = ConnectionRegistry(on_count=self.metrics.websocket_connections.set)
@@ -141,6 +149,8 @@ class Gateway:
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.bound: tuple[str, int] | str | None = None
+        # "pygw listening on ..." once started (a worker, announced by its supervisor, has none).
+        self.ready_line: str | None = None
         self._tls: TlsListener | None = None
         self.redirect: RedirectListener | None = None
 
@@ -154,7 +164,7 @@ class Gateway:
             raise RuntimeError("gateway not started")
         return self._dispatcher.runtime
 
-    async def start(self) -> None:
+    async def start(self, announce: bool = True) -> None:
         loaded = self._load()
         runtime = compile_runtime(loaded, self.metrics, self.connections, self._listen_override)
         runtime.attach_shared_state()
@@ -251,7 +261,9 @@ class Gateway:
         self.connections.admin_token = config.admin.token
         self._admin = AdminServer(self, config.admin.listen, config.admin.token)
         admin_shown = await self._admin.start()
-        print(f"pygw listening on {shown} (admin {admin_shown})", flush=True)
+        self.ready_line = f"pygw listening on {shown} (admin {admin_shown})"
+        if announce:
+            print(self.ready_line, flush=True)
 
     async def reload(self) -> tuple[bool, str]:
         """Compile the config anew and swap it in; on any error the old snapshot keeps serving."""
@@ -264,17 +276,20 @@ class Gateway:
                 fresh.attach_shared_state()
             except ConfigError as failure:
                 self.metrics.config_reloads.labels("error").inc()
+                self.reload_history.record(False, str(failure))
                 log.error("reload refused, still serving the previous config:\n%s", failure)
                 return False, str(failure)
             dispatcher = self._dispatcher
             if dispatcher is None:
                 raise RuntimeError("gateway not started")
             retired = dispatcher.runtime
+            self.faults.after_reload(fresh)
             dispatcher.runtime = fresh
             self._swap_certificates(fresh)
             if self._http is not None:
                 self._http.extra_head = self._extra_head(loaded.config)
             self.metrics.config_reloads.labels("ok").inc()
+            self.reload_history.record(True, fresh.summary())
             if self._worker is None:
                 self.connections.admin_token = loaded.config.admin.token
             log.info("config reloaded: %s", fresh.summary())
@@ -305,15 +320,28 @@ class Gateway:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def serve_until_stopped(self) -> None:
+    def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+
+    async def serve_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.install_signal_handlers()
         watch: asyncio.Task[None] | None = None
         if self._worker is not None:
             watch = loop.create_task(self._watch_parent(self._worker.parent_pid))
+        files: asyncio.Task[None] | None = None
+        if self._watch_paths:
+            from pygw.watch import watch_and_reload
+
+            files = loop.create_task(
+                watch_and_reload(self._watch_paths, self.reload, self._stopping)
+            )
         await self._stopping.wait()
+        if files is not None:
+            files.cancel()
         if watch is not None:
             watch.cancel()
         await self.drain()
@@ -366,14 +394,21 @@ async def run_gateway(
     listen: str | None = None,
     worker: WorkerOptions | None = None,
     loader: Callable[[], LoadedConfig] | None = None,
+    watch: Sequence[Path] = (),
+    keep_faults: bool = False,
 ) -> int:
     raise_file_limit()
-    gateway = Gateway(config_path, listen, worker, loader)
+    gateway = Gateway(config_path, listen, worker, loader, watch, keep_faults)
     try:
-        await gateway.start()
+        await gateway.start(announce=False)
     except ConfigError as failure:
         print(str(failure), flush=True)
         return 1
+    # Ready is announced only once SIGHUP and SIGTERM are handled: a reload sent on seeing the
+    # line must not meet the default action (which ends the process).
+    gateway.install_signal_handlers()
     settle_heap()
+    if gateway.ready_line is not None:
+        print(gateway.ready_line, flush=True)
     await gateway.serve_until_stopped()
     return 0

@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pygw.config.load import ConfigError, LoadedConfig, load_config
 from pygw.integrations.ws_connections import DEFAULT_MAX_POST_BYTES, join_workers, worker_of
+from pygw.observe.dashboard import ReloadHistory
 
 log = logging.getLogger("pygw.supervisor")
 
@@ -51,8 +52,15 @@ _STABLE_AFTER_S = 5.0
 _MAX_BACKOFF_S = 5.0
 
 
-def serve(config_path: Path, listen: str | None = None, workers: int | None = None) -> int:
-    """The `pygw serve` entry point: one process unless more than one worker is asked for."""
+def serve(
+    config_path: Path,
+    listen: str | None = None,
+    workers: int | None = None,
+    keep_faults: bool = False,
+    watch: bool = False,
+) -> int:
+    """The `pygw serve` entry point: one process unless more than one worker is asked for.
+    `watch` reloads when the config's folder or its python_path folders change."""
     import uvloop
 
     from pygw.server import run_gateway
@@ -64,9 +72,21 @@ def serve(config_path: Path, listen: str | None = None, workers: int | None = No
         return 1
     count = workers if workers is not None else loaded.config.server.workers
     if count <= 1:
-        single: int = uvloop.run(run_gateway(config_path, listen))
+        paths: list[Path] = []
+        if watch:
+            paths = [loaded.folder, *(loaded.resolve(p) for p in loaded.config.python_path)]
+        single: int = uvloop.run(
+            run_gateway(config_path, listen, watch=paths, keep_faults=keep_faults)
+        )
         return single
-    supervised: int = uvloop.run(Supervisor(config_path, loaded, listen, count).run())
+    if watch:
+        print(
+            "pygw serve: --watch runs one process; drop --workers (or server.workers) to use it",
+            flush=True,
+        )
+        return 2
+    supervisor = Supervisor(config_path, loaded, listen, count, keep_faults)
+    supervised: int = uvloop.run(supervisor.run())
     return supervised
 
 
@@ -131,7 +151,12 @@ def format_listen(host: str, port: int) -> str:
 
 class Supervisor:
     def __init__(
-        self, config_path: Path, loaded: LoadedConfig, listen: str | None, workers: int
+        self,
+        config_path: Path,
+        loaded: LoadedConfig,
+        listen: str | None,
+        workers: int,
+        keep_faults: bool = False,
     ) -> None:
         self.config_path = config_path.resolve()
         self.loaded = loaded
@@ -144,11 +169,19 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._serving = False
         self._reload_lock = asyncio.Lock()
+        self.reload_history = ReloadHistory()
+        # Reloads the supervisor refused or saw fail: a config it refuses never reaches a worker,
+        # so the workers' pygw_config_reloads_total would not show it.
+        self._reloads = {"ok": 0, "error": 0}
         self._keepers: list[asyncio.Task[None]] = []
         self._admin: Any = None
         # Pooled clients of the workers' admin sockets for the connections API (one per worker).
         self._connection_clients: dict[int, aiohttp.ClientSession] = {}
         self.shown = ""
+        # Faults set through the admin API, by route: (path, body) of the PUT that set them,
+        # sent again to a worker that restarts.
+        self._keep_faults = keep_faults
+        self._faults: dict[tuple[str, str, str], tuple[str, bytes]] = {}
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -270,6 +303,7 @@ class Supervisor:
             str(os.getpid()),
             "--index",
             str(worker.index),
+            *(("--keep-faults",) if self._keep_faults else ()),
             # Connection ids have one byte for the worker's index.
             *(f"--peer={peer.admin_socket}" for peer in self.workers if len(self.workers) <= 256),
         )
@@ -337,6 +371,7 @@ class Supervisor:
                     worker.process.kill()
             else:
                 log.info("worker %d restarted as pid %s", worker.index, worker.pid)
+                await self._restore_faults(worker)
 
     async def _stop_workers(self) -> bool:
         """SIGTERM every worker (each drains), wait for all; True when all exited cleanly."""
@@ -372,16 +407,43 @@ class Supervisor:
         return [worker.describe() for worker in self.workers]
 
     async def worker_call(
-        self, worker: Worker, method: str, path: str, timeout_s: float = _WORKER_CALL_TIMEOUT_S
+        self,
+        worker: Worker,
+        method: str,
+        path: str,
+        timeout_s: float = _WORKER_CALL_TIMEOUT_S,
+        body: bytes | None = None,
     ) -> tuple[int, bytes]:
         connector = aiohttp.UnixConnector(path=worker.admin_socket)
         async with (
             aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as session,
-            session.request(method, f"http://worker{path}") as response,
+            session.request(method, f"http://worker{path}", data=body) as response,
         ):
             return response.status, await response.read()
+
+    async def set_faults(
+        self, name: tuple[str, str, str], method: str, path: str, body: bytes
+    ) -> list[tuple[int, str]]:
+        """A faults PUT or DELETE sent to every ready worker: (status, detail) of each."""
+        from pygw.fault_admin import forward
+
+        answers = await forward(self, self.ready_workers(), method, path, body)
+        if answers and all(status == 200 for status, _ in answers):
+            if method == "PUT":
+                self._faults[name] = (path, body)
+            else:
+                self._faults.pop(name, None)
+        return answers
+
+    async def _restore_faults(self, worker: Worker) -> None:
+        from pygw.fault_admin import forward
+
+        for path, body in list(self._faults.values()):
+            [(status, detail)] = await forward(self, [worker], "PUT", path, body)
+            if status != 200:
+                log.warning("worker %d refused faults %s: %s", worker.index, path, detail)
 
     def connection_post_limit(self) -> int:
         """The largest message a backend may post: the biggest `max_message_bytes` of the
@@ -454,7 +516,14 @@ class Supervisor:
             restarts.add_sample(
                 "pygw_worker_restarts_total", {"worker": str(worker.index)}, float(worker.restarts)
             )
-        return [up, restarts]
+        reloads = Metric(
+            "pygw_supervisor_reloads",
+            "Config reloads through the supervisor, by result.",
+            "counter",
+        )
+        for result, count in self._reloads.items():
+            reloads.add_sample("pygw_supervisor_reloads_total", {"result": result}, float(count))
+        return [up, restarts, reloads]
 
     async def reload(self) -> tuple[bool, dict[str, Any]]:
         """Validate the config once here; when it is sound, every worker reloads it."""
@@ -467,6 +536,8 @@ class Supervisor:
                 trial = compile_runtime(loaded, Metrics())
             except ConfigError as failure:
                 log.error("reload refused, workers keep the previous config:\n%s", failure)
+                self.reload_history.record(False, str(failure))
+                self._reloads["error"] += 1
                 return False, {"reloaded": False, "errors": str(failure).splitlines()}
             summary = trial.summary()
             await trial.close()
@@ -476,6 +547,10 @@ class Supervisor:
             if config.server.listen != self.loaded.config.server.listen:
                 log.warning("server.listen changed: restart pygw to apply it")
             self.loaded = loaded
+            if not self._keep_faults:
+                # The workers drop the faults set at run time as they reload; so does the list
+                # a restarted worker is given.
+                self._faults.clear()
             workers = self.ready_workers()
             answers = await asyncio.gather(
                 *(self.worker_call(worker, "POST", "/reload") for worker in workers),
@@ -497,8 +572,13 @@ class Supervisor:
                 )
             if ok:
                 log.info("config reloaded in %d workers: %s", len(workers), summary)
+                self.reload_history.record(True, summary)
+                self._reloads["ok"] += 1
             else:
                 log.error("config reload failed in some workers: %s", results)
+                failed = [str(r) for r in results if not r.get("reloaded")]
+                self.reload_history.record(False, "\n".join(failed))
+                self._reloads["error"] += 1
             return ok, {"reloaded": ok, "summary": summary, "workers": results}
 
 
@@ -559,6 +639,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--peer", action="append", default=[])
+    parser.add_argument("--keep-faults", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -567,7 +648,9 @@ def _worker_main(argv: list[str] | None = None) -> int:
     if args.peer:
         join_workers(args.index, args.peer)
     options = WorkerOptions(admin_listen=args.admin, parent_pid=args.parent)
-    code: int = uvloop.run(run_gateway(Path(args.config), args.listen, options))
+    code: int = uvloop.run(
+        run_gateway(Path(args.config), args.listen, options, keep_faults=args.keep_faults)
+    )
     return code
 
 

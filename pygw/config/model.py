@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import ipaddress
+import itertools
 import json
 import math
 import re
@@ -31,6 +32,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = [
+    "COGNITO_POOL_ARN",
     "METHODS",
     "AccessLogConfig",
     "AdminConfig",
@@ -40,17 +42,25 @@ __all__ = [
     "ApiStyle",
     "AuthorizerConfig",
     "CanaryConfig",
+    "CognitoAuthorizerConfig",
+    "ConnectionsApiConfig",
     "CorsConfig",
     "CustomAuthorizerConfig",
     "DomainConfig",
+    "FaultAbortConfig",
     "FaultConfig",
+    "FaultDelayConfig",
+    "FaultsConfig",
     "FunctionIntegration",
     "GatewayConfig",
     "HealthConfig",
     "HttpProxyIntegration",
     "HttpTarget",
+    "IamConfig",
+    "IamPolicyStatement",
     "IntegrationConfig",
     "JwtAuthorizerConfig",
+    "LambdaIntegration",
     "LatencyConfig",
     "LimitsConfig",
     "ListenAddress",
@@ -63,6 +73,7 @@ __all__ = [
     "RouteConfig",
     "RouteKey",
     "RouteKeyError",
+    "ScheduleStep",
     "ServerConfig",
     "StageConfig",
     "StateConfig",
@@ -73,6 +84,7 @@ __all__ = [
     "UsagePlanConfig",
     "ValidateConfig",
     "WebSocketSettings",
+    "cognito_issuer",
     "parse_listen",
     "parse_route_key",
 ]
@@ -83,6 +95,8 @@ METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OP
 PayloadFormat = Literal["1.0", "2.0"]
 WEBSOCKET_SPECIAL_KEYS = ("$connect", "$disconnect", "$default")
 DEFAULT_STAGE = "$default"
+# AWS's bound for minimumCompressionSize (10 MiB).
+MAX_COMPRESSION_SIZE = 10_485_760
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,8 +202,8 @@ _STATIC_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=%-]+$")
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
-def _check_handler(value: str) -> str:
-    if not _HANDLER_RE.match(value):
+def _check_handler(value: str | None) -> str | None:
+    if value is not None and not _HANDLER_RE.match(value):
         raise problem(
             f"{value!r} is not a handler reference",
             "write module:callable, e.g. shop.handlers:create",
@@ -640,6 +654,8 @@ class StageConfig(_Model):
     variables: StrMap = {}
     throttle: ThrottleConfig | None = None
     canary: CanaryConfig | None = None
+    # Faults for every route of the stage that sets none of its own.
+    faults: FaultsConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -824,7 +840,11 @@ class CustomAuthorizerConfig(_Model):
     """A Python callable deciding access, its answer cached for ``ttl_s`` per identity."""
 
     type: Literal["custom"]
-    handler: str
+    # A Python callable (module:callable), or a function behind the Lambda Invoke API
+    # (function_name at endpoint), e.g. a SAM template's Node authorizer.
+    handler: str | None = None
+    function_name: str | None = None
+    endpoint: str | None = None
     # AWS's TOKEN (one header's value) or REQUEST (the whole request) authorizer.
     kind: Literal["TOKEN", "REQUEST"] = "REQUEST"
     identity_source: StrList = ["header.authorization"]
@@ -834,6 +854,8 @@ class CustomAuthorizerConfig(_Model):
     simple_responses: bool = False
     validation_regex: str | None = None
     timeout_ms: int = Field(default=10_000, ge=1)
+    # Folders searched for the handler's module before the config's own (see function).
+    python_path: StrList = []
 
     _handler = field_validator("handler")(_check_handler)
     _sources = field_validator("identity_source")(_identity_sources)
@@ -850,8 +872,34 @@ class CustomAuthorizerConfig(_Model):
                 ) from None
         return value
 
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise problem(
+                f"endpoint {value!r} is not an http(s) base URL",
+                "write the Invoke API's address, e.g. http://127.0.0.1:9001 (no path)",
+            )
+        return value.rstrip("/") if value else value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
+        remote = self.function_name is not None or self.endpoint is not None
+        if self.handler is None and not remote:
+            raise problem(
+                "a custom authorizer needs handler, or function_name and endpoint",
+                "add handler: module:callable, or function_name: NAME with endpoint: URL",
+            )
+        if self.handler is not None and remote:
+            raise problem(
+                "handler and function_name/endpoint are both given",
+                "keep handler (in-process) or function_name with endpoint (Invoke API)",
+            )
+        if remote and (self.function_name is None or self.endpoint is None):
+            raise problem(
+                "function_name and endpoint go together",
+                "give both: the function's name and the Invoke API's address",
+            )
         if self.kind == "TOKEN" and (
             len(self.identity_source) != 1 or not self.identity_source[0].startswith("header.")
         ):
@@ -872,8 +920,93 @@ class CustomAuthorizerConfig(_Model):
         return self
 
 
+# arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID (any partition: aws, aws-cn, aws-us-gov).
+COGNITO_POOL_ARN = re.compile(
+    r"^arn:aws[a-z-]*:cognito-idp:([a-z0-9-]+):(\d*):userpool/([A-Za-z0-9_-]+)$"
+)
+
+
+def cognito_issuer(arn: str) -> str | None:
+    """The token issuer of a user pool ARN (``https://cognito-idp.REGION.amazonaws.com/POOL``)."""
+    found = COGNITO_POOL_ARN.match(arn)
+    if found is None:
+        return None
+    return f"https://cognito-idp.{found.group(1)}.amazonaws.com/{found.group(3)}"
+
+
+class CognitoAuthorizerConfig(_Model):
+    """AWS's COGNITO_USER_POOLS authorizer (REST-style): tokens a listed user pool issued."""
+
+    type: Literal["cognito_user_pools"]
+    provider_arns: StrList
+    # A JWKS for every listed pool: an http(s) URL, file://path or a plain path (relative to the
+    # config file). None: each pool's own `ISSUER/.well-known/jwks.json`.
+    jwks: str | None = None
+    # App client ids accepted (id tokens' aud, access tokens' client_id); empty: any client of
+    # the pool, as AWS has it.
+    app_clients: StrList = []
+    identity_source: StrList = ["header.authorization"]
+    leeway_s: float = Field(default=0.0, ge=0)
+    jwks_cache_s: float = Field(default=300.0, ge=0)
+
+    _sources = field_validator("identity_source")(_identity_sources)
+
+    @field_validator("provider_arns")
+    @classmethod
+    def _check_arns(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise problem(
+                "provider_arns is empty",
+                "list the user pools, e.g. [arn:aws:cognito-idp:us-east-1:123456789012:"
+                "userpool/us-east-1_Ab12]",
+            )
+        for arn in value:
+            if cognito_issuer(arn) is None:
+                raise problem(
+                    f"{arn!r} is not a Cognito user pool ARN",
+                    "write arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID",
+                )
+        return value
+
+    @field_validator("identity_source")
+    @classmethod
+    def _one_header(cls, value: list[str]) -> list[str]:
+        if len(value) != 1 or not value[0].startswith("header."):
+            raise problem(
+                "a Cognito authorizer reads its token from exactly one header",
+                "set identity_source: [header.NAME] (AWS's default is header.Authorization)",
+            )
+        return value
+
+    @field_validator("jwks")
+    @classmethod
+    def _check_jwks(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(("https://", "http://", "file://")):
+            return value
+        if not value.strip() or "://" in value:
+            raise problem(
+                f"jwks {value!r} is neither a URL nor a file path",
+                "write https://.../jwks.json, or a path such as keys/pool-jwks.json",
+            )
+        return "file://" + value
+
+    @property
+    def issuers(self) -> list[str]:
+        """The pools' issuers, in the order listed, without repeats."""
+        out: list[str] = []
+        for arn in self.provider_arns:
+            issuer = cognito_issuer(arn)
+            if issuer is not None and issuer not in out:
+                out.append(issuer)
+        return out
+
+    def jwks_for(self, issuer: str) -> str:
+        return self.jwks or issuer + "/.well-known/jwks.json"
+
+
 AuthorizerConfig = Annotated[
-    JwtAuthorizerConfig | CustomAuthorizerConfig, Field(discriminator="type")
+    JwtAuthorizerConfig | CognitoAuthorizerConfig | CustomAuthorizerConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -948,9 +1081,63 @@ class ApiCacheConfig(_Model):
         return int(self.capacity_mb * 1024 * 1024)
 
 
+_POLICY_RESOURCE_RE = re.compile(
+    r"^(arn:aws:execute-api:[^:]*:[^:]*:[^/]+(/.*)?|execute-api:/.*|\*)$"
+)
+
+
+def _principal_list(value: Any) -> Any:
+    # AWS's shapes: "*", {"AWS": "arn"}, {"AWS": ["arn", ...]}; pygw's own: a list of ARNs.
+    if isinstance(value, dict) and set(value) == {"AWS"}:
+        value = value["AWS"]
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+class IamPolicyStatement(_Model):
+    """One statement of a resource policy, in AWS's own shape (keys as AWS spells them), for
+    callers authenticated by SigV4 (routes with `authorization: aws_iam`)."""
+
+    effect: Literal["Allow", "Deny"] = Field(alias="Effect")
+    # ARNs of IAM principals (users, roles, assumed-role sessions), account ids or
+    # arn:aws:iam::ACCOUNT:root, with * and ? wildcards; "*" is everyone.
+    principal: Annotated[list[str], BeforeValidator(_principal_list)] = Field(alias="Principal")
+    action: StrList = Field(default=["execute-api:Invoke"], alias="Action")
+    # arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE/METHOD/PATH or execute-api:/STAGE/METHOD/PATH
+    resource: StrList = Field(alias="Resource")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("action")
+    @classmethod
+    def _check_action(cls, value: list[str]) -> list[str]:
+        for action in value:
+            if action not in ("execute-api:Invoke", "execute-api:*", "*"):
+                raise problem(
+                    f"action {action!r} is not one pygw enforces",
+                    "use execute-api:Invoke (the only action a resource policy of an API controls)",
+                )
+        return value
+
+    @field_validator("resource")
+    @classmethod
+    def _check_resource(cls, value: list[str]) -> list[str]:
+        for resource in value:
+            if not _POLICY_RESOURCE_RE.match(resource):
+                raise problem(
+                    f"resource {resource!r} is not an execute-api resource ARN",
+                    "write arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE/METHOD/PATH or "
+                    "execute-api:/STAGE/METHOD/PATH (wildcards * and ? allowed)",
+                )
+        return value
+
+
 class ResourcePolicyConfig(_Model):
     allow_cidrs: StrList = []
     deny_cidrs: StrList = []
+    # Allow and Deny statements on the IAM principal of SigV4-signed requests.
+    statements: list[IamPolicyStatement] = []
 
     @field_validator("allow_cidrs", "deny_cidrs")
     @classmethod
@@ -965,6 +1152,30 @@ class ResourcePolicyConfig(_Model):
                     "write a CIDR such as 10.0.0.0/8 or 2001:db8::/32",
                 ) from None
         return out
+
+
+class ConnectionsApiConfig(_Model):
+    """The @connections API at /{stage}/@connections/{id} on the WebSocket API's own listener."""
+
+    # aws_iam: SigV4-signed with a key of the top-level iam credentials (what boto3 sends);
+    # none: open to whoever reaches the listener (a local run).
+    authorization: Literal["none", "aws_iam"] = "aws_iam"
+
+
+class IamConfig(_Model):
+    """SigV4 (AWS_IAM) authorization: the region requests are signed for, and the keys."""
+
+    region: str = "us-east-1"
+    # YAML list of {access_key_id, secret_access_key, arn, account_id, [session_token]},
+    # relative to the config's folder.
+    credentials_file: str = Field(min_length=1)
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d+$", value):
+            raise problem(f"{value!r} is not an AWS region", "write e.g. us-east-1")
+        return value
 
 
 class WebSocketSettings(_Model):
@@ -1146,9 +1357,12 @@ class LatencyConfig(_Model):
     fixed: float | None = Field(default=None, ge=0)
     p50: float | None = Field(default=None, ge=0)
     p99: float | None = Field(default=None, ge=0)
+    # The share of requests delayed, over time (see ScheduleStep); all of them when empty.
+    schedule: list[ScheduleStep] = []
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        _check_schedule(self.schedule, "latency_ms")
         if self.fixed is not None:
             if self.p50 is not None or self.p99 is not None:
                 raise problem(
@@ -1165,6 +1379,87 @@ class LatencyConfig(_Model):
                 f"p99 ({self.p99}) is below p50 ({self.p50})", "make p99 at least as large as p50"
             )
         return self
+
+
+class ScheduleStep(_Model):
+    """From ``after_s`` seconds after the config was loaded (or the fault was set through the
+    admin API) on, ``percent`` of requests get the fault."""
+
+    after_s: float = Field(ge=0)
+    percent: float = Field(ge=0, le=100)
+
+
+def _check_schedule(steps: list[ScheduleStep], where: str) -> None:
+    for earlier, later in itertools.pairwise(steps):
+        if later.after_s <= earlier.after_s:
+            raise problem(
+                f"{where} schedule steps are not in order: after_s {later.after_s} follows "
+                f"{earlier.after_s}",
+                "list the steps by increasing after_s",
+            )
+
+
+class FaultDelayConfig(_Model):
+    """Injected delay: ``fixed_ms``, or a log-normal distribution given by ``p50_ms`` and
+    ``p99_ms``, for ``percent`` of requests (following ``schedule`` when given)."""
+
+    fixed_ms: float | None = Field(default=None, ge=0)
+    p50_ms: float | None = Field(default=None, ge=0)
+    p99_ms: float | None = Field(default=None, ge=0)
+    percent: float = Field(default=100.0, ge=0, le=100)
+    schedule: list[ScheduleStep] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.fixed_ms is not None:
+            if self.p50_ms is not None or self.p99_ms is not None:
+                raise problem(
+                    "delay has both fixed_ms and p50_ms/p99_ms",
+                    "keep {fixed_ms: MS} or {p50_ms: MS, p99_ms: MS}",
+                )
+        elif self.p50_ms is None or self.p99_ms is None:
+            raise problem(
+                "delay needs fixed_ms, or both p50_ms and p99_ms",
+                "write {fixed_ms: 100, percent: 10} or {p50_ms: 20, p99_ms: 500}",
+            )
+        elif self.p99_ms < self.p50_ms:
+            raise problem(
+                f"p99_ms ({self.p99_ms}) is below p50_ms ({self.p50_ms})",
+                "make p99_ms at least as large as p50_ms",
+            )
+        _check_schedule(self.schedule, "delay")
+        return self
+
+
+class FaultAbortConfig(_Model):
+    """Requests answered with ``status`` (or their connection reset, ``reset: true``) instead
+    of reaching the integration, for ``percent`` of requests (following ``schedule``)."""
+
+    status: int | None = Field(default=None, ge=200, le=599)
+    reset: bool = False
+    percent: float = Field(default=100.0, ge=0, le=100)
+    schedule: list[ScheduleStep] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.status is None) == (not self.reset):
+            raise problem(
+                "abort needs exactly one of status and reset: true",
+                "write {status: 503, percent: 5} or {reset: true, percent: 5}",
+            )
+        _check_schedule(self.schedule, "abort")
+        return self
+
+
+class FaultsConfig(_Model):
+    """Fault injection before a route's integration (any integration type). ``headers: true``
+    lets clients ask for faults per request (x-pygw-fault-* and x-envoy-fault-* headers), with
+    header delays capped at ``max_header_delay_ms``."""
+
+    delay: FaultDelayConfig | None = None
+    abort: FaultAbortConfig | None = None
+    headers: bool = False
+    max_header_delay_ms: float = Field(default=60_000.0, ge=0)
 
 
 class FaultConfig(_Model):
@@ -1223,12 +1518,59 @@ class FunctionIntegration(_Model):
     # Filled with the API style's default by ApiConfig: REST 1.0, HTTP 2.0.
     payload_format: PayloadFormatField = "2.0"
     timeout_ms: int = Field(default=29_000, ge=1)
+    # Folders searched for the handler's module before the config's own (relative to the config
+    # file): a SAM function's CodeUri, so two functions may each have their own `app` module.
+    python_path: StrList = []
+    # What `context` reports; the name defaults to the handler's dotted name.
+    function_name: str | None = None
+    memory_mb: int = Field(default=128, ge=1)
+    # Set in the process environment when the config is loaded (before the module is imported):
+    # in-process functions share one environment.
+    environment: StrMap = {}
 
     _handler = field_validator("handler")(_check_handler)
 
 
+_FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,140}$|^arn:aws[a-z-]*:lambda:[A-Za-z0-9:_$-]+$")
+
+
+class LambdaIntegration(_Model):
+    """A function reached through the Lambda Invoke API at `endpoint` (the Runtime Interface
+    Emulator, LocalStack, moto, or a server of your own speaking the same API)."""
+
+    type: Literal["lambda"]
+    function_name: str
+    endpoint: str
+    qualifier: str | None = None
+    # Filled with the API style's default by ApiConfig: REST 1.0, HTTP 2.0.
+    payload_format: PayloadFormatField = "2.0"
+    timeout_ms: int = Field(default=29_000, ge=1)
+    max_connections: int = Field(default=64, ge=1)
+
+    @field_validator("function_name")
+    @classmethod
+    def _check_function_name(cls, value: str) -> str:
+        if not _FUNCTION_NAME_RE.match(value):
+            raise problem(
+                f"function_name {value!r} is not a Lambda function name",
+                "use letters, digits, '-' and '_' (up to 140), or the function's ARN",
+            )
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/?$", value):
+            raise problem(
+                f"endpoint {value!r} is not an http(s) base URL",
+                "write the Invoke API's address, e.g. http://127.0.0.1:9001 (no path)",
+            )
+        return value.rstrip("/")
+
+
 IntegrationConfig = Annotated[
-    HttpProxyIntegration | MockIntegration | FunctionIntegration, Field(discriminator="type")
+    HttpProxyIntegration | MockIntegration | FunctionIntegration | LambdaIntegration,
+    Field(discriminator="type"),
 ]
 
 
@@ -1310,7 +1652,9 @@ class MappingConfig(_Model):
 class RouteConfig(_Model):
     integration: IntegrationConfig
     authorizer: str | None = None
-    scopes: StrList = []
+    # OAuth scopes the token needs one of (jwt and cognito_user_pools authorizers); AWS calls
+    # them the method's authorization scopes.
+    scopes: StrList = Field(default=[], alias="authorization_scopes")
     throttle: ThrottleConfig | None = None
     cache: RouteCacheConfig | None = None  # REST-style
     api_key_required: bool = False  # REST-style
@@ -1318,6 +1662,9 @@ class RouteConfig(_Model):
     templates: TemplatesConfig | None = None  # REST-style
     mapping: MappingConfig | None = None  # HTTP-style
     route_response: bool = False  # WebSocket
+    # aws_iam: the request must be SigV4-signed with a key of the top-level iam credentials.
+    authorization: Literal["none", "aws_iam"] = "none"
+    faults: FaultsConfig | None = None  # REST- and HTTP-style
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -1328,8 +1675,11 @@ _API_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "usage_plans": ("usage_plans", ("rest",)),
     "api_keys_need_usage_plan": ("api_keys_need_usage_plan", ("rest",)),
     "cache": ("cache", ("rest",)),
+    "minimum_compression_size": ("minimum_compression_size", ("rest",)),
     "route_selection": ("route_selection", ("websocket",)),
     "websocket": ("websocket", ("websocket",)),
+    "connections_api": ("connections_api", ("websocket",)),
+    "faults": ("faults", ("rest", "http")),
 }
 _ROUTE_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "cache": ("cache", ("rest",)),
@@ -1338,6 +1688,12 @@ _ROUTE_STYLE_KEYS: dict[str, tuple[str, tuple[ApiStyle, ...]]] = {
     "templates": ("templates", ("rest",)),
     "mapping": ("mapping", ("http",)),
     "route_response": ("route_response", ("websocket",)),
+    "authorization": ("authorization", ("rest", "http")),
+    "faults": ("faults", ("rest", "http")),
+}
+# Why a key is refused on other styles, where the bare rule would puzzle.
+_STYLE_KEY_NOTES = {
+    "minimum_compression_size": ", and only REST-style APIs compress (AWS's HTTP APIs do not)",
 }
 _STYLE_NAMES = {"rest": "REST-style", "http": "HTTP-style", "websocket": "WebSocket"}
 
@@ -1356,7 +1712,7 @@ def _style_default_formats(data: Any) -> Any:
             integration = route.get("integration") if isinstance(route, dict) else None
             if (
                 isinstance(integration, dict)
-                and integration.get("type") == "function"
+                and integration.get("type") in ("function", "lambda")
                 and "payload_format" not in integration
             ):
                 route = {**route, "integration": {**integration, "payload_format": fmt}}
@@ -1390,12 +1746,17 @@ class ApiConfig(_Model):
     # AWS refuses a key that no usage plan of the API's stage lists; false accepts it.
     api_keys_need_usage_plan: bool = True  # REST-style
     cache: ApiCacheConfig | None = None  # REST-style
+    # Bytes from which answers are compressed (0: any size); None: no compression (REST-style).
+    minimum_compression_size: int | None = Field(default=None, ge=0, le=MAX_COMPRESSION_SIZE)
     models: dict[str, dict[str, Any]] = {}
     resource_policy: ResourcePolicyConfig | None = None
     binary_media_types: StrList = []
     route_selection: str = "$request.body.action"  # WebSocket
     websocket: WebSocketSettings = WebSocketSettings()  # WebSocket
+    connections_api: ConnectionsApiConfig | None = None  # WebSocket
     routes: dict[Annotated[RouteKeyStr, BeforeValidator(_check_route_key_syntax)], RouteConfig] = {}
+    # Faults for every route whose stage and route set none (REST- and HTTP-style).
+    faults: FaultsConfig | None = None
 
     _formats = model_validator(mode="before")(_style_default_formats)
 
@@ -1489,9 +1850,10 @@ class ApiConfig(_Model):
 
         def refuse(loc: tuple[str | int, ...], key: str, allowed: tuple[ApiStyle, ...]) -> None:
             others = " or ".join(_STYLE_NAMES[s] for s in allowed)
+            note = _STYLE_KEY_NOTES.get(key, "")
             found.add(
                 loc,
-                f"{key} is {others} only; this API is {style_name} (type: {style})",
+                f"{key} is {others} only; this API is {style_name} (type: {style}){note}",
                 f"remove {key}, or move it to an API of type {' or '.join(allowed)}",
             )
 
@@ -1501,6 +1863,8 @@ class ApiConfig(_Model):
 
         seen_stages: set[str] = set()
         for i, stage in enumerate(self.stages):
+            if stage.faults is not None and style == "websocket":
+                refuse(("stages", i, "faults"), "faults", ("rest", "http"))
             if stage.name in seen_stages:
                 found.add(
                     ("stages", i, "name"),
@@ -1587,6 +1951,12 @@ class ApiConfig(_Model):
                 if field in route.model_fields_set and style not in allowed:
                     refuse((*loc, yaml_key), yaml_key, allowed)
 
+            if route.authorization == "aws_iam" and route.authorizer is not None:
+                found.add(
+                    (*loc, "authorization"),
+                    "a route is authorized either by SigV4 (aws_iam) or by an authorizer",
+                    "remove authorizer, or remove authorization: aws_iam",
+                )
             if route.authorizer is not None and route.authorizer not in self.authorizers:
                 found.add(
                     (*loc, "authorizer"),
@@ -1598,15 +1968,24 @@ class ApiConfig(_Model):
                 if route.authorizer is None:
                     found.add(
                         (*loc, "scopes"),
-                        "scopes need a jwt authorizer on the route",
-                        "add authorizer: NAME (a jwt authorizer), or remove scopes",
+                        "scopes need a jwt or cognito_user_pools authorizer on the route",
+                        "add authorizer: NAME, or remove scopes",
                     )
-                elif route_auth is not None and not isinstance(route_auth, JwtAuthorizerConfig):
+                elif route_auth is not None and isinstance(route_auth, CustomAuthorizerConfig):
                     found.add(
                         (*loc, "scopes"),
                         f"scopes apply to jwt authorizers; {route.authorizer!r} is custom",
                         "remove scopes (a custom authorizer decides access itself)",
                     )
+            route_auth = self.authorizers.get(route.authorizer or "")
+            if isinstance(route_auth, CognitoAuthorizerConfig) and style != "rest":
+                found.add(
+                    (*loc, "authorizer"),
+                    f"{route.authorizer!r} is a cognito_user_pools authorizer, which AWS offers "
+                    "to REST APIs only",
+                    "use type: jwt with issuer https://cognito-idp.REGION.amazonaws.com/POOL_ID "
+                    "(what HTTP APIs use for Cognito), or make the API type: rest",
+                )
             if route.api_key_required and style == "rest" and not self.api_keys:
                 found.add(
                     (*loc, "api_key_required"),
@@ -1737,6 +2116,7 @@ class GatewayConfig(_Model):
     throttle: ThrottleConfig | None = ThrottleConfig(rate=10_000, burst=5_000)
     access_log: AccessLogConfig | None = AccessLogConfig()
     python_path: StrList = []
+    iam: IamConfig | None = None
     domains: list[DomainConfig] = []
     apis: list[ApiConfig] = []
 
@@ -1757,6 +2137,8 @@ class GatewayConfig(_Model):
                     "give each API its own name",
                 )
             names.add(api.name)
+            if self.iam is None:
+                self._check_iam_needed(found, i, api)
             for host in api.hosts or ["*"]:
                 for stage in api.stages:
                     mount = (host, api.base_path or "", stage.name)
@@ -1809,6 +2191,31 @@ class GatewayConfig(_Model):
             )
         found.raise_if_any("GatewayConfig")
         return self
+
+    @staticmethod
+    def _check_iam_needed(found: _Problems, index: int, api: ApiConfig) -> None:
+        fix = "add iam: {region: us-east-1, credentials_file: iam-credentials.yaml}"
+        for key, route in api.routes.items():
+            if route.authorization == "aws_iam":
+                found.add(
+                    ("apis", index, "routes", key, "authorization"),
+                    "aws_iam authorization needs the top-level iam section",
+                    fix,
+                )
+        connections = api.connections_api
+        if connections is not None and connections.authorization == "aws_iam":
+            found.add(
+                ("apis", index, "connections_api", "authorization"),
+                "aws_iam authorization needs the top-level iam section",
+                fix + ", or set authorization: none",
+            )
+        policy = api.resource_policy
+        if policy is not None and policy.statements:
+            found.add(
+                ("apis", index, "resource_policy", "statements"),
+                "policy statements apply to SigV4-signed callers, which need the iam section",
+                fix,
+            )
 
     def _check_mappings(self, found: _Problems, index: int, domain: DomainConfig) -> None:
         by_path: dict[str, int] = {}

@@ -12,8 +12,13 @@ Choices a user should know about:
   handler, a uri still holding a deployment-time placeholder such as ``${uri}``, a stage
   variable without a value) are kept as mock routes answering 501, so the API's shape stays visible.
 - Authorizers fail closed: a Lambda authorizer without ``x-pygw-handler``, or a Cognito authorizer
-  whose pool or app clients are unknown, becomes a custom authorizer that refuses every request
-  (401), never an open route.
+  whose user pool is unknown (HTTP-style: or whose app clients are), becomes a custom authorizer
+  that refuses every request (401), never an open route.
+- A Cognito authorizer (REST-style) becomes a ``cognito_user_pools`` authorizer: its tokens are
+  checked with the pool's JWKS, or the one ``--jwks NAME=PATH_OR_URL`` (``jwks``) or the scheme's
+  ``x-pygw-jwks`` names; ``--user-pool NAME=ARN`` (``user_pools``) gives the pool when the
+  definition holds a deployment-time placeholder; ``x-pygw-audience`` lists accepted app
+  clients. NAME is the security scheme's name, an entry of its providerARNs, or ``*``.
 - ``--upstream KEY=URL`` (``upstreams``) rewrites integration uris: KEY is a host name (the uri's
   scheme and host are replaced), a URL prefix (replaced), a template placeholder such as ``${uri}``
   (replaced wherever it appears), or ``stageVariables.NAME`` (the value of that stage variable).
@@ -46,18 +51,24 @@ from pydantic import ValidationError
 
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig, parse_config
 from pygw.config.model import (
+    MAX_COMPRESSION_SIZE,
     CorsConfig,
     RouteKeyError,
     StageConfig,
+    cognito_issuer,
     parse_route_key,
 )
 
 __all__ = [
     "ImportResult",
     "import_openapi",
+    "import_openapi_document",
     "load_openapi_config",
     "parse_handlers",
+    "parse_jwks",
     "parse_upstreams",
+    "parse_user_pools",
+    "read_definition",
     "refuse_unresolved",
 ]
 
@@ -66,8 +77,11 @@ log = logging.getLogger("pygw.openapi")
 AWS = "x-amazon-apigateway-"
 HANDLER_KEY = "x-pygw-handler"
 AUDIENCE_KEY = "x-pygw-audience"
+JWKS_KEY = "x-pygw-jwks"
 REFUSING_HANDLER = "pygw.config.openapi:refuse_unresolved"
 API_KEY_ENV = "PYGW_API_KEY"
+# Where an imported definition with AWS_IAM routes expects its SigV4 keys.
+IAM_CREDENTIALS_FILE = "iam-credentials.yaml"
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 _HANDLER_RE = re.compile(
@@ -77,9 +91,6 @@ _NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _STAGE_VAR = re.compile(r"^stageVariables\.([A-Za-z0-9_]+)$")
 _STATUS_IN_TEMPLATE = re.compile(r'"?statusCode"?\s*:\s*"?(\d{3})')
-_COGNITO_ARN = re.compile(
-    r"^arn:aws[a-z-]*:cognito-idp:([a-z0-9-]+):\d*:userpool/([A-Za-z0-9_-]+)$"
-)
 _VTL = re.compile(r"[$#][A-Za-z{!]")
 # The function name inside a Lambda ARN, alone or wrapped in an API Gateway invocation uri:
 # ...:function:NAME[:ALIAS_OR_VERSION][/invocations].
@@ -164,6 +175,45 @@ def parse_handlers(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def parse_jwks(items: list[str] | None, cwd: Path | None = None) -> dict[str, str]:
+    """``NAME=LOCATION`` strings (``--jwks``): LOCATION an http(s) URL or a file, made absolute
+    here (relative to ``cwd``) since the imported config may be written elsewhere."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError(
+                f"--jwks {item!r} is not NAME=PATH_OR_URL (e.g. pool=keys/pool-jwks.json, or "
+                "*=https://idp.example/jwks.json for every Cognito authorizer)"
+            )
+        if not value.startswith(("https://", "http://")):
+            path = Path(value[len("file://") :] if value.startswith("file://") else value)
+            path = path.expanduser()
+            if not path.is_absolute():
+                path = (cwd or Path.cwd()) / path
+            if not path.is_file():
+                raise ValueError(f"--jwks {key}: no file {path}")
+            value = "file://" + str(path.resolve())
+        out[key] = value
+    return out
+
+
+def parse_user_pools(items: list[str] | None) -> dict[str, str]:
+    """``NAME=ARN`` strings (``--user-pool``) as a mapping; raises ValueError naming a bad one."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.rpartition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or cognito_issuer(value) is None:
+            raise ValueError(
+                f"--user-pool {item!r} is not NAME=ARN (e.g. "
+                "pool=arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Ab12)"
+            )
+        out[key] = value
+    return out
+
+
 def lambda_name(uri: str) -> str | None:
     """The Lambda function name in an ARN or API Gateway invocation uri, or None."""
     found = _LAMBDA_NAME.search(uri.strip())
@@ -213,7 +263,8 @@ def _escape_env(value: Any) -> Any:
     return value
 
 
-def _read(path: Path) -> Any:
+def read_definition(path: Path) -> Any:
+    """An OpenAPI file as data (JSON or YAML); raises ConfigError naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -246,7 +297,7 @@ def _read(path: Path) -> Any:
 class _Auth:
     """How a security scheme is imported: an authorizer, an API key requirement, or nothing."""
 
-    kind: str  # "authorizer" | "api_key" | "none"
+    kind: str  # "authorizer" | "api_key" | "iam" | "none"
     name: str | None = None
     is_jwt: bool = False
 
@@ -260,8 +311,14 @@ class _Importer:
         upstreams: Mapping[str, str],
         style: str,
         handlers: Mapping[str, str] | None = None,
+        jwks: Mapping[str, str] | None = None,
+        user_pools: Mapping[str, str] | None = None,
     ) -> None:
         self.doc = doc
+        self.jwks = dict(jwks or {})
+        self.jwks_used: set[str] = set()
+        self.user_pools = dict(user_pools or {})
+        self.user_pools_used: set[str] = set()
         self.source = source
         self.stage = stage
         self.upstreams = dict(upstreams)
@@ -287,6 +344,7 @@ class _Importer:
         self.stage_variables: dict[str, str] = {}
         self.uses_handlers = False
         self.needs_api_keys = False
+        self.needs_iam = False
         # HTTP-style parameter mapping of the operation being imported.
         self.mapping: dict[str, str] = {}
         # REST-style response templates of the operation being imported (mock integrations).
@@ -381,6 +439,17 @@ class _Importer:
         api["routes"] = self.routes
         self.unused_schemes()
         self.sweep(doc, ())
+        for option, table, used in (
+            ("--jwks", self.jwks, self.jwks_used),
+            ("--user-pool", self.user_pools, self.user_pools_used),
+        ):
+            for key in table:
+                if key not in used:
+                    self.warn(
+                        f"{option} {key}",
+                        "matches no Cognito authorizer (give the security scheme's name, an "
+                        "entry of its providerARNs, or *)",
+                    )
         for key in self.handlers:
             if key not in self.handlers_used:
                 self.warn(
@@ -402,6 +471,14 @@ class _Importer:
         config: dict[str, Any] = {}
         if self.uses_handlers:
             config["python_path"] = [str(self.source.resolve().parent)]
+        if self.needs_iam:
+            config["iam"] = {"region": "us-east-1", "credentials_file": IAM_CREDENTIALS_FILE}
+            self.warn(
+                "#",
+                f"routes use AWS_IAM (SigV4): list the keys that may sign in "
+                f"{IAM_CREDENTIALS_FILE} next to the config (access_key_id, secret_access_key, "
+                "arn, account_id), and set iam.region to the region clients sign for",
+            )
         config["apis"] = [api]
         config = _escape_env(config)
         if self.needs_api_keys:
@@ -514,6 +591,28 @@ class _Importer:
                     self.warn(f"{where}/{i}", f"{media!r} is not a media type; pygw skips it")
             if kept:
                 api["binary_media_types"] = kept
+        size = doc.get(f"{AWS}minimum-compression-size")
+        if size is not None:
+            where = pointer(f"{AWS}minimum-compression-size")
+            self.use(where)
+            if self.style != "rest":
+                self.warn(
+                    where,
+                    "HTTP-style APIs do not compress answers (AWS's HTTP APIs do not); "
+                    "pygw ignores it",
+                )
+            elif (
+                isinstance(size, int)
+                and not isinstance(size, bool)
+                and 0 <= size <= MAX_COMPRESSION_SIZE
+            ):
+                api["minimum_compression_size"] = size
+            else:
+                self.warn(
+                    where,
+                    f"{size!r} is not a size from 0 to {MAX_COMPRESSION_SIZE} bytes; "
+                    "pygw does not compress this API's answers",
+                )
         source = doc.get(f"{AWS}api-key-source")
         if source is not None:
             where = pointer(f"{AWS}api-key-source")
@@ -640,6 +739,7 @@ class _Importer:
         if self.response_templates:
             route["templates"] = {"response": dict(self.response_templates)}
         self.security(op, route, where)
+        self.method_auth(op, route, where)
         self.validation(op, params, route, where)
         self.routes[route_key] = route
         if not self.stood_in and route.get("authorizer") not in self.refused:
@@ -1092,6 +1192,9 @@ class _Importer:
         authorizer: tuple[str, list[str], bool] | None = None
         for scheme_name, scopes in first.items():
             auth = self.scheme(str(scheme_name))
+            if auth.kind == "iam":
+                self.use_iam(route)
+                continue
             if auth.kind == "api_key":
                 if self.style == "rest":
                     route["api_key_required"] = True
@@ -1107,7 +1210,9 @@ class _Importer:
                     )
                     continue
                 authorizer = (auth.name, list(scopes or []), auth.is_jwt)
-        if authorizer is not None:
+        if authorizer is not None and route.get("authorization") == "aws_iam":
+            self.warn(req_where, "SigV4 (AWS_IAM) and an authorizer together; pygw enforces SigV4")
+        elif authorizer is not None:
             name, scopes, is_jwt = authorizer
             route["authorizer"] = name
             if scopes and is_jwt:
@@ -1117,6 +1222,26 @@ class _Importer:
                     req_where, f"scopes {scopes} apply to JWT authorizers only; pygw ignores them"
                 )
         # Swagger/OAS `apiKeyRequired`-style flag on the operation (rare, but AWS exports it).
+
+    def method_auth(self, op: dict[str, Any], route: dict[str, Any], where: str) -> None:
+        """`x-amazon-apigateway-auth` on an operation: AWS_IAM (SigV4), or NONE."""
+        auth = op.get(f"{AWS}auth")
+        if not isinstance(auth, dict):
+            return
+        kind = str(auth.get("type", "")).upper()
+        if kind not in ("AWS_IAM", "NONE"):
+            return  # left for the sweep to warn about
+        self.use(f"{where}/{AWS}auth")
+        if kind == "AWS_IAM":
+            self.use_iam(route)
+        else:
+            route.pop("authorization", None)
+
+    def use_iam(self, route: dict[str, Any]) -> None:
+        route["authorization"] = "aws_iam"
+        route.pop("authorizer", None)
+        route.pop("scopes", None)
+        self.needs_iam = True
 
     def scheme(self, name: str) -> _Auth:
         if name in self.auth_cache:
@@ -1143,6 +1268,8 @@ class _Importer:
             )
             return _Auth("none")
         spec = scheme.get(f"{AWS}authorizer")
+        if spec is None and str(scheme.get(f"{AWS}authtype", "")).lower() == "awssigv4":
+            return _Auth("iam")
         if spec is None:
             if (
                 scheme.get("type") == "apiKey"
@@ -1276,39 +1403,67 @@ class _Importer:
         self.authorizers[name] = out
         return _Auth("authorizer", name)
 
+    def override(self, table: dict[str, str], used: set[str], name: str, arns: list[Any]) -> Any:
+        """The --user-pool / --jwks value for a Cognito scheme: by its name, by one of its
+        providerARNs entries (a placeholder such as ${cognito_pool_arn}), or ``*``."""
+        for key in (name, *(str(a) for a in arns), "*"):
+            if key in table:
+                used.add(key)
+                return table[key]
+        return None
+
     def cognito(self, name: str, spec: dict[str, Any], scheme: dict[str, Any], where: str) -> _Auth:
-        arns = spec.get("providerARNs")
-        issuer = None
-        for arn in arns if isinstance(arns, list) else []:
-            found = _COGNITO_ARN.match(str(arn))
-            if found:
-                issuer = f"https://cognito-idp.{found.group(1)}.amazonaws.com/{found.group(2)}"
-                break
-        if issuer is None:
+        raw = spec.get("providerARNs")
+        listed: list[Any] = raw if isinstance(raw, list) else []
+        given = self.override(self.user_pools, self.user_pools_used, name, listed)
+        arns = [given] if given is not None else [str(a) for a in listed]
+        readable = [a for a in arns if cognito_issuer(a) is not None]
+        if not readable:
             return self.refusing(
                 name,
                 where,
-                f"Cognito user pool {arns!r} is not a user pool ARN pygw can read "
-                "(arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID)",
+                f"Cognito user pool {listed!r} is not a user pool ARN pygw can read "
+                "(arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID; pass --user-pool "
+                f"{name}=ARN for a deployment-time placeholder)",
             )
+        for arn in arns:
+            if arn not in readable:
+                self.warn(where, f"provider ARN {arn!r} is not a user pool ARN; pygw skips it")
         audience = scheme.get(AUDIENCE_KEY, spec.get(AUDIENCE_KEY))
         if isinstance(audience, str):
             audience = [audience]
-        if not audience:
-            return self.refusing(
-                name,
-                where,
-                "pygw checks a token's audience (aud or client_id) and a Cognito authorizer names "
-                "none (add x-pygw-audience: [APP_CLIENT_ID] to the security scheme)",
-            )
-        out: dict[str, Any] = {
-            "type": "jwt",
-            "issuer": issuer,
-            "audience": [str(a) for a in audience],
-        }
+        jwks = self.override(self.jwks, self.jwks_used, name, listed)
+        if jwks is None:
+            jwks = scheme.get(JWKS_KEY, spec.get(JWKS_KEY))
         sources = self.identity_sources(spec.get("identitySource"), scheme)
+        if self.style != "rest":
+            # HTTP APIs authorise Cognito tokens with a JWT authorizer, which needs an audience.
+            if not audience:
+                return self.refusing(
+                    name,
+                    where,
+                    "an HTTP-style JWT authorizer checks a token's audience and this Cognito "
+                    "authorizer names none (add x-pygw-audience: [APP_CLIENT_ID] to the security "
+                    "scheme)",
+                )
+            out: dict[str, Any] = {
+                "type": "jwt",
+                "issuer": cognito_issuer(readable[0]),
+                "audience": [str(a) for a in audience],
+            }
+            if len(readable) > 1:
+                self.warn(where, "an HTTP-style JWT authorizer has one issuer: pygw uses the first")
+        else:
+            out = {"type": "cognito_user_pools", "provider_arns": readable}
+            if audience:
+                out["app_clients"] = [str(a) for a in audience]
+        if isinstance(jwks, str) and jwks:
+            out["jwks"] = jwks
         if sources:
             out["identity_source"] = sources[:1]
+        for key in spec:
+            if key not in ("type", "providerARNs", "identitySource", AUDIENCE_KEY, JWKS_KEY):
+                self.warn(f"{where}/{key}", f"authorizer setting {key!r} is not supported")
         self.authorizers[name] = out
         return _Auth("authorizer", name, is_jwt=True)
 
@@ -1424,6 +1579,8 @@ def import_openapi(
     upstreams: dict[str, str] | None = None,
     style: str = "rest",
     handlers: dict[str, str] | None = None,
+    jwks: dict[str, str] | None = None,
+    user_pools: dict[str, str] | None = None,
 ) -> ImportResult:
     """Import an OpenAPI 3 / Swagger 2.0 definition; raises ConfigError when it cannot be read."""
     path = Path(path)
@@ -1437,7 +1594,7 @@ def import_openapi(
             raise ConfigError(
                 [ConfigIssue(str(path), "", f"--stage: {message}", "use letters, digits, '-', '_'")]
             ) from None
-    doc = _read(path)
+    doc = read_definition(path)
     if not isinstance(doc, dict) or not (
         str(doc.get("swagger", "")).startswith("2") or str(doc.get("openapi", "")).startswith("3")
     ):
@@ -1452,7 +1609,32 @@ def import_openapi(
                 )
             ]
         )
-    importer = _Importer(doc, path, stage, upstreams or {}, style, handlers)
+    return import_openapi_document(
+        doc,
+        path,
+        stage=stage,
+        upstreams=upstreams,
+        style=style,
+        handlers=handlers,
+        jwks=jwks,
+        user_pools=user_pools,
+    )
+
+
+def import_openapi_document(
+    doc: dict[str, Any],
+    path: Path,
+    *,
+    stage: str | None = None,
+    upstreams: dict[str, str] | None = None,
+    style: str = "rest",
+    handlers: dict[str, str] | None = None,
+    jwks: dict[str, str] | None = None,
+    user_pools: dict[str, str] | None = None,
+) -> ImportResult:
+    """Import a definition already read (a SAM template's DefinitionBody); `path` is where it
+    came from, for messages and the handlers' folder."""
+    importer = _Importer(doc, path, stage, upstreams or {}, style, handlers, jwks, user_pools)
     config = importer.run()
     errors = list(importer.errors)
     try:
@@ -1471,10 +1653,20 @@ def load_openapi_config(
     style: str = "rest",
     admin_listen: str | None = None,
     handlers: dict[str, str] | None = None,
+    jwks: dict[str, str] | None = None,
+    user_pools: dict[str, str] | None = None,
 ) -> LoadedConfig:
     """What `pygw serve --openapi` serves: the imported config, validated, warnings logged."""
     spec = Path(path)
-    result = import_openapi(spec, stage=stage, upstreams=upstreams, style=style, handlers=handlers)
+    result = import_openapi(
+        spec,
+        stage=stage,
+        upstreams=upstreams,
+        style=style,
+        handlers=handlers,
+        jwks=jwks,
+        user_pools=user_pools,
+    )
     for warning in result.warnings:
         log.warning("%s: %s", spec, warning)
     for error in result.errors:

@@ -45,7 +45,13 @@ from pygw.integrations.lambda_events import (
 from pygw.loader import load_callable
 from pygw.response import Response
 
-__all__ = ["FunctionIntegration", "LambdaContext", "load_handler", "shared_executor"]
+__all__ = [
+    "FunctionIntegration",
+    "LambdaContext",
+    "ProxyEventIntegration",
+    "load_handler",
+    "shared_executor",
+]
 
 log = logging.getLogger("pygw.function")
 
@@ -120,11 +126,12 @@ class LambdaContext:
         function_name: str,
         timeout_ms: int,
         log_stream_name: str,
+        memory_mb: int = 128,
     ) -> None:
         self.aws_request_id = request_id
         self.function_name = function_name
         self.function_version = "$LATEST"
-        self.memory_limit_in_mb = 128
+        self.memory_limit_in_mb = memory_mb
         self.invoked_function_arn = f"arn:aws:lambda:local:{ACCOUNT_ID}:function:{function_name}"
         self.log_group_name = f"/aws/lambda/{function_name}"
         self.log_stream_name = log_stream_name
@@ -152,11 +159,15 @@ def _default_function_name(handler: Callable[..., Any]) -> str:
 # The integration
 
 
-class FunctionIntegration:
+class ProxyEventIntegration:
+    """What every Lambda-proxy integration shares: the event built from the request, the wait
+    bounded by `timeout_ms`, and the result read as API Gateway reads it. Subclasses say how the
+    function is invoked (`invoke`); an exception from it is the style's integration failure."""
+
     def __init__(
         self,
-        handler: Callable[..., Any],
         *,
+        function_name: str,
         payload_format: str,
         timeout_ms: int,
         style: Style,
@@ -164,12 +175,10 @@ class FunctionIntegration:
         stage: str,
         route_key: str,
         binary_media_types: Sequence[str] = (),
-        function_name: str | None = None,
+        memory_mb: int = 128,
     ) -> None:
         if timeout_ms <= 0:
             raise ValueError("timeout_ms must be positive")
-        self._handler = handler
-        self._async = _is_async(handler)
         self._timeout_ms = timeout_ms
         self._timeout_s = timeout_ms / 1000.0
         self._style = style
@@ -182,10 +191,10 @@ class FunctionIntegration:
         self._binary: tuple[str, ...] | None = (
             tuple(binary_media_types) if style is Style.REST else None
         )
-        self.function_name = function_name or _default_function_name(handler)
+        self.function_name = function_name
+        self.memory_mb = memory_mb
         day = time.strftime("%Y/%m/%d", time.gmtime())
         self._log_stream = f"{day}/[$LATEST]{uuid.uuid4().hex}"
-        self._executor = None if self._async else shared_executor()
 
     @property
     def payload_format(self) -> str:
@@ -201,13 +210,9 @@ class FunctionIntegration:
         if body is None:
             body = await request.read() if request.body_exists else b""
         event = self._events.build(ctx, body)
-        context = LambdaContext(
-            ctx.request_id, self.function_name, self._timeout_ms, self._log_stream
-        )
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()  # uvloop's loop clock counts whole milliseconds
         try:
-            result = await asyncio.wait_for(self._invoke(loop, event, context), self._timeout_s)
+            result = await asyncio.wait_for(self.invoke(event, ctx.request_id), self._timeout_s)
         except TimeoutError:
             ctx.integration_latency_s = time.perf_counter() - started
             log.warning(
@@ -219,7 +224,7 @@ class FunctionIntegration:
             raise GatewayError(ErrorType.INTEGRATION_TIMEOUT) from None
         except Exception:
             ctx.integration_latency_s = time.perf_counter() - started
-            log.exception("request %s: function %s raised", ctx.request_id, self.function_name)
+            log.exception("request %s: function %s failed", ctx.request_id, self.function_name)
             raise GatewayError(ErrorType.INTEGRATION_FAILURE) from None
         ctx.integration_latency_s = time.perf_counter() - started
         try:
@@ -241,11 +246,51 @@ class FunctionIntegration:
             return read_result_v2(result)
         return read_result_v1(result, self._binary, accept)
 
-    async def _invoke(
-        self, loop: asyncio.AbstractEventLoop, event: dict[str, Any], context: LambdaContext
-    ) -> Any:
+    async def invoke(self, event: dict[str, Any], request_id: str) -> Any:
+        """Run the function on `event` and give back its result (any JSON value)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class FunctionIntegration(ProxyEventIntegration):
+    def __init__(
+        self,
+        handler: Callable[..., Any],
+        *,
+        payload_format: str,
+        timeout_ms: int,
+        style: Style,
+        api_name: str,
+        stage: str,
+        route_key: str,
+        binary_media_types: Sequence[str] = (),
+        function_name: str | None = None,
+        memory_mb: int = 128,
+    ) -> None:
+        super().__init__(
+            function_name=function_name or _default_function_name(handler),
+            payload_format=payload_format,
+            timeout_ms=timeout_ms,
+            style=style,
+            api_name=api_name,
+            stage=stage,
+            route_key=route_key,
+            binary_media_types=binary_media_types,
+            memory_mb=memory_mb,
+        )
+        self._handler = handler
+        self._async = _is_async(handler)
+        self._executor = None if self._async else shared_executor()
+
+    async def invoke(self, event: dict[str, Any], request_id: str) -> Any:
+        context = LambdaContext(
+            request_id, self.function_name, self._timeout_ms, self._log_stream, self.memory_mb
+        )
         if self._async:
             return await self._handler(event, context)
+        loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._handler, event, context)
 
     async def close(self) -> None:

@@ -31,6 +31,7 @@ from pygw._native import (
     relayed_head,
     request_head_tail,
 )
+from pygw.codings import DecodedBody
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
@@ -676,7 +677,11 @@ class HttpProxyIntegration:
         target_path = self._render(ctx, overrides)
         tail, body_mode = self._head_tail(ctx, overrides, body)
         content = request.content
-        if body_mode and body_mode != _BODY_BYTES and isinstance(content, RequestBody):
+        if (
+            body_mode
+            and body_mode != _BODY_BYTES
+            and isinstance(content, RequestBody | DecodedBody)
+        ):
             # A slow client must hold only its own connection, not one of the upstream's:
             # the body is buffered up to a bound before a connection is taken.
             await content.prefetch()
@@ -875,7 +880,7 @@ class HttpProxyIntegration:
         try:
             # The head leaves with the first piece of the body (or with its end) when they are
             # here already; otherwise at once, as a stream's should.
-            stream = ctx.request.start_stream(resp, at_once=not (conn.chunks or conn.done))
+            stream = ctx.start_stream(resp, at_once=not (conn.chunks or conn.done))
             idle = self._body_idle_s
             write = stream.write
             sink = ctx.body_sink
@@ -913,7 +918,11 @@ class HttpProxyIntegration:
         if conn.reading_paused and conn.transport is not None and not conn.closed:
             conn.reading_paused = False
             conn.transport.resume_reading()
-        head: ResponseHead = relayed_head(conn.headers, tuple(ctx.response_headers))
+        own = ctx.response_headers
+        # A stage's Vary (CORS, compression) is merged with the upstream's when the answer is
+        # sent, not put in its place: the upstream's own Vary names stay.
+        names = tuple(own) if "Vary" not in own else tuple(n for n in own if n != "Vary")
+        head: ResponseHead = relayed_head(conn.headers, names)
         # No ctx.body_sink call: the body is not streamed, and the OneWriteResponse carries it.
         target.release(conn, conn.reusable())
         reason = conn.reason if conn.reason.isascii() else b""

@@ -38,8 +38,11 @@ import orjson
 from multidict import CIMultiDict
 
 from pygw._native import normalize_path
+from pygw.authorizer_view import COGNITO_KEY, INTEGRATION_LATENCY, rest_authorizer
+from pygw.aws_ids import ACCOUNT_ID, api_id_for
 from pygw.context import RequestContext
 from pygw.errors import Style
+from pygw.sigv4 import iam_authorizer_v2, iam_identity_v1
 from pygw.tls import client_certificate
 
 __all__ = [
@@ -55,7 +58,6 @@ __all__ = [
 ]
 
 # Handlers run locally: there is no account. A fixed, obviously-fake one keeps ARNs well-formed.
-ACCOUNT_ID: Final = "000000000000"
 
 _TEXT_TYPES_V2: Final = frozenset({"application/json", "application/xml", "application/javascript"})
 _V1_RESULT_KEYS: Final = frozenset(
@@ -84,13 +86,6 @@ _JSON: Final = "application/json"
 
 class MalformedResult(ValueError):
     """The function's result is not something API Gateway would accept."""
-
-
-def api_id_for(api_name: str) -> str:
-    """A stable 10-character id in AWS's alphabet, derived from the API's name."""
-    digest = hashlib.sha256(api_name.encode()).digest()
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return "".join(alphabet[b % len(alphabet)] for b in digest[:10])
 
 
 def media_type_matches(media: str, patterns: Sequence[str]) -> bool:
@@ -285,9 +280,11 @@ class EventBuilder:
         client_cert = client_certificate(request)
         if client_cert is not None:
             request_context["identity"]["clientCert"] = client_cert
+        if ctx.iam is not None:
+            request_context["identity"].update(iam_identity_v1(ctx.iam))
         authorizer = ctx.authorizer
         if authorizer is not None:
-            request_context["authorizer"] = _authorizer_v1(authorizer)
+            request_context["authorizer"] = _authorizer_v1(authorizer, self.info.style)
         event: dict[str, Any] = {}
         if self.info.style is not Style.REST:
             event["version"] = "1.0"
@@ -387,6 +384,8 @@ class EventBuilder:
         authorizer = ctx.authorizer
         if authorizer is not None:
             request_context["authorizer"] = _authorizer_v2(authorizer)
+        elif ctx.iam is not None:
+            request_context["authorizer"] = iam_authorizer_v2(ctx.iam)
         event: dict[str, Any] = {
             "version": "2.0",
             "routeKey": self.info.route_key,
@@ -446,7 +445,7 @@ def _is_text_v2(content_type: str) -> bool:
     return base.startswith("text/") or base in _TEXT_TYPES_V2
 
 
-def _authorizer_v1(found: Mapping[str, Any]) -> dict[str, Any]:
+def _authorizer_v1(found: Mapping[str, Any], style: Style) -> dict[str, Any]:
     jwt = found.get("jwt")
     if isinstance(jwt, Mapping):
         claims = jwt.get("claims") or {}
@@ -455,8 +454,15 @@ def _authorizer_v1(found: Mapping[str, Any]) -> dict[str, Any]:
             "claims": {name: jwt_claim_text(v) for name, v in claims.items()},
             "scopes": list(scopes) if scopes else None,
         }
-    # A custom authorizer's context reaches 1.0 events flat, beside its principalId.
-    return dict(found)
+    cognito = found.get(COGNITO_KEY)
+    if isinstance(cognito, Mapping):
+        # Already shaped as AWS's REST Cognito authorizer passes claims on.
+        return {"claims": dict(cognito.get("claims") or {})}
+    if style is Style.REST:
+        # A Lambda authorizer's context reaches REST events flat and stringified, beside its
+        # principalId and integrationLatency.
+        return rest_authorizer(found)
+    return {k: v for k, v in found.items() if k != INTEGRATION_LATENCY}
 
 
 def _authorizer_v2(found: Mapping[str, Any]) -> dict[str, Any]:
@@ -469,7 +475,10 @@ def _authorizer_v2(found: Mapping[str, Any]) -> dict[str, Any]:
                 "scopes": list(jwt.get("scopes") or []) or None,
             }
         }
-    return {"lambda": {k: v for k, v in found.items() if k != "principalId"}}
+    # HTTP APIs pass a Lambda authorizer's context on with its types kept.
+    return {
+        "lambda": {k: v for k, v in found.items() if k not in ("principalId", INTEGRATION_LATENCY)}
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import base64
 import collections
 import inspect
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -57,6 +58,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from pygw._native import GRANTED, Throttle
+from pygw.authorizer_view import rest_authorizer
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
@@ -69,6 +71,7 @@ from pygw.integrations.lambda_events import (
     request_time,
 )
 from pygw.integrations.ws_connections import Connection, ConnectionRegistry, new_id
+from pygw.lambda_client import invocation_url, invoke
 from pygw.observe.metrics import CounterChild, HistogramChild, Metrics
 from pygw.pipeline import Stage
 from pygw.request import Request
@@ -169,7 +172,9 @@ def _authorizer_view(found: Mapping[str, Any]) -> dict[str, Any]:
     jwt = found.get("jwt")
     if isinstance(jwt, Mapping):
         return {"jwt": {"claims": dict(jwt.get("claims") or {}), "scopes": jwt.get("scopes")}}
-    return dict(found)
+    # WebSocket APIs pass a Lambda authorizer's context on as REST APIs do: stringified, beside
+    # principalId and integrationLatency.
+    return rest_authorizer(found)
 
 
 class EventFormat:
@@ -248,29 +253,21 @@ def _is_async(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
-class FunctionTarget:
-    """A local callable invoked with the WebSocket event, as Lambda would invoke it."""
+class _LambdaTarget:
+    """Runs a function on the WebSocket event and reads its result as API Gateway does; the
+    subclasses say how the function is invoked."""
 
-    def __init__(
-        self, handler: Callable[..., Any], events: EventFormat, timeout_ms: int, name: str
-    ) -> None:
-        self._handler = handler
-        self._async = _is_async(handler)
+    def __init__(self, events: EventFormat, timeout_ms: int, name: str) -> None:
         self._events = events
         self._timeout_ms = timeout_ms
         self._name = name
-        self._executor = None if self._async else shared_executor()
         day = time.strftime("%Y/%m/%d", time.gmtime())
         self._log_stream = f"{day}/[$LATEST]{new_id()}"
 
     async def __call__(self, event: Event) -> Outcome:
         payload = self._events.build(event)
-        context = LambdaContext(event.request_id, self._name, self._timeout_ms, self._log_stream)
-        loop = asyncio.get_running_loop()
         try:
-            result = await asyncio.wait_for(
-                self._invoke(loop, payload, context), self._timeout_ms / 1000.0
-            )
+            result = await asyncio.wait_for(self._run(payload, event), self._timeout_ms / 1000.0)
         except TimeoutError:
             log.warning(
                 "connection %s: function %s timed out on %s",
@@ -281,7 +278,7 @@ class FunctionTarget:
             raise IntegrationTimedOut from None
         except Exception as broken:
             log.exception(
-                "connection %s: function %s raised on %s",
+                "connection %s: function %s failed on %s",
                 event.session.connection_id,
                 self._name,
                 event.route_key,
@@ -296,15 +293,55 @@ class FunctionTarget:
             raise IntegrationFailed from None
         return Outcome(read.status, read.body)
 
-    async def _invoke(
-        self, loop: asyncio.AbstractEventLoop, payload: dict[str, Any], context: LambdaContext
-    ) -> Any:
-        if self._async:
-            return await self._handler(payload, context)
-        return await loop.run_in_executor(self._executor, self._handler, payload, context)
+    async def _run(self, payload: dict[str, Any], event: Event) -> Any:
+        raise NotImplementedError
 
     async def close(self) -> None:
         return None
+
+
+class FunctionTarget(_LambdaTarget):
+    """A local callable invoked with the WebSocket event, as Lambda would invoke it."""
+
+    def __init__(
+        self, handler: Callable[..., Any], events: EventFormat, timeout_ms: int, name: str
+    ) -> None:
+        super().__init__(events, timeout_ms, name)
+        self._handler = handler
+        self._async = _is_async(handler)
+        self._executor = None if self._async else shared_executor()
+
+    async def _run(self, payload: dict[str, Any], event: Event) -> Any:
+        context = LambdaContext(event.request_id, self._name, self._timeout_ms, self._log_stream)
+        if self._async:
+            return await self._handler(payload, context)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._handler, payload, context)
+
+
+class InvokeTarget(_LambdaTarget):
+    """A function behind the Lambda Invoke API (a `lambda` integration), any language."""
+
+    def __init__(
+        self, url: str, events: EventFormat, timeout_ms: int, name: str, max_connections: int
+    ) -> None:
+        super().__init__(events, timeout_ms, name)
+        self._url = url
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _run(self, payload: dict[str, Any], event: Event) -> Any:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return await invoke(self._session, self._url, payload, event.request_id)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class HttpTarget:
@@ -719,6 +756,8 @@ class WebSocketApiIntegration:
         connect_latency_s: float | None = None
         if connect is not None:
             if connect.auth is not None:
+                ctx.connection_id = session.connection_id
+                ctx.connected_at_ms = session.connected_at_ms
                 try:
                     await connect.auth(ctx)  # a refusal raises GatewayError: the handshake fails
                 except GatewayError as refusal:
@@ -1066,10 +1105,9 @@ class _Pending:
 
 
 def _domain(host: str) -> str:
-    if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    name = host.rpartition(":")[0] if host.count(":") == 1 else host
-    return name or "localhost"
+    # Kept as the client sent it, port included: handlers build the @connections endpoint from
+    # it (`https://{domainName}/{stage}`), which must reach this listener.
+    return host or "localhost"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1096,9 +1134,14 @@ def _target(
     spec: Any = route.integration
     kind = spec.type
     if kind == "function":
-        handler = load_handler(spec.handler, loaded.python_paths())
-        name = spec.handler.replace(":", "-").replace(".", "-")
+        os.environ.update(spec.environment)
+        own = [loaded.resolve(p) for p in spec.python_path]
+        handler = load_handler(spec.handler, [*own, *loaded.python_paths()])
+        name = spec.function_name or spec.handler.replace(":", "-").replace(".", "-")
         return FunctionTarget(handler, events, spec.timeout_ms, name)
+    if kind == "lambda":
+        url = invocation_url(spec.endpoint, spec.function_name, spec.qualifier)
+        return InvokeTarget(url, events, spec.timeout_ms, spec.function_name, spec.max_connections)
     if kind == "http_proxy":
         uri = spec.uri
         if uri is None and spec.targets:

@@ -259,6 +259,11 @@ class Metrics:
             ("api", "stage", "route", "step"),
             _STAGE_BUCKETS,
         )
+        self.faults_injected = CounterFamily(
+            "pygw_faults_injected",
+            "Faults injected by a route's faults stage, by kind (delay, abort, reset).",
+            ("api", "stage", "route", "kind"),
+        )
         # Counted on every cacheable request: lock-free like the per-request families.
         self.cache_hits = CounterFamily(
             "pygw_cache_hits",
@@ -282,6 +287,7 @@ class Metrics:
                     self.stage_seconds,
                     self.cache_hits,
                     self.cache_misses,
+                    self.faults_injected,
                 )
             )
         )
@@ -291,6 +297,10 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # Both results from the start: a series that appears at 1 shows no increase to an
+        # alert rule's increase(), so the first refused reload would go unnoticed.
+        for result in ("ok", "error"):
+            self.config_reloads.labels(result)
         # WebSocket families: `messages` and `integration_latency` move per client message, so
         # they are lock-free families like the per-request ones. See README "Observability".
         self.websocket_messages = CounterFamily(

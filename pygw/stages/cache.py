@@ -191,6 +191,7 @@ class CachingIntegration:
 
     __slots__ = (
         "_allow_invalidation",
+        "_by_coding",
         "_cache",
         "_flights",
         "_hit",
@@ -218,7 +219,10 @@ class CachingIntegration:
         metrics_hit: Counter | None = None,
         metrics_miss: Counter | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        by_coding: bool = False,
     ) -> None:
+        """`by_coding`: the route compresses its answers, so an entry is kept per content
+        coding (ctx.content_coding) and a client is never given a coding it did not ask for."""
         if not ttl_s > 0:
             raise ValueError("ttl_s must be positive (0 disables the cache: do not wrap)")
         self.inner = inner
@@ -233,6 +237,7 @@ class CachingIntegration:
         )
         self._query_parts: dict[str, str] = {}
         self._allow_invalidation = allow_invalidation
+        self._by_coding = by_coding
         self._hit = metrics_hit
         self._miss = metrics_miss
         self._max_body = max(0, max_body_bytes)
@@ -259,6 +264,8 @@ class CachingIntegration:
         if method not in _COALESCED:
             return await self.inner(ctx)
         base = self._key(ctx, method)
+        if self._by_coding:
+            base = f"{base}\x1d{ctx.content_coding or ''}"
         headers = request.headers
         if self._allow_invalidation and method == "GET" and _wants_refresh(headers):
             # A refresh skips the lookup and any request in flight; its answer replaces the entry.
@@ -441,6 +448,9 @@ class CachingIntegration:
             return None
         skip = set(_NOT_STORED)
         skip.update(name.lower() for name in ctx.response_headers)
+        # Vary is kept: it holds the integration's own names, merged with a stage's (CORS,
+        # compression); a hit merges this request's stage names in again without repeating.
+        skip.discard("vary")
         stored: list[tuple[str, str]] = [
             (name, value) for name, value in headers.items() if name.lower() not in skip
         ]
@@ -556,6 +566,7 @@ def wrap_with_cache(
     *,
     metrics_hit: Counter | None = None,
     metrics_miss: Counter | None = None,
+    by_coding: bool = False,
 ) -> Integration:
     """`inner` behind the API's response cache, or `inner` itself when caching does not apply.
 
@@ -591,4 +602,5 @@ def wrap_with_cache(
         metrics_hit=metrics_hit,
         metrics_miss=metrics_miss,
         max_body_bytes=max_body_bytes_for(capacity),
+        by_coding=by_coding,
     )

@@ -20,9 +20,12 @@ then evaluated against each request's ARN, so one answer serves every route it n
 identity source answers 401 without calling the authorizer; a denial answers AUTHORIZER_DENIED; an
 exception, a timeout or a malformed answer answers AUTHORIZER_FAILURE, and only the log learns why.
 
-Writes on success ``ctx.authorizer`` = ``{**context, "principalId": ...}`` whatever the
-authorizer's payload format (``principalId`` left out of simple responses, which have none); the
-integration presents it as its own event format wants (1.0 flat, 2.0 under ``lambda``). A policy's
+Writes on success ``ctx.authorizer`` = ``{**context, "principalId": ..., "integrationLatency":
+MS}`` whatever the authorizer's payload format (``principalId`` left out of simple responses,
+which have none); the integration presents it as its own event format wants (REST-style 1.0 flat
+and stringified, 2.0 under ``lambda`` with types kept: pygw.authorizer_view). On a WebSocket API's
+``$connect`` the event is AWS's WebSocket form: ``methodArn`` ends with ``$connect`` and
+``requestContext`` names the ``connectionId`` being opened. A policy's
 ``usageIdentifierKey`` goes to ``ctx.usage_identifier_key``.
 """
 
@@ -41,11 +44,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import aiohttp
+
+from pygw.authorizer_view import INTEGRATION_LATENCY
+from pygw.aws_ids import ACCOUNT_ID, api_id_for
 from pygw.config.load import LoadedConfig
 from pygw.config.model import ApiConfig, CustomAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
-from pygw.integrations.lambda_events import ACCOUNT_ID, api_id_for
+from pygw.identity_source import IdentityGetter, identity_getter
+from pygw.lambda_client import FunctionError, invocation_url, invoke
 from pygw.loader import load_callable
 from pygw.pipeline import Stage
 from pygw.request import Request
@@ -82,50 +90,8 @@ AUTHORIZER_FAILURE = ErrorType.AUTHORIZER_FAILURE
 _UNAUTHORIZED_MESSAGE = "Unauthorized"
 # Identities are attacker-chosen: a flood of distinct tokens must not grow the cache without end.
 _CACHE_ENTRIES = 10_000
-
-
-# --------------------------------------------------------------------------------------------------
-# Identity sources
-
-
-IdentityGetter = Callable[[RequestContext], str | None]
-
-_CONTEXT_SOURCES: dict[str, IdentityGetter] = {
-    "requestId": lambda ctx: ctx.request_id,
-    "identity.sourceIp": lambda ctx: ctx.client_ip,
-    "httpMethod": lambda ctx: ctx.request.method,
-    "path": lambda ctx: ctx.path,
-}
-
-
-def identity_getter(source: str) -> IdentityGetter:
-    """A function reading one normalised identity source (``header.authorization``, ...).
-
-    Raises ValueError for a source it cannot read, so that the problem shows at load.
-    """
-    kind, _, name = source.partition(".")
-    if not name:
-        raise ValueError(f"identity source {source!r} names no parameter")
-    if kind == "header":
-        return lambda ctx: ctx.request.headers.get(name)
-    if kind == "querystring":
-
-        def query(ctx: RequestContext) -> str | None:
-            values = ctx.request.query.getall(name, ())
-            return values[-1] if values else None
-
-        return query
-    if kind == "path":
-        return lambda ctx: ctx.params.get(name)
-    if kind == "stageVariables":
-        return lambda ctx: ctx.stage_variables.get(name)
-    if kind == "context":
-        found = _CONTEXT_SOURCES.get(name)
-        if found is None:
-            known = ", ".join("context." + k for k in _CONTEXT_SOURCES)
-            raise ValueError(f"identity source {source!r} is not supported (use one of {known})")
-        return found
-    raise ValueError(f"identity source {source!r} is not a request parameter reference")
+# The route key of a WebSocket API's connection request, the only one AWS lets authorize.
+WEBSOCKET_CONNECT = "$connect"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,6 +122,24 @@ def _takes_context(fn: Callable[..., Any]) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _remote_authorizer(endpoint: str, function_name: str) -> Callable[..., Any]:
+    """An authorizer function behind the Lambda Invoke API, called as a Python one would be.
+
+    Each call opens its own connection: answers are cached by identity (ttl_s), so authorizer
+    calls are few, and a per-call session leaves nothing to close when a snapshot retires."""
+    url = invocation_url(endpoint, function_name)
+
+    async def call(event: dict[str, Any]) -> Any:
+        async with aiohttp.ClientSession() as session:
+            try:
+                return await invoke(session, url, event, "")
+            except FunctionError as failed:
+                # "Unauthorized" raised by the function is the 401 answer, as on AWS.
+                raise Exception(str(failed)) from None
+
+    return call
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -318,7 +302,11 @@ class CustomAuthorizer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
-        self._call = load_callable(cfg.handler, search_paths)
+        self._call: Callable[..., Any] = (
+            load_callable(cfg.handler, search_paths)
+            if cfg.handler is not None
+            else _remote_authorizer(cfg.endpoint or "", cfg.function_name or "")
+        )
         self._is_async = _is_async(self._call)
         self._pass_context = _takes_context(self._call)
         self._getters = tuple(identity_getter(source) for source in cfg.identity_source)
@@ -474,7 +462,7 @@ def _request_time(epoch_s: float) -> str:
 class _EventBuilder:
     """Builds the authorizer event of one route; what is fixed per route is computed once."""
 
-    __slots__ = ("_auth", "_resource", "_route_key", "_stage_prefix")
+    __slots__ = ("_auth", "_connect_arn", "_resource", "_route_key", "_stage_prefix")
 
     def __init__(self, authorizer: CustomAuthorizer, route_key: str) -> None:
         self._auth = authorizer
@@ -483,8 +471,16 @@ class _EventBuilder:
         self._resource = path if path else route_key
         stage = authorizer.stage
         self._stage_prefix = "" if stage == "$default" else f"/{stage}"
+        # A WebSocket API's $connect: AWS's ARN has no method, it ends with the route key.
+        self._connect_arn = (
+            f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{authorizer.api_id}/{stage}/{route_key}"
+            if route_key == WEBSOCKET_CONNECT
+            else None
+        )
 
     def arn(self, ctx: RequestContext) -> str:
+        if self._connect_arn is not None:
+            return self._connect_arn
         auth = self._auth
         return method_arn(auth.api_id, auth.stage, ctx.request.method, ctx.path)
 
@@ -492,9 +488,49 @@ class _EventBuilder:
         auth = self._auth
         if auth.kind == "TOKEN":
             return {"type": "TOKEN", "authorizationToken": identity[0], "methodArn": arn}
+        if self._connect_arn is not None:
+            if auth.payload_format == "1.0":
+                return self._connect_v1(ctx, arn)
+            event = self._request_v2(ctx, arn, identity)
+            event["requestContext"]["connectionId"] = ctx.connection_id
+            event["requestContext"]["eventType"] = "CONNECT"
+            return event
         if auth.payload_format == "1.0":
             return self._request_v1(ctx, arn)
         return self._request_v2(ctx, arn, identity)
+
+    def _connect_v1(self, ctx: RequestContext, arn: str) -> dict[str, Any]:
+        """AWS's WebSocket REQUEST authorizer event: REST-like, with the connection's context."""
+        request = ctx.request
+        auth = self._auth
+        now = time.time()
+        return {
+            "type": "REQUEST",
+            "methodArn": arn,
+            "headers": _single_headers(request),
+            "multiValueHeaders": _multi_headers(request),
+            "queryStringParameters": _query_last(request) or {},
+            "multiValueQueryStringParameters": _query_multi(request) or {},
+            "stageVariables": dict(ctx.stage_variables),
+            "requestContext": {
+                "routeKey": self._route_key,
+                "eventType": "CONNECT",
+                "extendedRequestId": ctx.request_id,
+                "requestTime": _request_time(now),
+                "messageDirection": "IN",
+                "stage": auth.stage,
+                "connectedAt": ctx.connected_at_ms or int(now * 1000),
+                "requestTimeEpoch": int(now * 1000),
+                "identity": {
+                    "sourceIp": ctx.client_ip,
+                    "userAgent": request.headers.get("User-Agent", ""),
+                },
+                "requestId": ctx.request_id,
+                "domainName": request.host,
+                "connectionId": ctx.connection_id,
+                "apiId": auth.api_id,
+            },
+        }
 
     def _request_v1(self, ctx: RequestContext, arn: str) -> dict[str, Any]:
         request = ctx.request
@@ -615,6 +651,7 @@ class CustomAuthStage:
             raise GatewayError(ErrorType.UNAUTHORIZED)
         events = self._events
         arn = events.arn(ctx)
+        started = time.perf_counter()
         answer = await authorizer.answer(
             identity, lambda: events.build(ctx, arn, identity), ctx.request_id
         )
@@ -623,6 +660,9 @@ class CustomAuthStage:
         found: dict[str, Any] = dict(answer.context)
         if answer.principal_id is not None:
             found["principalId"] = answer.principal_id
+        # The authorizer's own run time, as AWS reports it beside the context (a cached answer
+        # takes no time).
+        found[INTEGRATION_LATENCY] = int((time.perf_counter() - started) * 1000)
         ctx.authorizer = found
         if answer.usage_identifier_key is not None:
             ctx.usage_identifier_key = answer.usage_identifier_key
@@ -664,7 +704,10 @@ def build_custom_auth_stage(
     if authorizer is None or authorizer.cfg is not authorizer_cfg:
         authorizer = CustomAuthorizer(
             authorizer_cfg,
-            loaded_config.python_paths(),
+            [
+                *(loaded_config.resolve(p) for p in authorizer_cfg.python_path),
+                *loaded_config.python_paths(),
+            ],
             api_id=api_id_for(api_cfg.name),
             stage=stage_name,
             name=name,

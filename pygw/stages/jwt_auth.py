@@ -17,6 +17,10 @@ No token, or a token that does not verify: UNAUTHORIZED (401). A valid token wit
 scope: ACCESS_DENIED (403). On success, ``ctx.authorizer = {"jwt": {"claims": {...},
 "scopes": [...] | None}}`` (the token's claims as decoded; integrations present them the way
 their event format needs).
+
+``CognitoAuthStage`` is the same check configured as AWS's COGNITO_USER_POOLS authorizer: the
+issuers come from the user pool ARNs (one key store per pool), ``token_use`` decides which tokens a
+route takes, every refusal is 401, and the claims go on already shaped as AWS's strings.
 """
 
 from __future__ import annotations
@@ -34,19 +38,22 @@ from typing import Any
 import jwt
 from aiohttp import ClientSession, ClientTimeout
 
+from pygw.authorizer_view import COGNITO_KEY, cognito_claims
 from pygw.config.load import LoadedConfig
-from pygw.config.model import JwtAuthorizerConfig, RouteConfig
+from pygw.config.model import CognitoAuthorizerConfig, JwtAuthorizerConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.identity_source import IdentityGetter, identity_getter
 from pygw.pipeline import Stage
 from pygw.response import Response
-from pygw.stages.custom_auth import IdentityGetter, identity_getter
 
 __all__ = [
+    "CognitoAuthStage",
     "JwksKeys",
     "JwtAuthStage",
     "StaticKeys",
     "VerifyingKey",
+    "build_cognito_stage",
     "build_jwt_stage",
     "token_scopes",
 ]
@@ -274,8 +281,7 @@ class JwtAuthStage:
         "_algorithms",
         "_audience",
         "_get_token",
-        "_issuer",
-        "_keys",
+        "_issuers",
         "_leeway",
         "_scopes",
         "_verified",
@@ -292,14 +298,34 @@ class JwtAuthStage:
         keys: JwksKeys | StaticKeys,
         scopes: list[str] | tuple[str, ...] = (),
     ) -> None:
-        self._keys = keys
-        self._get_token: IdentityGetter = identity_getter(cfg.identity_source[0])
-        self._algorithms = frozenset(cfg.algorithms)
-        self._issuer = cfg.issuer
-        self._audience = frozenset(cfg.audience)
-        self._leeway = float(cfg.leeway_s)
+        self._setup(
+            {cfg.issuer: keys},
+            identity_getter(cfg.identity_source[0]),
+            cfg.algorithms,
+            cfg.audience,
+            cfg.leeway_s,
+            scopes,
+        )
+
+    def _setup(
+        self,
+        issuers: Mapping[str, JwksKeys | StaticKeys],
+        get_token: IdentityGetter,
+        algorithms: list[str] | tuple[str, ...],
+        audience: list[str] | tuple[str, ...],
+        leeway_s: float,
+        scopes: list[str] | tuple[str, ...],
+    ) -> None:
+        self._issuers = dict(issuers)
+        self._get_token = get_token
+        self._algorithms = frozenset(algorithms)
+        self._audience = frozenset(audience)
+        self._leeway = float(leeway_s)
         self._scopes = frozenset(scopes)
-        self._verified: dict[str, tuple[dict[str, Any], float, VerifyingKey]] = {}
+        # token -> (claims, the view of them the stage hands on, expiry, key, its key store)
+        self._verified: dict[
+            str, tuple[dict[str, Any], Any, float, VerifyingKey, JwksKeys | StaticKeys]
+        ] = {}
 
     async def __call__(self, ctx: RequestContext) -> Response | None:
         raw = self._get_token(ctx)
@@ -307,30 +333,61 @@ class JwtAuthStage:
         if not token:
             raise GatewayError(ErrorType.UNAUTHORIZED)
         known = self._verified.get(token)
-        if known is not None and known[1] > time.time() and self._keys.still_holds(known[2]):
-            claims = known[0]
+        if known is not None and known[2] > time.time() and known[4].still_holds(known[3]):
+            claims, view = known[0], known[1]
         else:
             verified = await self._verify(token)
             if verified is None:
                 raise GatewayError(ErrorType.UNAUTHORIZED)
-            claims, key = verified
-            self._remember(token, claims, key)
+            claims, key, keys = verified
+            view = self._view(claims)
+            self._remember(token, claims, view, key, keys)
+        self._grant(ctx, claims, view)
+        return None
+
+    def _view(self, claims: dict[str, Any]) -> Any:
+        """What of a verified token's claims the stage hands on, computed once per token."""
+        return claims
+
+    def _grant(self, ctx: RequestContext, claims: dict[str, Any], view: Any) -> None:
+        """The route's own checks of a verified token; sets ctx.authorizer when they pass."""
         scopes = token_scopes(claims)
         if self._scopes and not (scopes and self._scopes.intersection(scopes)):
             raise GatewayError(ErrorType.ACCESS_DENIED)
         ctx.authorizer = {"jwt": {"claims": claims, "scopes": scopes}}
-        return None
 
-    def _remember(self, token: str, claims: dict[str, Any], key: VerifyingKey) -> None:
+    def _remember(
+        self,
+        token: str,
+        claims: dict[str, Any],
+        view: Any,
+        key: VerifyingKey,
+        keys: JwksKeys | StaticKeys,
+    ) -> None:
         exp = claims.get("exp")
         if not isinstance(exp, int | float):
             return
         verified = self._verified
         if len(verified) >= self._VERIFIED_MAX:
             del verified[next(iter(verified))]
-        verified[token] = (claims, float(exp) + self._leeway, key)
+        verified[token] = (claims, view, float(exp) + self._leeway, key, keys)
 
-    async def _verify(self, token: str) -> tuple[dict[str, Any], VerifyingKey] | None:
+    def _keys_for(self, token: str) -> tuple[str, JwksKeys | StaticKeys] | None:
+        """The issuer the token must name and the keys to verify it with."""
+        if len(self._issuers) == 1:
+            return next(iter(self._issuers.items()))
+        # Several issuers (a Cognito authorizer over several pools): the unverified iss picks
+        # the key set; the signature and the iss check below still decide.
+        try:
+            iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
+            return None
+        keys = self._issuers.get(iss) if isinstance(iss, str) else None
+        return (iss, keys) if isinstance(iss, str) and keys is not None else None
+
+    async def _verify(
+        self, token: str
+    ) -> tuple[dict[str, Any], VerifyingKey, JwksKeys | StaticKeys] | None:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -341,7 +398,11 @@ class JwtAuthStage:
             return None
         if kid is not None and not isinstance(kid, str):
             return None
-        key = await self._keys.key_for(kid)
+        found = self._keys_for(token)
+        if found is None:
+            return None
+        issuer, keys = found
+        key = await keys.key_for(kid)
         if key is None:
             return None
         if _KEY_TYPES.get(alg[:2]) != key.kty or (key.alg is not None and key.alg != alg):
@@ -351,13 +412,13 @@ class JwtAuthStage:
                 token,
                 key.key,
                 algorithms=[alg],
-                issuer=self._issuer,
+                issuer=issuer,
                 leeway=self._leeway,
                 options={"require": ["exp", "iss"], "verify_aud": False},
             )
         except (jwt.PyJWTError, ValueError, TypeError):
             return None
-        return (claims, key) if self._audience_ok(claims) else None
+        return (claims, key, keys) if self._audience_ok(claims) else None
 
     def _audience_ok(self, claims: Mapping[str, Any]) -> bool:
         aud = claims.get("aud")
@@ -372,10 +433,89 @@ class JwtAuthStage:
         return False
 
 
-# One key store per authorizer config object, shared by its routes; it holds the config, so the
-# id cannot be reused while the entry exists.
-_SHARED: weakref.WeakValueDictionary[int, JwksKeys] = weakref.WeakValueDictionary()
-_SHARED_CFG: weakref.WeakKeyDictionary[JwksKeys, JwtAuthorizerConfig] = weakref.WeakKeyDictionary()
+class CognitoAuthStage(JwtAuthStage):
+    """AWS's COGNITO_USER_POOLS authorizer: a JWT check whose issuers are user pools.
+
+    The token is the identity source header's value (a ``Bearer `` prefix is allowed, as AWS's
+    console test accepts it). A route without scopes takes ID tokens (``token_use: id``) only; a
+    route with scopes takes access tokens (``token_use: access``) carrying one of them, as AWS
+    treats a token as an access token exactly when the method has OAuth scopes. With
+    ``app_clients`` set, an ID token's ``aud`` or an access token's ``client_id`` must be one of
+    them. Every refusal is AWS's 401 ``{"message":"Unauthorized"}``: its REST Cognito authorizer
+    has no 403 of its own. The claims go on as ``{"cognito": {"claims": {...}}}``, already
+    stringified as AWS shows them (pygw.authorizer_view).
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        cfg: CognitoAuthorizerConfig,
+        issuers: Mapping[str, JwksKeys],
+        scopes: list[str] | tuple[str, ...] = (),
+    ) -> None:
+        self._setup(
+            issuers,
+            identity_getter(cfg.identity_source[0]),
+            _COGNITO_ALGORITHMS,
+            cfg.app_clients,
+            cfg.leeway_s,
+            scopes,
+        )
+
+    def _audience_ok(self, claims: Mapping[str, Any]) -> bool:
+        use = claims.get("token_use")
+        if use == "id":
+            client = claims.get("aud")
+        elif use == "access":
+            client = claims.get("client_id")
+        else:
+            return False
+        if not self._audience:
+            return True
+        if isinstance(client, list):
+            return any(isinstance(c, str) and c in self._audience for c in client)
+        return isinstance(client, str) and client in self._audience
+
+    def _view(self, claims: dict[str, Any]) -> Any:
+        return {COGNITO_KEY: {"claims": cognito_claims(claims)}}
+
+    def _grant(self, ctx: RequestContext, claims: dict[str, Any], view: Any) -> None:
+        use = claims.get("token_use")
+        if self._scopes:
+            scopes = token_scopes(claims)
+            if use != "access" or not (scopes and self._scopes.intersection(scopes)):
+                raise GatewayError(ErrorType.UNAUTHORIZED)
+        elif use != "id":
+            raise GatewayError(ErrorType.UNAUTHORIZED)
+        ctx.authorizer = view
+
+
+# Cognito signs its tokens with RS256 only.
+_COGNITO_ALGORITHMS = ("RS256",)
+
+
+# One key store per authorizer config object (and issuer), shared by its routes; it holds the
+# config, so the id cannot be reused while the entry exists.
+_SHARED: weakref.WeakValueDictionary[tuple[int, str], JwksKeys] = weakref.WeakValueDictionary()
+_SHARED_CFG: weakref.WeakKeyDictionary[JwksKeys, JwtAuthorizerConfig | CognitoAuthorizerConfig] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shared_keys(
+    cfg: JwtAuthorizerConfig | CognitoAuthorizerConfig,
+    issuer: str,
+    location: str,
+    loaded_config: LoadedConfig,
+) -> JwksKeys:
+    slot = (id(cfg), issuer)
+    found = _SHARED.get(slot)
+    if found is None or _SHARED_CFG.get(found) is not cfg:
+        found = JwksKeys(location, loaded_config.folder, cache_s=cfg.jwks_cache_s)
+        _SHARED[slot] = found
+        _SHARED_CFG[found] = cfg
+    return found
 
 
 def build_jwt_stage(
@@ -388,14 +528,19 @@ def build_jwt_stage(
     if isinstance(secret, str | bytes) and secret:
         keys = StaticKeys(secret)
     else:
-        found = _SHARED.get(id(authorizer_cfg))
-        if found is None or _SHARED_CFG.get(found) is not authorizer_cfg:
-            found = JwksKeys(
-                authorizer_cfg.jwks_url,
-                loaded_config.folder,
-                cache_s=authorizer_cfg.jwks_cache_s,
-            )
-            _SHARED[id(authorizer_cfg)] = found
-            _SHARED_CFG[found] = authorizer_cfg
-        keys = found
+        keys = _shared_keys(
+            authorizer_cfg, authorizer_cfg.issuer, authorizer_cfg.jwks_url, loaded_config
+        )
     return JwtAuthStage(authorizer_cfg, keys, list(route_cfg.scopes))
+
+
+def build_cognito_stage(
+    authorizer_cfg: CognitoAuthorizerConfig, route_cfg: RouteConfig, loaded_config: LoadedConfig
+) -> Stage:
+    """The Cognito user pool stage of one route. Raises ValueError for a JWKS file that is
+    missing or holds no usable key."""
+    issuers = {
+        issuer: _shared_keys(authorizer_cfg, issuer, authorizer_cfg.jwks_for(issuer), loaded_config)
+        for issuer in authorizer_cfg.issuers
+    }
+    return CognitoAuthStage(authorizer_cfg, issuers, list(route_cfg.scopes))

@@ -1,19 +1,29 @@
-"""Resource policy: allow and deny CIDR lists per API, checked on the peer address.
+"""Resource policy: allow and deny CIDR lists per API, checked on the peer address; and
+`execute-api:Invoke` statements on the IAM principal of SigV4-signed requests.
 
 Deny wins over allow; a non-empty allow list admits only the addresses it covers. The address is
 the TCP peer (`ctx.client_ip`): X-Forwarded-For is not trusted, because the configuration has no
 way yet to name the proxies whose word could be taken for it.
+
+Statements are checked after SigV4 verification (the principal is known only then), on the
+request's resource ARN `arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE/METHOD/PATH`: a matching
+Deny refuses ("... with an explicit deny"); with Allow statements, one must match. The credentials
+file stands for the principals' own IAM policies, which would allow the call: so an API whose
+statements are all Deny admits every principal they do not name.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from pygw.config.model import ApiConfig
+from pygw.config.model import ApiConfig, IamPolicyStatement
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
+from pygw.sigv4 import IamPrincipal
 
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -113,3 +123,118 @@ def build_resource_policy_stage(api: ApiConfig) -> ResourcePolicyStage | None:
     if policy is None or not (policy.allow_cidrs or policy.deny_cidrs):
         return None
     return ResourcePolicyStage(policy.allow_cidrs, policy.deny_cidrs)
+
+
+# -- statements on IAM principals ----------------------------------------------------------------
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """IAM's wildcards: `*` any run of characters (slashes included), `?` one character."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _role_arn(arn: str) -> str | None:
+    # A role named in a policy covers its sessions: arn:aws:sts::ACCT:assumed-role/ROLE/SESSION
+    # is arn:aws:iam::ACCT:role/ROLE.
+    head, sep, rest = arn.partition(":assumed-role/")
+    if not sep or not head.startswith("arn:aws:sts::"):
+        return None
+    role = rest.rpartition("/")[0]
+    return f"arn:aws:iam::{head[len('arn:aws:sts::') :]}:role/{role}" if role else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    allow: bool
+    everyone: bool
+    accounts: frozenset[str]
+    principals: tuple[re.Pattern[str], ...]
+    resources: tuple[re.Pattern[str], ...]
+
+    def names(self, principal: IamPrincipal) -> bool:
+        if self.everyone or principal.account_id in self.accounts:
+            return True
+        arns = (principal.arn, _role_arn(principal.arn))
+        return any(p.fullmatch(arn) for p in self.principals for arn in arns if arn)
+
+    def covers(self, resource: str) -> bool:
+        return any(r.fullmatch(resource) for r in self.resources)
+
+
+def _compile_statement(statement: IamPolicyStatement, api_arn: str) -> _Statement:
+    accounts: set[str] = set()
+    principals: list[re.Pattern[str]] = []
+    everyone = False
+    for name in statement.principal:
+        if name == "*":
+            everyone = True
+        elif name.isdigit():
+            accounts.add(name)
+        elif name.startswith("arn:aws:iam::") and name.endswith(":root"):
+            accounts.add(name[len("arn:aws:iam::") : -len(":root")])
+        else:
+            principals.append(_glob(name))
+    resources = tuple(
+        _glob(api_arn + r[len("execute-api:") :] if r.startswith("execute-api:/") else r)
+        for r in statement.resource
+    )
+    return _Statement(
+        statement.effect == "Allow", everyone, frozenset(accounts), tuple(principals), resources
+    )
+
+
+class PrincipalPolicyStage:
+    """Refuses a SigV4-signed request whose principal the API's statements do not admit on the
+    request's resource ARN (AWS's AccessDeniedException). Runs after the iam_auth stage, which
+    sets `ctx.iam`; a request without a principal is refused (the route demands one)."""
+
+    __slots__ = ("_allows", "_denies", "_prefix")
+
+    def __init__(self, statements: Sequence[IamPolicyStatement], api_arn: str, stage: str) -> None:
+        """`api_arn`: arn:aws:execute-api:REGION:ACCOUNT:API_ID, what the resources extend."""
+        compiled = [_compile_statement(s, api_arn) for s in statements]
+        self._allows = tuple(s for s in compiled if s.allow)
+        self._denies = tuple(s for s in compiled if not s.allow)
+        self._prefix = f"{api_arn}/{stage}/"
+
+    def resource_arn(self, method: str, path: str) -> str:
+        """The request's resource: the path below the stage, without its leading slash."""
+        return f"{self._prefix}{method}/{path.lstrip('/')}"
+
+    def check(self, ctx: RequestContext) -> Response | None:
+        principal = ctx.iam
+        resource = self.resource_arn(ctx.request.method, ctx.path)
+        who = principal.arn if principal is not None else "anonymous"
+        refused = (
+            f"User: {who} is not authorized to perform: execute-api:Invoke on resource: {resource}"
+        )
+        if principal is None:
+            raise GatewayError(ErrorType.AUTHORIZER_DENIED, refused, _DENIED)
+        for statement in self._denies:
+            if statement.names(principal) and statement.covers(resource):
+                raise GatewayError(
+                    ErrorType.AUTHORIZER_DENIED, refused + " with an explicit deny", _DENIED
+                )
+        if not self._allows:
+            return None
+        for statement in self._allows:
+            if statement.names(principal) and statement.covers(resource):
+                return None
+        raise GatewayError(ErrorType.AUTHORIZER_DENIED, refused, _DENIED)
+
+    async def __call__(self, ctx: RequestContext) -> Response | None:
+        return self.check(ctx)
+
+
+_DENIED = {"x-amzn-ErrorType": "AccessDeniedException"}
+
+
+def build_principal_policy_stage(
+    api: ApiConfig, api_arn: str, stage: str
+) -> PrincipalPolicyStage | None:
+    """The statements' stage for one stage of the API, or None when the API has none."""
+    policy = api.resource_policy
+    if policy is None or not policy.statements:
+        return None
+    return PrincipalPolicyStage(policy.statements, api_arn, stage)

@@ -21,7 +21,7 @@ by upstream status, may also use ``$response.header.x``, ``$response.body.x`` an
 ``$response.statuscode``.
 
 Writes (RequestContext fields):
-- `body` (bytes): what the integration sends as the request body (see validate.read_body);
+- `body` (bytes): what the integration sends as the request body (see pygw.body.read_body);
 - `body_content_type` (str): the Content-Type of a body a request template produced;
 - `request_overrides`: {"headers": CIMultiDict[str] | None, "query": str | None,
   "path": str | None}: the complete header set, the complete encoded query string (no "?") and
@@ -47,11 +47,12 @@ import airspeed  # type: ignore[import-untyped]
 import orjson
 from multidict import CIMultiDict
 
+from pygw.authorizer_view import COGNITO_KEY, rest_authorizer
+from pygw.body import DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 from pygw.config.model import ApiConfig, MappingConfig, RouteConfig, TemplatesConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
-from pygw.stages.validate import DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 
 __all__ = [
     "MappingStage",
@@ -454,7 +455,11 @@ def _authorizer(ctx: RequestContext) -> dict[str, Any]:
     jwt = found.get("jwt")
     if isinstance(jwt, dict):
         return {"claims": jwt.get("claims", {}), "scopes": jwt.get("scopes", [])}
-    return found
+    cognito = found.get(COGNITO_KEY)
+    if isinstance(cognito, dict):
+        return {"claims": cognito.get("claims", {})}
+    # Templates are REST-style: a Lambda authorizer's context values read as strings there.
+    return rest_authorizer(found)
 
 
 def _context(ctx: RequestContext, route: _RouteInfo) -> VtlMap:

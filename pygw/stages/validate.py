@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -30,65 +29,24 @@ from typing import Any
 import fastjsonschema
 import orjson
 
+from pygw.body import DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
 
 __all__ = [
-    "DEFAULT_MAX_BODY_BYTES",
     "ValidateStage",
     "build_validate_stage",
     "compile_model",
-    "read_body",
 ]
 
 log = logging.getLogger("pygw")
 
-DEFAULT_MAX_BODY_BYTES = 10_485_760
 _MISSING_PARAMS = "Missing required request parameters: [{}]"
 _AWS_MODEL_REF = re.compile(r"^https?://apigateway\.amazonaws\.com/restapis/[^/]+/models/([^/#]+)$")
 _LOCAL_MODEL_REF = re.compile(r"^#/definitions/([^/]+)$")
 _DRAFT_04 = "http://json-schema.org/draft-04/schema#"
-
-
-async def read_body(ctx: RequestContext, max_body_bytes: int) -> bytes:
-    """The request body, read once per request and kept in ctx.body.
-
-    Bounded by `max_body_bytes` also for chunked uploads, which carry no Content-Length for the
-    dispatcher to check."""
-    found = ctx.body
-    if isinstance(found, bytes):
-        return found
-    request = ctx.request
-    if not request.body_exists:
-        ctx.body = b""
-        return b""
-    parts: list[bytes] = []
-    size = 0
-    content = request.content
-    while True:
-        chunk = await content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise GatewayError(ErrorType.REQUEST_TOO_LARGE)
-        parts.append(chunk)
-    body = b"".join(parts)
-    ctx.body = body
-    return body
-
-
-def parse_json_body(body: bytes) -> Any:
-    """The body as JSON (empty → {}); raises ValueError when it is not JSON."""
-    if not body.strip():
-        return {}
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits, which are valid JSON.
-        return json.loads(body)
 
 
 def _rewrite_refs(node: Any, models: dict[str, dict[str, Any]], owner: str) -> Any:

@@ -16,8 +16,11 @@ _READY = re.compile(r"pygw listening on https?://([\d.]+):(\d+) \(admin http://(
 
 
 class GatewayProcess:
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.config = config
+        self.args = args
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
@@ -43,6 +46,7 @@ class GatewayProcess:
             str(self.config),
             "--listen",
             "127.0.0.1:0",
+            *self.args,
         ]
 
     def start(self, timeout_s: float = 20.0) -> GatewayProcess:

@@ -13,8 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from tests.e2e.gateway_process import GatewayProcess
+from tests.integration import test_cognito as cognito
 
 SHARED_TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
 TESTDATA = SHARED_TESTDATA / "openapi"
@@ -417,5 +420,53 @@ async def test_serve_openapi_with_handler_option(
             assert response.status == 200
             assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:8080"
             assert response.headers["Access-Control-Allow-Methods"] == "OPTIONS,POST,GET"
+    finally:
+        await asyncio.to_thread(gateway.stop)
+
+
+COGNITO = TESTDATA / "openapi.cognito-auth.json"
+
+
+@pytest.mark.skipif(not COGNITO.is_file(), reason=f"{COGNITO} is absent (shared test data)")
+async def test_serve_cognito_definition_with_a_jwks(
+    session: aiohttp.ClientSession, upstream: str, tmp_path: Path
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1", "alg": "RS256"}
+    jwks = tmp_path / "pool-jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+    gateway = await _started(
+        COGNITO,
+        "--jwks",
+        f"*={jwks}",
+        # The definition's providerARNs is a deployment-time placeholder.
+        "--user-pool",
+        f"${{cognito_pool_arn}}={cognito.POOL_ARN}",
+        "--upstream",
+        f"petstore-demo-endpoint.execute-api.com={upstream}",
+        "--upstream",
+        f"petstore.execute-api.us-west-1.amazonaws.com={upstream}",
+    )
+
+    async def status(path: str, token: str | None) -> int:
+        # The security schemes name the header the token comes in.
+        headers = {} if token is None else {"TestHeaderAuth": token}
+        async with session.get(gateway.url + path, headers=headers) as response:
+            return response.status
+
+    id_token = cognito.id_token(key)
+    email = cognito.access_token(key, scope="openid email")
+    openid = cognito.access_token(key, scope="openid")
+    try:
+        assert await status("/default-no-scope", id_token) == 200
+        assert await status("/default-no-scope", None) == 401
+        assert await status("/default-no-scope", cognito.id_token(key, exp=1)) == 401
+        # Scopes on the operation: an access token carrying one of them.
+        assert await status("/default-scope-override", openid) == 200
+        assert await status("/default-scope-override", id_token) == 401
+        assert await status("/non-default-authorizer", email) == 200
+        # The API-wide requirement (scope email) for an operation without its own.
+        assert await status("/pets", email) == 200
+        assert await status("/pets", openid) == 401
     finally:
         await asyncio.to_thread(gateway.stop)

@@ -168,3 +168,15 @@ async def test_reload_under_load_fails_no_request(gateway: GatewayProcess) -> No
     assert failures == []
     assert gateway.text().count("config reloaded") == 3
     assert gateway.text().count("reload refused") == 3
+
+
+async def test_reload_right_after_ready(gateway: GatewayProcess) -> None:
+    """A SIGHUP sent the moment the ready line shows reloads; it must not meet the default
+    action, which ends the process."""
+    gateway.signal(signal.SIGHUP)
+    for _ in range(200):
+        if "config reloaded" in gateway.text():
+            break
+        await asyncio.sleep(0.05)
+    assert gateway.proc is not None and gateway.proc.poll() is None
+    assert "config reloaded" in gateway.text()

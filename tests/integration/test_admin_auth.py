@@ -40,6 +40,8 @@ GUARDED: list[tuple[str, str, int]] = [
     ("GET", "/metrics", 200),
     ("GET", "/routes", 200),
     ("POST", "/reload", 200),
+    ("GET", "/faults", 200),
+    ("DELETE", "/faults/web/$default/GET%20/hello", 200),
 ]
 SUPERVISOR_ONLY: list[tuple[str, str, int]] = [("GET", "/workers", 200)]
 WRONG_CREDENTIALS: list[dict[str, str]] = [

@@ -364,7 +364,16 @@ JWT: dict[str, Any] = {
         "scopes": ["items/read"],
     }
 }
-CUSTOM = {"principalId": "user-7", "tenant": "acme", "tier": 2}
+# What a custom authorizer leaves on the request: its context with the types it returned, its
+# principalId and its run time.
+CUSTOM = {
+    "principalId": "user-7",
+    "tenant": "acme",
+    "tier": 2,
+    "ratio": 0.5,
+    "isAdmin": True,
+    "integrationLatency": 3,
+}
 
 
 async def test_authorizer_in_v1_events(serve: Serve, client: ClientSession) -> None:
@@ -376,7 +385,15 @@ async def test_authorizer_in_v1_events(serve: Serve, client: ClientSession) -> N
     }
     base = await serve("echo_event", style=Style.REST, authorizer=CUSTOM)
     custom = (await event_of(client, base, "/x"))["requestContext"]["authorizer"]
-    assert custom == CUSTOM
+    # AWS documents REST events' context values as strings ("1", "true"); the latency a number.
+    assert custom == {
+        "principalId": "user-7",
+        "tenant": "acme",
+        "tier": "2",
+        "ratio": "0.5",
+        "isAdmin": "true",
+        "integrationLatency": 3,
+    }
 
 
 async def test_authorizer_in_v2_events(serve: Serve, client: ClientSession) -> None:
@@ -390,7 +407,8 @@ async def test_authorizer_in_v2_events(serve: Serve, client: ClientSession) -> N
     }
     base = await serve("echo_event", authorizer=CUSTOM)
     custom = (await event_of(client, base, "/x"))["requestContext"]["authorizer"]
-    assert custom == {"lambda": {"tenant": "acme", "tier": 2}}
+    # HTTP APIs keep the types; principalId and integrationLatency are not part of it.
+    assert custom == {"lambda": {"tenant": "acme", "tier": 2, "ratio": 0.5, "isAdmin": True}}
 
 
 def test_claim_rendering() -> None:

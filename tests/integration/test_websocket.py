@@ -241,7 +241,8 @@ async def test_event_format(build: Build, session: aiohttp.ClientSession) -> Non
     assert ctx["routeKey"] == "$connect" and ctx["eventType"] == "CONNECT"
     assert ctx["stage"] == "prod" and ctx["messageDirection"] == "IN"
     assert ctx["identity"] == {"sourceIp": "127.0.0.1", "userAgent": "probe/1"}
-    assert ctx["domainName"] == "127.0.0.1"
+    # The Host as the client sent it, port included: `http://{domainName}/{stage}` reaches us.
+    assert ctx["domainName"] == gateway.url.removeprefix("http://")
     assert isinstance(ctx["connectedAt"], int) and isinstance(ctx["requestTimeEpoch"], int)
     assert len(ctx["apiId"]) == 10 and ctx["requestId"]
     assert connect["headers"]["X-Custom"] == "v"

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from pygw.authorizer_view import cognito_claims, context_text, rest_authorizer
 from pygw.config.load import LoadedConfig
 from pygw.config.model import (
     ApiConfig,
@@ -27,13 +28,13 @@ from pygw.config.model import (
 )
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.identity_source import identity_getter
 from pygw.request import Request
 from pygw.stages.custom_auth import (
     AUTHORIZER_FAILURE,
     CustomAuthorizer,
     CustomAuthStage,
     build_custom_auth_stage,
-    identity_getter,
     load_callable,
     method_arn,
     parse_answer,
@@ -74,6 +75,16 @@ def make_ctx(
         client_ip="192.0.2.7",
         received_at=0.0,
     )
+
+
+def found_context(ctx: RequestContext) -> dict[str, Any]:
+    """What a custom authorizer left on the request, its run time (a number, as AWS's
+    integrationLatency) checked and left out."""
+    assert ctx.authorizer is not None
+    found = dict(ctx.authorizer)
+    latency = found.pop("integrationLatency")
+    assert isinstance(latency, int) and latency >= 0
+    return found
 
 
 async def refused(stage: Any, ctx: RequestContext) -> ErrorType:
@@ -400,7 +411,7 @@ async def test_build_jwt_stage_resolves_relative_files_and_shares_keys(
     read = build_jwt_stage(auth, api.routes["GET /items"], where)
     write = build_jwt_stage(auth, api.routes["POST /items"], where)
     assert isinstance(read, JwtAuthStage) and isinstance(write, JwtAuthStage)
-    assert read._keys is write._keys
+    assert read._issuers[ISSUER] is write._issuers[ISSUER]
     token = sign(keys, scope="items/read")
     assert await read(make_ctx(headers=bearer(token))) is None
     assert await refused(write, make_ctx(headers=bearer(token))) is ErrorType.ACCESS_DENIED
@@ -523,7 +534,7 @@ async def test_token_allow_sends_the_aws_token_event(samples: ModuleType) -> Non
             "methodArn": "arn:aws:execute-api:local:000000000000:shop/v1/GET/items/1",
         }
     ]
-    assert ctx.authorizer == {
+    assert found_context(ctx) == {
         "user": "alice",
         "level": 3,
         "admin": False,
@@ -679,7 +690,7 @@ async def test_request_v1_event(samples: ModuleType) -> None:
         stage_variables={"backend": "b1"},
     )
     assert await stage(ctx) is None
-    assert ctx.authorizer == {"via": "request", "principalId": "alice"}
+    assert found_context(ctx) == {"via": "request", "principalId": "alice"}
     event = samples.CALLS[0]
     arn = "arn:aws:execute-api:local:000000000000:shop/v1/GET/items/1"
     assert event["type"] == "REQUEST"
@@ -731,7 +742,7 @@ async def test_request_v2_simple_event(samples: ModuleType) -> None:
         params={"id": "a%20b"},
     )
     assert await stage(ctx) is None
-    assert ctx.authorizer == {"user": "alice", "tags": ["a", "b"]}
+    assert found_context(ctx) == {"user": "alice", "tags": ["a", "b"]}
     event = samples.CALLS[0]
     assert event["version"] == "2.0"
     assert event["type"] == "REQUEST"
@@ -764,7 +775,7 @@ async def test_request_v2_named_stage_raw_path_and_policy(samples: ModuleType) -
     )
     ctx = make_ctx(headers={"X-User": "alice"}, query="t=ok")
     assert await stage(ctx) is None
-    assert ctx.authorizer == {"via": "request", "principalId": "alice"}
+    assert found_context(ctx) == {"via": "request", "principalId": "alice"}
     assert samples.CALLS[0]["rawPath"] == "/v1/items/1"
 
 
@@ -786,7 +797,7 @@ async def test_malformed_simple_response_and_callable_objects(samples: ModuleTyp
     )
     ctx = make_ctx(headers=token("x"))
     assert await obj(ctx) is None
-    assert ctx.authorizer == {"kind": "object"}
+    assert found_context(ctx) == {"kind": "object"}
 
 
 def test_parse_answer_edge_cases() -> None:
@@ -884,3 +895,39 @@ def test_build_custom_auth_stage_names_a_missing_handler(tmp_path: Path) -> None
         build_custom_auth_stage(
             auth, api.routes["GET /items/{id}"], api, "v1", loaded(tmp_path, config)
         )
+
+
+def test_authorizer_values_as_aws_rest_apis_write_them() -> None:
+    assert [context_text(v) for v in (True, False, 123, 2.0, 0.5, "x", None)] == [
+        "true",
+        "false",
+        "123",
+        "2",
+        "0.5",
+        "x",
+        None,
+    ]
+    found = {"isAdmin": True, "principalId": "zoe", "integrationLatency": 7}
+    assert rest_authorizer(found) == {
+        "isAdmin": "true",
+        "principalId": "zoe",
+        "integrationLatency": 7,
+    }
+    claims = cognito_claims(
+        {
+            "cognito:groups": ["a", "b"],
+            "exp": 1513495692,
+            "iat": 1513492092.0,
+            "auth_time": 1513492092,
+            "email_verified": False,
+            "address": {"country": "NZ"},
+        }
+    )
+    assert claims == {
+        "cognito:groups": "a,b",
+        "exp": "Sun Dec 17 07:28:12 UTC 2017",
+        "iat": "Sun Dec 17 06:28:12 UTC 2017",
+        "auth_time": "1513492092",
+        "email_verified": "false",
+        "address": '{"country":"NZ"}',
+    }

@@ -201,3 +201,41 @@ def test_markdown_report_has_ratios() -> None:
     assert "| pygw | 20,000 |" in text
     assert "2.50x" in text and "0.50x" in text
     assert "met" in text
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_sam_bench_runs_and_reports_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "sam.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.sam_bench",
+            "--targets",
+            "function (-c),--sam,lambda (warm)",
+            "--duration",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--connections",
+            "2",
+            "--no-pin",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "| req/s ratio to function (-c) |" in completed.stdout
+    report = json.loads(out.read_text())
+    assert set(report["medians"]) == {"function (-c)", "--sam", "lambda (warm)"}
+    for figures in report["medians"].values():
+        assert figures["rps"] > 0
+        assert figures["errors"] == 0

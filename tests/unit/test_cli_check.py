@@ -18,8 +18,8 @@ BROKEN = {
         ["stauts", "status"],
     ),
     "unknown integration type": (
-        "apis: [{name: a, type: http, routes: {'GET /a': {integration: {type: lambda}}}}]",
-        ["integration", "lambda"],
+        "apis: [{name: a, type: http, routes: {'GET /a': {integration: {type: aws_lambda}}}}]",
+        ["integration", "aws_lambda"],
     ),
     "bad route key": (
         "apis: [{name: a, type: http, routes: {'GET /b/{x': {integration: {type: mock}}}}]",
@@ -42,6 +42,14 @@ BROKEN = {
     "rest-only key in an http api": (
         f"apis: [{{name: a, type: http, cache: {{ttl_s: 5}}, routes: {{{ROUTE}}}}}]",
         ["cache"],
+    ),
+    "compression in an http api": (
+        f"apis: [{{name: a, type: http, minimum_compression_size: 1024, routes: {{{ROUTE}}}}}]",
+        ["apis[0].minimum_compression_size", "AWS's HTTP APIs do not", "type rest"],
+    ),
+    "compression size out of range": (
+        f"apis: [{{name: a, type: rest, minimum_compression_size: 10485761, routes: {{{ROUTE}}}}}]",
+        ["apis[0].minimum_compression_size", "10485760"],
     ),
     "wrong type": (
         f"server: {{workers: many}}\napis: [{{name: a, type: http, routes: {{{ROUTE}}}}}]",

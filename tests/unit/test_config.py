@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from pygw.config import (
+    CognitoAuthorizerConfig,
     ConfigError,
     ConfigIssue,
     CustomAuthorizerConfig,
@@ -231,14 +232,14 @@ def test_unknown_key_inside_integration_uses_its_type() -> None:
 def test_unknown_integration_type() -> None:
     assert one_error(api(route("{type: mok}"))) == (
         f"{FILE}: apis[0].routes.GET /x.integration.type: unknown type 'mok' "
-        "(did you mean 'mock'? use one of: http_proxy, mock, function)"
+        "(did you mean 'mock'? use one of: http_proxy, mock, function, lambda)"
     )
 
 
 def test_missing_integration_type() -> None:
     assert one_error(api(route("{status: 200}"))) == (
         f"{FILE}: apis[0].routes.GET /x.integration.type: required key is missing "
-        "(add type: one of http_proxy, mock, function)"
+        "(add type: one of http_proxy, mock, function, lambda)"
     )
 
 
@@ -620,7 +621,9 @@ def test_unknown_validate_body_model() -> None:
 
 
 def test_scopes_need_a_jwt_authorizer() -> None:
-    assert "scopes need a jwt authorizer" in one_error(api(route(extra="scopes: [a]")))
+    assert "scopes need a jwt or cognito_user_pools authorizer" in one_error(
+        api(route(extra="scopes: [a]"))
+    )
 
 
 def test_cross_checks_report_several_problems() -> None:
@@ -845,3 +848,38 @@ def test_python_paths_are_relative_to_the_config(tmp_path: Path) -> None:
     loaded = load_config(path)
     assert loaded.python_paths() == [tmp_path.resolve(), tmp_path.resolve() / "lib", Path("/opt/x")]
     assert loaded.resolve("keys/jwks.json") == tmp_path.resolve() / "keys/jwks.json"
+
+
+POOL_ARN = "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Ab12"
+
+
+def cognito(arns: str = f'["{POOL_ARN}"]', more: str = "") -> str:
+    return f"authorizers:\n  pool: {{type: cognito_user_pools, provider_arns: {arns}{more}}}\n"
+
+
+def test_cognito_authorizer_derives_issuers_and_reads_plain_paths() -> None:
+    text = api(
+        cognito(f'["{POOL_ARN}", "{POOL_ARN}"]', ", jwks: keys/pool.json")
+        + route(extra="authorizer: pool\nauthorization_scopes: [shop/read]"),
+        style="rest",
+    )
+    config = parse_config(text, "cfg.yaml")
+    auth = config.apis[0].authorizers["pool"]
+    assert isinstance(auth, CognitoAuthorizerConfig)
+    assert auth.issuers == ["https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Ab12"]
+    assert auth.jwks == "file://keys/pool.json"
+    assert auth.jwks_for(auth.issuers[0]) == "file://keys/pool.json"
+    assert config.apis[0].routes["GET /x"].scopes == ["shop/read"]
+
+
+def test_cognito_authorizer_problems() -> None:
+    bad_arn = one_error(api(cognito('["arn:aws:iam::123:role/x"]') + route(), style="rest"))
+    assert "is not a Cognito user pool ARN" in bad_arn and "userpool/POOL_ID" in bad_arn
+    empty = one_error(api(cognito("[]") + route(), style="rest"))
+    assert "provider_arns is empty" in empty
+    two_headers = one_error(
+        api(cognito(more=", identity_source: [header.a, header.b]") + route(), style="rest")
+    )
+    assert "exactly one header" in two_headers
+    http = one_error(api(cognito() + route(extra="authorizer: pool")))
+    assert "REST APIs only" in http and "type: jwt" in http

@@ -18,7 +18,9 @@ from pygw.config.openapi import (
     lambda_name,
     load_openapi_config,
     parse_handlers,
+    parse_jwks,
     parse_upstreams,
+    parse_user_pools,
     pointer,
     refuse_unresolved,
 )
@@ -256,6 +258,53 @@ def test_cognito_pool_placeholder_fails_closed() -> None:
     assert warned(result, "cognito-test-identity-source", "${cognito_pool_arn}")
 
 
+POOL_ARN = "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Ab12"
+
+
+@needs_testdata
+def test_cognito_testdata_imports_with_a_pool_and_jwks(tmp_path: Path) -> None:
+    jwks_file = tmp_path / "pool-jwks.json"
+    jwks_file.write_text('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}')
+    jwks = parse_jwks([f"*={jwks_file.name}"], cwd=tmp_path)
+    pools = parse_user_pools([f"${{cognito_pool_arn}}={POOL_ARN}"])
+    result = import_openapi(TESTDATA / "openapi.cognito-auth.json", jwks=jwks, user_pools=pools)
+    assert result.errors == []
+    api = api_of(result)
+    for name in ("cognito-test-identity-source", "extra-test-identity-source"):
+        assert api["authorizers"][name] == {
+            "type": "cognito_user_pools",
+            "provider_arns": [POOL_ARN],
+            "jwks": f"file://{jwks_file.resolve()}",
+            # The scheme's apiKey header carries the token.
+            "identity_source": ["header.testheaderauth"],
+        }
+    routes = api["routes"]
+    assert "scopes" not in routes["GET /default-no-scope"]
+    assert routes["GET /default-scope-override"]["scopes"] == ["openid"]
+    assert routes["GET /non-default-authorizer"]["scopes"] == ["email", "openid"]
+    assert routes["GET /pets"]["scopes"] == ["email"]  # the API-wide requirement
+    assert not warned(result, "--jwks") and not warned(result, "--user-pool")
+
+    unused = import_openapi(
+        TESTDATA / "openapi.cognito-auth.json",
+        jwks=jwks,
+        user_pools={**pools, "nobody": POOL_ARN},
+    )
+    assert warned(unused, "--user-pool nobody", "matches no Cognito authorizer")
+
+
+def test_jwks_and_user_pool_options_refuse_bad_values(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no file"):
+        parse_jwks(["pool=missing.json"], cwd=tmp_path)
+    with pytest.raises(ValueError, match="NAME=PATH_OR_URL"):
+        parse_jwks(["pool"])
+    assert parse_jwks(["pool=https://idp.example/jwks.json"]) == {
+        "pool": "https://idp.example/jwks.json"
+    }
+    with pytest.raises(ValueError, match="NAME=ARN"):
+        parse_user_pools(["pool=arn:aws:iam::123:role/x"])
+
+
 @needs_testdata
 def test_stage_variables_in_uris() -> None:
     spec = TESTDATA / "openapi.spec.stage-variables.json"
@@ -471,7 +520,7 @@ def test_lambda_authorizer_with_handler_becomes_custom(tmp_path: Path) -> None:
     check(result, tmp_path)
 
 
-def test_cognito_with_pool_arn_and_audience_becomes_jwt(tmp_path: Path) -> None:
+def test_cognito_with_pool_arn_imports_as_cognito_user_pools(tmp_path: Path) -> None:
     spec = oas(
         {
             "/me": {"get": mock_op(security=[{"pool": ["email", "openid"]}])},
@@ -497,18 +546,33 @@ def test_cognito_with_pool_arn_and_audience_becomes_jwt(tmp_path: Path) -> None:
     )
     result = import_openapi(write_spec(tmp_path, spec))
     api = api_of(result)
+    # REST-style: AWS's own Cognito authorizer, the audience as its accepted app clients.
     assert api["authorizers"]["pool"] == {
-        "type": "jwt",
-        "issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC",
-        "audience": ["client-1"],
+        "type": "cognito_user_pools",
+        "provider_arns": ["arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_AbC"],
+        "app_clients": ["client-1"],
         "identity_source": ["header.authorization"],
     }
     assert api["routes"]["GET /me"]["scopes"] == ["email", "openid"]
     assert "authorizer" not in api["routes"]["GET /open"]  # `security: []` opts out
     check(result, tmp_path)
 
+    # HTTP-style: a JWT authorizer with the pool as issuer, which needs the audience.
+    http = import_openapi(write_spec(tmp_path, spec), style="http")
+    assert api_of(http)["authorizers"]["pool"] == {
+        "type": "jwt",
+        "issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC",
+        "audience": ["client-1"],
+        "identity_source": ["header.authorization"],
+    }
+    check(http, tmp_path)
+
     del spec["components"]["securitySchemes"]["pool"]["x-pygw-audience"]
-    closed = import_openapi(write_spec(tmp_path, spec))
+    # AWS's REST Cognito authorizer takes tokens of any app client of the pool.
+    any_client = import_openapi(write_spec(tmp_path, spec))
+    assert "app_clients" not in api_of(any_client)["authorizers"]["pool"]
+    assert api_of(any_client)["authorizers"]["pool"]["type"] == "cognito_user_pools"
+    closed = import_openapi(write_spec(tmp_path, spec), style="http")
     assert api_of(closed)["authorizers"]["pool"]["handler"] == REFUSING_HANDLER
     assert warned(closed, "x-pygw-audience")
     check(closed, tmp_path)
@@ -566,7 +630,7 @@ def test_api_keys(tmp_path: Path) -> None:
 
 def test_binary_media_types_gateway_responses_and_unknown_extensions(tmp_path: Path) -> None:
     spec = oas(
-        {"/a": {"get": mock_op(**{"x-amazon-apigateway-auth": {"type": "AWS_IAM"}})}},
+        {"/a": {"get": mock_op(**{"x-amazon-apigateway-auth": {"type": "NOT_A_KIND"}})}},
         **{
             "x-amazon-apigateway-binary-media-types": ["image/png", "*/*", "nonsense"],
             "x-amazon-apigateway-gateway-responses": {
@@ -584,7 +648,8 @@ def test_binary_media_types_gateway_responses_and_unknown_extensions(tmp_path: P
     assert warned(result, "#/x-amazon-apigateway-gateway-responses/DEFAULT_4XX", "section 9")
     assert warned(result, "#/x-amazon-apigateway-gateway-responses/THROTTLED")
     assert warned(result, "#/x-amazon-apigateway-policy", "not supported")
-    assert warned(result, "#/x-amazon-apigateway-minimum-compression-size", "not supported")
+    assert api["minimum_compression_size"] == 0
+    assert not warned(result, "#/x-amazon-apigateway-minimum-compression-size")
     assert warned(result, "#/paths/~1a/get/x-amazon-apigateway-auth", "not supported")
     check(result, tmp_path)
 
@@ -925,3 +990,18 @@ def test_errors_only_when_the_api_cannot_work(tmp_path: Path) -> None:
     # No paths at all.
     empty = import_openapi(write_spec(tmp_path, oas({})))
     assert empty.errors == ["the definition yields no route: there is nothing to serve"]
+
+
+def test_minimum_compression_size_is_imported_for_rest_apis_only(tmp_path: Path) -> None:
+    spec = oas({"/a": {"get": mock_op()}}, **{"x-amazon-apigateway-minimum-compression-size": 1024})
+    rest = import_openapi(write_spec(tmp_path, spec))
+    assert api_of(rest)["minimum_compression_size"] == 1024
+    check(rest, tmp_path)
+    http = import_openapi(write_spec(tmp_path, spec), style="http")
+    assert "minimum_compression_size" not in api_of(http)
+    assert warned(http, "#/x-amazon-apigateway-minimum-compression-size", "HTTP-style")
+    check(http, tmp_path)
+    spec["x-amazon-apigateway-minimum-compression-size"] = 10_485_761
+    too_large = import_openapi(write_spec(tmp_path, spec))
+    assert "minimum_compression_size" not in api_of(too_large)
+    assert warned(too_large, "#/x-amazon-apigateway-minimum-compression-size", "10485760")

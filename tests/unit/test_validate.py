@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
+from pygw.body import read_body
 from pygw.config.model import ApiConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.request import Request
-from pygw.stages.validate import build_validate_stage, compile_model, read_body
+from pygw.stages.validate import build_validate_stage, compile_model
 
 ITEM = {
     "type": "object",

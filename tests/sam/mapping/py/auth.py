@@ -1,0 +1,2 @@
+def handler(event, context):
+    return {"isAuthorized": event.get("headers", {}).get("x-secret") == "open sesame"}
