@@ -31,7 +31,8 @@ test-rust:
 # Servers the tests start themselves (Redis for the shared throttle, nginx and wrk for the bench
 # harness smoke test, h2load for its HTTP/2 scenarios), Chromium for the admin dashboard's page
 # test, promtool (Debian's prometheus package) for the alert rules and Node for the `lambda`
-# integration's test function, from Debian when absent. Without root the tests that need them skip, saying why.
+# integration's test function, from Debian when absent. Without root the tests that need them
+# skip, saying why.
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
