@@ -29,14 +29,16 @@ test-rust:
 	cargo test --quiet --workspace
 
 # Servers the tests start themselves (Redis for the shared throttle, nginx and wrk for the bench
-# harness smoke test), Chromium for the admin dashboard's page test, promtool (Debian's
-# prometheus package) for the alert rules and Node for the `lambda` integration's test function,
-# from Debian when absent. Without root the tests that need them skip, saying why.
+# harness smoke test, h2load for its HTTP/2 scenarios), Chromium for the admin dashboard's page
+# test, promtool (Debian's prometheus package) for the alert rules and Node for the `lambda`
+# integration's test function, from Debian when absent. Without root the tests that need them
+# skip, saying why.
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import proxy_bench, scenarios  # noqa: E402
+from bench import https_bench, proxy_bench, scenarios  # noqa: E402
 from bench.scenarios import Plan, Scenario, Server  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -670,6 +670,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-oha", action="store_true", help="fixed rate with the Python generator"
     )
     parser.add_argument("--no-native", action="store_true", help="skip native_bench")
+    parser.add_argument(
+        "--no-https", action="store_true", help="skip the HTTPS and HTTP/2 scenarios"
+    )
     parser.add_argument("--only", help="comma-separated scenario names (and what they depend on)")
     # Internal: the open-loop generator's own process.
     parser.add_argument("--open-loop", metavar="URL", help=argparse.SUPPRESS)
@@ -751,6 +754,7 @@ def run(args: argparse.Namespace) -> int:
     runs: list[dict[str, Any]] = []
     fixed: list[dict[str, Any]] = []
     mock: dict[str, Any] = {}
+    https: dict[str, Any] | None = None
     commands: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="pygw-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -830,6 +834,25 @@ def run(args: argparse.Namespace) -> int:
                         f"p99 {summary['p99_ms']:.2f} ms, {summary['errors']} errors"
                     )
 
+            if not args.no_https:
+                # Against the same upstream, pinned as the rest (https_bench.py).
+                try:
+                    https = https_bench.measure(
+                        ports["upstream"],
+                        procs,
+                        tmp,
+                        mode.duration_s,
+                        mode.repeats,
+                        mode.connections,
+                        pinning.gateway,
+                        pinning.load,
+                        oha,
+                        log,
+                    )
+                except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as failed:
+                    log(f"HTTPS scenarios failed: {failed}")
+                    https = {"error": str(failed)}
+
             raw = run_open_loop_subprocess(
                 running["pygw_mock"].url + "/mock",
                 mode.mock_rate,
@@ -898,6 +921,7 @@ def run(args: argparse.Namespace) -> int:
                 "wrk": tool_version(["wrk", "--version"]),
                 "nginx": tool_version(["nginx", "-v"]),
                 "oha": tool_version([oha, "--version"]) if oha else None,
+                "h2load": tool_version(["h2load", "--version"]),
                 "matplotlib": matplotlib.__version__,
             },
             "commands": commands,
@@ -925,6 +949,7 @@ def run(args: argparse.Namespace) -> int:
         "stage_costs": stage_costs(runs, plan),
         "mock_check": mock,
         "native": native,
+        "https": https,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
     from bench import report

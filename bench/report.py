@@ -305,6 +305,14 @@ def native_lines(native: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def https_lines(https: dict[str, Any] | None) -> list[str]:
+    if https is None:
+        return ["Not measured (--no-https)."]
+    from bench.https_bench import markdown_lines
+
+    return markdown_lines(https)
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     mode = meta["mode"]
@@ -381,6 +389,10 @@ def markdown(results: dict[str, Any]) -> str:
         "## Native core against the pure-Python references (bench/native_bench.py)",
         "",
         *native_lines(results["native"]),
+        "",
+        "## HTTPS and HTTP/2 against nginx terminating TLS (bench/https_bench.py)",
+        "",
+        *https_lines(results.get("https")),
         "",
         "## Plots",
         "",

@@ -26,14 +26,22 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
 from pygw.request import HTTP_10, HTTP_11, Request, RequestBody, RequestBodyError
 from pygw.response import Response
 
-__all__ = ["ConnectionLimits", "Http1Server", "Refusal"]
+__all__ = [
+    "PROXY_HEADERS",
+    "ConnectionLimits",
+    "Http1Server",
+    "Refusal",
+    "ServedConnection",
+    "client_ip_behind",
+    "is_trusted",
+]
 
 log = logging.getLogger("pygw")
 
@@ -69,6 +77,25 @@ class ConnectionLimits:
     request_buffer_bytes: int = 65_536
     allow_underscores: bool = False
     trusted_proxies: tuple[IpNetwork, ...] = ()
+    # Streams one HTTP/2 connection may have open at once (pygw/http2.py).
+    max_concurrent_streams: int = 100
+
+
+class ServedConnection(Protocol):
+    """What a listener asks of each of its connections, HTTP/1.1 or HTTP/2 (pygw/http2.py):
+    the deadline sweep and the drain."""
+
+    transport: asyncio.Transport | None
+
+    def overdue(self, head_before: float, idle_before: float) -> bool: ...
+
+    def end_idle_task(self, idle_before: float) -> None: ...
+
+    def close_overdue(self) -> None: ...
+
+    def close_when_idle(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class Refusal(Exception):
@@ -225,7 +252,7 @@ class Http1Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
         trusted = self.limits.trusted_proxies
-        self._trusted_peer = bool(trusted) and _is_trusted(self.peer, trusted)
+        self._trusted_peer = bool(trusted) and is_trusted(self.peer, trusted)
         self.head_since = self.loop.time()
         self.server.connections.add(self)
 
@@ -363,7 +390,7 @@ class Http1Connection(asyncio.Protocol):
             self._expect = True
         elif b"_" in name and not limits.allow_underscores:
             return  # as nginx does: a backend may read Content_Length as Content-Length
-        elif lname in _PROXY_HEADERS and not self._trusted_peer:
+        elif lname in PROXY_HEADERS and not self._trusted_peer:
             return  # a client that is no trusted proxy cannot say who the client is
         headers.append((name, value))
 
@@ -427,7 +454,7 @@ class Http1Connection(asyncio.Protocol):
         self.head_since = None
         client_ip = self.peer
         if self._trusted_peer:
-            client_ip = _client_ip(self.peer, headers, limits.trusted_proxies)
+            client_ip = client_ip_behind(self.peer, headers, limits.trusted_proxies)
         request = Request(
             method,
             url.decode("utf-8", "surrogateescape"),
@@ -763,6 +790,11 @@ class Http1Connection(asyncio.Protocol):
             self._wakeup = None
             wakeup.set_result(None)
 
+    def close_overdue(self) -> None:
+        """A deadline passed (see `overdue`)."""
+        if self.transport is not None:
+            self.transport.close()
+
     def close_when_idle(self) -> None:
         """Draining: close now if nothing is in flight, else after the current answer."""
         self.closing = True
@@ -773,10 +805,10 @@ class Http1Connection(asyncio.Protocol):
 _EMPTY_BODY = RequestBody()
 _EMPTY_BODY.feed_eof()
 
-_PROXY_HEADERS: Final = frozenset({b"forwarded", b"x-real-ip"})
+PROXY_HEADERS: Final = frozenset({b"forwarded", b"x-real-ip"})
 
 
-def _client_ip(
+def client_ip_behind(
     peer: str, headers: list[tuple[bytes, bytes]], trusted: tuple[IpNetwork, ...]
 ) -> str:
     """The client's address when the peer is a trusted proxy: the nearest X-Forwarded-For
@@ -788,7 +820,7 @@ def _client_ip(
                 part.strip() for part in value.decode("latin-1").split(",") if part.strip()
             )
     for hop in reversed(forwarded):
-        if not _is_trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             try:
                 return str(ipaddress.ip_address(hop))
             except ValueError:
@@ -796,7 +828,7 @@ def _client_ip(
     return peer
 
 
-def _is_trusted(address: str, trusted: tuple[IpNetwork, ...]) -> bool:
+def is_trusted(address: str, trusted: tuple[IpNetwork, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -825,14 +857,20 @@ class Http1Server:
         self.upgrade = upgrade
         self.extra_head = extra_head
         self.loop = loop or asyncio.get_running_loop()
-        self.connections: set[Http1Connection] = set()
+        self.connections: set[ServedConnection] = set()
         # Checking a few times per timeout bounds the overshoot to a quarter of it.
         shortest = min(limits.header_timeout_s, limits.idle_timeout_s)
         self._sweep_every_s = min(max(shortest / 4, 0.05), 1.0)
         self._sweeper: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
 
-    def forget(self, conn: Http1Connection) -> None:
+    def track(self, conn: ServedConnection) -> None:
+        """`conn` is swept for deadlines and closed by the drain."""
+        self.connections.add(conn)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._sweep_every_s, self._sweep)
+
+    def forget(self, conn: ServedConnection) -> None:
         self.connections.discard(conn)
         if not self.connections and self._drained is not None:
             self._drained.set()
@@ -849,7 +887,7 @@ class Http1Server:
         quiet_before = now - _TASK_IDLE_S
         for conn in list(self.connections):
             if conn.overdue(head_before, idle_before) and conn.transport is not None:
-                conn.transport.close()
+                conn.close_overdue()
             else:
                 conn.end_idle_task(quiet_before)
         self._sweeper = self.loop.call_later(self._sweep_every_s, self._sweep)

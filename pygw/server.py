@@ -31,6 +31,7 @@ from pygw.config.model import GatewayConfig
 from pygw.dispatch import Dispatcher, refusal_response
 from pygw.fault_control import FaultControl
 from pygw.http1 import ConnectionLimits, Http1Server
+from pygw.http2 import Http2Connection
 from pygw.observe.access_log import AccessLog, compile_format
 from pygw.observe.dashboard import ReloadHistory
 from pygw.observe.metrics import Metrics
@@ -213,6 +214,7 @@ class Gateway:
                 body_timeout_s=limits.body_timeout_s,
                 request_buffer_bytes=limits.request_buffer_bytes,
                 allow_underscores=limits.allow_underscores_in_headers,
+                max_concurrent_streams=limits.max_concurrent_streams,
                 trusted_proxies=tuple(
                     ipaddress.ip_network(cidr, strict=False)
                     for cidr in config.server.trusted_proxies
@@ -228,7 +230,13 @@ class Gateway:
         factory: Callable[[], asyncio.Protocol] = self._http
         tls_options: dict[str, Any] = {}
         if self._tls is not None:
-            factory = self._tls.protocol_factory(self._http)
+            http = self._http
+
+            def http2() -> asyncio.Protocol:
+                return Http2Connection(http)
+
+            offers_h2 = "h2" in self._tls.material.spec.alpn
+            factory = self._tls.protocol_factory(http, http2 if offers_h2 else None)
             tls_options = {
                 "ssl": self._tls.context,
                 "ssl_handshake_timeout": limits.header_timeout_s,

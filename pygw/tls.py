@@ -533,12 +533,15 @@ class TlsListener:
         return None
 
     def protocol_factory(
-        self, factory: Callable[[], asyncio.Protocol]
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        h2_factory: Callable[[], asyncio.Protocol] | None = None,
     ) -> Callable[[], asyncio.Protocol]:
-        """`factory`'s protocols, each handed its connection only once `admit` let it in."""
+        """Protocols handed their connection only once `admit` let it in: `h2_factory`'s when
+        the handshake chose HTTP/2 through ALPN, else `factory`'s (HTTP/1.1)."""
 
         def make() -> asyncio.Protocol:
-            return _Admission(factory(), self.admit)
+            return _Admission(factory, h2_factory, self.admit)
 
         return make
 
@@ -599,10 +602,16 @@ class _Admission(asyncio.Protocol):
     """Stands in for a connection's protocol until the handshake is done: then either hands
     the connection over (the protocol sees nothing of this one) or closes it."""
 
-    __slots__ = ("_admit", "_inner")
+    __slots__ = ("_admit", "_h2", "_http1")
 
-    def __init__(self, inner: asyncio.Protocol, admit: Callable[[Any], bool]) -> None:
-        self._inner = inner
+    def __init__(
+        self,
+        http1: Callable[[], asyncio.Protocol],
+        h2: Callable[[], asyncio.Protocol] | None,
+        admit: Callable[[Any], bool],
+    ) -> None:
+        self._http1 = http1
+        self._h2 = h2
         self._admit = admit
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -610,8 +619,14 @@ class _Admission(asyncio.Protocol):
             log.info("closed a connection to a mutual-TLS domain without a client certificate")
             transport.close()
             return
-        transport.set_protocol(self._inner)
-        self._inner.connection_made(transport)
+        inner = self._http1
+        if self._h2 is not None:
+            sslobj = _ssl_object(transport)
+            if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+                inner = self._h2
+        protocol = inner()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass

@@ -457,6 +457,9 @@ class LimitsConfig(_Model):
     body_timeout_s: float = Field(default=30.0, gt=0)
     # Names such as Content_Length read as Content-Length to backends that map _ to -.
     allow_underscores_in_headers: bool = False
+    # Streams one HTTP/2 client may have open at once on a connection (SETTINGS_MAX_CONCURRENT_
+    # STREAMS); more are refused with REFUSED_STREAM.
+    max_concurrent_streams: int = Field(default=100, ge=1, le=10_000)
 
 
 class TlsCertificateConfig(_Model):
@@ -487,15 +490,18 @@ class TlsConfig(_Model):
     @classmethod
     def _check_alpn(cls, value: list[str]) -> list[str]:
         for protocol in value:
-            if protocol in ("h2", "h2c"):
+            if protocol == "h2c":
                 raise problem(
-                    f"ALPN protocol {protocol!r} is not supported: pygw speaks HTTP/1.1 only",
-                    "remove it and write alpn: [http/1.1]",
+                    "ALPN protocol 'h2c' (cleartext HTTP/2) is not served: HTTP/2 is offered on "
+                    "HTTPS listeners only",
+                    "write alpn: [h2, http/1.1]",
                 )
-            if protocol != "http/1.1":
-                raise problem(f"unknown ALPN protocol {protocol!r}", "write alpn: [http/1.1]")
+            if protocol not in ("h2", "http/1.1"):
+                raise problem(f"unknown ALPN protocol {protocol!r}", "write alpn: [h2, http/1.1]")
         if not value:
-            raise problem("alpn is empty", "write alpn: [http/1.1]")
+            raise problem("alpn is empty", "write alpn: [h2, http/1.1] or alpn: [http/1.1]")
+        if len(set(value)) != len(value):
+            raise problem("alpn names a protocol twice", "write alpn: [h2, http/1.1]")
         return value
 
 

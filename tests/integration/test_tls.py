@@ -528,17 +528,17 @@ def test_check_refuses_broken_tls_settings(pki: Pki) -> None:
     broken = broken.replace(
         "certs/wild.pem, key: certs/wild-key.pem", "certs/wild.pem, key: certs/api-key.pem"
     )
-    broken = broken.replace("alpn: [http/1.1]", "alpn: [h2, http/1.1]")
+    broken = broken.replace("alpn: [http/1.1]", "alpn: [h2c, http/1.1]")
     config.write_text(broken)
     failed = _check(config)
     assert failed.returncode == 1
     lines = failed.stderr.strip().splitlines()
     # The ALPN setting is refused by validation; once that is fixed, the files are read.
     assert lines == [
-        f"{config}: server.tls.alpn: ALPN protocol 'h2' is not supported: pygw speaks HTTP/1.1 "
-        "only (remove it and write alpn: [http/1.1])"
+        f"{config}: server.tls.alpn: ALPN protocol 'h2c' (cleartext HTTP/2) is not served: "
+        "HTTP/2 is offered on HTTPS listeners only (write alpn: [h2, http/1.1])"
     ]
-    config.write_text(broken.replace("alpn: [h2, http/1.1]", "alpn: [http/1.1]"))
+    config.write_text(broken.replace("alpn: [h2c, http/1.1]", "alpn: [h2, http/1.1]"))
     failed = _check(config)
     assert failed.returncode == 1
     message = failed.stderr

@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPENDENCIES = ("aiohttp", "multidict", "yarl", "httptools", "uvloop", "orjson", "redis")
+DEPENDENCIES = ("aiohttp", "multidict", "yarl", "httptools", "uvloop", "orjson", "redis", "h2")
 
 
 def _private_uses(path: Path) -> list[str]:
@@ -62,7 +62,7 @@ def test_the_check_sees_a_private_import(tmp_path: Path) -> None:
     assert len(_private_uses(probe)) == 2
 
 
-@pytest.mark.parametrize("package", ["aiohttp", "uvloop", "httptools"])
+@pytest.mark.parametrize("package", ["aiohttp", "uvloop", "httptools", "h2"])
 def test_installed_release_is_admitted(package: str) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirement = next(
