@@ -29,7 +29,6 @@ from pygw.integrations.function import FunctionIntegration, LambdaRunner, load_h
 from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.integrations.lambda_invoke import LambdaInvokeIntegration
 from pygw.integrations.mock import Faults, Latency, MockIntegration
-from pygw.integrations.ws_passthrough import WsPassthrough
 from pygw.lambda_client import invocation_url
 from pygw.observe.metrics import Metrics, RouteMetrics
 from pygw.observe.telemetry import TracedCache, TracedStage
@@ -1242,14 +1241,12 @@ class _Compiler:
                     cooldown_s=spec.health.cooldown_s,
                     tls=shared_tls,
                     target_tls=target_tls,
+                    # WebSocket upgrades relayed through this route obey the body limit per message.
+                    websocket_max_message_bytes=self.loaded.config.server.limits.max_body_bytes,
                 )
             except ValueError as bad:
                 self.issue(f"{where}.uri", str(bad), "use only the route's path parameters")
                 return None
-            # WebSocket upgrades relayed through this route obey the body limit per message.
-            proxy.websocket = WsPassthrough(
-                proxy, max_message_bytes=self.loaded.config.server.limits.max_body_bytes
-            )
             self.proxies.append(proxy)
             return proxy
         self.issue(

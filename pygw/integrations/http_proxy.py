@@ -572,6 +572,7 @@ class HttpProxyIntegration:
         route_params: Collection[str] | None = None,
         tls: UpstreamTls | None = None,
         target_tls: Sequence[UpstreamTls | None] = (),
+        websocket_max_message_bytes: int | None = None,
     ) -> None:
         """`body_idle_timeout_ms` (default `timeout_ms`) bounds the silence between two pieces of a
         response body; `idle_keepalive_s` how long a pooled connection may sit unused; when
@@ -641,7 +642,9 @@ class HttpProxyIntegration:
         self._rr = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         # Made on the first WebSocket upgrade; the runtime may set one with its own limits.
-        self.websocket: WsPassthrough | None = None
+        # WebSocket upgrades on this route, relayed to the same targets (messages bounded by
+        # `websocket_max_message_bytes`, aiohttp's 4 MiB when None).
+        self.websocket = WsPassthrough(self, max_message_bytes=websocket_max_message_bytes)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -655,16 +658,12 @@ class HttpProxyIntegration:
         self._deadlines.stop()
         for target in self._targets:
             target.shutdown()
-        if self.websocket is not None:
-            await self.websocket.close()
+        await self.websocket.close()
 
     async def __call__(self, ctx: RequestContext) -> Response:
         request = ctx.request
         if request.upgrade is not None and is_websocket_upgrade(request):
-            passthrough = self.websocket
-            if passthrough is None:
-                passthrough = self.websocket = WsPassthrough(self)
-            return await passthrough(ctx)
+            return await self.websocket(ctx)
         loop = self._loop
         if loop is None or loop.is_closed():
             # Cached: on Python 3.11 every get_running_loop() costs a getpid() system call.
@@ -773,6 +772,31 @@ class HttpProxyIntegration:
             target.in_flight -= 1
 
     # -- request side -------------------------------------------------------------------------
+
+    # The upstream side the WebSocket pass-through shares (ws_passthrough.Upstreams).
+    @property
+    def connect_timeout_s(self) -> float:
+        return self._connect_timeout_s
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    @property
+    def retries(self) -> int:
+        return self._retries
+
+    def render_path(self, ctx: RequestContext, overrides: dict[str, Any] | None) -> bytes:
+        return self._render(ctx, overrides)
+
+    def pick(self, now: float, tried: list[Any]) -> _Target:
+        return self._pick(now, tried)
+
+    def succeeded(self, target: Any) -> None:
+        self._succeeded(target)
+
+    def failed(self, target: Any, now: float) -> None:
+        self._failed(target, now)
 
     def _render(self, ctx: RequestContext, overrides: dict[str, Any] | None) -> bytes:
         """Request target below the target's base path, with the client's query appended."""

@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 from aiohttp import WebSocketError, WSMsgType, web
@@ -48,9 +49,6 @@ from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.request import Request
 from pygw.response import Response, UpgradedResponse
-
-if TYPE_CHECKING:
-    from pygw.integrations.http_proxy import HttpProxyIntegration
 
 __all__ = ["WsPassthrough", "is_websocket_upgrade"]
 
@@ -144,12 +142,52 @@ async def _pump(src: _Socket, dst: _Socket) -> tuple[int, bytes] | None:
             return None
 
 
+class UpstreamTarget(Protocol):
+    """One upstream base URL as the pass-through reaches it."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def prefix(self) -> bytes: ...
+
+    @property
+    def ssl(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def server_name(self) -> str | None: ...
+
+    # Open exchanges on the target, which least-request balancing reads.
+    in_flight: int
+
+
+class Upstreams(Protocol):
+    """The upstream side the pass-through shares with its HTTP proxy: the targets with their
+    balancing and passive health, the path template and the timeouts, so an upgrade is routed
+    and retried like any other request of the route."""
+
+    @property
+    def connect_timeout_s(self) -> float: ...
+
+    @property
+    def timeout_s(self) -> float: ...
+
+    @property
+    def retries(self) -> int: ...
+
+    def render_path(self, ctx: RequestContext, overrides: dict[str, Any] | None) -> bytes: ...
+
+    def pick(self, now: float, tried: list[Any]) -> UpstreamTarget: ...
+
+    def succeeded(self, target: Any) -> None: ...
+
+    def failed(self, target: Any, now: float) -> None: ...
+
+
 class WsPassthrough:
     """The WebSocket leg of one `HttpProxyIntegration`."""
 
-    def __init__(
-        self, proxy: HttpProxyIntegration, *, max_message_bytes: int | None = None
-    ) -> None:
+    def __init__(self, proxy: Upstreams, *, max_message_bytes: int | None = None) -> None:
         """`max_message_bytes` bounds one message in either direction (aiohttp's 4 MiB when
         None); a longer one closes the connection with 1009."""
         self._proxy = proxy
@@ -166,7 +204,7 @@ class WsPassthrough:
         if session is None or session.closed:
             proxy = self._proxy
             session = self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=proxy._connect_timeout_s),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=proxy.connect_timeout_s),
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=_NO_AUTO_HEADERS,
@@ -256,17 +294,17 @@ class WsPassthrough:
             # A malformed handshake (no key, an unknown version) is the client's error.
             raise GatewayError(ErrorType.BAD_REQUEST)
         overrides = ctx.request_overrides
-        path = proxy._render(ctx, overrides).decode("ascii")
+        path = proxy.render_path(ctx, overrides).decode("ascii")
         headers = self._headers(ctx, overrides)
         offered = request.headers.get("Sec-WebSocket-Protocol", "")
         protocols = tuple(p.strip() for p in offered.split(",") if p.strip())
         session = self._client()
         loop = asyncio.get_running_loop()
-        attempts = proxy._retries + 1
+        attempts = proxy.retries + 1
         tried: list[Any] = []
         started = time.perf_counter()
         while True:
-            target = proxy._pick(loop.time(), tried)
+            target = proxy.pick(loop.time(), tried)
             url = URL(target.label)
             scheme = "wss" if target.ssl is not None else "ws"
             upstream_url = URL(
@@ -274,7 +312,7 @@ class WsPassthrough:
                 encoded=True,
             )
             try:
-                async with asyncio.timeout(proxy._timeout_s):
+                async with asyncio.timeout(proxy.timeout_s):
                     upstream_ws = await session.ws_connect(
                         upstream_url,
                         protocols=protocols,
@@ -292,36 +330,36 @@ class WsPassthrough:
                 break
             except _Refused as refused:
                 ctx.integration_latency_s = time.perf_counter() - started
-                proxy._succeeded(target)
+                proxy.succeeded(target)
                 if refused.status < 200:
                     raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
                 return self._refusal(ctx, refused)
             except _TooLong:
                 ctx.integration_latency_s = time.perf_counter() - started
-                proxy._succeeded(target)
+                proxy.succeeded(target)
                 raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
             except aiohttp.WSServerHandshakeError:
                 # 101 with a bad accept key or without the upgrade headers: a broken upstream.
                 ctx.integration_latency_s = time.perf_counter() - started
-                proxy._succeeded(target)
+                proxy.succeeded(target)
                 raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError):
-                proxy._failed(target, loop.time())
+                proxy.failed(target, loop.time())
                 attempts -= 1
                 if attempts <= 0:
                     ctx.integration_latency_s = time.perf_counter() - started
                     raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
                 tried.append(target)
             except TimeoutError:
-                proxy._failed(target, loop.time())
+                proxy.failed(target, loop.time())
                 ctx.integration_latency_s = time.perf_counter() - started
                 raise GatewayError(ErrorType.UPSTREAM_TIMEOUT) from None
             except aiohttp.ClientError:
-                proxy._failed(target, loop.time())
+                proxy.failed(target, loop.time())
                 ctx.integration_latency_s = time.perf_counter() - started
                 raise GatewayError(ErrorType.UPSTREAM_FAILURE) from None
         ctx.integration_latency_s = time.perf_counter() - started
-        proxy._succeeded(target)
+        proxy.succeeded(target)
         chosen = upstream_ws.protocol
         client_ws = web.WebSocketResponse(
             protocols=(chosen,) if chosen else (),
