@@ -29,7 +29,7 @@ def is_loopback_listen(listen: str) -> bool:
         return True
     host = listen.rpartition(":")[0].strip("[]")
     if not host or host.lower() == "localhost":
-        # An empty host binds 127.0.0.1 (pygw.server.parse_listen).
+        # An empty host binds 127.0.0.1 (pygw.listen.parse_listen).
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -18,20 +18,23 @@ import os
 import resource
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.metrics_core import Metric
 
 from pygw.admin import AdminServer
+from pygw.admin_backend import FaultsChange
 from pygw.config.load import ConfigError, LoadedConfig, load_config
-from pygw.config.model import GatewayConfig
+from pygw.config.model import FaultsConfig, GatewayConfig
 from pygw.dispatch import Dispatcher, refusal_response
-from pygw.fault_control import FaultControl
+from pygw.fault_control import FaultControl, RouteName
 from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.http2 import Http2Connection
+from pygw.listen import parse_listen
 from pygw.observe.access_log import AccessLog, compile_format
 from pygw.observe.dashboard import ReloadHistory
 from pygw.observe.metrics import Metrics
@@ -104,14 +107,6 @@ class WorkerOptions:
 
     admin_listen: str  # private admin address the supervisor scrapes (unix:/path)
     parent_pid: int  # the supervisor: a worker whose parent is gone stops serving
-
-
-def parse_listen(listen: str) -> tuple[str, int] | str:
-    """`HOST:PORT` → (host, port); `unix:/path` → the socket path."""
-    if listen.startswith("unix:"):
-        return listen[len("unix:") :]
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class Gateway:
@@ -271,12 +266,12 @@ class Gateway:
         if worker is not None:
             # The private admin needs no token: it is a unix socket in a folder only the
             # supervisor's user can enter.
-            self._admin = AdminServer(self, worker.admin_listen, "")
+            self._admin = AdminServer(GatewayBackend(self), worker.admin_listen, "")
             admin_shown = await self._admin.start()
             log.debug("worker %d serving on %s (admin %s)", os.getpid(), shown, admin_shown)
             return
         self.connections.admin_token = config.admin.token
-        self._admin = AdminServer(self, config.admin.listen, config.admin.token)
+        self._admin = AdminServer(GatewayBackend(self), config.admin.listen, config.admin.token)
         admin_shown = await self._admin.start()
         self.ready_line = f"pygw listening on {shown} (admin {admin_shown})"
         if announce:
@@ -400,6 +395,54 @@ class Gateway:
             # The last spans go out, within the export timeout, without blocking the loop.
             await asyncio.to_thread(telemetry.close)
         log.info("pygw stopped")
+
+
+class GatewayBackend:
+    """The admin API of one gateway process (pygw.admin_backend.AdminBackend): a standalone
+    gateway's public one, or a worker's private one that its supervisor calls."""
+
+    lists_workers = False
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        return 200, {"status": "ok", "routes": len(self._gateway.runtime.routes)}
+
+    async def metrics_text(self) -> bytes:
+        return self._gateway.metrics.render()
+
+    async def metric_families(self) -> Iterable[Metric]:
+        return self._gateway.metrics.registry.collect()
+
+    async def route_table(self) -> list[dict[str, Any]] | None:
+        return self._gateway.runtime.route_table()
+
+    async def reload(self) -> tuple[bool, dict[str, Any]]:
+        ok, detail = await self._gateway.reload()
+        if ok:
+            return True, {"reloaded": True, "summary": detail}
+        return False, {"reloaded": False, "errors": detail.splitlines()}
+
+    def reloads(self) -> list[dict[str, Any]]:
+        return self._gateway.reload_history.recent()
+
+    async def connections(self, request: web.Request) -> web.StreamResponse:
+        return await self._gateway.connections.handle_admin(request)
+
+    async def fault_listing(self) -> list[dict[str, Any]] | None:
+        return self._gateway.faults.listing(self._gateway.runtime)
+
+    async def change_faults(
+        self, name: RouteName, faults: FaultsConfig | None, path: str, body: bytes
+    ) -> FaultsChange:
+        gateway = self._gateway
+        if faults is None:
+            return FaultsChange(found=gateway.faults.delete(gateway.runtime, name))
+        return FaultsChange(found=gateway.faults.put(gateway.runtime, name, faults))
+
+    def workers(self) -> list[dict[str, Any]]:
+        return []
 
 
 def raise_file_limit() -> None:

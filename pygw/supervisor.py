@@ -33,14 +33,27 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from pygw.admin import AdminServer
+from pygw.admin_auth import bearer_matches
+from pygw.admin_backend import FaultsChange
 from pygw.config.load import ConfigError, LoadedConfig, load_config
-from pygw.observe.dashboard import ReloadHistory
-from pygw.websocket.connections import DEFAULT_MAX_POST_BYTES, join_workers, worker_of
+from pygw.config.model import FaultsConfig
+from pygw.fault_control import RouteName
+from pygw.listen import format_listen, parse_listen
+from pygw.observe.dashboard import ReloadHistory, families_of
+from pygw.websocket.connections import (
+    DEFAULT_MAX_POST_BYTES,
+    join_workers,
+    management_error,
+    worker_of,
+)
 
 log = logging.getLogger("pygw.supervisor")
 
@@ -145,10 +158,6 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def format_listen(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class Supervisor:
     def __init__(
         self,
@@ -174,7 +183,7 @@ class Supervisor:
         # so the workers' pygw_config_reloads_total would not show it.
         self._reloads = {"ok": 0, "error": 0}
         self._keepers: list[asyncio.Task[None]] = []
-        self._admin: Any = None
+        self._admin: AdminServer | None = None
         # Pooled clients of the workers' admin sockets for the connections API (one per worker).
         self._connection_clients: dict[int, aiohttp.ClientSession] = {}
         self.shown = ""
@@ -186,8 +195,6 @@ class Supervisor:
     # -- life cycle -------------------------------------------------------------------------
 
     async def run(self) -> int:
-        from pygw.server import parse_listen
-
         listen = parse_listen(self._listen)
         if isinstance(listen, str):
             print(
@@ -264,10 +271,8 @@ class Supervisor:
             shutil.rmtree(self._folder, ignore_errors=True)
 
     async def _start_admin(self) -> str:
-        from pygw.admin import SupervisorAdmin
-
         admin = self.loaded.config.admin
-        self._admin = SupervisorAdmin(self, admin.listen, admin.token)
+        self._admin = AdminServer(SupervisorBackend(self, admin.token), admin.listen, admin.token)
         try:
             shown: str = await self._admin.start()
         except OSError as failure:
@@ -427,9 +432,7 @@ class Supervisor:
         self, name: tuple[str, str, str], method: str, path: str, body: bytes
     ) -> list[tuple[int, str]]:
         """A faults PUT or DELETE sent to every ready worker: (status, detail) of each."""
-        from pygw.fault_admin import forward
-
-        answers = await forward(self, self.ready_workers(), method, path, body)
+        answers = await self._forward(self.ready_workers(), method, path, body)
         if answers and all(status == 200 for status, _ in answers):
             if method == "PUT":
                 self._faults[name] = (path, body)
@@ -438,12 +441,27 @@ class Supervisor:
         return answers
 
     async def _restore_faults(self, worker: Worker) -> None:
-        from pygw.fault_admin import forward
-
         for path, body in list(self._faults.values()):
-            [(status, detail)] = await forward(self, [worker], "PUT", path, body)
+            [(status, detail)] = await self._forward([worker], "PUT", path, body)
             if status != 200:
                 log.warning("worker %d refused faults %s: %s", worker.index, path, detail)
+
+    async def _forward(
+        self, workers: list[Worker], method: str, path: str, body: bytes
+    ) -> list[tuple[int, str]]:
+        """(status, detail) of each worker's answer to one faults call."""
+        answers = await asyncio.gather(
+            *(self.worker_call(worker, method, path, body=body or None) for worker in workers),
+            return_exceptions=True,
+        )
+        results: list[tuple[int, str]] = []
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                results.append((0, str(answer) or type(answer).__name__))
+            else:
+                status, payload = answer
+                results.append((status, payload.decode("utf-8", "replace")[:200]))
+        return results
 
     def connection_post_limit(self) -> int:
         """The largest message a backend may post: the biggest `max_message_bytes` of the
@@ -580,6 +598,112 @@ class Supervisor:
                 self.reload_history.record(False, "\n".join(failed))
                 self._reloads["error"] += 1
             return ok, {"reloaded": ok, "summary": summary, "workers": results}
+
+
+class SupervisorBackend:
+    """The public admin API of `pygw serve --workers N` (pygw.admin_backend.AdminBackend).
+
+    /health is 200 only while every worker is up (503 while one restarts or during the drain),
+    /metrics sums the workers' metrics, /routes and GET /faults ask one worker (all serve the
+    same config), POST /reload validates the config once and then reloads every worker, GET
+    /workers lists them (index, pid, started, restarts, ready), and `/@connections/{id}` is
+    answered by the worker holding the WebSocket connection (its index is in the id)."""
+
+    lists_workers = True
+
+    def __init__(self, supervisor: Supervisor, token: str) -> None:
+        self._supervisor = supervisor
+        # The admin listener's token, as it was when the listener started.
+        self._token = token
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        supervisor = self._supervisor
+        ready = len(supervisor.ready_workers())
+        wanted = len(supervisor.workers)
+        if supervisor.stopping:
+            return 503, {"status": "draining", "workers": ready, "wanted": wanted}
+        if ready < wanted:
+            return 503, {"status": "degraded", "workers": ready, "wanted": wanted}
+        return 200, {"status": "ok", "workers": ready, "wanted": wanted}
+
+    async def metrics_text(self) -> bytes:
+        return await self._supervisor.metrics()
+
+    async def metric_families(self) -> Iterable[Metric]:
+        return families_of(await self._supervisor.metrics())
+
+    async def _ask_one(self, path: str) -> bytes | None:
+        """The first ready worker's 200 answer to GET `path`."""
+        supervisor = self._supervisor
+        for worker in supervisor.ready_workers():
+            try:
+                status, body = await supervisor.worker_call(worker, "GET", path)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                continue
+            if status == 200:
+                return body
+        return None
+
+    async def route_table(self) -> list[dict[str, Any]] | None:
+        found = await self._ask_one("/routes")
+        if found is None:
+            return None
+        rows: list[dict[str, Any]] = orjson.loads(found)
+        return rows
+
+    async def reload(self) -> tuple[bool, dict[str, Any]]:
+        return await self._supervisor.reload()
+
+    def reloads(self) -> list[dict[str, Any]]:
+        return self._supervisor.reload_history.recent()
+
+    async def connections(self, request: web.Request) -> web.StreamResponse:
+        if self._token and not bearer_matches(request.headers.get("Authorization"), self._token):
+            return management_error(401, "Unauthorized", "UnauthorizedException")
+        method = request.method
+        if method not in ("GET", "POST", "DELETE"):
+            return management_error(405, "Method Not Allowed", None, {"Allow": "GET, POST, DELETE"})
+        body = b""
+        if method == "POST":
+            # The worker checks the connection's own limit; this bounds what is read here.
+            limit = self._supervisor.connection_post_limit()
+            if request.content_length is not None and request.content_length > limit:
+                return management_error(413, "Message too long", "PayloadTooLargeException")
+            body = await request.content.read(limit + 1)
+            if len(body) > limit:
+                return management_error(413, "Message too long", "PayloadTooLargeException")
+        connection_id = request.match_info["connection_id"]
+        try:
+            answer = await self._supervisor.connection_call(method, connection_id, body)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return management_error(503, "Service Unavailable", None)
+        if answer is None:
+            return management_error(410, "Gone", "GoneException")
+        status, headers, payload = answer
+        return web.Response(status=status, body=payload or None, headers=headers)
+
+    async def fault_listing(self) -> list[dict[str, Any]] | None:
+        # Every worker holds the same faults: one answers for all.
+        found = await self._ask_one("/faults")
+        if found is None:
+            return None
+        listing: list[dict[str, Any]] = orjson.loads(found)["faults"]
+        return listing
+
+    async def change_faults(
+        self, name: RouteName, faults: FaultsConfig | None, path: str, body: bytes
+    ) -> FaultsChange:
+        method = "PUT" if faults is not None else "DELETE"
+        answers = await self._supervisor.set_faults(name, method, path, body)
+        if any(status == 404 for status, _ in answers):
+            return FaultsChange(found=False)
+        failed = [answer for answer in answers if answer[0] != 200]
+        if failed or not answers:
+            return FaultsChange(found=True, failed=failed)
+        return FaultsChange(found=True, workers=len(answers))
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self._supervisor.describe()
 
 
 def _merge_key(name: str, labels: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:

@@ -13,8 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pygw.admin import SupervisorAdmin
+from pygw.admin import AdminServer
 from pygw.admin_auth import is_loopback_listen
+from pygw.supervisor import SupervisorBackend
 from tests.e2e.gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -156,14 +157,14 @@ async def test_exposed_listener_without_token_warns_at_start(
 ) -> None:
     # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails, so nothing listens
     # beyond loopback, but the warning comes first, as it does for a listener that starts.
-    admin = SupervisorAdmin(None, "192.0.2.1:0", "")  # type: ignore[arg-type]
+    admin = AdminServer(SupervisorBackend(None, ""), "192.0.2.1:0", "")  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="pygw.admin"), pytest.raises(OSError):
         await admin.start()
     await admin.stop()
     assert "192.0.2.1:0" in caplog.text and "admin.token is not set" in caplog.text
 
     caplog.clear()
-    guarded = SupervisorAdmin(None, "192.0.2.1:0", TOKEN)  # type: ignore[arg-type]
+    guarded = AdminServer(SupervisorBackend(None, ""), "192.0.2.1:0", TOKEN)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="pygw.admin"), pytest.raises(OSError):
         await guarded.start()
     await guarded.stop()
