@@ -24,7 +24,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +32,6 @@ from typing import Any, Final
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError, Style
 from pygw.integrations.lambda_events import (
-    ACCOUNT_ID,
     EventBuilder,
     LambdaResult,
     MalformedResult,
@@ -41,6 +39,7 @@ from pygw.integrations.lambda_events import (
     read_result_v1,
     read_result_v2,
 )
+from pygw.lambda_context import LambdaContext, new_log_stream
 from pygw.loader import is_async, load_callable
 from pygw.response import Response
 
@@ -96,51 +95,6 @@ def load_handler(spec: str, search_paths: Sequence[Path]) -> Callable[..., Any]:
 # The context object
 
 
-class LambdaContext:
-    """What a Lambda handler receives as `context`, with the same attribute names."""
-
-    __slots__ = (
-        "_deadline",
-        "aws_request_id",
-        "client_context",
-        "function_name",
-        "function_version",
-        "identity",
-        "invoked_function_arn",
-        "log_group_name",
-        "log_stream_name",
-        "memory_limit_in_mb",
-    )
-
-    def __init__(
-        self,
-        request_id: str,
-        function_name: str,
-        timeout_ms: int,
-        log_stream_name: str,
-        memory_mb: int = 128,
-    ) -> None:
-        self.aws_request_id = request_id
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = memory_mb
-        self.invoked_function_arn = f"arn:aws:lambda:local:{ACCOUNT_ID}:function:{function_name}"
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = log_stream_name
-        self.identity = None
-        self.client_context = None
-        self._deadline = time.monotonic() + timeout_ms / 1000.0
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-    def __repr__(self) -> str:
-        return (
-            f"LambdaContext(aws_request_id={self.aws_request_id!r}, "
-            f"function_name={self.function_name!r})"
-        )
-
-
 class LambdaRunner:
     """Runs one handler as Lambda would: async handlers on the loop, sync ones in the shared
     thread pool, each call with its own `LambdaContext` and a deadline of `timeout_ms`. Used by
@@ -169,8 +123,7 @@ class LambdaRunner:
         self.timeout_ms = timeout_ms
         self.memory_mb = memory_mb
         self._timeout_s = timeout_ms / 1000.0
-        day = time.strftime("%Y/%m/%d", time.gmtime())
-        self._log_stream = f"{day}/[$LATEST]{uuid.uuid4().hex}"
+        self._log_stream = new_log_stream()
 
     async def run(self, event: dict[str, Any], request_id: str) -> Any:
         """The handler's result. Raises TimeoutError past the deadline, or what the handler

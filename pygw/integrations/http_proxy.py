@@ -61,6 +61,11 @@ _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
 _PARAM_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]+\+?")
 
 
+# Bodies read from the client that can be buffered ahead (a tuple: isinstance with a union
+# type costs more per request).
+_PREFETCHABLE: Final = (RequestBody, DecodedBody)
+
+
 class _CoalescingResponse(Response):
     """A StreamResponse whose head is written together with the first piece of its body (or
     with its end): one send instead of two for the usual small response."""
@@ -676,11 +681,7 @@ class HttpProxyIntegration:
         target_path = self._render(ctx, overrides)
         tail, body_mode = self._head_tail(ctx, overrides, body)
         content = request.content
-        if (
-            body_mode
-            and body_mode != _BODY_BYTES
-            and isinstance(content, RequestBody | DecodedBody)
-        ):
+        if body_mode and body_mode != _BODY_BYTES and isinstance(content, _PREFETCHABLE):
             # A slow client must hold only its own connection, not one of the upstream's:
             # the body is buffered up to a bound before a connection is taken.
             await content.prefetch()

@@ -55,6 +55,7 @@ from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.identity_source import IdentityGetter, identity_getter
 from pygw.lambda_client import FunctionError, invocation_url, invoke
+from pygw.lambda_context import LambdaContext, new_log_stream
 from pygw.loader import is_async, load_callable
 from pygw.pipeline import Stage
 from pygw.request import Request
@@ -97,20 +98,6 @@ WEBSOCKET_CONNECT = "$connect"
 
 # --------------------------------------------------------------------------------------------------
 # Loading the callable
-
-
-class _LambdaContext:
-    """The part of Lambda's context object that authorizers read."""
-
-    __slots__ = ("_deadline", "aws_request_id", "function_name")
-
-    def __init__(self, request_id: str, function_name: str, deadline: float) -> None:
-        self.aws_request_id = request_id
-        self.function_name = function_name
-        self._deadline = deadline
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(int((self._deadline - time.monotonic()) * 1000), 0)
 
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
@@ -271,6 +258,7 @@ class CustomAuthorizer:
         "_call",
         "_getters",
         "_is_async",
+        "_log_stream",
         "_pass_context",
         "_regex",
         "_timeout_s",
@@ -306,6 +294,7 @@ class CustomAuthorizer:
         self._getters = tuple(identity_getter(source) for source in cfg.identity_source)
         self._regex = re.compile(cfg.validation_regex) if cfg.validation_regex else None
         self._timeout_s = cfg.timeout_ms / 1000.0
+        self._log_stream = new_log_stream()
         # Without identity sources there is nothing to key a cached answer by.
         self._ttl_s = float(cfg.ttl_s) if self._getters else 0.0
         self._cache: _AnswerCache = _AnswerCache(cache_entries, clock)
@@ -343,8 +332,8 @@ class CustomAuthorizer:
     async def _invoke(self, event: dict[str, Any], request_id: str) -> AuthorizerAnswer:
         args: tuple[Any, ...] = (event,)
         if self._pass_context:
-            deadline = time.monotonic() + self._timeout_s
-            args = (event, _LambdaContext(request_id, self.name, deadline))
+            timeout_ms = int(self._timeout_s * 1000)
+            args = (event, LambdaContext(request_id, self.name, timeout_ms, self._log_stream))
         try:
             async with asyncio.timeout(self._timeout_s):
                 if self._is_async:
