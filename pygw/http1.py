@@ -163,7 +163,35 @@ class _Stream:
         self._conn.abort()
 
 
-class Http1Connection(asyncio.Protocol):
+class WriteFlow(asyncio.Protocol):
+    """Writing paused by the transport's buffer limits, and `drain` to wait until it may go on.
+    The connection classes hold the state (`write_paused`, `drain_waiter`) in their slots."""
+
+    __slots__ = ("drain_waiter", "write_paused")
+    write_paused: bool
+    drain_waiter: asyncio.Future[None] | None
+    transport: asyncio.BaseTransport | None
+    loop: asyncio.AbstractEventLoop
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        while self.write_paused and self.transport is not None:
+            waiter = self.drain_waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.drain_waiter = None
+
+
+class Http1Connection(WriteFlow):
     __slots__ = (
         "_amzn_trace",
         "_body",
@@ -192,7 +220,6 @@ class Http1Connection(asyncio.Protocol):
         "_url",
         "_wakeup",
         "closing",
-        "drain_waiter",
         "head_since",
         "limits",
         "loop",
@@ -200,7 +227,6 @@ class Http1Connection(asyncio.Protocol):
         "peer",
         "server",
         "transport",
-        "write_paused",
     )
 
     def __init__(self, server: Http1Server) -> None:
@@ -273,23 +299,6 @@ class Http1Connection(asyncio.Protocol):
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def drain(self) -> None:
-        while self.write_paused and self.transport is not None:
-            waiter = self.drain_waiter = self.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self.drain_waiter = None
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

@@ -35,7 +35,7 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
-from pygw.http1 import PROXY_HEADERS, Refusal, client_ip_behind, is_trusted
+from pygw.http1 import PROXY_HEADERS, Refusal, WriteFlow, client_ip_behind, is_trusted
 from pygw.request import HttpVersion, Request, RequestBody, RequestBodyError
 from pygw.response import Response
 
@@ -227,7 +227,7 @@ class _Stream:
         self.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
 
-class Http2Connection(asyncio.Protocol):
+class Http2Connection(WriteFlow):
     """One HTTP/2 connection of an HTTPS listener; `server` is the listener's Http1Server
     (handler, limits, error answers and the set of open connections the drain closes)."""
 
@@ -239,7 +239,6 @@ class Http2Connection(asyncio.Protocol):
         "_trusted_peer",
         "_unflushed",
         "closing",
-        "drain_waiter",
         "h2",
         "head_since",
         "limits",
@@ -248,7 +247,6 @@ class Http2Connection(asyncio.Protocol):
         "server",
         "streams",
         "transport",
-        "write_paused",
     )
 
     def __init__(self, server: Http1Server) -> None:
@@ -307,23 +305,6 @@ class Http2Connection(asyncio.Protocol):
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def drain(self) -> None:
-        while self.write_paused and self.transport is not None:
-            waiter = self.drain_waiter = self.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self.drain_waiter = None
 
     def data_received(self, data: bytes) -> None:
         try:

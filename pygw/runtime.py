@@ -13,7 +13,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -949,6 +949,24 @@ class _Compiler:
                 routes[key] = WsRoute(key, target, route.route_response, auth, throttle)
         return routes if len(self.issues) == failures else None
 
+    def _function_handler(
+        self, where: str, spec: Any, context: str = ""
+    ) -> Callable[..., Any] | None:
+        """A function integration's handler, imported with its environment set (modules commonly
+        read it at import) from its own folders first; None, with the issue noted, when it cannot
+        be imported."""
+        os.environ.update(spec.environment)
+        folders = [self.loaded.resolve(folder) for folder in spec.python_path]
+        try:
+            return load_handler(spec.handler, [*folders, *self.loaded.python_paths()])
+        except ValueError as bad:
+            self.issue(
+                f"{where}.handler",
+                f"{context}{bad}",
+                "check the module name, python_path and the callable's name",
+            )
+            return None
+
     def _websocket_target(
         self,
         where: str,
@@ -960,17 +978,8 @@ class _Compiler:
     ) -> Target | None:
         kind = spec.type
         if kind == "function":
-            # Modules commonly read their environment at import: set it first.
-            os.environ.update(spec.environment)
-            folders = [self.loaded.resolve(folder) for folder in spec.python_path]
-            try:
-                handler = load_handler(spec.handler, [*folders, *self.loaded.python_paths()])
-            except ValueError as bad:
-                self.issue(
-                    f"{where}.handler",
-                    f"route {key!r}: {bad}",
-                    "check the module name, python_path and the callable's name",
-                )
+            handler = self._function_handler(where, spec, f"route {key!r}: ")
+            if handler is None:
                 return None
             name = spec.function_name or spec.handler.replace(":", "-").replace(".", "-")
             runner = LambdaRunner(handler, name, spec.timeout_ms, spec.memory_mb)
@@ -1162,17 +1171,8 @@ class _Compiler:
         if kind == "mock":
             return _mock(spec, self.clock)
         if kind == "function":
-            # Modules commonly read their environment at import: set it first.
-            os.environ.update(spec.environment)
-            folders = [self.loaded.resolve(folder) for folder in spec.python_path]
-            try:
-                handler = load_handler(spec.handler, [*folders, *self.loaded.python_paths()])
-            except ValueError as bad:
-                self.issue(
-                    f"{where}.handler",
-                    str(bad),
-                    "check the module name, python_path and the callable's name",
-                )
+            handler = self._function_handler(where, spec)
+            if handler is None:
                 return None
             return FunctionIntegration(
                 handler,
