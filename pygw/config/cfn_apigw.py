@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from pygw.config.openapi import REFUSING_HANDLER, lambda_name
 
-__all__ = ["Functions", "PlainApis"]
+__all__ = ["Functions", "PlainApis", "refusing_authorizer", "throttle_spec"]
 
 _ROOT = re.compile(r"^(?P<api>[A-Za-z0-9]+)\.RootResourceId$")
 
@@ -50,7 +50,8 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _refusing() -> dict[str, Any]:
+def refusing_authorizer() -> dict[str, Any]:
+    """An authorizer that refuses every request: where the template's cannot run here."""
     return {
         "type": "custom",
         "handler": REFUSING_HANDLER,
@@ -60,7 +61,9 @@ def _refusing() -> dict[str, Any]:
     }
 
 
-def _throttle(rate: Any, burst: Any) -> dict[str, Any] | None:
+def throttle_spec(rate: Any, burst: Any) -> dict[str, Any] | None:
+    """A pygw throttle from a template's rate and burst limits (None when neither is set or
+    they are not numbers)."""
     if rate is None and burst is None:
         return None
     try:
@@ -133,7 +136,7 @@ class PlainApis:
             if variables:
                 stage["variables"] = {str(k): str(v) for k, v in variables.items()}
             settings = _mapping(sprops.get("DefaultRouteSettings"))
-            found = _throttle(
+            found = throttle_spec(
                 settings.get("ThrottlingRateLimit"), settings.get("ThrottlingBurstLimit")
             )
             if found:
@@ -236,7 +239,7 @@ class PlainApis:
                         "names no function of the template pygw can run; routes using it "
                         "refuse every request with 401",
                     )
-                    out[auth.logical_id] = _refusing()
+                    out[auth.logical_id] = refusing_authorizer()
                     continue
                 result: dict[str, Any] = {
                     "type": "custom",
@@ -258,7 +261,7 @@ class PlainApis:
                     f"{auth.where}/Properties/AuthorizerType",
                     f"{kind or 'no type'} is not supported; routes using it refuse every request",
                 )
-                out[auth.logical_id] = _refusing()
+                out[auth.logical_id] = refusing_authorizer()
         return out
 
     def v2_route(
@@ -290,7 +293,7 @@ class PlainApis:
                     out["scopes"] = [str(s) for s in scopes]
             else:
                 self.warn(f"{pwhere}/AuthorizerId", f"{name!r} names no authorizer; refused")
-                authorizers[name or "missing"] = _refusing()
+                authorizers[name or "missing"] = refusing_authorizer()
                 out["authorizer"] = name or "missing"
         elif kind == "AWS_IAM":
             self.warn(f"{pwhere}/AuthorizationType", "AWS_IAM is not supported; not authorized")
@@ -354,7 +357,7 @@ class PlainApis:
                     str(setting.get("ResourcePath", "/*")) == "/*"
                     and str(setting.get("HttpMethod", "*")) == "*"
                 ):
-                    found = _throttle(
+                    found = throttle_spec(
                         setting.get("ThrottlingRateLimit"), setting.get("ThrottlingBurstLimit")
                     )
                     if found:
@@ -416,7 +419,7 @@ class PlainApis:
             if any(str(_mapping(s).get("ApiId")) == api.logical_id for s in stages):
                 usage: dict[str, Any] = {"name": plan.logical_id}
                 throttle = _mapping(plan.props.get("Throttle"))
-                found = _throttle(throttle.get("RateLimit"), throttle.get("BurstLimit"))
+                found = throttle_spec(throttle.get("RateLimit"), throttle.get("BurstLimit"))
                 if found:
                     usage["throttle"] = found
                 quota = _mapping(plan.props.get("Quota"))
@@ -461,7 +464,7 @@ class PlainApis:
                     f"{kind or 'no type'} authorizers are not supported; routes using it refuse "
                     "every request with 401",
                 )
-                out[auth.logical_id] = _refusing()
+                out[auth.logical_id] = refusing_authorizer()
                 continue
             fid = self.function_of(props.get("AuthorizerUri"))
             target = self.functions.authorizer(fid) if fid else None
@@ -471,7 +474,7 @@ class PlainApis:
                     "names no function of the template pygw can run; routes using it refuse "
                     "every request with 401",
                 )
-                out[auth.logical_id] = _refusing()
+                out[auth.logical_id] = refusing_authorizer()
                 continue
             sources = _sources(props.get("IdentitySource") or "method.request.header.Authorization")
             result: dict[str, Any] = {
@@ -534,7 +537,7 @@ class PlainApis:
         if auth in ("CUSTOM", "COGNITO_USER_POOLS"):
             name = str(props.get("AuthorizerId", ""))
             if name not in authorizers:
-                authorizers[name or "missing"] = _refusing()
+                authorizers[name or "missing"] = refusing_authorizer()
                 self.warn(f"{pwhere}/AuthorizerId", f"{name!r} is not supported; refused")
             out["authorizer"] = name or "missing"
         elif auth == "AWS_IAM":

@@ -36,7 +36,7 @@ from typing import Any, Final
 import yaml
 
 from pygw.config.cfn import NO_VALUE, Resolver, read_template
-from pygw.config.cfn_apigw import PlainApis
+from pygw.config.cfn_apigw import PlainApis, refusing_authorizer, throttle_spec
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig, parse_config
 from pygw.config.openapi import (
     API_KEY_ENV,
@@ -598,7 +598,7 @@ class _SamImporter:
                     self.warn(f"{pwhere}/Auth/{extra}", "is not supported; pygw ignores it")
             throttle = _mapping(props.get("RouteSettings"))
             if throttle:
-                found = _throttle(
+                found = throttle_spec(
                     throttle.get("ThrottlingRateLimit"), throttle.get("ThrottlingBurstLimit")
                 )
                 if found:
@@ -689,7 +689,7 @@ class _SamImporter:
             self.rest_settings(api, out, stage, pwhere)
         else:
             settings = _mapping(props.get("DefaultRouteSettings"))
-            found = _throttle(
+            found = throttle_spec(
                 settings.get("ThrottlingRateLimit"), settings.get("ThrottlingBurstLimit")
             )
             if found:
@@ -898,14 +898,14 @@ class _SamImporter:
                     "Cognito user pool authorizers are not supported; routes using it refuse "
                     "every request with 401",
                 )
-                authorizers[name] = _refusing()
+                authorizers[name] = refusing_authorizer()
             else:
                 self.warn(
                     here,
                     "is not a JWT, Lambda or Cognito authorizer; routes using it refuse every "
                     "request with 401",
                 )
-                authorizers[name] = _refusing()
+                authorizers[name] = refusing_authorizer()
         if authorizers:
             out["authorizers"] = authorizers
         default = auth.get("DefaultAuthorizer")
@@ -933,7 +933,7 @@ class _SamImporter:
                     "keys": ["default"],
                 }
                 throttle = _mapping(plan.get("Throttle"))
-                found = _throttle(throttle.get("RateLimit"), throttle.get("BurstLimit"))
+                found = throttle_spec(throttle.get("RateLimit"), throttle.get("BurstLimit"))
                 if found:
                     usage["throttle"] = found
                 quota = _mapping(plan.get("Quota"))
@@ -977,7 +977,7 @@ class _SamImporter:
                 f"{where}/FunctionArn",
                 f"{fid} {why}; routes using {name!r} refuse every request with 401",
             )
-            return _refusing()
+            return refusing_authorizer()
         identity = _mapping(spec.get("Identity"))
         out: dict[str, Any] = {"type": "custom", **target}
         if api.style == "rest":
@@ -1020,7 +1020,7 @@ class _SamImporter:
             # "/~1items~1{id}": a '/' separator, then the resource path with '/' written '~1'.
             path = raw_path[1:].replace("~1", "/") if raw_path.startswith("/~1") else raw_path
             method = str(setting.get("HttpMethod", "*")).upper()
-            found = _throttle(
+            found = throttle_spec(
                 setting.get("ThrottlingRateLimit"), setting.get("ThrottlingBurstLimit")
             )
             if found:
@@ -1133,28 +1133,6 @@ def _lambda_function(spec: dict[str, Any], props: dict[str, Any]) -> dict[str, A
         out["CodeUri"] = code
     if "ImageUri" in code:
         out["PackageType"] = "Image"
-    return out
-
-
-def _refusing() -> dict[str, Any]:
-    return {
-        "type": "custom",
-        "handler": REFUSING_HANDLER,
-        "kind": "REQUEST",
-        "identity_source": [],
-        "ttl_s": 0,
-    }
-
-
-def _throttle(rate: Any, burst: Any) -> dict[str, Any] | None:
-    if rate is None and burst is None:
-        return None
-    try:
-        out: dict[str, Any] = {"rate": float(rate) if rate is not None else 10_000.0}
-        if burst is not None:
-            out["burst"] = int(burst)
-    except (TypeError, ValueError):
-        return None
     return out
 
 
