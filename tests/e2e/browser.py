@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -131,7 +133,10 @@ class Browser:
 
     def __init__(self, binary: str) -> None:
         self._binary = binary
-        self._folder = tempfile.TemporaryDirectory(prefix="pygw-chromium-")
+        # Chromium's helper processes may still be writing the profile while it is removed.
+        self._folder = tempfile.TemporaryDirectory(
+            prefix="pygw-chromium-", ignore_cleanup_errors=True
+        )
         self._process: asyncio.subprocess.Process | None = None
         self._session: aiohttp.ClientSession | None = None
         self._pages: list[Page] = []
@@ -155,6 +160,8 @@ class Browser:
             "about:blank",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            # Its own process group, so that stopping it stops its helper processes too.
+            start_new_session=True,
         )
         announced = profile / "DevToolsActivePort"
         for _ in range(600):
@@ -183,13 +190,20 @@ class Browser:
 
     async def _stop(self) -> None:
         process = self._process
-        if process is not None and process.returncode is None:
+        if process is None:
+            return
+        if process.returncode is None:
             process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), 10)
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        # The group is the one the browser was started in (its pid): renderers and other
+        # helpers that outlived it are ended before their profile is removed.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await asyncio.sleep(0.1)
 
     async def __aexit__(self, *exc: object) -> None:
         for page in self._pages:
