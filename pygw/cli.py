@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -165,6 +165,24 @@ def _import_sam(args: argparse.Namespace) -> int:
     except ValueError as bad:
         print(f"pygw import-sam: {bad}", file=sys.stderr)
         return 2
+    return _write_import(result, output)
+
+
+class _Imported(Protocol):
+    """What `import-openapi` and `import-sam` produce."""
+
+    @property
+    def warnings(self) -> list[str]: ...
+
+    @property
+    def errors(self) -> list[str]: ...
+
+    def to_yaml(self) -> str: ...
+
+
+def _write_import(result: _Imported, output: Path | None) -> int:
+    """An import's warnings and errors on stderr, its configuration to `output` or stdout.
+    Unsupported elements are warnings; only an API that could not work at all fails (1)."""
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for error in result.errors:
@@ -233,17 +251,7 @@ def _import_openapi(args: argparse.Namespace) -> int:
     except ValueError as bad:
         print(f"pygw import-openapi: {bad}", file=sys.stderr)
         return 2
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for error in result.errors:
-        print(f"error: {error}", file=sys.stderr)
-    text = result.to_yaml()
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    # Unsupported elements are warnings; only an API that could not work at all fails.
-    return 1 if result.errors else 0
+    return _write_import(result, Path(args.output) if args.output else None)
 
 
 def _openapi_arguments(parser: argparse.ArgumentParser) -> None:

@@ -163,6 +163,15 @@ class _Stream:
         self._conn.abort()
 
 
+def accepted_peer(transport: asyncio.BaseTransport, limits: ConnectionLimits) -> tuple[str, bool]:
+    """A new connection's peer address, and whether it is a trusted proxy (whose forwarding
+    headers are believed)."""
+    peer = transport.get_extra_info("peername")
+    address = peer[0] if isinstance(peer, tuple) else ""
+    trusted = limits.trusted_proxies
+    return address, bool(trusted) and is_trusted(address, trusted)
+
+
 class WriteFlow(asyncio.Protocol):
     """Writing paused by the transport's buffer limits, and `drain` to wait until it may go on.
     The connection classes hold the state (`write_paused`, `drain_waiter`) in their slots."""
@@ -273,12 +282,9 @@ class Http1Connection(WriteFlow):
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.peer, self._trusted_peer = accepted_peer(transport, self.limits)
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if isinstance(peer, tuple) else ""
-        trusted = self.limits.trusted_proxies
-        self._trusted_peer = bool(trusted) and is_trusted(self.peer, trusted)
         self.head_since = self.loop.time()
         self.server.connections.add(self)
 

@@ -35,7 +35,7 @@ import h2.exceptions
 import h2.settings
 from hpack import NeverIndexedHeaderTuple
 
-from pygw.http1 import PROXY_HEADERS, Refusal, WriteFlow, client_ip_behind, is_trusted
+from pygw.http1 import PROXY_HEADERS, Refusal, WriteFlow, accepted_peer, client_ip_behind
 from pygw.request import HttpVersion, Request, RequestBody, RequestBodyError
 from pygw.response import Response
 
@@ -272,10 +272,7 @@ class Http2Connection(WriteFlow):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if isinstance(peer, tuple) else ""
-        trusted = self.limits.trusted_proxies
-        self._trusted_peer = bool(trusted) and is_trusted(self.peer, trusted)
+        self.peer, self._trusted_peer = accepted_peer(transport, self.limits)
         self.head_since = self.loop.time()
         conn = self.h2
         conn.initiate_connection()

@@ -45,9 +45,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -230,45 +230,47 @@ return out
 
 # One pool per URL and event loop in this process: reloads build new RedisThrottle objects over the
 # same connections. (A pool's connections belong to the loop that opened them.)
+_Shared = TypeVar("_Shared", ConnectionPool, RedisCluster)
 _POOLS: dict[str, tuple[asyncio.AbstractEventLoop, ConnectionPool]] = {}
 _CLUSTERS: dict[str, tuple[asyncio.AbstractEventLoop, RedisCluster]] = {}
+
+
+def _options(timeout_s: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        # A failed call is decided by on_error at once; retrying would only add latency.
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+
+
+def _on_this_loop(
+    made: dict[str, tuple[asyncio.AbstractEventLoop, _Shared]],
+    url: str,
+    make: Callable[[], _Shared],
+) -> _Shared:
+    """The process's object for `url`, made on first use on the running loop (and again when
+    that loop has closed)."""
+    loop = asyncio.get_running_loop()
+    found = made.get(url)
+    if found is not None and found[0] is loop and not loop.is_closed():
+        return found[1]
+    fresh = make()
+    made[url] = (loop, fresh)
+    return fresh
 
 
 def connection_pool(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> ConnectionPool:
     """The process's pool for `url` (created on first use, on the running loop; the first caller's
     `timeout_s` applies to it)."""
-    loop = asyncio.get_running_loop()
-    found = _POOLS.get(url)
-    if found is not None and found[0] is loop and not loop.is_closed():
-        return found[1]
-    pool = ConnectionPool.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        # A failed call is decided by on_error at once; retrying would only add latency.
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    _POOLS[url] = (loop, pool)
-    return pool
+    return _on_this_loop(_POOLS, url, lambda: ConnectionPool.from_url(url, **_options(timeout_s)))
 
 
 def cluster_client(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> RedisCluster:
     """The process's Redis Cluster client for `url` (any node of the cluster; the client learns
     the others and follows MOVED answers), shared like `connection_pool`."""
-    loop = asyncio.get_running_loop()
-    found = _CLUSTERS.get(url)
-    if found is not None and found[0] is loop and not loop.is_closed():
-        return found[1]
-    client = RedisCluster.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    _CLUSTERS[url] = (loop, client)
-    return client
+    return _on_this_loop(_CLUSTERS, url, lambda: RedisCluster.from_url(url, **_options(timeout_s)))
 
 
 async def close_pools() -> None:
