@@ -10,7 +10,8 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from pygw._native import RequestIds
 from pygw.context import RequestContext
@@ -18,8 +19,10 @@ from pygw.errors import ErrorType, GatewayError, Style, gateway_response
 from pygw.faults import ConnectionResetByFault
 from pygw.observe.access_log import LogEntry
 from pygw.observe.telemetry import RequestSpans
+from pygw.pipeline import Outcome
 from pygw.request import Request, RequestBodyError
 from pygw.response import Response
+from pygw.serving import PENDING, Later, Resume, Served
 from pygw.trace import incoming, new_trace
 
 if TYPE_CHECKING:
@@ -113,137 +116,192 @@ class Dispatcher:
         self._loop_time = time.perf_counter
 
     async def __call__(self, request: Request) -> Response:
-        # One coroutine for the whole request (no inner await chain): every resumption of a
-        # suspended request walks the chain of awaiting frames.
+        served = self.serve_now(request, None)
+        if isinstance(served, Response):
+            return served
+        assert served is not PENDING  # only handed out to a caller that can be resumed
+        return await served
+
+    def serve_now(self, request: Request, resume: Resume | None) -> Served:
+        """Serves `request` as far as it can go without waiting: its answer, or the coroutine
+        that finishes it, or (`resume` given) PENDING when the integration took the request and
+        hands its answer to `resume` from a socket callback. A request answered from memory
+        (a mock, a cache hit, a refusal) or proxied over a pooled connection thus needs no task
+        and no coroutine: those cost more than the rest of such a request."""
         started = self._loop_time()
         runtime = self.runtime
+        # A well-formed id the client sent is kept (inlined: every request passes here).
+        offered = request.request_id_header
+        if offered is not None and _REQUEST_ID.fullmatch(offered):
+            request_id = offered.decode("ascii")
+        else:
+            request_id = new_request_id()
+        # The trace the client sent goes on, with the gateway's span as the new parent; a
+        # request without one starts one (inlined: every request passes here).
+        trace_parent: str | None = None
+        sampled = False
+        trace_id, span_id = new_trace()
+        if request.traceparent_header is not None or request.amzn_trace_header is not None:
+            continued = incoming(request.traceparent_header, request.amzn_trace_header)
+            if continued is not None:
+                trace_id, trace_parent, sampled = continued
+        telemetry = self._telemetry
+        if telemetry is not None and trace_parent is None and not sampled:
+            # A trace this gateway decides (no caller's decision to follow): the trace id's
+            # low 64 bits against the ratio (Telemetry.sampled, inlined).
+            sampled = int(trace_id[16:], 16) < telemetry.threshold
+        raw_path = request.raw_path
+        q = raw_path.find("?")
+        if q >= 0:
+            raw_path = raw_path[:q]
+        try:
+            host = request.host_header
+            found = runtime.router.lookup(
+                "" if host is None else host.decode("latin-1"), request.method, raw_path
+            )
+        except ValueError:
+            bad_path = error_response(ErrorType.BAD_REQUEST, Style.HTTP, request_id)
+            return self._unrouted(
+                request, bad_path, request_id, trace_id, started, ErrorType.BAD_REQUEST
+            )
+        if found is None:
+            nowhere = error_response(ErrorType.RESOURCE_NOT_FOUND, Style.HTTP, request_id)
+            return self._unrouted(
+                request, nowhere, request_id, trace_id, started, ErrorType.RESOURCE_NOT_FOUND
+            )
+
+        route_id, params, path = found
+        route = runtime.routes[route_id]
+        variant = route.primary if route.canary_variant is None else route.pick_variant()
+        # Positional, in field order: matching eleven keywords cost about as much as the
+        # construction itself.
+        ctx = RequestContext(
+            request,
+            request_id,
+            path,
+            dict(params),
+            variant.stage_variables,
+            request.client_ip,
+            started,
+            variant.canary,
+            {route.request_id_header: request_id, "x-request-id": request_id},
+            trace_id,
+            span_id,
+        )
+        if trace_parent is not None or sampled:
+            ctx.trace_parent = trace_parent
+            ctx.trace_sampled = sampled
+            if sampled and telemetry is not None:
+                ctx.spans = []
+        if request.upgrade is not None and self._worker_id is not None:
+            ctx.response_headers["x-pygw-worker"] = self._worker_id
+        pipeline = variant.pipeline
+        if pipeline.waits:
+            return self._awaited(pipeline.run(ctx), runtime, route, ctx)
+        response: Response | None
+        try:
+            response = pipeline.check(ctx)
+            if response is None:
+                answer_now = pipeline.answer_now
+                if answer_now is not None:
+                    response = answer_now(ctx)
+                if response is None:
+                    start_now = pipeline.start_now
+                    if start_now is not None and resume is not None:
+                        exchange = _Exchange(self, runtime, route, ctx, resume)
+                        # Counted while the exchange is out (a reload waits for it).
+                        runtime.in_flight += 1
+                        try:
+                            instead = start_now(ctx, exchange.settle)
+                        except BaseException:
+                            runtime.in_flight -= 1
+                            raise
+                        if instead is None:
+                            return PENDING
+                        runtime.in_flight -= 1
+                        return self._awaited(instead, runtime, route, ctx)
+                    return self._awaited(pipeline.integration(ctx), runtime, route, ctx)
+        except Exception as failure:
+            response = self._failed(failure, route, ctx)
+        return self._concluded(route, ctx, response)
+
+    async def _awaited(
+        self,
+        answer: Coroutine[Any, Any, Response],
+        runtime: Runtime,
+        route: CompiledRoute,
+        ctx: RequestContext,
+    ) -> Response:
+        """The rest of a request whose pipeline or integration waits."""
         runtime.in_flight += 1
         try:
-            # A well-formed id the client sent is kept (inlined: every request passes here).
-            offered = request.request_id_header
-            if offered is not None and _REQUEST_ID.fullmatch(offered):
-                request_id = offered.decode("ascii")
-            else:
-                request_id = new_request_id()
-            # The trace the client sent goes on, with the gateway's span as the new parent; a
-            # request without one starts one (inlined: every request passes here).
-            trace_parent: str | None = None
-            sampled = False
-            trace_id, span_id = new_trace()
-            if request.traceparent_header is not None or request.amzn_trace_header is not None:
-                continued = incoming(request.traceparent_header, request.amzn_trace_header)
-                if continued is not None:
-                    trace_id, trace_parent, sampled = continued
-            telemetry = self._telemetry
-            if telemetry is not None and trace_parent is None and not sampled:
-                # A trace this gateway decides (no caller's decision to follow): the trace id's
-                # low 64 bits against the ratio (Telemetry.sampled, inlined).
-                sampled = int(trace_id[16:], 16) < telemetry.threshold
-            raw_path = request.raw_path
-            q = raw_path.find("?")
-            if q >= 0:
-                raw_path = raw_path[:q]
             try:
-                host = request.host_header
-                found = runtime.router.lookup(
-                    "" if host is None else host.decode("latin-1"), request.method, raw_path
-                )
-            except ValueError:
-                bad_path = error_response(ErrorType.BAD_REQUEST, Style.HTTP, request_id)
-                return self._unrouted(
-                    request, bad_path, request_id, trace_id, started, ErrorType.BAD_REQUEST
-                )
-            if found is None:
-                nowhere = error_response(ErrorType.RESOURCE_NOT_FOUND, Style.HTTP, request_id)
-                return self._unrouted(
-                    request, nowhere, request_id, trace_id, started, ErrorType.RESOURCE_NOT_FOUND
-                )
-
-            route_id, params, path = found
-            route = runtime.routes[route_id]
-            variant = route.primary if route.canary_variant is None else route.pick_variant()
-            # Positional, in field order: matching eleven keywords cost about as much as the
-            # construction itself.
-            ctx = RequestContext(
-                request,
-                request_id,
-                path,
-                dict(params),
-                variant.stage_variables,
-                request.client_ip,
-                started,
-                variant.canary,
-                {route.request_id_header: request_id, "x-request-id": request_id},
-                trace_id,
-                span_id,
-            )
-            if trace_parent is not None or sampled:
-                ctx.trace_parent = trace_parent
-                ctx.trace_sampled = sampled
-                if sampled and telemetry is not None:
-                    ctx.spans = []
-            if request.upgrade is not None and self._worker_id is not None:
-                ctx.response_headers["x-pygw-worker"] = self._worker_id
-            response: Response
-            pipeline = variant.pipeline
-            try:
-                if pipeline.waits:
-                    response = await pipeline.run(ctx)
-                else:
-                    answered = pipeline.check(ctx)
-                    response = answered if answered is not None else await pipeline.integration(ctx)
-            except GatewayError as failure:
-                response = error_response(
-                    failure.error, route.style, request_id, failure.detail, failure.headers
-                )
-                ctx.apply_response_headers(response)
-                ctx.error = failure
-            except RequestBodyError as unread:
-                # The body could not be read whole (too large, too slow, cut off): the
-                # connection closes after this answer.
-                error = _BODY_ERRORS.get(unread.status, ErrorType.BAD_REQUEST)
-                response = error_response(error, route.style, request_id)
-                ctx.apply_response_headers(response)
-                response.force_close()
-                ctx.error = GatewayError(error, unread.message)
-            except ConnectionResetByFault:
-                response = Response(status=499)
+                response = await answer
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("request %s on %s failed", request_id, route.key)
-                response = error_response(ErrorType.INTEGRATION_FAILURE, route.style, request_id)
-                ctx.error = GatewayError(ErrorType.INTEGRATION_FAILURE)
-
-            latency_s = self._loop_time() - started
-            integration_s = ctx.integration_latency_s
-            metrics = route.metrics
-            metrics.count(request.method, response.status)
-            metrics.timings.observe(latency_s, integration_s)
-            if ctx.canary:
-                metrics.canary.inc()
-            if ctx.spans is not None and telemetry is not None:
-                self._record_spans(telemetry, ctx, route, response, latency_s)
-            access_log = self._access_log
-            if access_log is not None:
-                failure_seen = ctx.error
-                access_log.entry(
-                    LogEntry(
-                        request,
-                        route,
-                        response,
-                        ctx,
-                        request_id,
-                        trace_id,
-                        latency_s,
-                        integration_s,
-                        None if failure_seen is None else failure_seen.error,
-                        None if failure_seen is None else failure_seen.detail,
-                    )
-                )
-            return response
+            except Exception as failure:
+                response = self._failed(failure, route, ctx)
+            return self._concluded(route, ctx, response)
         finally:
             runtime.in_flight -= 1
+
+    @staticmethod
+    def _failed(failure: Exception, route: CompiledRoute, ctx: RequestContext) -> Response:
+        """The answer to a request whose pipeline or integration raised `failure`."""
+        request_id = ctx.request_id
+        if isinstance(failure, GatewayError):
+            response = error_response(
+                failure.error, route.style, request_id, failure.detail, failure.headers
+            )
+            ctx.apply_response_headers(response)
+            ctx.error = failure
+        elif isinstance(failure, RequestBodyError):
+            # The body could not be read whole (too large, too slow, cut off): the
+            # connection closes after this answer.
+            error = _BODY_ERRORS.get(failure.status, ErrorType.BAD_REQUEST)
+            response = error_response(error, route.style, request_id)
+            ctx.apply_response_headers(response)
+            response.force_close()
+            ctx.error = GatewayError(error, failure.message)
+        elif isinstance(failure, ConnectionResetByFault):
+            response = Response(status=499)
+        else:
+            log.error("request %s on %s failed", request_id, route.key, exc_info=failure)
+            response = error_response(ErrorType.INTEGRATION_FAILURE, route.style, request_id)
+            ctx.error = GatewayError(ErrorType.INTEGRATION_FAILURE)
+        return response
+
+    def _concluded(self, route: CompiledRoute, ctx: RequestContext, response: Response) -> Response:
+        """`response`, once its request is counted, traced and logged."""
+        request = ctx.request
+        latency_s = self._loop_time() - ctx.received_at
+        integration_s = ctx.integration_latency_s
+        metrics = route.metrics
+        metrics.count(request.method, response.status)
+        metrics.timings.observe(latency_s, integration_s)
+        if ctx.canary:
+            metrics.canary.inc()
+        telemetry = self._telemetry
+        if ctx.spans is not None and telemetry is not None:
+            self._record_spans(telemetry, ctx, route, response, latency_s)
+        access_log = self._access_log
+        if access_log is not None:
+            failure_seen = ctx.error
+            access_log.entry(
+                LogEntry(
+                    request,
+                    route,
+                    response,
+                    ctx,
+                    ctx.request_id,
+                    ctx.trace_id,
+                    latency_s,
+                    integration_s,
+                    None if failure_seen is None else failure_seen.error,
+                    None if failure_seen is None else failure_seen.detail,
+                )
+            )
+        return response
 
     @staticmethod
     def _record_spans(
@@ -309,3 +367,44 @@ class Dispatcher:
                 LogEntry(request, None, response, None, request_id, trace_id, latency_s, 0.0, error)
             )
         return response
+
+
+class _Exchange:
+    """A request whose integration answers from a socket callback (serve_now's PENDING): its
+    outcome is concluded here and handed to the connection's `resume`."""
+
+    __slots__ = ("ctx", "dispatcher", "resume", "route", "runtime")
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        runtime: Runtime,
+        route: CompiledRoute,
+        ctx: RequestContext,
+        resume: Resume,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.runtime = runtime
+        self.route = route
+        self.ctx = ctx
+        self.resume = resume
+
+    def settle(self, outcome: Outcome) -> None:
+        """The integration's answer, its failure, or the coroutine that finishes it."""
+        self.runtime.in_flight -= 1
+        dispatcher = self.dispatcher
+        route = self.route
+        ctx = self.ctx
+        served: Response | Later
+        try:
+            if isinstance(outcome, Response):
+                served = dispatcher._concluded(route, ctx, outcome)
+            elif isinstance(outcome, Exception):
+                served = dispatcher._concluded(route, ctx, dispatcher._failed(outcome, route, ctx))
+            else:
+                served = dispatcher._awaited(outcome, self.runtime, route, ctx)
+        except Exception:
+            # Called from a socket callback: nothing above would answer the client.
+            log.exception("request %s on %s failed", ctx.request_id, route.key)
+            served = error_response(ErrorType.INTEGRATION_FAILURE, route.style, ctx.request_id)
+        self.resume(ctx.request, served)

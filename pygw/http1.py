@@ -32,6 +32,10 @@ import httptools
 
 from pygw.request import HTTP_10, HTTP_11, Request, RequestBody, RequestBodyError
 from pygw.response import Response
+from pygw.serving import PENDING, Later, ServeNow
+
+# A request whose serving serve_now began, with the coroutine that finishes it.
+Started = tuple[Request, Later]
 
 __all__ = [
     "PROXY_HEADERS",
@@ -251,7 +255,7 @@ class Http1Connection(WriteFlow):
         # them: a task per request cost more (its creation and its registration among all tasks).
         self._task: asyncio.Task[None] | None = None
         self._busy = False
-        self._wakeup: asyncio.Future[Request | Refusal | None] | None = None
+        self._wakeup: asyncio.Future[Request | Refusal | Started | None] | None = None
         self._body: RequestBody | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -492,7 +496,10 @@ class Http1Connection(WriteFlow):
             request.traceparent_header = self._traceparent
             request.amzn_trace_header = self._amzn_trace
         self._last = request
-        self._enqueue(request)
+        if self._busy or framing or upgrade or self.server.serve_now is None:
+            self._enqueue(request)
+        elif not self.closing:  # else dropped, as requests queued behind a last answer are
+            self._serve_now(request)
 
     def on_body(self, data: bytes) -> None:
         body = self._body
@@ -577,21 +584,72 @@ class Http1Connection(WriteFlow):
 
     # -- serving ------------------------------------------------------------------------------
 
+    def _serve_now(self, request: Request) -> None:
+        """A bodiless request on an idle connection, served without the connection's task
+        when its answer needs none (pygw/serving.py)."""
+        self._busy = True
+        self._idle_since = None
+        try:
+            served = self.server.serve_now(request, self._resume)  # type: ignore[misc]
+        except Exception:
+            log.exception("request handler failed")
+            served = self.server.error_answer(500, "Internal Server Error")
+        if served is not PENDING:
+            self._resume(request, served)
+
+    def _resume(self, request: Request, served: Response | Later) -> None:
+        """`request`'s answer, or the coroutine that gives it (awaited by the task)."""
+        if not isinstance(served, Response):
+            self._to_task((request, served))
+            return
+        try:
+            answered = self._finish(request, served)
+        except Exception:
+            # Called from an upstream's socket callback too: nothing above would close it.
+            log.exception("sending an answer failed")
+            self.abort()
+            answered = False
+        if not answered:
+            self._busy = False
+            return
+        queue = self._queue
+        if queue:
+            # Pipelined behind this one while it was out: they are served by the task.
+            item = queue.popleft()
+            self._resume_reading_if_room()
+            self._to_task(item)
+            return
+        self._busy = False
+        if self.transport is not None and not self.closing:
+            self._idle_since = self.loop.time()
+
+    def _to_task(self, item: Request | Refusal | Started) -> None:
+        """The connection's task serves `item` (and what is queued behind it): woken if it
+        waits for a request, started otherwise."""
+        self._busy = True
+        self._idle_since = None
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set_result(item)
+        else:
+            self._task = self.loop.create_task(self._serve(item))
+
     def _enqueue(self, item: Request | Refusal) -> None:
         if not self._busy:
-            self._busy = True
-            self._idle_since = None
-            wakeup = self._wakeup
-            if wakeup is not None:
-                self._wakeup = None
-                wakeup.set_result(item)
-            else:
-                self._task = self.loop.create_task(self._serve(item))
+            self._to_task(item)
         else:
             self._queue.append(item)
             if self._queue_full() and self.transport is not None and not self._paused:
                 self._paused = True
                 self.transport.pause_reading()
+
+    def _resume_reading_if_room(self) -> None:
+        if self._paused and not self._queue_full() and self.transport is not None:
+            body = self._body
+            if body is None or body.buffered == 0:
+                self._paused = False
+                self.transport.resume_reading()
 
     def _refuse(self, refusal: Refusal) -> None:
         """Stops reading; the refusal is answered after the requests before it."""
@@ -646,7 +704,7 @@ class Http1Connection(WriteFlow):
         protocol.data_received(head + rest)
         self.transport = None  # aiohttp's now
 
-    async def _serve(self, item: Request | Refusal) -> None:
+    async def _serve(self, item: Request | Refusal | Started) -> None:
         server = self.server
         handler = server.handler
         loop = self.loop
@@ -655,25 +713,26 @@ class Http1Connection(WriteFlow):
                 if isinstance(item, Refusal):
                     self._answer_refusal(item)
                     return
+                answer: Awaitable[Response]
+                if isinstance(item, tuple):
+                    request, answer = item  # begun by serve_now, to be awaited here
+                else:
+                    request, answer = item, handler(item)
                 try:
-                    response = await handler(item)
+                    response = await answer
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("request handler failed")
                     response = server.error_answer(500, "Internal Server Error")
-                if not self._finish(item, response):
+                if not self._finish(request, response):
                     return
                 queue = self._queue
                 if queue:
                     item = queue.popleft()
-                    if self._paused and not self._queue_full() and self.transport is not None:
-                        body = self._body
-                        if body is None or body.buffered == 0:
-                            self._paused = False
-                            self.transport.resume_reading()
+                    self._resume_reading_if_room()
                     continue
-                # Idle: wait for the next request on this connection.
+                # Idle: wait for the next request that needs the task (or its end).
                 self._busy = False
                 if self.transport is None or self.closing:
                     return
@@ -684,11 +743,13 @@ class Http1Connection(WriteFlow):
                     return  # idle for a while: the task goes (see end_idle_task)
                 item = waited
         finally:
-            self._task = None
-            self._busy = False
-            self._wakeup = None
-            if self.transport is not None and self.closing and not self._queue:
-                self.transport.close()
+            # A task ended by end_idle_task may run its end after a new one took over.
+            if self._task is asyncio.current_task():
+                self._task = None
+                self._busy = False
+                self._wakeup = None
+                if self.transport is not None and self.closing and not self._queue:
+                    self.transport.close()
 
     def _finish(self, request: Request, response: Response) -> bool:
         """Sends a whole answer (a streamed one has gone out already); False when the
@@ -864,8 +925,12 @@ class Http1Server:
         extra_head: bytes = b"",
         loop: asyncio.AbstractEventLoop | None = None,
         scheme: str = "http",
+        serve_now: ServeNow | None = None,
     ) -> None:
+        """`serve_now`, when given, is `handler`'s way to answer without a task (see
+        pygw/serving.py): bodiless requests on idle connections go through it."""
         self.handler = handler
+        self.serve_now = serve_now
         self.scheme = scheme  # "https" behind a TLS listener (pygw/tls.py)
         self.limits = limits
         self.error_answer = error_answer

@@ -12,9 +12,9 @@ request's chain of coroutines, resumed at every wait on the upstream, is one lev
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pygw._native import Histogram, TimedChecks, monotonic
 from pygw.context import RequestContext
@@ -34,6 +34,18 @@ class StageTimer(Protocol):
         """Records the time since `started` (a `monotonic()` reading); returns the time now."""
         ...
 
+
+# What an integration that answers from a callback (`StartNow`) hands over: its answer, the
+# failure to answer with, or the coroutine that finishes the answer (a body still streaming).
+Outcome = Response | Exception | Coroutine[Any, Any, Response]
+# An integration's answer when it has one without waiting (a mock, a cache hit), else None.
+AnswerNow = Callable[[RequestContext], Response | None]
+# Takes the request and calls the callback once, later (never before returning), with its
+# Outcome, and returns None; or, when it cannot answer this request that way, returns the
+# coroutine to await for the answer instead (having called nothing).
+StartNow = Callable[
+    [RequestContext, Callable[[Outcome], None]], Coroutine[Any, Any, Response] | None
+]
 
 SyncCheck = Callable[[RequestContext], Response | None]
 # (the stage's `check`, None) for a stage that never waits, else (None, the stage)
@@ -58,12 +70,18 @@ class Pipeline:
     # Only for `waits` False (a waiting stage would be skipped). A field, not a method, so that
     # a timed pipeline can hand out its native loop and the dispatcher calls it directly.
     check: SyncCheck = field(init=False, repr=False, compare=False)
+    # The integration's ways to answer without being awaited, when it has them (looked up once
+    # here rather than per request).
+    answer_now: AnswerNow | None = field(init=False, repr=False, compare=False)
+    start_now: StartNow | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         steps = _steps(self.stages)
         object.__setattr__(self, "steps", steps)
         object.__setattr__(self, "waits", any(check is None for check, _ in steps))
         object.__setattr__(self, "check", self._check_each)
+        object.__setattr__(self, "answer_now", getattr(self.integration, "answer_now", None))
+        object.__setattr__(self, "start_now", getattr(self.integration, "start_now", None))
 
     async def run(self, ctx: RequestContext) -> Response:
         for check, stage in self.steps:

@@ -141,6 +141,9 @@ class _NotFound:
     async def __call__(self, ctx: RequestContext) -> Any:
         raise GatewayError(self._error)
 
+    def answer_now(self, ctx: RequestContext) -> Response | None:
+        raise GatewayError(self._error)
+
     async def close(self) -> None:
         return None
 

@@ -42,6 +42,7 @@ from pygw.observe.telemetry import Telemetry
 from pygw.request import Request
 from pygw.response import Response, UpgradedResponse
 from pygw.runtime import Runtime, compile_runtime
+from pygw.serving import ServeNow
 from pygw.state.redis_throttle import close_pools
 from pygw.tls import RedirectListener, TlsListener
 from pygw.websocket.connections import ConnectionRegistry
@@ -190,9 +191,11 @@ class Gateway:
             self._telemetry,
         )
         handler: Callable[[Request], Awaitable[Response]] = self._dispatcher
+        serve_now: ServeNow = self._dispatcher.serve_now
         if runtime.tls is not None:
             self._tls = TlsListener(runtime.tls)
             handler = self._tls.guard(handler, refusal_response)
+            serve_now = self._tls.guard_now(serve_now, refusal_response)
         # WebSocket handshakes (a WebSocket API's, a pass-through route's) are handed with their
         # connection to aiohttp's server, whose WebSocket machinery runs the session.
         self._upgrades = upgrade_server(
@@ -219,6 +222,7 @@ class Gateway:
             upgrade=self._upgrades,
             extra_head=self._extra_head(config),
             scheme="https" if self._tls is not None else "http",
+            serve_now=serve_now,
         )
         loop = asyncio.get_running_loop()
         listen = parse_listen(self._listen_override or config.server.listen)

@@ -42,6 +42,7 @@ from cryptography.x509.oid import NameOID
 from pygw.config.load import ConfigError, ConfigIssue, LoadedConfig
 from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.response import Response
+from pygw.serving import Resume, Served, ServeNow
 
 if TYPE_CHECKING:
     from pygw.request import Request
@@ -561,27 +562,40 @@ class TlsListener:
         another name in the handshake (SNI) and skip the client certificate."""
 
         async def guarded(request: Request) -> Response:
-            material = self._material
-            if material.forward_headers:
-                if request.upgrade is not None:
-                    # A WebSocket handshake's headers were read by aiohttp and cannot be
-                    # rewritten here: one claiming to carry a client certificate is refused.
-                    if any(n.lower() in material.forward_headers for n, _ in request.raw_headers):
-                        return refuse(400, "Bad Request")
-                else:
-                    _forward_client_cert(request, material.forward_headers)
-            if material.asks_for_client_certs:
-                index = material.routed_domain_for(_host_name(request))
-                if index is not None and material.domains[index].mutual:
-                    found = _connection_of(request.transport)
-                    chosen = found[1].domain if found is not None else None
-                    # By name: a reload builds new Domain objects for connections already open.
-                    wanted = material.domains[index].name
-                    if chosen is None or not chosen.mutual or chosen.name != wanted:
-                        return refuse(421, "Misdirected Request")
-            return await handler(request)
+            refused = self._refusal(request, refuse)
+            return refused if refused is not None else await handler(request)
 
         return guarded
+
+    def guard_now(self, serve_now: ServeNow, refuse: Callable[[int, str], Response]) -> ServeNow:
+        """`guard` for the way to serve a request without a task (pygw/serving.py)."""
+
+        def guarded_now(request: Request, resume: Resume | None) -> Served:
+            refused = self._refusal(request, refuse)
+            return refused if refused is not None else serve_now(request, resume)
+
+        return guarded_now
+
+    def _refusal(self, request: Request, refuse: Callable[[int, str], Response]) -> Response | None:
+        material = self._material
+        if material.forward_headers:
+            if request.upgrade is not None:
+                # A WebSocket handshake's headers were read by aiohttp and cannot be
+                # rewritten here: one claiming to carry a client certificate is refused.
+                if any(n.lower() in material.forward_headers for n, _ in request.raw_headers):
+                    return refuse(400, "Bad Request")
+            else:
+                _forward_client_cert(request, material.forward_headers)
+        if material.asks_for_client_certs:
+            index = material.routed_domain_for(_host_name(request))
+            if index is not None and material.domains[index].mutual:
+                found = _connection_of(request.transport)
+                chosen = found[1].domain if found is not None else None
+                # By name: a reload builds new Domain objects for connections already open.
+                wanted = material.domains[index].name
+                if chosen is None or not chosen.mutual or chosen.name != wanted:
+                    return refuse(421, "Misdirected Request")
+        return None
 
 
 def _forward_client_cert(request: Request, names: frozenset[bytes]) -> None:

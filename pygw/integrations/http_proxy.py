@@ -18,7 +18,7 @@ import contextlib
 import re
 import ssl
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
@@ -35,6 +35,7 @@ from pygw.codings import DecodedBody
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
+from pygw.pipeline import Outcome
 from pygw.request import BodyStream, RequestBody
 from pygw.response import OneWriteResponse, Response, ResponseHead, ResponseStream
 
@@ -64,14 +65,6 @@ _PARAM_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]+\+?")
 # Bodies read from the client that can be buffered ahead (a tuple: isinstance with a union
 # type costs more per request).
 _PREFETCHABLE: Final = (RequestBody, DecodedBody)
-
-
-class _CoalescingResponse(Response):
-    """A StreamResponse whose head is written together with the first piece of its body (or
-    with its end): one send instead of two for the usual small response."""
-
-    # aiohttp's own `Response` sets this too; older aiohttp versions ignore it (two sends).
-    _send_headers_immediately = False
 
 
 class _ConnectFailedError(Exception):
@@ -133,6 +126,9 @@ class _Upstream(asyncio.Protocol):
         self.reading_paused = False
         self.renew_parser = False
         self.deadline = 0.0
+        # The request this connection carries for HttpProxyIntegration.start_now, settled from
+        # this protocol's callbacks (or the deadline sweep) rather than awaited.
+        self.exchange: _Exchange | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -259,13 +255,26 @@ class _Upstream(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(exc)
             self.abort()
+        else:
+            if not self.head_ready:
+                # A head still incomplete after this many bytes will not be relayed anyway.
+                self.head_bytes += len(data)
+                if self.head_bytes > _MAX_RESPONSE_HEAD:
+                    self._fail(_UpstreamBrokenError("upstream response header block too large"))
+                    self.abort()
+        if self.exchange is not None:
+            self._settle_exchange()
+
+    def _settle_exchange(self) -> None:
+        """Hands a started exchange on once its answer's head is here (with as much of the
+        body as this read brought) or the exchange failed before it."""
+        exchange = self.exchange
+        if exchange is None:
             return
-        if not self.head_ready:
-            # A head still incomplete after this many bytes will not be relayed anyway.
-            self.head_bytes += len(data)
-            if self.head_bytes > _MAX_RESPONSE_HEAD:
-                self._fail(_UpstreamBrokenError("upstream response header block too large"))
-                self.abort()
+        if self.head_ready:
+            exchange.headed()
+        elif self.exc is not None or self.closed:
+            exchange.failed()
 
     def eof_received(self) -> bool | None:
         return None
@@ -281,6 +290,8 @@ class _Upstream(asyncio.Protocol):
             else:
                 self._fail(exc or ConnectionResetError("upstream closed the connection"))
         _wake(self.drain_waiter)
+        if self.exchange is not None:
+            self._settle_exchange()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -346,6 +357,80 @@ class _Upstream(asyncio.Protocol):
         _wake(self.waiter)
 
 
+class _Exchange:
+    """A request sent by HttpProxyIntegration.start_now, settled once from its connection's
+    callbacks or the deadline sweep: the answer, a failure, or a coroutine to finish it."""
+
+    __slots__ = ("conn", "ctx", "done", "integration", "sent_at", "target")
+
+    def __init__(
+        self,
+        integration: HttpProxyIntegration,
+        conn: _Upstream,
+        target: _Target,
+        ctx: RequestContext,
+        done: Callable[[Outcome], None],
+        sent_at: float,
+    ) -> None:
+        self.integration = integration
+        self.conn = conn
+        self.target = target
+        self.ctx = ctx
+        self.done = done
+        self.sent_at = sent_at
+
+    def _end(self) -> None:
+        conn = self.conn
+        conn.exchange = None
+        self.target.deadlines.waiting.discard(conn)
+
+    def headed(self) -> None:
+        """The answer's head is here: the whole answer when its body came with it."""
+        self._end()
+        conn = self.conn
+        target = self.target
+        ctx = self.ctx
+        integration = self.integration
+        ctx.integration_started = self.sent_at
+        ctx.integration_latency_s = time.perf_counter() - self.sent_at
+        ctx.integration_status = conn.status
+        integration._succeeded(target)
+        if conn.done and not conn.is_head and conn.status not in (204, 304):
+            try:
+                answer: Outcome = integration._respond_whole(ctx, conn, target)
+            except Exception as failure:  # answered by the dispatcher, as an awaited one is
+                target.release(conn, False)
+                answer = failure
+            target.in_flight -= 1
+            self.done(answer)
+        else:
+            self.done(integration._relayed(ctx, conn, target))
+
+    def failed(self) -> None:
+        """No answer came: a pooled connection the upstream had just closed is not the
+        target's fault, so a request that may be repeated goes the awaited way (which tries a
+        fresh connection); any other is answered 502."""
+        self._end()
+        target = self.target
+        target.in_flight -= 1
+        target.release(self.conn, False)
+        ctx = self.ctx
+        if ctx.request.method in _IDEMPOTENT:
+            self.done(self.integration(ctx))
+            return
+        self.integration._failed(target, self.conn.loop.time())
+        self.done(GatewayError(ErrorType.UPSTREAM_FAILURE))
+
+    def expired(self) -> None:
+        """No head by the deadline: 504, as for an awaited exchange."""
+        self._end()
+        target = self.target
+        target.in_flight -= 1
+        self.integration._failed(target, self.conn.loop.time())
+        target.release(self.conn, False)
+        self.done(GatewayError(ErrorType.UPSTREAM_TIMEOUT))
+
+
 class _HeadDeadlines:
     """Wakes the exchanges whose answer is overdue, by one sweep every `step_s` while any wait:
     a timer per request cost more than the rest of waiting for the answer. A deadline is kept
@@ -364,7 +449,11 @@ class _HeadDeadlines:
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         for conn in [c for c in self.waiting if c.deadline <= now]:
-            _wake(conn.waiter)
+            exchange = conn.exchange
+            if exchange is not None:
+                exchange.expired()
+            else:
+                _wake(conn.waiter)
         self._timer = loop.call_later(self.step_s, self._sweep, loop) if self.waiting else None
 
     def stop(self) -> None:
@@ -665,7 +754,9 @@ class HttpProxyIntegration:
             target.shutdown()
         await self.websocket.close()
 
-    async def __call__(self, ctx: RequestContext) -> Response:
+    async def __call__(self, ctx: RequestContext, chosen: _Target | None = None) -> Response:
+        """The awaited exchange; `chosen` is the target start_now picked already (the first
+        attempt goes there, so that balancing counts each request once)."""
         request = ctx.request
         if request.upgrade is not None and is_websocket_upgrade(request):
             return await self.websocket(ctx)
@@ -699,7 +790,11 @@ class HttpProxyIntegration:
         conn: _Upstream | None = None
         try:
             while True:
-                target = self._pick(loop.time(), tried)
+                if chosen is not None:
+                    target = self._probe_if_due(chosen, loop.time())
+                    chosen = None
+                else:
+                    target = self._pick(loop.time(), tried)
                 target.in_flight += 1
                 conn = target.take_idle(loop.time(), self._idle_max_s)
                 reused = True
@@ -767,6 +862,61 @@ class HttpProxyIntegration:
         ctx.integration_latency_s = time.perf_counter() - sent_at
         ctx.integration_status = conn.status
         self._succeeded(target)
+        try:
+            return await self._respond(ctx, conn, target)
+        finally:
+            target.in_flight -= 1
+
+    def start_now(
+        self, ctx: RequestContext, done: Callable[[Outcome], None]
+    ) -> Coroutine[Any, Any, Response] | None:
+        """Sends a bodiless request over a pooled connection and returns None; `done` gets the
+        answer from the connection's callbacks (Pipeline.start_now). A request that needs the
+        awaited path (a body, no pooled connection, an ejected target) gets its coroutine
+        instead, with nothing sent and the target already chosen kept."""
+        request = ctx.request
+        if request.body_present or ctx.body is not None or request.upgrade is not None:
+            return self(ctx)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        target = self._single
+        if target is None:
+            target = self._choose(now, ())
+            if target is None:
+                return self(ctx)
+        if target.failures >= self._threshold:
+            return self(ctx, target)  # ejected or half-open: the awaited path decides
+        conn = target.take_idle(now, self._idle_max_s)
+        if conn is None or conn.transport is None:
+            return self(ctx, target)
+        overrides = ctx.request_overrides
+        try:
+            target_path = self._render(ctx, overrides)
+        except BaseException:
+            target.release(conn, True)
+            raise
+        tail, _ = self._head_tail(ctx, overrides, None)
+        target.in_flight += 1
+        conn.begin(request.method == "HEAD")
+        sent_at = time.perf_counter()
+        conn.transport.write(
+            request.method.encode("ascii")
+            + b" "
+            + target.prefix
+            + target_path
+            + target.version_host
+            + tail
+        )
+        conn.request_complete = True
+        conn.exchange = _Exchange(self, conn, target, ctx, done, sent_at)
+        conn.deadline = now + self._timeout_s
+        self._deadlines.watch(conn, loop)
+        return None
+
+    async def _relayed(self, ctx: RequestContext, conn: _Upstream, target: _Target) -> Response:
+        """The rest of a started exchange whose body is still on its way: streamed."""
         try:
             return await self._respond(ctx, conn, target)
         finally:
@@ -984,6 +1134,9 @@ class HttpProxyIntegration:
             if target is None:
                 # Everything is ejected: trying the longest-ejected target beats failing untried.
                 target = min(self._targets, key=lambda t: t.ejected_at)
+        return self._probe_if_due(target, now)
+
+    def _probe_if_due(self, target: _Target, now: float) -> _Target:
         if target.failures >= self._threshold and now >= target.ejected_until:
             target.probing = True  # half-open: this request is the probe
         return target

@@ -15,7 +15,8 @@ from pygw.faults import (
     Timeline,
     reset_connection,
 )
-from pygw.response import Response
+from pygw.pipeline import AnswerNow
+from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
 
 __all__ = ["ConnectionResetByFault", "Faults", "Latency", "MockIntegration", "reset_connection"]
 
@@ -51,6 +52,20 @@ class MockIntegration:
         self._started = clock()
         self._faults = faults if faults is not None and faults.rate > 0 else None
         self._fault_body = b'{"message":"Injected fault"}'
+        # The answer without a coroutine (Pipeline.answer_now), for a mock that never waits nor
+        # resets the connection, its fixed header lines serialized once: only the request's own
+        # headers (ids, CORS) are written per answer.
+        self.answer_now: AnswerNow | None = None
+        self._head: ResponseHead = (b"", None, False, False, False)
+        if self._delay is None and self._faults is None:
+            try:
+                self._head = head_from_pairs(self._headers.items())
+                self.answer_now = self._fixed_answer
+            except ValueError:
+                pass  # a header no answer can carry: refused when it is sent
+
+    def _fixed_answer(self, ctx: RequestContext) -> Response | None:
+        return OneWriteResponse(self._status, self._head, self._body, ctx.response_headers)
 
     async def __call__(self, ctx: RequestContext) -> Response:
         timeline = self._latency_timeline

@@ -264,6 +264,10 @@ class TracedCache:
     async def close(self) -> None:
         await self._cached.close()
 
+    # The lookup is timed here, so it is always awaited (Pipeline would find the cache's own).
+    answer_now = None
+    start_now = None
+
     def __getattr__(self, name: str) -> Any:
         # health(), queue_length() and the like of the integration behind the cache.
         return getattr(self._cached, name)

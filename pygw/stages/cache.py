@@ -314,6 +314,27 @@ class CachingIntegration:
             # The leader got nothing usable, or a variant for other request headers: look again
             # (the first waiter to get here leads the next attempt).
 
+    def answer_now(self, ctx: RequestContext) -> Response | None:
+        """A hit's answer without a coroutine (Pipeline.answer_now); None for anything else,
+        which is then awaited (and looked up once more)."""
+        method = ctx.request.method
+        if method not in _COALESCED:
+            return None
+        base = self._key(ctx, method)
+        if self._by_coding:
+            base = f"{base}\x1d{ctx.content_coding or ''}"
+        if self._allow_invalidation and method == "GET" and _wants_refresh(ctx.request.headers):
+            return None
+        cache = self._cache
+        found = cache.get(base)
+        if isinstance(found, str):
+            found = cache.get(
+                base + _vary_values(ctx.request.headers, tuple(found.split(_VARY_SEP)))
+            )
+        if isinstance(found, tuple):
+            return self._answer(ctx, found, method)
+        return None
+
     def _key(self, ctx: RequestContext, method: str) -> str:
         key = self._prefixes[method][ctx.canary] + ctx.path + "\x1f"
         if not self._key_params:

@@ -27,9 +27,11 @@ from pygw.context import RequestContext
 from pygw.dispatch import refusal_response
 from pygw.errors import GatewayError, Style, gateway_response
 from pygw.http1 import ConnectionLimits, Http1Server
+from pygw.pipeline import Outcome, StartNow
 from pygw.request import Request
 from pygw.response import Response
 from pygw.server import upgrade_server
+from pygw.serving import PENDING, Resume, Served
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -198,7 +200,22 @@ class StartGateway(Protocol):
 
 
 @pytest.fixture
-async def start_gateway() -> AsyncIterator[StartGateway]:
+def front_mode() -> str:
+    """How the test gateway hands requests to the integration: "awaited" always, or
+    "callbacks" as `pygw serve` does where it can (the integration's start_now, the answer
+    handed back from its socket callbacks; pygw/serving.py). A module may parametrize it."""
+    return "awaited"
+
+
+def _gateway_answer(err: GatewayError, ctx: RequestContext) -> Response:
+    found = gateway_response(err.error, Style.HTTP)
+    resp = Response(status=found.status, body=found.body(), content_type="application/json")
+    ctx.apply_response_headers(resp)
+    return resp
+
+
+@pytest.fixture
+async def start_gateway(front_mode: str) -> AsyncIterator[StartGateway]:
     servers: list[tuple[asyncio.Server, Http1Server, web.Server]] = []
     integrations: list[Proxied] = []
     ids = itertools.count(1)
@@ -208,7 +225,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
     ) -> Gateway:
         gateway = Gateway(url="")
 
-        async def handle(request: Request) -> Response:
+        def context(request: Request) -> RequestContext:
             request_id = f"req-{next(ids)}"
             path = request.raw_path.partition("?")[0]
             ctx = RequestContext(
@@ -222,22 +239,49 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
                 response_headers={"apigw-requestid": request_id, "x-request-id": request_id},
             )
             gateway.contexts.append(ctx)
+            return ctx
+
+        async def answer(ctx: RequestContext, pending: Awaitable[Response]) -> Response:
             try:
-                return await integration(ctx)
+                return await pending
             except GatewayError as err:
-                found = gateway_response(err.error, Style.HTTP)
-                resp = Response(
-                    status=found.status, body=found.body(), content_type="application/json"
-                )
-                ctx.apply_response_headers(resp)
-                return resp
+                return _gateway_answer(err, ctx)
+
+        async def handle(request: Request) -> Response:
+            ctx = context(request)
+            return await answer(ctx, integration(ctx))
+
+        def handle_now(request: Request, resume: Resume | None) -> Served:
+            ctx = context(request)
+            start_now: StartNow | None = getattr(integration, "start_now", None)
+            if start_now is None or resume is None:
+                return answer(ctx, integration(ctx))
+
+            def done(outcome: Outcome) -> None:
+                if isinstance(outcome, GatewayError):
+                    resume(request, _gateway_answer(outcome, ctx))
+                elif isinstance(outcome, Exception):
+                    raise AssertionError("the integration failed") from outcome
+                elif isinstance(outcome, Response):
+                    resume(request, outcome)
+                else:
+                    resume(request, answer(ctx, outcome))
+
+            instead = start_now(ctx, done)
+            return PENDING if instead is None else answer(ctx, instead)
 
         # The gateway's own front end: pygw's HTTP/1.1 protocol, WebSocket handshakes handed
         # to aiohttp as `pygw serve` does.
         upgrades = upgrade_server(handle)
         # Bodies of any size: these tests stream gigabytes' worth through integrations.
         limits = ConnectionLimits(max_body_bytes=1 << 40)
-        front = Http1Server(handle, limits, refusal_response, upgrade=upgrades)
+        front = Http1Server(
+            handle,
+            limits,
+            refusal_response,
+            upgrade=upgrades,
+            serve_now=handle_now if front_mode == "callbacks" else None,
+        )
         listener = await asyncio.get_running_loop().create_server(front, "127.0.0.1", 0)
         servers.append((listener, front, upgrades))
         integrations.append(integration)

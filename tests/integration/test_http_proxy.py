@@ -25,6 +25,15 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(20)
 
+
+@pytest.fixture(params=["awaited", "callbacks"])
+def front_mode(request: pytest.FixtureRequest) -> str:
+    """Every test here both ways: the integration awaited, and (for bodiless requests on a
+    pooled connection) started and answered from its connection's callbacks."""
+    mode: str = request.param
+    return mode
+
+
 MiB = 1024 * 1024
 
 
@@ -727,3 +736,119 @@ async def test_raw_upstream_interim_and_read_until_close() -> None:
         await proxy.close()
         server.close()
         await server.wait_closed()
+
+
+# -- requests started from callbacks (pooled connection, answer settled by the socket) ----------
+
+
+async def _raw_get(url: str, requests: bytes, answers: int) -> list[tuple[int, bytes]]:
+    """Sends `requests` (one or more, pipelined) in one write and reads `answers` answers."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(requests)
+        got: list[tuple[int, bytes]] = []
+        for _ in range(answers):
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            got.append((status, await reader.readexactly(length)))
+        return got
+    finally:
+        writer.close()
+
+
+async def test_pooled_connection_closed_under_a_request(
+    start_gateway: StartGateway, client: ClientSession
+) -> None:
+    """The upstream closes a kept-alive connection as the next request arrives on it (its
+    keep-alive timeout raced the request): a GET goes again on a fresh connection, a POST,
+    which may not be repeated, is answered 502 and the next one is served."""
+    answered: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        first = await reader.readuntil(b"\r\n\r\n")
+        answered.append(first.split(b" ", 2)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")  # the next request: dropped with the connection
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proxy = HttpProxyIntegration(uri=f"http://127.0.0.1:{port}/x", targets=[])
+        gw = await start_gateway(proxy)
+        for _ in range(3):
+            async with client.get(f"{gw.url}/x") as resp:
+                assert resp.status == 200
+                assert await resp.read() == b"fresh"
+        assert answered == [b"GET"] * 3
+        async with client.post(f"{gw.url}/x") as resp:
+            assert resp.status == 502
+        async with client.post(f"{gw.url}/x") as resp:
+            assert resp.status == 200
+            assert await resp.read() == b"fresh"
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_slow_answer_on_a_pooled_connection_is_504(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
+) -> None:
+    up = await start_upstream()
+    proxy = HttpProxyIntegration(uri=f"{up.url}/slow", targets=[], timeout_ms=200)
+    gw = await start_gateway(proxy)
+    status, _ = await get_json(client, f"{gw.url}/x?ms=1")  # leaves a pooled connection
+    assert status == 200
+    async with client.get(f"{gw.url}/x?ms=3000") as resp:
+        assert resp.status == 504
+        assert await resp.json() == {"message": "Endpoint request timed out"}
+    status, _ = await get_json(client, f"{gw.url}/x?ms=1")
+    assert status == 200
+    assert up.connections == 2  # the timed-out connection was not reused
+
+
+async def test_pipelined_requests_behind_a_pooled_exchange_keep_their_order(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
+) -> None:
+    up = await start_upstream()
+    proxy = HttpProxyIntegration(uri=f"{up.url}/slow", targets=[])
+    gw = await start_gateway(proxy)
+    status, _ = await get_json(client, f"{gw.url}/x?ms=1")
+    assert status == 200
+    # The first waits longest upstream; the answers still come back in the requests' order.
+    pipelined = b"".join(
+        b"GET /x?ms=%d&n=%d HTTP/1.1\r\nHost: gw\r\n\r\n" % (ms, n)
+        for n, ms in enumerate((150, 1, 60))
+    )
+    answers = await _raw_get(gw.url, pipelined, 3)
+    assert [status for status, _ in answers] == [200, 200, 200]
+    paths = [orjson.loads(body)["raw_path"] for _, body in answers]
+    assert paths == ["/slow?ms=150&n=0", "/slow?ms=1&n=1", "/slow?ms=60&n=2"]
+
+
+async def test_large_answer_on_a_pooled_connection_streams_whole(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
+) -> None:
+    up = await start_upstream()
+    proxy = HttpProxyIntegration(uri=f"{up.url}/big", targets=[])
+    gw = await start_gateway(proxy)
+    async with client.get(f"{gw.url}/x?size=10") as resp:
+        assert resp.status == 200
+        await resp.read()
+    async with client.get(f"{gw.url}/x?size={3 * MiB}") as resp:
+        assert resp.status == 200
+        body = await resp.read()
+    assert len(body) == 3 * MiB and body.count(0) == 3 * MiB
+    assert up.connections == 1
