@@ -300,6 +300,39 @@ def relayed_head(
     no Vary), the Vary values joined by ", " or None, and whether a Content-Type, Server or Date
     line is among the lines."""
 
+def simple_request(
+    data: bytes,
+    max_header_bytes: int,
+    max_header_count: int,
+    allow_underscores: bool,
+    trusted_peer: bool,
+) -> (
+    tuple[
+        str,
+        bytes,
+        int,
+        tuple[tuple[bytes, bytes], ...],
+        bytes,
+        bytes | None,
+        bytes | None,
+        bytes | None,
+        bool,
+    ]
+    | None
+):
+    """(method, target, minor, headers, host, request_id, traceparent, amzn_trace, keep_alive)
+    of a whole bodiless request of the plainest shape that `data` holds alone (headers less the
+    lines the connection drops: underscored names unless allowed, Forwarded and X-Real-IP from
+    an untrusted peer); None for anything else, which the callback parser then reads."""
+
+def whole_answer(
+    data: bytes, own_names: tuple[str, ...], max_head: int
+) -> tuple[int, bytes, tuple[bytes, str | None, bool, bool, bool], bytes, bool] | None:
+    """(status, reason, head, body, keep_alive) of an upstream answer `data` holds whole (a
+    head, a Content-Length body, nothing more), `head` as relayed_head makes it for
+    `own_names`; None for anything else (an incomplete, malformed or unusual answer, a header
+    block over `max_head` bytes), which the callback parser then reads."""
+
 def is_framed(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """Whether an answer has a Content-Length or a chunked Transfer-Encoding (otherwise its
     body runs until the connection closes)."""

@@ -24,12 +24,13 @@ import contextlib
 import ipaddress
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol, cast
 
 import httptools
 
+from pygw._native import simple_request
 from pygw.request import HTTP_10, HTTP_11, Request, RequestBody, RequestBodyError
 from pygw.response import Response
 from pygw.serving import PENDING, Later, ServeNow
@@ -221,6 +222,7 @@ class Http1Connection(WriteFlow):
         "_headers",
         "_host",
         "_idle_since",
+        "_in_message",
         "_last",
         "_paused",
         "_queue",
@@ -273,6 +275,8 @@ class Http1Connection(WriteFlow):
         self._framing_bytes = 0
         self._head_size = 0
         self._last: Request | None = None
+        # Between on_message_begin and on_message_complete: the parser holds part of a message.
+        self._in_message = False
         self._chunks_seen = 0
         self._data = b""
         self._refused = False
@@ -313,6 +317,20 @@ class Http1Connection(WriteFlow):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # refused: nothing more is read from this client
+        if not self._in_message:
+            # The usual request, alone and whole in this read: taken apart in one native call
+            # rather than by a callback per line (anything else goes to the parser).
+            limits = self.limits
+            simple = simple_request(
+                data,
+                limits.max_header_bytes,
+                limits.max_header_count,
+                limits.allow_underscores,
+                self._trusted_peer,
+            )
+            if simple is not None:
+                self._simple(*simple)
+                return
         body_before = self._body
         if self.head_since is None and body_before is None:
             self.head_since = self.loop.time()
@@ -362,6 +380,7 @@ class Http1Connection(WriteFlow):
     # -- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         if self.head_since is None:
             self.head_since = self.loop.time()
         self._url = b""
@@ -495,8 +514,51 @@ class Http1Connection(WriteFlow):
         if self._traceparent is not None or self._amzn_trace is not None:
             request.traceparent_header = self._traceparent
             request.amzn_trace_header = self._amzn_trace
+        self._accept(request, framing != 0 or upgrade)
+
+    def _simple(
+        self,
+        method: str,
+        target: bytes,
+        minor: int,
+        headers: tuple[tuple[bytes, bytes], ...],
+        host: bytes,
+        request_id: bytes | None,
+        traceparent: bytes | None,
+        amzn_trace: bytes | None,
+        keep_alive: bool,
+    ) -> None:
+        """A request pygw._native.simple_request took apart: what on_headers_complete makes of
+        the callbacks' parts, for a bodiless request."""
+        self.head_since = None
+        client_ip = self.peer
+        if self._trusted_peer:
+            client_ip = client_ip_behind(self.peer, headers, self.limits.trusted_proxies)
+        request = Request(
+            method,
+            target.decode("ascii"),
+            HTTP_11 if minor == 1 else HTTP_10,
+            headers,
+            self.peer,
+            self.transport,
+            _EMPTY_BODY,
+            keep_alive=keep_alive,
+            scheme=self.server.scheme,
+            connection=self,
+            client_ip=client_ip,
+            host=host,
+            request_id=request_id,
+        )
+        if traceparent is not None or amzn_trace is not None:
+            request.traceparent_header = traceparent
+            request.amzn_trace_header = amzn_trace
+        self._accept(request, False)
+
+    def _accept(self, request: Request, awaited: bool) -> None:
+        """A parsed request: served now when the connection is idle and it has no body or
+        upgrade (`awaited` False), else queued for the connection's task."""
         self._last = request
-        if self._busy or framing or upgrade or self.server.serve_now is None:
+        if self._busy or awaited or self.server.serve_now is None:
             self._enqueue(request)
         elif not self.closing:  # else dropped, as requests queued behind a last answer are
             self._serve_now(request)
@@ -514,6 +576,7 @@ class Http1Connection(WriteFlow):
         self._chunks_seen += 1
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         body = self._body
         if body is not None:
             body.feed_eof()
@@ -885,7 +948,7 @@ PROXY_HEADERS: Final = frozenset({b"forwarded", b"x-real-ip"})
 
 
 def client_ip_behind(
-    peer: str, headers: list[tuple[bytes, bytes]], trusted: tuple[IpNetwork, ...]
+    peer: str, headers: Iterable[tuple[bytes, bytes]], trusted: tuple[IpNetwork, ...]
 ) -> str:
     """The client's address when the peer is a trusted proxy: the nearest X-Forwarded-For
     entry that is not one (else the peer)."""

@@ -10,10 +10,12 @@ pub mod request_head;
 pub mod request_id;
 pub mod router;
 pub mod shared;
+pub mod simple_request;
 pub mod stored_head;
 pub mod throttle;
 pub mod trace_id;
 pub mod upstream_head;
+pub mod whole_answer;
 
 #[cfg(feature = "python")]
 mod py;

@@ -30,6 +30,7 @@ from pygw._native import (
     is_framed,
     relayed_head,
     request_head_tail,
+    whole_answer,
 )
 from pygw.codings import DecodedBody
 from pygw.context import RequestContext
@@ -99,6 +100,14 @@ def _connection_named(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
             )
             named = named | tokens
     return named
+
+
+def _own_names(ctx: RequestContext) -> tuple[str, ...]:
+    """The headers the request's stages set, which replace an upstream's of that name. A
+    stage's Vary (CORS, compression) is merged with the upstream's when the answer is sent,
+    not put in its place: the upstream's own Vary names stay."""
+    own = ctx.response_headers
+    return tuple(own) if "Vary" not in own else tuple(n for n in own if n != "Vary")
 
 
 def _wake(fut: asyncio.Future[None] | None) -> None:
@@ -249,6 +258,14 @@ class _Upstream(asyncio.Protocol):
             # An idle connection has nothing to say; whatever this is, the connection is unusable.
             self.abort()
             return
+        exchange = self.exchange
+        if exchange is not None and not self.received_any and not self.is_head:
+            # The usual answer, whole in this read: taken apart in one call, not by callbacks.
+            whole = whole_answer(data, _own_names(exchange.ctx), _MAX_RESPONSE_HEAD)
+            if whole is not None:
+                self.received_any = True
+                exchange.answered(*whole)
+                return
         self.received_any = True
         try:
             self.parser.feed_data(data)
@@ -405,6 +422,29 @@ class _Exchange:
             self.done(answer)
         else:
             self.done(integration._relayed(ctx, conn, target))
+
+    def answered(
+        self, status: int, reason: bytes, head: ResponseHead, body: bytes, keep_alive: bool
+    ) -> None:
+        """The whole answer came in one read (pygw._native.whole_answer took it apart)."""
+        self._end()
+        conn = self.conn
+        target = self.target
+        ctx = self.ctx
+        ctx.integration_started = self.sent_at
+        ctx.integration_latency_s = time.perf_counter() - self.sent_at
+        ctx.integration_status = conn.status = status
+        conn.head_ready = conn.done = True
+        conn.keep_alive = keep_alive
+        self.integration._succeeded(target)
+        target.release(conn, conn.reusable())
+        target.in_flight -= 1
+        # No ctx.body_sink call: the body is not streamed, and the OneWriteResponse carries it.
+        self.done(
+            OneWriteResponse(
+                status, head, body, ctx.response_headers, reason if reason.isascii() else b""
+            )
+        )
 
     def failed(self) -> None:
         """No answer came: a pooled connection the upstream had just closed is not the
@@ -1108,11 +1148,7 @@ class HttpProxyIntegration:
         if conn.reading_paused and conn.transport is not None and not conn.closed:
             conn.reading_paused = False
             conn.transport.resume_reading()
-        own = ctx.response_headers
-        # A stage's Vary (CORS, compression) is merged with the upstream's when the answer is
-        # sent, not put in its place: the upstream's own Vary names stay.
-        names = tuple(own) if "Vary" not in own else tuple(n for n in own if n != "Vary")
-        head: ResponseHead = relayed_head(conn.headers, names)
+        head: ResponseHead = relayed_head(conn.headers, _own_names(ctx))
         # No ctx.body_sink call: the body is not streamed, and the OneWriteResponse carries it.
         target.release(conn, conn.reusable())
         reason = conn.reason if conn.reason.isascii() else b""

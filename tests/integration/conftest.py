@@ -27,7 +27,7 @@ from pygw.context import RequestContext
 from pygw.dispatch import refusal_response
 from pygw.errors import GatewayError, Style, gateway_response
 from pygw.http1 import ConnectionLimits, Http1Server
-from pygw.pipeline import Outcome, StartNow
+from pygw.pipeline import AnswerNow, Outcome, StartNow
 from pygw.request import Request
 from pygw.response import Response
 from pygw.server import upgrade_server
@@ -202,8 +202,9 @@ class StartGateway(Protocol):
 @pytest.fixture
 def front_mode() -> str:
     """How the test gateway hands requests to the integration: "awaited" always, or
-    "callbacks" as `pygw serve` does where it can (the integration's start_now, the answer
-    handed back from its socket callbacks; pygw/serving.py). A module may parametrize it."""
+    "callbacks" as `pygw serve` does where it can (the integration's answer_now, or its
+    start_now with the answer handed back from its socket callbacks; pygw/serving.py). A
+    module may parametrize it."""
     return "awaited"
 
 
@@ -253,6 +254,14 @@ async def start_gateway(front_mode: str) -> AsyncIterator[StartGateway]:
 
         def handle_now(request: Request, resume: Resume | None) -> Served:
             ctx = context(request)
+            answer_now: AnswerNow | None = getattr(integration, "answer_now", None)
+            if answer_now is not None:
+                try:
+                    answered = answer_now(ctx)
+                except GatewayError as err:
+                    return _gateway_answer(err, ctx)
+                if answered is not None:
+                    return answered
             start_now: StartNow | None = getattr(integration, "start_now", None)
             if start_now is None or resume is None:
                 return answer(ctx, integration(ctx))

@@ -32,6 +32,14 @@ from tests.integration.conftest import (
 __all__ = ["client", "start_gateway", "start_upstream"]  # fixtures used by name below
 
 
+@pytest.fixture(params=["awaited", "callbacks"])
+def front_mode(request: pytest.FixtureRequest) -> str:
+    """Every test here both ways: the cache awaited, and its hits answered without a
+    coroutine (answer_now)."""
+    mode: str = request.param
+    return mode
+
+
 class FakeInner:
     """An integration that counts its calls; `gate` holds every call until the test opens it."""
 

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::request_head::{self, Added, Trace};
 
@@ -103,7 +103,61 @@ fn header_block_size(headers: &Bound<'_, PyAny>) -> PyResult<usize> {
         .sum())
 }
 
+/// What `simple_request` hands Python.
+type Simple<'py> = (
+    Bound<'py, PyString>,
+    Bound<'py, PyBytes>,
+    u8,
+    Bound<'py, PyTuple>,
+    Bound<'py, PyBytes>,
+    Option<Bound<'py, PyBytes>>,
+    Option<Bound<'py, PyBytes>>,
+    Option<Bound<'py, PyBytes>>,
+    bool,
+);
+
+/// `(method, target, minor, headers, host, request_id, traceparent, amzn_trace, keep_alive)` of
+/// a whole bodiless request of the plainest shape that `data` holds alone; None for anything
+/// else, which the callback parser then reads (see `crate::simple_request`).
+#[pyfunction]
+fn simple_request<'py>(
+    data: &Bound<'py, PyBytes>,
+    max_header_bytes: usize,
+    max_header_count: usize,
+    allow_underscores: bool,
+    trusted_peer: bool,
+) -> PyResult<Option<Simple<'py>>> {
+    let py = data.py();
+    let rules = crate::simple_request::Rules {
+        max_header_bytes,
+        max_header_count,
+        allow_underscores,
+        trusted_peer,
+    };
+    let Some(found) = crate::simple_request::simple_request(data.as_bytes(), &rules) else {
+        return Ok(None);
+    };
+    let headers = found
+        .headers
+        .iter()
+        .map(|&(name, value)| PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)]))
+        .collect::<PyResult<Vec<_>>>()?;
+    let bytes = |value: Option<&[u8]>| value.map(|v| PyBytes::new(py, v));
+    Ok(Some((
+        PyString::new(py, found.method),
+        PyBytes::new(py, found.target),
+        found.minor,
+        PyTuple::new(py, headers)?,
+        PyBytes::new(py, found.host),
+        bytes(found.request_id),
+        bytes(found.traceparent),
+        bytes(found.amzn_trace),
+        found.keep_alive,
+    )))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(request_head_tail, m)?)?;
+    m.add_function(wrap_pyfunction!(simple_request, m)?)?;
     m.add_function(wrap_pyfunction!(header_block_size, m)?)
 }

@@ -57,6 +57,57 @@ fn relayed_head<'py>(
     ))
 }
 
+/// An upstream answer that `data` holds whole (a head, a Content-Length body, nothing more):
+/// `(status, reason, head, body, keep_alive)`, with `head` as `relayed_head` makes it for
+/// `own_names`; None for anything else, which the callback parser then reads. Header blocks
+/// over `max_head` bytes are left to it too.
+#[pyfunction]
+fn whole_answer<'py>(
+    data: &Bound<'py, PyBytes>,
+    own_names: &Bound<'py, PyTuple>,
+    max_head: usize,
+) -> PyResult<Option<WholeAnswer<'py>>> {
+    let py = data.py();
+    let names = own_names
+        .iter()
+        .map(|name| name.cast_into::<PyString>().map_err(PyErr::from))
+        .collect::<PyResult<Vec<_>>>()?;
+    let names = names
+        .iter()
+        .map(|name| name.to_str())
+        .collect::<PyResult<Vec<&str>>>()?;
+    let Some(found) = crate::whole_answer::whole_answer(data.as_bytes(), &names, max_head) else {
+        return Ok(None);
+    };
+    let relayed = found.relayed;
+    let vary = relayed.vary.map(|vary| {
+        let text: String = vary.iter().map(|&b| char::from(b)).collect();
+        PyString::new(py, &text)
+    });
+    Ok(Some((
+        found.status,
+        PyBytes::new(py, found.reason),
+        (
+            PyBytes::new(py, &relayed.lines),
+            vary,
+            relayed.has_content_type,
+            relayed.has_server,
+            relayed.has_date,
+        ),
+        PyBytes::new(py, found.body),
+        found.keep_alive,
+    )))
+}
+
+/// What `whole_answer` hands Python.
+type WholeAnswer<'py> = (
+    u16,
+    Bound<'py, PyBytes>,
+    RelayedHead<'py>,
+    Bound<'py, PyBytes>,
+    bool,
+);
+
 /// Whether an answer's body length is known from `headers` (Content-Length, or a chunked
 /// Transfer-Encoding); otherwise it runs until the upstream closes the connection.
 #[pyfunction]
@@ -70,5 +121,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|name| PyBytes::new(m.py(), name));
     m.add("HOP_BY_HOP", PyFrozenSet::new(m.py(), hop_by_hop)?)?;
     m.add_function(wrap_pyfunction!(relayed_head, m)?)?;
+    m.add_function(wrap_pyfunction!(whole_answer, m)?)?;
     m.add_function(wrap_pyfunction!(is_framed, m)?)
 }
