@@ -259,6 +259,22 @@ def stored_lines(lines: bytes, own_names: tuple[str, ...]) -> tuple[bytes, int] 
     no-cache forbids storing the answer."""
 
 # --- response head (native/src/py/head.rs) ---
+def whole_answer_bytes(
+    status_line: bytes,
+    lines: bytes,
+    own: Mapping[str, str],
+    extra: bytes,
+    has_content_type: bool,
+    date: bytes,
+    connection: bytes,
+    body: bytes,
+    head_only: bool,
+) -> bytes:
+    """A whole answer as sent: `status_line`, `lines`, the lines of `own` (as header_lines
+    writes them), the server's `extra` lines, a Content-Type when the body has none, its
+    Content-Length, `date` and `connection` (each a whole line, or empty), the blank line, and
+    the body unless `head_only`. ValueError when one of `own` holds a line break."""
+
 def header_lines(headers: Mapping[str, str]) -> bytes:
     """`Name: value\\r\\n` (UTF-8) for each item of `headers`, in order; a value that is not a
     str is formatted with str(). Raises ValueError when a name or value holds CR or LF."""

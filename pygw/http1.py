@@ -556,12 +556,24 @@ class Http1Connection(WriteFlow):
 
     def _accept(self, request: Request, awaited: bool) -> None:
         """A parsed request: served now when the connection is idle and it has no body or
-        upgrade (`awaited` False), else queued for the connection's task."""
+        upgrade (`awaited` False), without the connection's task when its answer needs none
+        (pygw/serving.py); else queued for the task."""
         self._last = request
-        if self._busy or awaited or self.server.serve_now is None:
+        serve_now = self.server.serve_now
+        if self._busy or awaited or serve_now is None:
             self._enqueue(request)
-        elif not self.closing:  # else dropped, as requests queued behind a last answer are
-            self._serve_now(request)
+            return
+        if self.closing:
+            return  # dropped, as requests queued behind a last answer are
+        self._busy = True
+        self._idle_since = None
+        try:
+            served = serve_now(request, self._resume)
+        except Exception:
+            log.exception("request handler failed")
+            served = self.server.error_answer(500, "Internal Server Error")
+        if served is not PENDING:
+            self._resume(request, served)
 
     def on_body(self, data: bytes) -> None:
         body = self._body
@@ -646,19 +658,6 @@ class Http1Connection(WriteFlow):
         return len(self._queue) >= _MAX_QUEUED
 
     # -- serving ------------------------------------------------------------------------------
-
-    def _serve_now(self, request: Request) -> None:
-        """A bodiless request on an idle connection, served without the connection's task
-        when its answer needs none (pygw/serving.py)."""
-        self._busy = True
-        self._idle_since = None
-        try:
-            served = self.server.serve_now(request, self._resume)  # type: ignore[misc]
-        except Exception:
-            log.exception("request handler failed")
-            served = self.server.error_answer(500, "Internal Server Error")
-        if served is not PENDING:
-            self._resume(request, served)
 
     def _resume(self, request: Request, served: Response | Later) -> None:
         """`request`'s answer, or the coroutine that gives it (awaited by the task)."""
@@ -820,7 +819,8 @@ class Http1Connection(WriteFlow):
         transport = self.transport
         if transport is None:
             return False
-        content = request.wire_body
+        # A bodiless request has nothing left to read (asked only of those with a body).
+        content = request.wire_body if request.body_present else None
         incomplete = content is not None and not content.complete
         keep_alive = request.keep_alive and not response.close_connection and not self.closing
         if not response.streamed:

@@ -66,10 +66,11 @@ class Pipeline:
     integration: Integration
     steps: tuple[Step, ...] = field(init=False, repr=False, compare=False)
     waits: bool = field(init=False, repr=False, compare=False)
-    # The stages of a pipeline that never waits: an answer, or None to call the integration.
-    # Only for `waits` False (a waiting stage would be skipped). A field, not a method, so that
-    # a timed pipeline can hand out its native loop and the dispatcher calls it directly.
-    check: SyncCheck = field(init=False, repr=False, compare=False)
+    # The stages of a pipeline that never waits: an answer, or None to call the integration;
+    # None for a pipeline without stages. Only for `waits` False (a waiting stage would be
+    # skipped). A field, not a method, so that a timed pipeline can hand out its native loop
+    # and the dispatcher calls it directly.
+    check: SyncCheck | None = field(init=False, repr=False, compare=False)
     # The integration's ways to answer without being awaited, when it has them (looked up once
     # here rather than per request).
     answer_now: AnswerNow | None = field(init=False, repr=False, compare=False)
@@ -79,7 +80,7 @@ class Pipeline:
         steps = _steps(self.stages)
         object.__setattr__(self, "steps", steps)
         object.__setattr__(self, "waits", any(check is None for check, _ in steps))
-        object.__setattr__(self, "check", self._check_each)
+        object.__setattr__(self, "check", self._check_each if steps else None)
         object.__setattr__(self, "answer_now", getattr(self.integration, "answer_now", None))
         object.__setattr__(self, "start_now", getattr(self.integration, "start_now", None))
 
@@ -119,7 +120,7 @@ class TimedPipeline(Pipeline):
         object.__setattr__(self, "timed_steps", timed_steps)
         checks = [check for check, _, _ in timed_steps if check is not None]
         histograms = [timer for _, _, timer in timed_steps if isinstance(timer, Histogram)]
-        if len(checks) == len(histograms) == len(timed_steps):
+        if timed_steps and len(checks) == len(histograms) == len(timed_steps):
             object.__setattr__(self, "check", TimedChecks(checks, histograms).run)
 
     async def run(self, ctx: RequestContext) -> Response:

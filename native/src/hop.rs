@@ -37,10 +37,8 @@ pub fn trim(token: &[u8]) -> &[u8] {
 /// a bare LF as a line end and trims the blanks that end a header value; llhttp refuses the
 /// one and keeps the other, so a head with either is left to it.
 pub fn plain_line_ends(head: &[u8]) -> bool {
-    head.iter().enumerate().all(|(i, &b)| {
-        b != b'\n'
-            || (i >= 1 && head[i - 1] == b'\r' && (i < 2 || !matches!(head[i - 2], b' ' | b'\t')))
-    })
+    memchr::memchr_iter(b'\n', head)
+        .all(|i| i >= 1 && head[i - 1] == b'\r' && (i < 2 || !matches!(head[i - 2], b' ' | b'\t')))
 }
 
 /// The values of a message's Connection headers.

@@ -164,7 +164,19 @@ class _Upstream(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
             self.renew_parser = False
         self.deadline = 0.0
-        self._reset()
+        # _reset, inlined: every exchange passes here.
+        self.status = 0
+        self.reason = b""
+        self.headers = []
+        self.head_bytes = 0
+        self.head_ready = False
+        self.done = False
+        self.keep_alive = False
+        self.exc = None
+        self.informational = False
+        self.until_eof = False
+        self.received_any = False
+        self.request_complete = False
         self.chunks.clear()
         self.buffered = 0
         self.is_head = is_head
@@ -260,8 +272,11 @@ class _Upstream(asyncio.Protocol):
             return
         exchange = self.exchange
         if exchange is not None and not self.received_any and not self.is_head:
-            # The usual answer, whole in this read: taken apart in one call, not by callbacks.
-            whole = whole_answer(data, _own_names(exchange.ctx), _MAX_RESPONSE_HEAD)
+            # The usual answer, whole in this read: taken apart in one call, not by callbacks
+            # (with _own_names inlined).
+            own = exchange.ctx.response_headers
+            names = tuple(own) if "Vary" not in own else tuple(n for n in own if n != "Vary")
+            whole = whole_answer(data, names, _MAX_RESPONSE_HEAD)
             if whole is not None:
                 self.received_any = True
                 exchange.answered(*whole)
@@ -427,17 +442,20 @@ class _Exchange:
         self, status: int, reason: bytes, head: ResponseHead, body: bytes, keep_alive: bool
     ) -> None:
         """The whole answer came in one read (pygw._native.whole_answer took it apart)."""
-        self._end()
         conn = self.conn
         target = self.target
+        conn.exchange = None
+        target.deadlines.waiting.discard(conn)
         ctx = self.ctx
         ctx.integration_started = self.sent_at
         ctx.integration_latency_s = time.perf_counter() - self.sent_at
         ctx.integration_status = conn.status = status
         conn.head_ready = conn.done = True
         conn.keep_alive = keep_alive
-        self.integration._succeeded(target)
-        target.release(conn, conn.reusable())
+        target.failures = 0  # HttpProxyIntegration._succeeded, inlined
+        target.probing = False
+        # The exchange is complete and nothing is buffered: reusable() comes down to these.
+        target.release(conn, keep_alive and conn.exc is None and not conn.closed)
         target.in_flight -= 1
         # No ctx.body_sink call: the body is not streamed, and the OneWriteResponse carries it.
         self.done(
@@ -479,12 +497,12 @@ class _HeadDeadlines:
     def __init__(self, timeout_s: float) -> None:
         self.step_s = min(max(timeout_s / 8, 0.005), 0.1)
         self.waiting: set[_Upstream] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def watch(self, conn: _Upstream, loop: asyncio.AbstractEventLoop) -> None:
         self.waiting.add(conn)
-        if self._timer is None:
-            self._timer = loop.call_later(self.step_s, self._sweep, loop)
+        if self.timer is None:
+            self.timer = loop.call_later(self.step_s, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
@@ -494,12 +512,12 @@ class _HeadDeadlines:
                 exchange.expired()
             else:
                 _wake(conn.waiter)
-        self._timer = loop.call_later(self.step_s, self._sweep, loop) if self.waiting else None
+        self.timer = loop.call_later(self.step_s, self._sweep, loop) if self.waiting else None
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class _Target:
@@ -952,7 +970,10 @@ class HttpProxyIntegration:
         conn.request_complete = True
         conn.exchange = _Exchange(self, conn, target, ctx, done, sent_at)
         conn.deadline = now + self._timeout_s
-        self._deadlines.watch(conn, loop)
+        deadlines = self._deadlines
+        deadlines.waiting.add(conn)
+        if deadlines.timer is None:  # _HeadDeadlines.watch, inlined
+            deadlines.watch(conn, loop)
         return None
 
     async def _relayed(self, ctx: RequestContext, conn: _Upstream, target: _Target) -> Response:

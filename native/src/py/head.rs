@@ -24,24 +24,71 @@ fn push_pair(out: &mut Vec<u8>, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny
     })
 }
 
+fn push_lines<'py>(out: &mut Vec<u8>, headers: &Bound<'py, PyAny>) -> PyResult<()> {
+    if let Ok(dict) = headers.cast::<PyDict>() {
+        for (name, value) in dict.iter() {
+            push_pair(out, &name, &value)?;
+        }
+    } else {
+        for item in headers.call_method0("items")?.try_iter()? {
+            let (name, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
+            push_pair(out, &name, &value)?;
+        }
+    }
+    Ok(())
+}
+
 /// `Name: value\r\n` for every item of `headers` (a dict, or any mapping with `items()`), in
 /// order, as one bytes object. ValueError when a name or value holds CR or LF.
 #[pyfunction]
 fn header_lines<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(256);
-    if let Ok(dict) = headers.cast::<PyDict>() {
-        for (name, value) in dict.iter() {
-            push_pair(&mut out, &name, &value)?;
-        }
-    } else {
-        for item in headers.call_method0("items")?.try_iter()? {
-            let (name, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
-            push_pair(&mut out, &name, &value)?;
-        }
-    }
+    push_lines(&mut out, headers)?;
     Ok(PyBytes::new(headers.py(), &out))
 }
 
+/// A whole answer as sent, in one piece: `status_line`, the serialized `lines`, the lines of
+/// `own` (the request's headers, as `header_lines` writes them), the server's `extra` lines, a
+/// Content-Type when the body has none, its Content-Length, `date` and `connection` (each a
+/// whole line, or empty), the blank line, and the body unless `head_only`. ValueError when
+/// one of `own` holds a line break.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn whole_answer_bytes<'py>(
+    status_line: &[u8],
+    lines: &[u8],
+    own: &Bound<'py, PyAny>,
+    extra: &[u8],
+    has_content_type: bool,
+    date: &[u8],
+    connection: &[u8],
+    body: &[u8],
+    head_only: bool,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(
+        status_line.len() + lines.len() + extra.len() + date.len() + body.len() + 320,
+    );
+    out.extend_from_slice(status_line);
+    out.extend_from_slice(lines);
+    push_lines(&mut out, own)?;
+    out.extend_from_slice(extra);
+    if !body.is_empty() && !has_content_type {
+        out.extend_from_slice(b"Content-Type: application/octet-stream\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(digits.format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(date);
+    out.extend_from_slice(connection);
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    Ok(PyBytes::new(own.py(), &out))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(header_lines, m)?)
+    m.add_function(wrap_pyfunction!(header_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(whole_answer_bytes, m)?)
 }
