@@ -3,10 +3,21 @@
 Parsing is httptools (llhttp, in C): strict about line endings, header syntax, chunk framing and
 Content-Length, and it hands over plain bytes through callbacks, so a request costs no objects
 beyond the ones built here. aiohttp's parser is the same llhttp but builds aiohttp's message and
-header objects per request; a Rust parser (httparse) would need a chunked decoder of our own.
-What llhttp lets through and a gateway must not is refused here: HTTP/0.9 and versions other
-than 1.0 and 1.1, obfuscated Transfer-Encoding, transfer codings other than chunked, padded
-Content-Length, oversized chunk extensions, too many header lines, missing or repeated Host.
+header objects per request; a Rust parser (httparse) alone would need a chunked decoder of our
+own and reads some malformed heads differently. What llhttp lets through and a gateway must not
+is refused here: HTTP/0.9 and versions other than 1.0 and 1.1, obfuscated Transfer-Encoding,
+transfer codings other than chunked, padded Content-Length, oversized chunk extensions, too many
+header lines, missing or repeated Host.
+
+The usual request (bodiless, plain, alone and whole in its read) skips the callbacks, about one
+Python call per header line: `pygw._native.simple_request` takes it apart with httparse in one
+call, behind a gate that hands every other shape to llhttp (tests/property checks that whatever
+it takes, llhttp reads the same way).
+
+A request on an idle connection is served through the handler's `serve_now` (pygw/serving.py)
+from the parser's callback: an answer from memory is written at once, a proxied one from the
+upstream connection's callback, and only a request that waits otherwise (a body, a stage that
+awaits) goes to the connection's task.
 
 Requests on one connection are answered in order (pipelining): one task serves the connection's
 requests one after another and ends when none is waiting. A WebSocket handshake is handed, with
