@@ -22,16 +22,19 @@ field); other methods that reach the wrapper (through an `ANY` route) pass strai
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final, cast
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, stored_lines
 from pygw.context import RequestContext
-from pygw.pipeline import Integration
+from pygw.pipeline import Integration, Outcome, StartNow
 from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
+
+log = logging.getLogger("pygw")
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -195,6 +198,7 @@ class CachingIntegration:
         "_cache",
         "_flights",
         "_hit",
+        "_inner_start",
         "_key_params",
         "_keys_query",
         "_max_body",
@@ -226,6 +230,8 @@ class CachingIntegration:
         if not ttl_s > 0:
             raise ValueError("ttl_s must be positive (0 disables the cache: do not wrap)")
         self.inner = inner
+        # The integration's way to answer from its callbacks, which a miss can lead through.
+        self._inner_start: StartNow | None = getattr(inner, "start_now", None)
         self._cache = cache
         self._ttl_s = float(ttl_s)
         self._key_params = _compile_key_params(key_params)
@@ -313,6 +319,88 @@ class CachingIntegration:
                     return self._answer(ctx, entry, method)
             # The leader got nothing usable, or a variant for other request headers: look again
             # (the first waiter to get here leads the next attempt).
+
+    def start_now(
+        self, ctx: RequestContext, done: Callable[[Outcome], None]
+    ) -> Coroutine[Any, Any, Response] | None:
+        """A miss led through the integration's own start_now (Pipeline.start_now): no
+        coroutine on the way, and the answer stored as it passes on to `done`. Anything else
+        (a refresh, a pass marker, a miss another request leads, an integration that cannot
+        answer that way) is handed back to be awaited."""
+        inner_start = self._inner_start
+        request = ctx.request
+        method = request.method
+        if inner_start is None or method not in _COALESCED:
+            return self(ctx)
+        if self._allow_invalidation and method == "GET" and _wants_refresh(request.headers):
+            return self(ctx)
+        base = self._key(ctx, method)
+        if self._by_coding:
+            base = f"{base}\x1d{ctx.content_coding or ''}"
+        cache = self._cache
+        lock_key = base
+        found = cache.get(base)
+        if isinstance(found, str):
+            lock_key = base + _vary_values(request.headers, tuple(found.split(_VARY_SEP)))
+            found = cache.get(lock_key)
+        flights = self._flights
+        if found is not None or lock_key in flights:
+            return self(ctx)
+        flight = _Flight()
+        flights[lock_key] = flight
+        collector = self._collect(ctx)
+
+        def answered(outcome: Outcome) -> None:
+            if not isinstance(outcome, (Response, Exception)):
+                done(self._led(ctx, base, method, lock_key, flight, collector, outcome))
+                return
+            ctx.body_sink = collector.previous
+            try:
+                if isinstance(outcome, Response):
+                    flight.fetched = self._keep(ctx, base, method, outcome, collector)
+            except Exception:
+                # Called from a socket callback: the answer still goes to the client.
+                log.exception("request %s: storing its answer failed", ctx.request_id)
+            finally:
+                self._land(lock_key, flight)
+            done(outcome)
+
+        try:
+            instead = inner_start(ctx, answered)
+        except BaseException:
+            ctx.body_sink = collector.previous
+            self._land(lock_key, flight)
+            raise
+        if instead is not None:
+            return self._led(ctx, base, method, lock_key, flight, collector, instead)
+        return None
+
+    async def _led(
+        self,
+        ctx: RequestContext,
+        base: str,
+        method: str,
+        lock_key: str,
+        flight: _Flight,
+        collector: _Collector,
+        answer: Coroutine[Any, Any, Response],
+    ) -> Response:
+        """The rest of a miss this request leads, awaited: its answer stored as it passes."""
+        try:
+            try:
+                response = await answer
+            finally:
+                ctx.body_sink = collector.previous
+            flight.fetched = self._keep(ctx, base, method, response, collector)
+            return response
+        finally:
+            self._land(lock_key, flight)
+
+    def _land(self, lock_key: str, flight: _Flight) -> None:
+        """A led miss is over: the requests that waited for it look again."""
+        del self._flights[lock_key]
+        if flight.done is not None:
+            flight.done.set()
 
     def answer_now(self, ctx: RequestContext) -> Response | None:
         """A hit's answer without a coroutine (Pipeline.answer_now); None for anything else,

@@ -845,3 +845,27 @@ async def test_a_hit_sends_this_requests_own_value_of_a_header_the_upstream_also
     assert (status, state) == (200, "Hit")
     assert headers.getall("Access-Control-Allow-Origin") == ["*"]
     assert len(upstream.requests) == 1
+
+
+async def test_misses_over_pooled_connections_are_stored_and_coalesced(
+    start_upstream: StartUpstream, start_gateway: StartGateway, client: ClientSession
+) -> None:
+    """Once the pool has connections, a miss is sent and stored from the proxy's callbacks
+    (in the "callbacks" mode): stored whole, served as a hit after, and requests for the key
+    that arrive meanwhile wait for it rather than going upstream too."""
+    upstream = await start_upstream()
+    gateway = await start_gateway(caching(proxy(upstream)))
+    status, state, _, _ = await fetch(client, gateway.url + "/echo/warm")
+    assert (status, state) == (200, "Miss")
+    status, state, first, _ = await fetch(client, gateway.url + "/echo/one")
+    assert (status, state) == (200, "Miss")
+    status, state, again, _ = await fetch(client, gateway.url + "/echo/one")
+    assert (status, state, again) == (200, "Hit", first)
+    answers = await _concurrently(client, gateway.url + "/slow/two?ms=200", 8)
+    assert {status for status, _, _, _ in answers} == {200}
+    assert sorted(state or "" for _, state, _, _ in answers) == ["Hit"] * 7 + ["Miss"]
+    assert [r["raw_path"] for r in upstream.requests] == [
+        "/echo/warm",
+        "/echo/one",
+        "/slow/two?ms=200",
+    ]
