@@ -340,7 +340,41 @@ class Http1Connection(WriteFlow):
                 self._trusted_peer,
             )
             if simple is not None:
-                self._simple(*simple)
+                # What on_headers_complete makes of the callbacks' parts, for such a request.
+                (
+                    method,
+                    target,
+                    minor,
+                    headers,
+                    host,
+                    request_id,
+                    traceparent,
+                    amzn,
+                    keep_alive,
+                ) = simple
+                self.head_since = None
+                client_ip = self.peer
+                if self._trusted_peer:
+                    client_ip = client_ip_behind(self.peer, headers, limits.trusted_proxies)
+                request = Request(
+                    method,
+                    target.decode("ascii"),
+                    HTTP_11 if minor == 1 else HTTP_10,
+                    headers,
+                    self.peer,
+                    self.transport,
+                    _EMPTY_BODY,
+                    keep_alive=keep_alive,
+                    scheme=self.server.scheme,
+                    connection=self,
+                    client_ip=client_ip,
+                    host=host,
+                    request_id=request_id,
+                )
+                if traceparent is not None or amzn is not None:
+                    request.traceparent_header = traceparent
+                    request.amzn_trace_header = amzn
+                self._accept(request, False)
                 return
         body_before = self._body
         if self.head_since is None and body_before is None:
@@ -526,44 +560,6 @@ class Http1Connection(WriteFlow):
             request.traceparent_header = self._traceparent
             request.amzn_trace_header = self._amzn_trace
         self._accept(request, framing != 0 or upgrade)
-
-    def _simple(
-        self,
-        method: str,
-        target: bytes,
-        minor: int,
-        headers: tuple[tuple[bytes, bytes], ...],
-        host: bytes,
-        request_id: bytes | None,
-        traceparent: bytes | None,
-        amzn_trace: bytes | None,
-        keep_alive: bool,
-    ) -> None:
-        """A request pygw._native.simple_request took apart: what on_headers_complete makes of
-        the callbacks' parts, for a bodiless request."""
-        self.head_since = None
-        client_ip = self.peer
-        if self._trusted_peer:
-            client_ip = client_ip_behind(self.peer, headers, self.limits.trusted_proxies)
-        request = Request(
-            method,
-            target.decode("ascii"),
-            HTTP_11 if minor == 1 else HTTP_10,
-            headers,
-            self.peer,
-            self.transport,
-            _EMPTY_BODY,
-            keep_alive=keep_alive,
-            scheme=self.server.scheme,
-            connection=self,
-            client_ip=client_ip,
-            host=host,
-            request_id=request_id,
-        )
-        if traceparent is not None or amzn_trace is not None:
-            request.traceparent_header = traceparent
-            request.amzn_trace_header = amzn_trace
-        self._accept(request, False)
 
     def _accept(self, request: Request, awaited: bool) -> None:
         """A parsed request: served now when the connection is idle and it has no body or

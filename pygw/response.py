@@ -362,9 +362,11 @@ class OneWriteResponse(Response):
         own = self.extra
         if vary is not None:
             own = _with_vary(own, vary)
+        # status_line's memo, looked up inline: the usual status line was made before.
+        line = _STATUS_LINES.get((version[0], version[1], self.status, self._raw_reason))
         # Native, in one piece: the answers of the hot paths (proxied, cached, mocked) end here.
         return whole_answer_bytes(
-            status_line(version, self.status, self._raw_reason),
+            line if line is not None else status_line(version, self.status, self._raw_reason),
             lines,
             own,
             extra,
