@@ -42,6 +42,7 @@ from typing import Final, Protocol, cast
 import httptools
 
 from pygw._native import simple_request
+from pygw.http_version import HttpVersion
 from pygw.request import HTTP_10, HTTP_11, Request, RequestBody, RequestBodyError
 from pygw.response import Response
 from pygw.serving import PENDING, Later, ServeNow
@@ -353,27 +354,19 @@ class Http1Connection(WriteFlow):
                     keep_alive,
                 ) = simple
                 self.head_since = None
-                client_ip = self.peer
-                if self._trusted_peer:
-                    client_ip = client_ip_behind(self.peer, headers, limits.trusted_proxies)
-                request = Request(
+                request = self._request(
                     method,
                     target.decode("ascii"),
                     HTTP_11 if minor == 1 else HTTP_10,
                     headers,
-                    self.peer,
-                    self.transport,
                     _EMPTY_BODY,
-                    keep_alive=keep_alive,
-                    scheme=self.server.scheme,
-                    connection=self,
-                    client_ip=client_ip,
-                    host=host,
-                    request_id=request_id,
+                    None,
+                    keep_alive,
+                    host,
+                    request_id,
+                    traceparent,
+                    amzn,
                 )
-                if traceparent is not None or amzn is not None:
-                    request.traceparent_header = traceparent
-                    request.amzn_trace_header = amzn
                 self._accept(request, False)
                 return
         body_before = self._body
@@ -535,31 +528,62 @@ class Http1Connection(WriteFlow):
             content = _EMPTY_BODY
         self._body = body
         self.head_since = None
-        client_ip = self.peer
-        if self._trusted_peer:
-            client_ip = client_ip_behind(self.peer, headers, limits.trusted_proxies)
-        request = Request(
+        request = self._request(
             method,
             url.decode("utf-8", "surrogateescape"),
             version,
             tuple(headers),
+            content,
+            content_length,
+            keep_alive,
+            self._host,
+            self._request_id,
+            self._traceparent,
+            self._amzn_trace,
+        )
+        self._accept(request, framing != 0 or upgrade)
+
+    def _request(
+        self,
+        method: str,
+        target: str,
+        version: HttpVersion,
+        headers: tuple[tuple[bytes, bytes], ...],
+        content: RequestBody,
+        content_length: int | None,
+        keep_alive: bool,
+        host: bytes | None,
+        request_id: bytes | None,
+        traceparent: bytes | None,
+        amzn_trace: bytes | None,
+    ) -> Request:
+        """The request a parsed head makes, on this connection (`content` _EMPTY_BODY for a
+        bodiless one)."""
+        client_ip = self.peer
+        if self._trusted_peer:
+            client_ip = client_ip_behind(self.peer, headers, self.limits.trusted_proxies)
+        request = Request(
+            method,
+            target,
+            version,
+            headers,
             self.peer,
             self.transport,
             content,
             content_length=content_length,
-            body_present=framing != 0,
+            body_present=content is not _EMPTY_BODY,
             keep_alive=keep_alive,
             scheme=self.server.scheme,
             connection=self,
             client_ip=client_ip,
-            host=self._host,
-            request_id=self._request_id,
+            host=host,
+            request_id=request_id,
         )
         # Set here rather than passed: most requests carry no trace, and a keyword costs more.
-        if self._traceparent is not None or self._amzn_trace is not None:
-            request.traceparent_header = self._traceparent
-            request.amzn_trace_header = self._amzn_trace
-        self._accept(request, framing != 0 or upgrade)
+        if traceparent is not None or amzn_trace is not None:
+            request.traceparent_header = traceparent
+            request.amzn_trace_header = amzn_trace
+        return request
 
     def _accept(self, request: Request, awaited: bool) -> None:
         """A parsed request: served now when the connection is idle and it has no body or

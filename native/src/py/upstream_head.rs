@@ -14,7 +14,19 @@ fn slices<'a, 'py>(found: &'a [super::request_head::Pair<'py>]) -> Vec<(&'a [u8]
         .collect()
 }
 
-/// A `pygw.one_write.ResponseHead`.
+/// The str items of `own_names` (TypeError for anything else).
+fn strings_of<'py>(own_names: &Bound<'py, PyTuple>) -> PyResult<Vec<Bound<'py, PyString>>> {
+    own_names
+        .iter()
+        .map(|name| name.cast_into::<PyString>().map_err(PyErr::from))
+        .collect()
+}
+
+fn texts<'a>(strings: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
+    strings.iter().map(|name| name.to_str()).collect()
+}
+
+/// A `pygw.response.ResponseHead`.
 type RelayedHead<'py> = (
     Bound<'py, PyBytes>,
     Option<Bound<'py, PyString>>,
@@ -35,14 +47,8 @@ fn relayed_head<'py>(
 ) -> PyResult<RelayedHead<'py>> {
     let py = headers.py();
     let found = pairs(headers)?;
-    let names = own_names
-        .iter()
-        .map(|name| name.cast_into::<PyString>().map_err(PyErr::from))
-        .collect::<PyResult<Vec<_>>>()?;
-    let names = names
-        .iter()
-        .map(|name| name.to_str())
-        .collect::<PyResult<Vec<&str>>>()?;
+    let strings = strings_of(own_names)?;
+    let names = texts(&strings)?;
     let relayed = upstream_head::relayed_head(&slices(&found), &names);
     let vary = relayed.vary.map(|vary| {
         let text: String = vary.iter().map(|&b| char::from(b)).collect();
@@ -68,14 +74,8 @@ fn whole_answer<'py>(
     max_head: usize,
 ) -> PyResult<Option<WholeAnswer<'py>>> {
     let py = data.py();
-    let names = own_names
-        .iter()
-        .map(|name| name.cast_into::<PyString>().map_err(PyErr::from))
-        .collect::<PyResult<Vec<_>>>()?;
-    let names = names
-        .iter()
-        .map(|name| name.to_str())
-        .collect::<PyResult<Vec<&str>>>()?;
+    let strings = strings_of(own_names)?;
+    let names = texts(&strings)?;
     let Some(found) = crate::whole_answer::whole_answer(data.as_bytes(), &names, max_head) else {
         return Ok(None);
     };
