@@ -26,11 +26,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, stored_lines
 from pygw.context import RequestContext
 from pygw.pipeline import Integration
+from pygw.query_params import query_values
+from pygw.request import Request
 from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
 
 __all__ = [
@@ -173,17 +175,31 @@ def _tokens(values: Sequence[str]) -> list[str]:
     return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
 
 
-def _wants_refresh(headers: CIMultiDictProxy[str]) -> bool:
-    for token in _tokens(headers.getall("Cache-Control", ())):
+def _header_values(request: Request, name: str) -> list[str]:
+    """`request.headers.getall(name)` for a lower-cased `name`, without building the request's
+    header map (a name that is not ASCII, never a valid HTTP token, is looked up there)."""
+    if not name.isascii():
+        return request.headers.getall(name, [])
+    raw = name.encode("ascii")
+    return [
+        value.decode("utf-8", "surrogateescape")
+        for key, value in request.raw_headers
+        if len(key) == len(raw) and key.lower() == raw
+    ]
+
+
+def _wants_refresh(request: Request) -> bool:
+    for token in _tokens(_header_values(request, "cache-control")):
         name, _, value = token.partition("=")
         if name.strip() == "max-age" and value.strip().strip('"') == "0":
             return True
     return False
 
 
-def _vary_values(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> str:
-    """The key suffix of one variant: the varied header names and this request's values."""
-    return "\x1e" + _encode(names) + "".join(_encode(headers.getall(name, ())) for name in names)
+def _vary_values(request: Request, names: tuple[str, ...]) -> str:
+    """The key suffix of one variant: the varied (lower-cased) header names and this request's
+    values."""
+    return "\x1e" + _encode(names) + "".join(_encode(_header_values(request, n)) for n in names)
 
 
 class CachingIntegration:
@@ -196,10 +212,10 @@ class CachingIntegration:
         "_flights",
         "_hit",
         "_key_params",
-        "_keys_query",
         "_max_body",
         "_miss",
         "_prefixes",
+        "_query_names",
         "_query_only",
         "_query_parts",
         "_replayed",
@@ -229,7 +245,9 @@ class CachingIntegration:
         self._cache = cache
         self._ttl_s = float(ttl_s)
         self._key_params = _compile_key_params(key_params)
-        self._keys_query = any(kind == "querystring" for kind, _ in self._key_params)
+        self._query_names = frozenset(
+            name for kind, name in self._key_params if kind == "querystring"
+        )
         # A key made of query-string values alone depends on the raw query string only: its
         # encoded part is remembered by it, since a hit repeats a query string seen before.
         self._query_only = bool(self._key_params) and all(
@@ -266,8 +284,7 @@ class CachingIntegration:
         base = self._key(ctx, method)
         if self._by_coding:
             base = f"{base}\x1d{ctx.content_coding or ''}"
-        headers = request.headers
-        if self._allow_invalidation and method == "GET" and _wants_refresh(headers):
+        if self._allow_invalidation and method == "GET" and _wants_refresh(request):
             # A refresh skips the lookup and any request in flight; its answer replaces the entry.
             response, _ = await self._fetch(ctx, base, method)
             return response
@@ -277,7 +294,7 @@ class CachingIntegration:
             lock_key = base
             found = cache.get(base)
             if isinstance(found, str):
-                lock_key = base + _vary_values(headers, tuple(found.split(_VARY_SEP)))
+                lock_key = base + _vary_values(request, tuple(found.split(_VARY_SEP)))
                 found = cache.get(lock_key)
             if isinstance(found, tuple):
                 return self._answer(ctx, found, method)
@@ -309,7 +326,7 @@ class CachingIntegration:
             fetched = flight.fetched
             if fetched is not None:
                 entry, vary, vary_values = fetched
-                if not vary or _vary_values(headers, vary) == vary_values:
+                if not vary or _vary_values(request, vary) == vary_values:
                     return self._answer(ctx, entry, method)
             # The leader got nothing usable, or a variant for other request headers: look again
             # (the first waiter to get here leads the next attempt).
@@ -335,13 +352,16 @@ class CachingIntegration:
         """The key's part from the request's values of the key parameters, in config order."""
         part = ""
         request = ctx.request
-        query = request.query if self._keys_query else None
+        # Only the key's names are decoded from the query string (see pygw/query_params.py).
+        query = (
+            query_values(request.raw_query_string, self._query_names) if self._query_names else None
+        )
         values: Sequence[str]
         for kind, name in self._key_params:
             if query is not None and kind == "querystring":
-                values = query.getall(name, ())
+                values = query.get(name, ())
             elif kind == "header":
-                values = request.headers.getall(name, ())
+                values = _header_values(request, name)
             else:
                 value = ctx.params.get(name)
                 values = () if value is None else (value,)
@@ -464,7 +484,7 @@ class CachingIntegration:
             body = b""
         entry = _cached(200, tuple(stored), body)
         names = tuple(sorted(set(vary)))
-        values = _vary_values(ctx.request.headers, names) if names else ""
+        values = _vary_values(ctx.request, names) if names else ""
         if method == "GET":
             size = len(body) + sum(len(n) + len(v) + STORED_LINE_OVERHEAD for n, v in stored)
             if names:
@@ -507,7 +527,7 @@ class CachingIntegration:
         # The Date line is never kept: a hit gets a fresh one.
         stored_head: ResponseHead = (lines, own_vary, head[2], head[3], False)
         entry: CachedResponse = (200, (), body, time.monotonic(), stored_head, names_for)
-        values = _vary_values(ctx.request.headers, names)
+        values = _vary_values(ctx.request, names)
         self._cache.put(base, _VARY_SEP.join(names), _MARKER_BYTES, self._ttl_s)
         size = len(body) + len(lines) + STORED_LINE_OVERHEAD * count
         self._cache.put(base + values, entry, size, self._ttl_s)
