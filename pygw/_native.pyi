@@ -284,6 +284,11 @@ def request_head_tail(
     `trace_id` (32 hex digits) and `span_id` (16), the client's traceparent and X-Amzn-Trace-Id
     are replaced by that trace with `span_id` as the parent, written after x-request-id."""
 
+def header_value(headers: tuple[tuple[bytes, bytes], ...], lower_name: bytes) -> bytes | None:
+    """The first value of the header `lower_name` (given lower-cased) in a request's
+    `raw_headers`, or None: `Request.header` in one call. Names compare with ASCII letters
+    folded."""
+
 def header_block_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
     """Sum over the header lines of len(name) + len(value) + 4."""
 

@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pygw._native import header_value
 from pygw.config.model import ApiConfig, ApiKeyConfig, RouteConfig, UsagePlanConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
@@ -77,7 +78,7 @@ class ApiKeyStage:
         return self.check(ctx)
 
     def check(self, ctx: RequestContext) -> Response | None:
-        raw = ctx.request.header(_API_KEY_HEADER_RAW)
+        raw = header_value(ctx.request.raw_headers, _API_KEY_HEADER_RAW)
         # The remembered values first, without identify_raw()'s call: the usual request.
         key_id = self._verified.get(raw) if raw else None
         if key_id is None:

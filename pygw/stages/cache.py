@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from multidict import CIMultiDict
 
@@ -120,16 +120,15 @@ class _Flight:
 
 
 class _Collector:
-    """ctx.body_sink for a streamed response: keeps a copy of the body up to `limit` bytes."""
+    """ctx.body_sink for a streamed response: keeps a copy of the body up to `limit` bytes.
+    Made on every miss, most of which are answered whole and never call it: class-level defaults
+    and no __init__ (see _new_collector), the list made by the first chunk."""
 
-    __slots__ = ("chunks", "limit", "overflow", "previous", "size")
-
-    def __init__(self, limit: int, previous: Callable[[bytes], None] | None) -> None:
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.limit = limit
-        self.overflow = False
-        self.previous = previous
+    chunks: list[bytes] | None = None
+    size = 0
+    limit = 0
+    overflow = False
+    previous: Callable[[bytes], None] | None = None
 
     def __call__(self, chunk: bytes) -> None:
         if self.previous is not None:
@@ -139,12 +138,25 @@ class _Collector:
         self.size += len(chunk)
         if self.size > self.limit:
             self.overflow = True
-            self.chunks.clear()
+            self.chunks = None
             return
-        self.chunks.append(bytes(chunk))
+        if self.chunks is None:
+            self.chunks = [bytes(chunk)]
+        else:
+            self.chunks.append(bytes(chunk))
 
     def body(self) -> bytes:
-        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        chunks = self.chunks
+        if chunks is None:
+            return b""
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _new_collector(limit: int, previous: Callable[[bytes], None] | None) -> _Collector:
+    collector = _Collector()
+    collector.limit = limit
+    collector.previous = previous
+    return collector
 
 
 Counter = Callable[[], object]
@@ -306,13 +318,27 @@ class CachingIntegration:
                 flight = _Flight()
                 flights[lock_key] = flight
                 try:
-                    # _fetch inline: the usual miss, one coroutine fewer.
-                    collector = self._collect(ctx)
+                    # _fetch and _collect inline: the usual miss, one coroutine and a call fewer.
+                    ctx.response_headers["X-Cache"] = "Miss"
+                    ctx.cache_state = "miss"
+                    if self._miss is not None:
+                        self._miss()
+                    previous = ctx.body_sink
+                    collector = ctx.body_sink = _new_collector(self._max_body, previous)
                     try:
                         response = await self.inner(ctx)
                     finally:
-                        ctx.body_sink = collector.previous
-                    flight.fetched = self._keep(ctx, base, method, response, collector)
+                        ctx.body_sink = previous
+                    head = (
+                        response.unchanged_head
+                        if method == "GET" and type(response) is OneWriteResponse
+                        else None
+                    )
+                    flight.fetched = (
+                        self._keep_head(ctx, base, head, response.body)
+                        if head is not None and response.status == 200
+                        else self._keep(ctx, base, method, response, collector)
+                    )
                     return response
                 finally:
                     del flights[lock_key]
@@ -336,10 +362,10 @@ class CachingIntegration:
         if not self._key_params:
             return key
         if self._query_only:
-            raw_query = ctx.request.raw_query_string
+            raw_query = ctx.request.raw_path.partition("?")[2]
             part = self._query_parts.get(raw_query)
             if part is None:
-                part = self._params_part(ctx)
+                part = self._query_part(raw_query)
                 if len(raw_query) <= _QUERY_MEMO_MAX_LEN:
                     memo = self._query_parts
                     if len(memo) >= _QUERY_MEMO_SIZE:
@@ -347,6 +373,21 @@ class CachingIntegration:
                     memo[raw_query] = part
             return key + part
         return key + self._params_part(ctx)
+
+    def _query_part(self, raw_query: str) -> str:
+        """_params_part for keys of query-string values alone, from the raw query string."""
+        found = query_values(raw_query, self._query_names)
+        part = ""
+        for _, name in self._key_params:
+            values = found.get(name)
+            if values is None:
+                part += ";"  # _encode(())
+            elif len(values) == 1:
+                value = values[0]
+                part += f"{len(value)}:{value},;"
+            else:
+                part += _encode(values)
+        return part
 
     def _params_part(self, ctx: RequestContext) -> str:
         """The key's part from the request's values of the key parameters, in config order."""
@@ -431,8 +472,7 @@ class CachingIntegration:
         ctx.cache_state = "miss"
         if self._miss is not None:
             self._miss()
-        collector = _Collector(self._max_body, ctx.body_sink)
-        ctx.body_sink = collector
+        collector = ctx.body_sink = _new_collector(self._max_body, ctx.body_sink)
         return collector
 
     def _keep(
@@ -504,11 +544,15 @@ class CachingIntegration:
             return None
         # Filtered for this request's own headers and the Age every hit sets: a hit whose
         # stages set the same headers then replays the stored lines as they are (see _answer).
-        names_for = _names_for(ctx.response_headers)
+        names = tuple(ctx.response_headers)
+        names_for = _NAMES_FOR.get(names)
+        if names_for is None:
+            names_for = _names_for(ctx.response_headers)
         own_vary = head[1]
         if own_vary is None:  # the usual answer: filtered, built and stored in one native call
+            whole: _WholeHead = head  # type: ignore[assignment]  # own_vary is None
             kept = self._cache.keep_whole(
-                base, cast(_WholeHead, head), body, names_for, self._ttl_s, time.monotonic()
+                base, whole, body, names_for, self._ttl_s, time.monotonic()
             )
             if kept is None:
                 self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)

@@ -29,6 +29,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
+from pygw._native import header_value
 from pygw.body import DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
@@ -216,9 +217,10 @@ class ValidateStage:
         # built for a presence check.
         missing: list[str] = []
         if self._headers:
+            raw_headers = request.raw_headers
             for name, raw in self._headers:
                 if raw is not None:
-                    if request.header(raw) is None:
+                    if header_value(raw_headers, raw) is None:
                         missing.append(name)
                 elif name not in request.headers:
                     missing.append(name)
@@ -228,25 +230,21 @@ class ValidateStage:
                 if not params.get(name):
                     missing.append(name)
         if self._query:
-            raw_query = request.raw_query_string
-            lacking = self._missing_query.get(raw_query)
+            raw_query = request.raw_path.partition("?")[2]
+            memo = self._missing_query
+            lacking = memo.get(raw_query)
             if lacking is None:
-                lacking = self._query_lacks(raw_query)
+                lacking = self._query_names.missing(raw_query)
+                if len(raw_query) <= _QUERY_MEMO_MAX_LEN:
+                    if len(memo) >= _QUERY_MEMO_SIZE:
+                        memo.clear()
+                    memo[raw_query] = lacking
             if lacking:
                 missing += lacking
         if missing:
             raise GatewayError(
                 ErrorType.BAD_REQUEST_PARAMETERS, detail=_MISSING_PARAMS.format(", ".join(missing))
             )
-
-    def _query_lacks(self, raw_query: str) -> tuple[str, ...]:
-        lacking = self._query_names.missing(raw_query)
-        if len(raw_query) <= _QUERY_MEMO_MAX_LEN:
-            memo = self._missing_query
-            if len(memo) >= _QUERY_MEMO_SIZE:
-                memo.clear()
-            memo[raw_query] = lacking
-        return lacking
 
 
 def build_validate_stage(
