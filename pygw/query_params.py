@@ -13,40 +13,28 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from urllib.parse import unquote_plus
 
+from pygw._native import query_missing
+
 __all__ = ["QueryNames", "query_values"]
 
 
 class QueryNames:
-    """Which of some names a query string lacks. Compiled once: a query string with nothing to
-    decode (the usual one) is then searched for `&name=` and `&name&`, never split."""
+    """Which of some names a query string lacks: in one native call for a query string with
+    nothing to decode (the usual one)."""
 
-    __slots__ = ("_names", "_probes")
+    __slots__ = ("_names",)
 
     def __init__(self, names: Sequence[str]) -> None:
         self._names = tuple(names)
-        # A name with "&" or "=" cannot be searched for that way (and never appears undecoded).
-        self._probes = tuple(
-            (name, f"&{name}=", f"&{name}&")
-            if name and "&" not in name and "=" not in name
-            else (name, None, None)
-            for name in self._names
-        )
 
     def missing(self, raw: str) -> tuple[str, ...]:
         """Those of the names (in their order) that `raw`, the query string as sent (without
         `?`), does not have, with or without a value."""
-        if "%" in raw or "+" in raw:
-            present = {unquote_plus(piece.partition("=")[0]) for piece in raw.split("&") if piece}
-            return tuple(name for name in self._names if name not in present)
-        padded = "&" + raw + "&"
-        missing: tuple[str, ...] = ()
-        for name, with_value, without in self._probes:
-            if with_value is None or without is None:
-                if name != "" or "&=" not in padded:
-                    missing += (name,)
-            elif with_value not in padded and without not in padded:
-                missing += (name,)
-        return missing
+        found = query_missing(raw, self._names)
+        if found is not None:
+            return found
+        present = {unquote_plus(piece.partition("=")[0]) for piece in raw.split("&") if piece}
+        return tuple(name for name in self._names if name not in present)
 
 
 def query_values(raw: str, names: Collection[str]) -> dict[str, list[str]]:
