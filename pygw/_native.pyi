@@ -300,6 +300,22 @@ def request_head_tail(
     `trace_id` (32 hex digits) and `span_id` (16), the client's traceparent and X-Amzn-Trace-Id
     are replaced by that trace with `span_id` as the parent, written after x-request-id."""
 
+def header_value(headers: tuple[tuple[bytes, bytes], ...], lower_name: bytes) -> bytes | None:
+    """The first value of the header `lower_name` (given lower-cased) in a request's
+    `raw_headers`, or None: `Request.header` in one call. Names compare with ASCII letters
+    folded."""
+
+# --- query parameters by name (native/src/py/query.rs) ---
+def query_key_part(raw: str, names: tuple[str, ...]) -> str | None:
+    """For a query string with no `%` and no `+`: for each of `names` in order, `{len}:{value},`
+    per value (len in characters) then `;`, values read as parse_qsl(raw, keep_blank_values=True)
+    reads them. None for a query string that needs decoding (or is not valid UTF-8)."""
+
+def query_missing(raw: str, names: tuple[str, ...]) -> tuple[str, ...] | None:
+    """For a query string with no `%` and no `+`: those of `names`, in order, it has no
+    parameter of (with or without a value). None for one that needs decoding (or is not valid
+    UTF-8)."""
+
 def header_block_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
     """Sum over the header lines of len(name) + len(value) + 4."""
 

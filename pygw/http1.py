@@ -464,7 +464,7 @@ class Http1Connection(WriteFlow):
             if value.lower() != b"100-continue":
                 raise Refusal(417, "Expectation Failed")
             self._expect = True
-        elif b"_" in name and not limits.allow_underscores:
+        elif 0x5F in name and not limits.allow_underscores:  # b"_" as an int: a cheaper search
             return  # as nginx does: a backend may read Content_Length as Content-Length
         elif lname in PROXY_HEADERS and not self._trusted_peer:
             return  # a client that is no trusted proxy cannot say who the client is

@@ -553,7 +553,8 @@ class Http2Connection(WriteFlow):
                 # integrations, which read one Cookie header as HTTP/1.1 carries it.
                 cookies.append(value)
                 continue
-            elif (b"_" in name and not limits.allow_underscores) or (
+            # b"_" as an int: bytes search an int without first failing to read it as one.
+            elif (0x5F in name and not limits.allow_underscores) or (
                 name in PROXY_HEADERS and not self._trusted_peer
             ):
                 continue  # as pygw/http1.py drops them

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pygw._native import header_value
 from pygw.context import RequestContext
 
 IdentityGetter = Callable[[RequestContext], str | None]
@@ -18,6 +19,22 @@ _CONTEXT_SOURCES: dict[str, IdentityGetter] = {
 }
 
 
+def _header_getter(name: str) -> IdentityGetter:
+    """The header's first value as the header map decodes it, read from the headers as sent:
+    the map is not built for an authorizer's token. A name that is not ASCII (never a valid
+    HTTP token) is looked up in the map."""
+    lower = name.lower()
+    if not lower.isascii():
+        return lambda ctx: ctx.request.headers.get(lower)
+    raw_name = lower.encode("ascii")
+
+    def header(ctx: RequestContext) -> str | None:
+        value = header_value(ctx.request.raw_headers, raw_name)
+        return None if value is None else value.decode("utf-8", "surrogateescape")
+
+    return header
+
+
 def identity_getter(source: str) -> IdentityGetter:
     """A function reading one normalised identity source (``header.authorization``, ...).
 
@@ -27,7 +44,7 @@ def identity_getter(source: str) -> IdentityGetter:
     if not name:
         raise ValueError(f"identity source {source!r} names no parameter")
     if kind == "header":
-        return lambda ctx: ctx.request.headers.get(name)
+        return _header_getter(name)
     if kind == "querystring":
 
         def query(ctx: RequestContext) -> str | None:

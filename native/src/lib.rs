@@ -6,6 +6,7 @@ pub mod head;
 pub mod histogram;
 pub mod hop;
 pub mod path;
+pub mod query;
 pub mod request_head;
 pub mod request_id;
 pub mod router;

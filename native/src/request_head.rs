@@ -174,9 +174,33 @@ pub fn header_block_size(headers: &[(&[u8], &[u8])]) -> usize {
     headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum()
 }
 
+/// Whether a header `name` as sent is `lower_name` (given lower-cased): `name.lower() ==
+/// lower_name` in Python, ASCII letters only folded. A `lower_name` with an upper-case letter
+/// never matches, as there.
+pub fn is_named(name: &[u8], lower_name: &[u8]) -> bool {
+    name.len() == lower_name.len()
+        && name
+            .iter()
+            .zip(lower_name)
+            .all(|(sent, lower)| sent.to_ascii_lowercase() == *lower)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_match_their_lower_case_form_only() {
+        assert!(is_named(b"X-Api-Key", b"x-api-key"));
+        assert!(is_named(b"x-api-key", b"x-api-key"));
+        assert!(!is_named(b"x-api-key", b"X-Api-Key"));
+        assert!(!is_named(b"x-api-keys", b"x-api-key"));
+        assert!(!is_named(b"x-api-ke", b"x-api-key"));
+        // Only ASCII letters fold: bytes above 0x7f compare as they are.
+        assert!(is_named(b"\xc9", b"\xc9"));
+        assert!(!is_named(b"\xc9", b"\xe9"));
+        assert!(is_named(b"", b""));
+    }
 
     const PLAIN: Added<'static> = Added {
         client_ip: b"10.0.0.7",

@@ -22,12 +22,14 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pygw._native import header_value
 from pygw.config.model import ApiConfig, ApiKeyConfig, RouteConfig, UsagePlanConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.response import Response
 
 API_KEY_HEADER = "x-api-key"
+_API_KEY_HEADER_RAW = API_KEY_HEADER.encode("ascii")
 
 # key id -> (its usage plan's token bucket id or None, its quota id or None)
 KeyLimits = dict[str, tuple[int | None, int | None]]
@@ -44,36 +46,43 @@ class ApiKeyStage:
         self._by_digest: dict[str, tuple[str, str]] = {
             key.digest: (key.digest, key.id) for key in keys if key.enabled
         }
-        # value -> key id, for values that matched a key (bounded by the number of keys).
-        self._verified: dict[str, str] = {}
+        # The header's bytes -> key id, for values that matched a key (bounded by the number of
+        # keys). Bytes as sent: the request's header map is never built for the key.
+        self._verified: dict[bytes, str] = {}
 
     def identify(self, value: str | None) -> str | None:
         """The id of the enabled key with this value, or None."""
         if not value:
             return None
-        known_id = self._verified.get(value)
+        # surrogateescape: header bytes that are not UTF-8 hash as the bytes that were sent.
+        return self.identify_raw(value.encode("utf-8", "surrogateescape"))
+
+    def identify_raw(self, raw: bytes | None) -> str | None:
+        """`identify` for the header's value as it was sent."""
+        if not raw:
+            return None
+        known_id = self._verified.get(raw)
         if known_id is not None:
             return known_id
-        # surrogateescape: header bytes that are not UTF-8 hash as the bytes that were sent.
-        digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+        digest = hashlib.sha256(raw).hexdigest()
         found = self._by_digest.get(digest)
         if found is None:
             return None
         known, key_id = found
         if not hmac.compare_digest(known, digest):
             return None
-        self._verified[value] = key_id
+        self._verified[raw] = key_id
         return key_id
 
     async def __call__(self, ctx: RequestContext) -> Response | None:
         return self.check(ctx)
 
     def check(self, ctx: RequestContext) -> Response | None:
-        value = ctx.request.headers.get(API_KEY_HEADER)
-        # The remembered values first, without identify()'s call: the usual request.
-        key_id = self._verified.get(value) if value else None
+        raw = header_value(ctx.request.raw_headers, _API_KEY_HEADER_RAW)
+        # The remembered values first, without identify_raw()'s call: the usual request.
+        key_id = self._verified.get(raw) if raw else None
         if key_id is None:
-            key_id = self.identify(value)
+            key_id = self.identify_raw(raw)
         if key_id is None:
             raise GatewayError(ErrorType.INVALID_API_KEY)
         ctx.api_key_id = key_id

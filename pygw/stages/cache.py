@@ -25,13 +25,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
-from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, stored_lines
+from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, query_key_part, stored_lines
 from pygw.context import RequestContext
 from pygw.pipeline import Integration, Outcome, StartNow
+from pygw.query_params import query_values
+from pygw.request import Request
 from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
 
 log = logging.getLogger("pygw")
@@ -121,16 +123,15 @@ class _Flight:
 
 
 class _Collector:
-    """ctx.body_sink for a streamed response: keeps a copy of the body up to `limit` bytes."""
+    """ctx.body_sink for a streamed response: keeps a copy of the body up to `limit` bytes.
+    Made on every miss, most of which are answered whole and never call it: class-level defaults
+    and no __init__ (see _new_collector), the list made by the first chunk."""
 
-    __slots__ = ("chunks", "limit", "overflow", "previous", "size")
-
-    def __init__(self, limit: int, previous: Callable[[bytes], None] | None) -> None:
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.limit = limit
-        self.overflow = False
-        self.previous = previous
+    chunks: list[bytes] | None = None
+    size = 0
+    limit = 0
+    overflow = False
+    previous: Callable[[bytes], None] | None = None
 
     def __call__(self, chunk: bytes) -> None:
         if self.previous is not None:
@@ -140,12 +141,25 @@ class _Collector:
         self.size += len(chunk)
         if self.size > self.limit:
             self.overflow = True
-            self.chunks.clear()
+            self.chunks = None
             return
-        self.chunks.append(bytes(chunk))
+        if self.chunks is None:
+            self.chunks = [bytes(chunk)]
+        else:
+            self.chunks.append(bytes(chunk))
 
     def body(self) -> bytes:
-        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        chunks = self.chunks
+        if chunks is None:
+            return b""
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _new_collector(limit: int, previous: Callable[[bytes], None] | None) -> _Collector:
+    collector = _Collector()
+    collector.limit = limit
+    collector.previous = previous
+    return collector
 
 
 Counter = Callable[[], object]
@@ -176,17 +190,31 @@ def _tokens(values: Sequence[str]) -> list[str]:
     return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
 
 
-def _wants_refresh(headers: CIMultiDictProxy[str]) -> bool:
-    for token in _tokens(headers.getall("Cache-Control", ())):
+def _header_values(request: Request, name: str) -> list[str]:
+    """`request.headers.getall(name)` for a lower-cased `name`, without building the request's
+    header map (a name that is not ASCII, never a valid HTTP token, is looked up there)."""
+    if not name.isascii():
+        return request.headers.getall(name, [])
+    raw = name.encode("ascii")
+    return [
+        value.decode("utf-8", "surrogateescape")
+        for key, value in request.raw_headers
+        if len(key) == len(raw) and key.lower() == raw
+    ]
+
+
+def _wants_refresh(request: Request) -> bool:
+    for token in _tokens(_header_values(request, "cache-control")):
         name, _, value = token.partition("=")
         if name.strip() == "max-age" and value.strip().strip('"') == "0":
             return True
     return False
 
 
-def _vary_values(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> str:
-    """The key suffix of one variant: the varied header names and this request's values."""
-    return "\x1e" + _encode(names) + "".join(_encode(headers.getall(name, ())) for name in names)
+def _vary_values(request: Request, names: tuple[str, ...]) -> str:
+    """The key suffix of one variant: the varied (lower-cased) header names and this request's
+    values."""
+    return "\x1e" + _encode(names) + "".join(_encode(_header_values(request, n)) for n in names)
 
 
 class CachingIntegration:
@@ -200,11 +228,12 @@ class CachingIntegration:
         "_hit",
         "_inner_start",
         "_key_params",
-        "_keys_query",
         "_max_body",
         "_miss",
         "_prefixes",
+        "_query_names",
         "_query_only",
+        "_query_order",
         "_query_parts",
         "_replayed",
         "_ttl_s",
@@ -235,7 +264,11 @@ class CachingIntegration:
         self._cache = cache
         self._ttl_s = float(ttl_s)
         self._key_params = _compile_key_params(key_params)
-        self._keys_query = any(kind == "querystring" for kind, _ in self._key_params)
+        self._query_names = frozenset(
+            name for kind, name in self._key_params if kind == "querystring"
+        )
+        # The key's query-string names in config order (all of them for a query-only key).
+        self._query_order = tuple(name for kind, name in self._key_params if kind == "querystring")
         # A key made of query-string values alone depends on the raw query string only: its
         # encoded part is remembered by it, since a hit repeats a query string seen before.
         self._query_only = bool(self._key_params) and all(
@@ -269,11 +302,8 @@ class CachingIntegration:
         method = request.method
         if method not in _COALESCED:
             return await self.inner(ctx)
-        base = self._key(ctx, method)
-        if self._by_coding:
-            base = f"{base}\x1d{ctx.content_coding or ''}"
-        headers = request.headers
-        if self._allow_invalidation and method == "GET" and _wants_refresh(headers):
+        base = self._base_key(ctx, request, method)
+        if self._allow_invalidation and method == "GET" and _wants_refresh(request):
             # A refresh skips the lookup and any request in flight; its answer replaces the entry.
             response, _ = await self._fetch(ctx, base, method)
             return response
@@ -283,7 +313,7 @@ class CachingIntegration:
             lock_key = base
             found = cache.get(base)
             if isinstance(found, str):
-                lock_key = base + _vary_values(headers, tuple(found.split(_VARY_SEP)))
+                lock_key = base + _vary_values(request, tuple(found.split(_VARY_SEP)))
                 found = cache.get(lock_key)
             if isinstance(found, tuple):
                 return self._answer(ctx, found, method)
@@ -295,13 +325,27 @@ class CachingIntegration:
                 flight = _Flight()
                 flights[lock_key] = flight
                 try:
-                    # _fetch inline: the usual miss, one coroutine fewer.
-                    collector = self._collect(ctx)
+                    # _fetch and _collect inline: the usual miss, one coroutine and a call fewer.
+                    ctx.response_headers["X-Cache"] = "Miss"
+                    ctx.cache_state = "miss"
+                    if self._miss is not None:
+                        self._miss()
+                    previous = ctx.body_sink
+                    collector = ctx.body_sink = _new_collector(self._max_body, previous)
                     try:
                         response = await self.inner(ctx)
                     finally:
-                        ctx.body_sink = collector.previous
-                    flight.fetched = self._keep(ctx, base, method, response, collector)
+                        ctx.body_sink = previous
+                    head = (
+                        response.unchanged_head
+                        if method == "GET" and type(response) is OneWriteResponse
+                        else None
+                    )
+                    flight.fetched = (
+                        self._keep_head(ctx, base, head, response.body)
+                        if head is not None and response.status == 200
+                        else self._keep(ctx, base, method, response, collector)
+                    )
                     return response
                 finally:
                     del flights[lock_key]
@@ -315,7 +359,7 @@ class CachingIntegration:
             fetched = flight.fetched
             if fetched is not None:
                 entry, vary, vary_values = fetched
-                if not vary or _vary_values(headers, vary) == vary_values:
+                if not vary or _vary_values(request, vary) == vary_values:
                     return self._answer(ctx, entry, method)
             # The leader got nothing usable, or a variant for other request headers: look again
             # (the first waiter to get here leads the next attempt).
@@ -332,16 +376,14 @@ class CachingIntegration:
         method = request.method
         if inner_start is None or method not in _COALESCED:
             return self(ctx)
-        if self._allow_invalidation and method == "GET" and _wants_refresh(request.headers):
+        if self._allow_invalidation and method == "GET" and _wants_refresh(request):
             return self(ctx)
-        base = self._key(ctx, method)
-        if self._by_coding:
-            base = f"{base}\x1d{ctx.content_coding or ''}"
+        base = self._base_key(ctx, request, method)
         cache = self._cache
         lock_key = base
         found = cache.get(base)
         if isinstance(found, str):
-            lock_key = base + _vary_values(request.headers, tuple(found.split(_VARY_SEP)))
+            lock_key = base + _vary_values(request, tuple(found.split(_VARY_SEP)))
             found = cache.get(lock_key)
         flights = self._flights
         if found is not None or lock_key in flights:
@@ -405,52 +447,81 @@ class CachingIntegration:
     def answer_now(self, ctx: RequestContext) -> Response | None:
         """A hit's answer without a coroutine (Pipeline.answer_now); None for anything else,
         which is then awaited (and looked up once more)."""
-        method = ctx.request.method
+        request = ctx.request
+        method = request.method
         if method not in _COALESCED:
             return None
-        base = self._key(ctx, method)
-        if self._by_coding:
-            base = f"{base}\x1d{ctx.content_coding or ''}"
-        if self._allow_invalidation and method == "GET" and _wants_refresh(ctx.request.headers):
+        if self._allow_invalidation and method == "GET" and _wants_refresh(request):
             return None
+        base = self._base_key(ctx, request, method)
         cache = self._cache
         found = cache.get(base)
         if isinstance(found, str):
-            found = cache.get(
-                base + _vary_values(ctx.request.headers, tuple(found.split(_VARY_SEP)))
-            )
+            found = cache.get(base + _vary_values(request, tuple(found.split(_VARY_SEP))))
         if isinstance(found, tuple):
             return self._answer(ctx, found, method)
         return None
+
+    def _base_key(self, ctx: RequestContext, request: Request, method: str) -> str:
+        """The request's key before any Vary values: route, method, canary, path, the key
+        parameters, and the content coding when entries are kept per coding."""
+        if self._query_only:
+            # _key inline for the usual keyed route: one call fewer on every hit and miss.
+            raw_query = request.raw_path.partition("?")[2]
+            part = self._query_parts.get(raw_query)
+            if part is None:
+                part = self._remember_query_part(raw_query)
+            base = self._prefixes[method][ctx.canary] + ctx.path + "\x1f" + part
+        else:
+            base = self._key(ctx, method)
+        if self._by_coding:
+            base = f"{base}\x1d{ctx.content_coding or ''}"
+        return base
 
     def _key(self, ctx: RequestContext, method: str) -> str:
         key = self._prefixes[method][ctx.canary] + ctx.path + "\x1f"
         if not self._key_params:
             return key
         if self._query_only:
-            raw_query = ctx.request.raw_query_string
+            raw_query = ctx.request.raw_path.partition("?")[2]
             part = self._query_parts.get(raw_query)
             if part is None:
-                part = self._params_part(ctx)
-                if len(raw_query) <= _QUERY_MEMO_MAX_LEN:
-                    memo = self._query_parts
-                    if len(memo) >= _QUERY_MEMO_SIZE:
-                        memo.clear()
-                    memo[raw_query] = part
+                part = self._remember_query_part(raw_query)
             return key + part
         return key + self._params_part(ctx)
+
+    def _remember_query_part(self, raw_query: str) -> str:
+        """_params_part for a key of query-string values alone, from the raw query string;
+        remembered by it."""
+        # One native call for a query string with nothing to decode (the usual one).
+        part = query_key_part(raw_query, self._query_order)
+        if part is None:
+            found = query_values(raw_query, self._query_names)
+            part = ""
+            for name in self._query_order:
+                values = found.get(name)
+                part += ";" if values is None else _encode(values)
+        if len(raw_query) <= _QUERY_MEMO_MAX_LEN:
+            memo = self._query_parts
+            if len(memo) >= _QUERY_MEMO_SIZE:
+                memo.clear()
+            memo[raw_query] = part
+        return part
 
     def _params_part(self, ctx: RequestContext) -> str:
         """The key's part from the request's values of the key parameters, in config order."""
         part = ""
         request = ctx.request
-        query = request.query if self._keys_query else None
+        # Only the key's names are decoded from the query string (see pygw/query_params.py).
+        query = (
+            query_values(request.raw_query_string, self._query_names) if self._query_names else None
+        )
         values: Sequence[str]
         for kind, name in self._key_params:
             if query is not None and kind == "querystring":
-                values = query.getall(name, ())
+                values = query.get(name, ())
             elif kind == "header":
-                values = request.headers.getall(name, ())
+                values = _header_values(request, name)
             else:
                 value = ctx.params.get(name)
                 values = () if value is None else (value,)
@@ -520,8 +591,7 @@ class CachingIntegration:
         ctx.cache_state = "miss"
         if self._miss is not None:
             self._miss()
-        collector = _Collector(self._max_body, ctx.body_sink)
-        ctx.body_sink = collector
+        collector = ctx.body_sink = _new_collector(self._max_body, ctx.body_sink)
         return collector
 
     def _keep(
@@ -573,7 +643,7 @@ class CachingIntegration:
             body = b""
         entry = _cached(200, tuple(stored), body)
         names = tuple(sorted(set(vary)))
-        values = _vary_values(ctx.request.headers, names) if names else ""
+        values = _vary_values(ctx.request, names) if names else ""
         if method == "GET":
             size = len(body) + sum(len(n) + len(v) + STORED_LINE_OVERHEAD for n, v in stored)
             if names:
@@ -593,11 +663,15 @@ class CachingIntegration:
             return None
         # Filtered for this request's own headers and the Age every hit sets: a hit whose
         # stages set the same headers then replays the stored lines as they are (see _answer).
-        names_for = _names_for(ctx.response_headers)
+        names = tuple(ctx.response_headers)
+        names_for = _NAMES_FOR.get(names)
+        if names_for is None:
+            names_for = _names_for(ctx.response_headers)
         own_vary = head[1]
         if own_vary is None:  # the usual answer: filtered, built and stored in one native call
+            whole: _WholeHead = head  # type: ignore[assignment]  # own_vary is None
             kept = self._cache.keep_whole(
-                base, cast(_WholeHead, head), body, names_for, self._ttl_s, time.monotonic()
+                base, whole, body, names_for, self._ttl_s, time.monotonic()
             )
             if kept is None:
                 self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
@@ -616,7 +690,7 @@ class CachingIntegration:
         # The Date line is never kept: a hit gets a fresh one.
         stored_head: ResponseHead = (lines, own_vary, head[2], head[3], False)
         entry: CachedResponse = (200, (), body, time.monotonic(), stored_head, names_for)
-        values = _vary_values(ctx.request.headers, names)
+        values = _vary_values(ctx.request, names)
         self._cache.put(base, _VARY_SEP.join(names), _MARKER_BYTES, self._ttl_s)
         size = len(body) + len(lines) + STORED_LINE_OVERHEAD * count
         self._cache.put(base + values, entry, size, self._ttl_s)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pygw._native import header_value
 from pygw.config.model import METHODS, ApiConfig, CorsConfig
 from pygw.context import RequestContext
 from pygw.request import Request
@@ -38,8 +39,11 @@ PreflightAnswer = Callable[[Request], Response | None]
 
 
 def is_preflight(request: Request) -> bool:
+    # The method first: any other request is told apart without building the header map.
+    if request.method != "OPTIONS":
+        return False
     headers = request.headers
-    return request.method == "OPTIONS" and "Origin" in headers and REQUEST_METHOD in headers
+    return "Origin" in headers and REQUEST_METHOD in headers
 
 
 class CorsPolicy:
@@ -167,7 +171,13 @@ class CorsStage:
         if answer is not None:
             ctx.apply_response_headers(answer)
             return answer
-        ctx.response_headers.update(policy.response_headers(request.headers.get("Origin")))
+        # The Origin as sent, decoded as the header map decodes it (which is not built for it).
+        origin = header_value(request.raw_headers, b"origin")
+        ctx.response_headers.update(
+            policy.response_headers(
+                None if origin is None else origin.decode("utf-8", "surrogateescape")
+            )
+        )
         return None
 
 

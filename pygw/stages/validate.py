@@ -29,10 +29,12 @@ from typing import Any
 import fastjsonschema
 import orjson
 
+from pygw._native import header_value
 from pygw.body import DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.query_params import QueryNames
 from pygw.response import Response
 
 __all__ = [
@@ -139,8 +141,30 @@ def compile_model(models: dict[str, dict[str, Any]], name: str) -> Callable[[Any
     return _compile_document(orjson.dumps(document, option=orjson.OPT_SORT_KEYS).decode(), name)
 
 
+# Query strings whose missing names are remembered, and the longest one remembered (a request
+# repeats a query string seen before far more often than not; a bounded memo whatever the traffic).
+_QUERY_MEMO_SIZE = 4096
+_QUERY_MEMO_MAX_LEN = 256
+
+
+def _raw_name(name: str) -> bytes | None:
+    """The lower-cased header name as Request.header takes it; None for a name that is not
+    ASCII, which is looked up in the decoded header map instead (never a valid HTTP token)."""
+    return name.encode("ascii") if name.isascii() else None
+
+
 class ValidateStage:
-    __slots__ = ("_headers", "_max_body_bytes", "_model", "_path", "_query", "_validator", "check")
+    __slots__ = (
+        "_headers",
+        "_max_body_bytes",
+        "_missing_query",
+        "_model",
+        "_path",
+        "_query",
+        "_query_names",
+        "_validator",
+        "check",
+    )
 
     def __init__(
         self,
@@ -149,17 +173,21 @@ class ValidateStage:
         model: str | None,
         max_body_bytes: int,
     ) -> None:
-        self._headers: tuple[str, ...] = ()
+        self._headers: tuple[tuple[str, bytes | None], ...] = ()
         self._path: tuple[str, ...] = ()
         self._query: tuple[str, ...] = ()
         for ref in params:
             location, _, name = ref.partition(".")
             if location == "header":
-                self._headers += (name.lower(),)
+                lower = name.lower()
+                self._headers += ((lower, _raw_name(lower)),)
             elif location == "path":
                 self._path += (name,)
             else:
                 self._query += (name,)
+        self._query_names = QueryNames(self._query)
+        # raw query string -> the configured query names it lacks, in config order
+        self._missing_query: dict[str, tuple[str, ...]] = {}
         self._validator = validator
         self._model = model
         self._max_body_bytes = max_body_bytes
@@ -184,12 +212,17 @@ class ValidateStage:
     def _check_params(self, ctx: RequestContext) -> None:
         request = ctx.request
         # Plain loops: the usual request has everything, and a generator per location costs
-        # more than the checks themselves.
+        # more than the checks themselves. Headers are looked up as sent, and the query's
+        # names read from the raw string: neither the header map nor the query's MultiDict is
+        # built for a presence check.
         missing: list[str] = []
         if self._headers:
-            headers = request.headers
-            for name in self._headers:
-                if name not in headers:
+            raw_headers = request.raw_headers
+            for name, raw in self._headers:
+                if raw is not None:
+                    if header_value(raw_headers, raw) is None:
+                        missing.append(name)
+                elif name not in request.headers:
                     missing.append(name)
         if self._path:
             params = ctx.params
@@ -197,10 +230,17 @@ class ValidateStage:
                 if not params.get(name):
                     missing.append(name)
         if self._query:
-            query = request.query
-            for name in self._query:
-                if name not in query:
-                    missing.append(name)
+            raw_query = request.raw_path.partition("?")[2]
+            memo = self._missing_query
+            lacking = memo.get(raw_query)
+            if lacking is None:
+                lacking = self._query_names.missing(raw_query)
+                if len(raw_query) <= _QUERY_MEMO_MAX_LEN:
+                    if len(memo) >= _QUERY_MEMO_SIZE:
+                        memo.clear()
+                    memo[raw_query] = lacking
+            if lacking:
+                missing += lacking
         if missing:
             raise GatewayError(
                 ErrorType.BAD_REQUEST_PARAMETERS, detail=_MISSING_PARAMS.format(", ".join(missing))

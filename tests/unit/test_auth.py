@@ -481,6 +481,25 @@ def test_load_callable(samples: ModuleType) -> None:
         load_callable("no_colon", [AUTHORIZERS])
 
 
+def test_identity_getter_reads_headers_as_the_header_map_does() -> None:
+    """A header identity source gives the first value, whatever the case of the name as sent,
+    decoded as the request's header map decodes it (bytes that are not UTF-8 kept as escapes)."""
+    ctx = make_ctx()
+    ctx.request.replace_headers(
+        (
+            (b"Host", b"h"),
+            (b"Authorization", b"Bearer caf\xe9"),
+            (b"authorization", b"second"),
+            (b"x-auth", b""),
+        )
+    )
+    for source in ("header.authorization", "header.x-auth", "header.absent"):
+        name = source.partition(".")[2]
+        assert identity_getter(source)(ctx) == ctx.request.headers.get(name)
+    assert identity_getter("header.authorization")(ctx) == "Bearer caf\udce9"
+    assert identity_getter("header.x-auth")(ctx) == ""
+
+
 def test_identity_getter_refuses_unknown_sources() -> None:
     with pytest.raises(ValueError, match=r"context\.nope"):
         identity_getter("context.nope")

@@ -19,7 +19,7 @@ from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.request import Request
 from pygw.response import Response
-from pygw.stages.cache import CachingIntegration, wrap_with_cache
+from pygw.stages.cache import CachingIntegration, _header_values, wrap_with_cache
 from tests.integration.conftest import (
     StartGateway,
     StartUpstream,
@@ -239,6 +239,24 @@ async def test_key_params(start_gateway: StartGateway, client: ClientSession) ->
     assert (await fetch(client, url + "?lang=en", headers={"X-Tenant": "a"}))[1] == "Miss"
     assert (await fetch(client, url + "?lang=en", headers={"x-tenant": "a"}))[1] == "Hit"
     assert inner.calls == 5
+
+
+def test_header_values_read_as_the_header_map_reads_them() -> None:
+    """Cache keys and Vary variants read request headers as sent, without the header map: the
+    same values, in the same order, whatever the case of the name or bytes that are not UTF-8."""
+    raw = (
+        (b"Host", b"h"),
+        (b"X-Tenant", b"a"),
+        (b"accept", b"text/html"),
+        (b"x-tenant", b"caf\xe9"),
+        (b"x-tenants", b"no"),
+        (b"Cache-Control", b"max-age=0"),
+    )
+    request = Request.build("GET", "/x")
+    request.replace_headers(raw)
+    for name in ("x-tenant", "accept", "cache-control", "host", "absent", "x-tenants"):
+        assert _header_values(request, name) == request.headers.getall(name, [])
+    assert _header_values(request, "x-tenant") == ["a", "caf\udce9"]
 
 
 async def test_query_only_keys_tell_raw_query_strings_apart(

@@ -565,6 +565,32 @@ def test_api_key_bytes_that_are_not_utf8_do_not_break_hashing() -> None:
     assert key_stage().identify("caf\udce9") is None
 
 
+async def test_api_key_is_matched_on_the_bytes_sent() -> None:
+    """The header is hashed as sent: a key configured by the digest of bytes that are not UTF-8
+    identifies a request carrying those bytes, and a value that differs by one byte does not."""
+    sent = b"caf\xe9-key-0123456789"
+    keys = build_api_keys(
+        api(
+            type="rest",
+            api_keys=[{"id": "raw", "value_sha256": hashlib.sha256(sent).hexdigest()}],
+            api_keys_need_usage_plan=False,
+        ),
+        Throttle(),
+    )
+    assert keys is not None
+    for _ in range(2):  # the second time from the remembered values
+        request = Request.build("GET", "/items")
+        request.replace_headers(((b"Host", b"h"), (b"X-Api-Key", sent)))
+        ctx = make_ctx(request=cast(Any, request))
+        assert await keys.stage(ctx) is None
+        assert ctx.api_key_id == "raw"
+    request = Request.build("GET", "/items")
+    request.replace_headers(((b"x-api-key", sent[:-1] + b"1"),))
+    assert (await refused(keys.stage, make_ctx(request=cast(Any, request)))).error is (
+        ErrorType.INVALID_API_KEY
+    )
+
+
 def test_api_keys_per_route_and_plans_per_key() -> None:
     throttle = Throttle()
     keys = build_api_keys(api(**KEYED_API), throttle)

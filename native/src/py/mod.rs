@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod cache;
 mod head;
 mod histogram;
+mod query;
 mod request_head;
 mod request_id;
 mod router;
@@ -24,6 +25,7 @@ fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     shared::register(m)?;
     histogram::register(m)?;
     head::register(m)?;
+    query::register(m)?;
     request_id::register(m)?;
     request_head::register(m)?;
     trace_id::register(m)?;

@@ -156,7 +156,24 @@ fn simple_request<'py>(
     )))
 }
 
+/// The first value of the header `lower_name` (given lower-cased) in `headers`, a request's
+/// `raw_headers` tuple of `(name, value)` bytes pairs, or None: `Request.header` in one call.
+#[pyfunction]
+fn header_value<'py>(
+    headers: &Bound<'py, PyTuple>,
+    lower_name: &[u8],
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    for item in headers.iter() {
+        let (name, value) = item.extract::<Pair<'py>>()?;
+        if request_head::is_named(name.as_bytes(), lower_name) {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(header_value, m)?)?;
     m.add_function(wrap_pyfunction!(request_head_tail, m)?)?;
     m.add_function(wrap_pyfunction!(simple_request, m)?)?;
     m.add_function(wrap_pyfunction!(header_block_size, m)?)
