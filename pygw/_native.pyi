@@ -265,15 +265,23 @@ def whole_answer_bytes(
     own: Mapping[str, str],
     extra: bytes,
     has_content_type: bool,
-    date: bytes,
-    connection: bytes,
+    has_date: bool,
+    minor: int,
+    keep_alive: bool,
     body: bytes,
     head_only: bool,
 ) -> bytes:
-    """A whole answer as sent: `status_line`, `lines`, the lines of `own` (as header_lines
-    writes them), the server's `extra` lines, a Content-Type when the body has none, its
-    Content-Length, `date` and `connection` (each a whole line, or empty), the blank line, and
-    the body unless `head_only`. ValueError when one of `own` holds a line break."""
+    """A whole HTTP/1.`minor` answer as sent: `status_line`, `lines`, the lines of `own` (as
+    header_lines writes them), the server's `extra` lines, a Content-Type when the body has
+    none, its Content-Length, a Date line unless `has_date`, the connection line `keep_alive`
+    calls for, the blank line, and the body unless `head_only`. ValueError when one of `own`
+    holds a line break."""
+
+def date_line() -> bytes:
+    """`Date: ...\r\n` for now (RFC 9110 IMF-fixdate), formatted once per second."""
+
+def date_line_at(secs: int) -> bytes:
+    """The Date line for `secs` seconds after the Unix epoch."""
 
 def header_lines(headers: Mapping[str, str]) -> bytes:
     """`Name: value\\r\\n` (UTF-8) for each item of `headers`, in order; a value that is not a

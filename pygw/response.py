@@ -12,14 +12,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Final, Protocol
 
 from multidict import CIMultiDict
 
-from pygw._native import header_lines, whole_answer_bytes
+from pygw._native import date_line, header_lines, whole_answer_bytes
 from pygw.http_version import HttpVersion
 
 __all__ = [
@@ -42,27 +41,6 @@ _FRAMING: Final = ("Content-Length", "Transfer-Encoding", "Connection")
 _STATUS_LINES: dict[tuple[int, int, int, bytes], bytes] = {}
 # Answers to these carry no body, whatever their headers say.
 _BODILESS: Final = frozenset({204, 304})
-
-
-class _DateLine:
-    """`Date: ...\\r\\n`, formatted once per second (RFC 9110 IMF-fixdate)."""
-
-    __slots__ = ("line", "second")
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.line = b""
-
-    def get(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
-            self.line = f"Date: {stamp}\r\n".encode("ascii")
-            self.second = now
-        return self.line
-
-
-date_line = _DateLine().get
 
 
 def status_line(version: HttpVersion, status: int, reason: bytes) -> bytes:
@@ -371,8 +349,9 @@ class OneWriteResponse(Response):
             own,
             extra,
             has_content_type,
-            b"" if has_date else date_line(),
-            _connection_line(version, keep_alive),
+            has_date,
+            version[1],
+            keep_alive,
             self.body,
             head_only,
         )

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod head;
 pub mod histogram;
 pub mod hop;
+pub mod http_date;
 pub mod path;
 pub mod query;
 pub mod request_head;

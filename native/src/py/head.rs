@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::head::push_header_line;
+use crate::http_date;
 
 /// A header name or value as the UTF-8 text it is sent as; anything else (a number, say) as its
 /// `str()`, the way an f-string would have formatted it.
@@ -47,11 +48,33 @@ fn header_lines<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes
     Ok(PyBytes::new(headers.py(), &out))
 }
 
-/// A whole answer as sent, in one piece: `status_line`, the serialized `lines`, the lines of
-/// `own` (the request's headers, as `header_lines` writes them), the server's `extra` lines, a
-/// Content-Type when the body has none, its Content-Length, `date` and `connection` (each a
-/// whole line, or empty), the blank line, and the body unless `head_only`. ValueError when
-/// one of `own` holds a line break.
+/// The connection line an HTTP/1.`minor` answer needs: `close` where 1.1 would keep the
+/// connection, `keep-alive` where 1.0 would close it, else none.
+fn connection_line(minor: u8, keep_alive: bool) -> &'static [u8] {
+    match (keep_alive, minor >= 1) {
+        (false, true) => b"Connection: close\r\n",
+        (true, false) => b"Connection: keep-alive\r\n",
+        _ => b"",
+    }
+}
+
+/// `Date: ...\r\n` for now (RFC 9110 IMF-fixdate), formatted once per second.
+#[pyfunction]
+fn date_line(py: Python<'_>) -> Bound<'_, PyBytes> {
+    PyBytes::new(py, &http_date::date_line_now())
+}
+
+/// The Date line for `secs` seconds after the Unix epoch.
+#[pyfunction]
+fn date_line_at(py: Python<'_>, secs: u64) -> Bound<'_, PyBytes> {
+    PyBytes::new(py, &http_date::date_line_at(secs))
+}
+
+/// A whole HTTP/1.`minor` answer as sent, in one piece: `status_line`, the serialized `lines`,
+/// the lines of `own` (the request's headers, as `header_lines` writes them), the server's
+/// `extra` lines, a Content-Type when the body has none, its Content-Length, a Date line unless
+/// `has_date`, the connection line `keep_alive` calls for, the blank line, and the body unless
+/// `head_only`. ValueError when one of `own` holds a line break.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn whole_answer_bytes<'py>(
@@ -60,14 +83,14 @@ fn whole_answer_bytes<'py>(
     own: &Bound<'py, PyAny>,
     extra: &[u8],
     has_content_type: bool,
-    date: &[u8],
-    connection: &[u8],
+    has_date: bool,
+    minor: u8,
+    keep_alive: bool,
     body: &[u8],
     head_only: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(
-        status_line.len() + lines.len() + extra.len() + date.len() + body.len() + 320,
-    );
+    let mut out =
+        Vec::with_capacity(status_line.len() + lines.len() + extra.len() + body.len() + 360);
     out.extend_from_slice(status_line);
     out.extend_from_slice(lines);
     push_lines(&mut out, own)?;
@@ -79,8 +102,10 @@ fn whole_answer_bytes<'py>(
     let mut digits = itoa::Buffer::new();
     out.extend_from_slice(digits.format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(date);
-    out.extend_from_slice(connection);
+    if !has_date {
+        out.extend_from_slice(&http_date::date_line_now());
+    }
+    out.extend_from_slice(connection_line(minor, keep_alive));
     out.extend_from_slice(b"\r\n");
     if !head_only {
         out.extend_from_slice(body);
@@ -90,5 +115,7 @@ fn whole_answer_bytes<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(header_lines, m)?)?;
-    m.add_function(wrap_pyfunction!(whole_answer_bytes, m)?)
+    m.add_function(wrap_pyfunction!(whole_answer_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(date_line, m)?)?;
+    m.add_function(wrap_pyfunction!(date_line_at, m)?)
 }
