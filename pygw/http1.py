@@ -562,6 +562,7 @@ class Http1Connection(WriteFlow):
         client_ip = self.peer
         if self._trusted_peer:
             client_ip = client_ip_behind(self.peer, headers, self.limits.trusted_proxies)
+        # Positional, in the parameters' order: matching keywords costs more than the call.
         request = Request(
             method,
             target,
@@ -570,14 +571,14 @@ class Http1Connection(WriteFlow):
             self.peer,
             self.transport,
             content,
-            content_length=content_length,
-            body_present=content is not _EMPTY_BODY,
-            keep_alive=keep_alive,
-            scheme=self.server.scheme,
-            connection=self,
-            client_ip=client_ip,
-            host=host,
-            request_id=request_id,
+            content_length,
+            content is not _EMPTY_BODY,
+            keep_alive,
+            self.server.scheme,
+            self,
+            client_ip,
+            host,
+            request_id,
         )
         # Set here rather than passed: most requests carry no trace, and a keyword costs more.
         if traceparent is not None or amzn_trace is not None:

@@ -288,7 +288,6 @@ class Request:
         remote: str,
         transport: asyncio.Transport | None,
         content: BodyStream,
-        *,
         content_length: int | None = None,
         body_present: bool = False,
         keep_alive: bool = True,
