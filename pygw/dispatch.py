@@ -151,9 +151,9 @@ class Dispatcher:
             # low 64 bits against the ratio (Telemetry.sampled, inlined).
             sampled = int(trace_id[16:], 16) < telemetry.threshold
         raw_path = request.raw_path
-        q = raw_path.find("?")
-        if q >= 0:
-            raw_path = raw_path[:q]
+        # `in` and partition rather than find: str.find parses its arguments the slow way.
+        if "?" in raw_path:
+            raw_path = raw_path.partition("?")[0]
         try:
             host = request.host_header
             found = runtime.router.lookup(

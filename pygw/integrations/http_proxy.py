@@ -1032,7 +1032,7 @@ class HttpProxyIntegration:
                     ErrorType.INTEGRATION_FAILURE, f"missing path parameter {exc}"
                 ) from None
             path = "".join(parts)
-            if self._param_tail and ctx.path.endswith("/") and not path.endswith("/"):
+            if self._param_tail and ctx.path[-1:] == "/" and path[-1:] != "/":
                 path += "/"
         query_override: str | None = overrides.get("query") if overrides else None
         if query_override is not None:
@@ -1040,9 +1040,11 @@ class HttpProxyIntegration:
                 path = path + ("&" if self._template_query else "?") + query_override
         else:
             raw = ctx.request.raw_path
-            q = raw.find("?")
-            if q >= 0 and q + 1 < len(raw):
-                path = path + ("&" if self._template_query else "?") + raw[q + 1 :]
+            # `in` and partition rather than find: str.find parses its arguments the slow way.
+            if "?" in raw:
+                query = raw.partition("?")[2]
+                if query:
+                    path = path + ("&" if self._template_query else "?") + query
         target = path.encode("utf-8", "surrogateescape")
         if _UNSAFE_TARGET.search(target) is not None:
             target = _UNSAFE_TARGET.sub(_escape_target, target)
