@@ -272,11 +272,8 @@ class _Upstream(asyncio.Protocol):
             return
         exchange = self.exchange
         if exchange is not None and not self.received_any and not self.is_head:
-            # The usual answer, whole in this read: taken apart in one call, not by callbacks
-            # (with _own_names inlined).
-            own = exchange.ctx.response_headers
-            names = tuple(own) if "Vary" not in own else tuple(n for n in own if n != "Vary")
-            whole = whole_answer(data, names, _MAX_RESPONSE_HEAD)
+            # The usual answer, whole in this read: taken apart in one call, not by callbacks.
+            whole = whole_answer(data, _own_names(exchange.ctx), _MAX_RESPONSE_HEAD)
             if whole is not None:
                 self.received_any = True
                 exchange.answered(*whole)
@@ -416,17 +413,23 @@ class _Exchange:
         conn.exchange = None
         self.target.deadlines.waiting.discard(conn)
 
+    def _arrived(self, status: int) -> None:
+        """The answer's head came: the exchange leaves the deadline sweep, and its timing and
+        the target's health are noted."""
+        self._end()
+        ctx = self.ctx
+        ctx.integration_started = self.sent_at
+        ctx.integration_latency_s = time.perf_counter() - self.sent_at
+        ctx.integration_status = status
+        self.integration._succeeded(self.target)
+
     def headed(self) -> None:
         """The answer's head is here: the whole answer when its body came with it."""
-        self._end()
         conn = self.conn
         target = self.target
         ctx = self.ctx
         integration = self.integration
-        ctx.integration_started = self.sent_at
-        ctx.integration_latency_s = time.perf_counter() - self.sent_at
-        ctx.integration_status = conn.status
-        integration._succeeded(target)
+        self._arrived(conn.status)
         if conn.done and not conn.is_head and conn.status not in (204, 304):
             try:
                 answer: Outcome = integration._respond_whole(ctx, conn, target)
@@ -444,25 +447,16 @@ class _Exchange:
         """The whole answer came in one read (pygw._native.whole_answer took it apart)."""
         conn = self.conn
         target = self.target
-        conn.exchange = None
-        target.deadlines.waiting.discard(conn)
-        ctx = self.ctx
-        ctx.integration_started = self.sent_at
-        ctx.integration_latency_s = time.perf_counter() - self.sent_at
-        ctx.integration_status = conn.status = status
+        self._arrived(status)
+        conn.status = status
         conn.head_ready = conn.done = True
         conn.keep_alive = keep_alive
-        target.failures = 0  # HttpProxyIntegration._succeeded, inlined
-        target.probing = False
         # The exchange is complete and nothing is buffered: reusable() comes down to these.
         target.release(conn, keep_alive and conn.exc is None and not conn.closed)
         target.in_flight -= 1
         # No ctx.body_sink call: the body is not streamed, and the OneWriteResponse carries it.
-        self.done(
-            OneWriteResponse(
-                status, head, body, ctx.response_headers, reason if reason.isascii() else b""
-            )
-        )
+        own = self.ctx.response_headers
+        self.done(OneWriteResponse(status, head, body, own, reason if reason.isascii() else b""))
 
     def failed(self) -> None:
         """No answer came: a pooled connection the upstream had just closed is not the
@@ -497,12 +491,12 @@ class _HeadDeadlines:
     def __init__(self, timeout_s: float) -> None:
         self.step_s = min(max(timeout_s / 8, 0.005), 0.1)
         self.waiting: set[_Upstream] = set()
-        self.timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def watch(self, conn: _Upstream, loop: asyncio.AbstractEventLoop) -> None:
         self.waiting.add(conn)
-        if self.timer is None:
-            self.timer = loop.call_later(self.step_s, self._sweep, loop)
+        if self._timer is None:
+            self._timer = loop.call_later(self.step_s, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
@@ -512,12 +506,12 @@ class _HeadDeadlines:
                 exchange.expired()
             else:
                 _wake(conn.waiter)
-        self.timer = loop.call_later(self.step_s, self._sweep, loop) if self.waiting else None
+        self._timer = loop.call_later(self.step_s, self._sweep, loop) if self.waiting else None
 
     def stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class _Target:
@@ -970,10 +964,7 @@ class HttpProxyIntegration:
         conn.request_complete = True
         conn.exchange = _Exchange(self, conn, target, ctx, done, sent_at)
         conn.deadline = now + self._timeout_s
-        deadlines = self._deadlines
-        deadlines.waiting.add(conn)
-        if deadlines.timer is None:  # _HeadDeadlines.watch, inlined
-            deadlines.watch(conn, loop)
+        self._deadlines.watch(conn, loop)
         return None
 
     async def _relayed(self, ctx: RequestContext, conn: _Upstream, target: _Target) -> Response:

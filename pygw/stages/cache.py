@@ -307,14 +307,9 @@ class CachingIntegration:
             # A refresh skips the lookup and any request in flight; its answer replaces the entry.
             response, _ = await self._fetch(ctx, base, method)
             return response
-        cache = self._cache
         flights = self._flights
         while True:
-            lock_key = base
-            found = cache.get(base)
-            if isinstance(found, str):
-                lock_key = base + _vary_values(request, tuple(found.split(_VARY_SEP)))
-                found = cache.get(lock_key)
+            lock_key, found = self._lookup(request, base)
             if isinstance(found, tuple):
                 return self._answer(ctx, found, method)
             if found is _PASS:
@@ -322,35 +317,11 @@ class CachingIntegration:
                 return response
             flight = flights.get(lock_key)
             if flight is None:
-                flight = _Flight()
-                flights[lock_key] = flight
-                try:
-                    # _fetch and _collect inline: the usual miss, one coroutine and a call fewer.
-                    ctx.response_headers["X-Cache"] = "Miss"
-                    ctx.cache_state = "miss"
-                    if self._miss is not None:
-                        self._miss()
-                    previous = ctx.body_sink
-                    collector = ctx.body_sink = _new_collector(self._max_body, previous)
-                    try:
-                        response = await self.inner(ctx)
-                    finally:
-                        ctx.body_sink = previous
-                    head = (
-                        response.unchanged_head
-                        if method == "GET" and type(response) is OneWriteResponse
-                        else None
-                    )
-                    flight.fetched = (
-                        self._keep_head(ctx, base, head, response.body)
-                        if head is not None and response.status == 200
-                        else self._keep(ctx, base, method, response, collector)
-                    )
-                    return response
-                finally:
-                    del flights[lock_key]
-                    if flight.done is not None:
-                        flight.done.set()
+                flight = flights[lock_key] = _Flight()
+                collector = self._collect(ctx)
+                return await self._led(
+                    ctx, base, method, lock_key, flight, collector, self.inner(ctx)
+                )
             # An Event, not the leader's task: a waiter that is cancelled leaves the others be.
             done = flight.done
             if done is None:
@@ -379,12 +350,7 @@ class CachingIntegration:
         if self._allow_invalidation and method == "GET" and _wants_refresh(request):
             return self(ctx)
         base = self._base_key(ctx, request, method)
-        cache = self._cache
-        lock_key = base
-        found = cache.get(base)
-        if isinstance(found, str):
-            lock_key = base + _vary_values(request, tuple(found.split(_VARY_SEP)))
-            found = cache.get(lock_key)
+        lock_key, found = self._lookup(request, base)
         flights = self._flights
         if found is not None or lock_key in flights:
             return self(ctx)
@@ -453,14 +419,20 @@ class CachingIntegration:
             return None
         if self._allow_invalidation and method == "GET" and _wants_refresh(request):
             return None
-        base = self._base_key(ctx, request, method)
-        cache = self._cache
-        found = cache.get(base)
-        if isinstance(found, str):
-            found = cache.get(base + _vary_values(request, tuple(found.split(_VARY_SEP))))
+        _, found = self._lookup(request, self._base_key(ctx, request, method))
         if isinstance(found, tuple):
             return self._answer(ctx, found, method)
         return None
+
+    def _lookup(self, request: Request, base: str) -> tuple[str, Any]:
+        """The key the request's entry is under (with the Vary values its stored answer named)
+        and what the cache holds there: an entry, the pass marker, or None."""
+        cache = self._cache
+        found = cache.get(base)
+        if isinstance(found, str):
+            key = base + _vary_values(request, tuple(found.split(_VARY_SEP)))
+            return key, cache.get(key)
+        return base, found
 
     def _base_key(self, ctx: RequestContext, request: Request, method: str) -> str:
         """The request's key before any Vary values: route, method, canary, path, the key
