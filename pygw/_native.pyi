@@ -349,7 +349,7 @@ def simple_request(
 ) -> (
     tuple[
         str,
-        bytes,
+        str,
         int,
         tuple[tuple[bytes, bytes], ...],
         bytes,

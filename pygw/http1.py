@@ -356,7 +356,7 @@ class Http1Connection(WriteFlow):
                 self.head_since = None
                 request = self._request(
                     method,
-                    target.decode("ascii"),
+                    target,
                     HTTP_11 if minor == 1 else HTTP_10,
                     headers,
                     _EMPTY_BODY,

@@ -7,10 +7,18 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineBreak;
 
+/// Whether `part` holds CR or LF. Branch-free so that it vectorizes: a header is short and
+/// almost never has one, and an early exit costs every byte a branch (byte by byte, this check
+/// cost a cache hit's answer, with its eight own headers, about 2 000 instructions).
+fn has_line_break(part: &[u8]) -> bool {
+    part.iter().fold(0u8, |seen, &b| {
+        seen | u8::from(b == b'\r') | u8::from(b == b'\n')
+    }) != 0
+}
+
 /// Appends `name: value\r\n` to `out`; on a line break `out` is left as it was.
 pub fn push_header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> Result<(), LineBreak> {
-    let breaks = |part: &[u8]| part.iter().any(|&b| b == b'\r' || b == b'\n');
-    if breaks(name) || breaks(value) {
+    if has_line_break(name) || has_line_break(value) {
         return Err(LineBreak);
     }
     out.reserve(name.len() + value.len() + 4);

@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
@@ -106,7 +108,7 @@ fn header_block_size(headers: &Bound<'_, PyAny>) -> PyResult<usize> {
 /// What `simple_request` hands Python.
 type Simple<'py> = (
     Bound<'py, PyString>,
-    Bound<'py, PyBytes>,
+    Bound<'py, PyString>,
     u8,
     Bound<'py, PyTuple>,
     Bound<'py, PyBytes>,
@@ -115,6 +117,22 @@ type Simple<'py> = (
     Option<Bound<'py, PyBytes>>,
     bool,
 );
+
+/// The method's name as one shared string per method: a request's method is compared and used
+/// as a key all along its way, and a new string for every request costs its allocation.
+fn method_name<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
+    let shared = match method {
+        "GET" => intern!(py, "GET"),
+        "HEAD" => intern!(py, "HEAD"),
+        "POST" => intern!(py, "POST"),
+        "PUT" => intern!(py, "PUT"),
+        "DELETE" => intern!(py, "DELETE"),
+        "OPTIONS" => intern!(py, "OPTIONS"),
+        "PATCH" => intern!(py, "PATCH"),
+        _ => return PyString::new(py, method),
+    };
+    shared.clone()
+}
 
 /// `(method, target, minor, headers, host, request_id, traceparent, amzn_trace, keep_alive)` of
 /// a whole bodiless request of the plainest shape that `data` holds alone; None for anything
@@ -143,9 +161,12 @@ fn simple_request<'py>(
         .map(|&(name, value)| PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)]))
         .collect::<PyResult<Vec<_>>>()?;
     let bytes = |value: Option<&[u8]>| value.map(|v| PyBytes::new(py, v));
+    // The gate took only visible ASCII in the target.
+    let target = std::str::from_utf8(found.target)
+        .map_err(|_| PyValueError::new_err("a request target must be ASCII"))?;
     Ok(Some((
-        PyString::new(py, found.method),
-        PyBytes::new(py, found.target),
+        method_name(py, found.method),
+        PyString::new(py, target),
         found.minor,
         PyTuple::new(py, headers)?,
         PyBytes::new(py, found.host),
