@@ -242,12 +242,19 @@ class RequestTimings:
 class TimedChecks:
     """A pipeline's checks, called in order with the request context until one answers (returns
     something other than None), each timed into its histogram whether it passes, answers or
-    raises."""
+    raises. A check that returns an instance of `later` waits for this request: the rest is
+    `resume(ctx, index, that, started)`'s, which records that check's time itself."""
 
-    def __init__(self, checks: list[Callable[[Any], Any]], timers: list[Histogram]) -> None:
+    def __init__(
+        self,
+        checks: list[Callable[[Any], Any]],
+        timers: list[Histogram],
+        later: type,
+        resume: Callable[[Any, int, Any, float], Any],
+    ) -> None:
         """Raises ValueError unless there is one timer per check."""
     def run(self, ctx: Any) -> Any:
-        """The first answer, or None; a check's exception propagates."""
+        """The first answer, `resume`'s result, or None; a check's exception propagates."""
 
 # --- what a cache entry keeps of an answer's head (native/src/stored_head.rs) ---
 STORED_LINE_OVERHEAD: Final[int]

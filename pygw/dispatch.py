@@ -201,7 +201,12 @@ class Dispatcher:
         response: Response | None
         try:
             check = pipeline.check
-            response = check(ctx) if check is not None else None
+            checked = check(ctx) if check is not None else None
+            if checked is not None and not isinstance(checked, Response):
+                # A stage waits for this request (a token not verified yet): the rest of the
+                # pipeline and the integration are awaited.
+                return self._awaited(checked, runtime, route, ctx)
+            response = checked
             if response is None:
                 answer_now = pipeline.answer_now
                 if answer_now is not None:

@@ -8,12 +8,18 @@ its work as a plain method, `check`; the pipeline calls that directly. Awaiting 
 stage costs more than what such a stage does. When no stage of a pipeline waits (`waits` is
 False), the dispatcher runs them with the plain `check` and awaits the integration itself, so the
 request's chain of coroutines, resumed at every wait on the upstream, is one level shorter.
+
+A stage that waits only sometimes (a JWT authorizer, which waits only for a token it has not
+verified yet) offers a `check` too, which returns, for a request it cannot finish at once, the
+coroutine that does (a `Pending`). The pipeline's `check` then hands back the rest of the
+request, that coroutine, the stages after it and the integration, as one coroutine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any, Protocol
 
 from pygw._native import Histogram, TimedChecks, monotonic
@@ -47,8 +53,14 @@ StartNow = Callable[
     [RequestContext, Callable[[Outcome], None]], Coroutine[Any, Any, Response] | None
 ]
 
-SyncCheck = Callable[[RequestContext], Response | None]
-# (the stage's `check`, None) for a stage that never waits, else (None, the stage)
+# What a stage that waits only sometimes returns from `check` for a request it cannot finish
+# at once: the coroutine that finishes its work (its answer or None, as an awaited stage's).
+Pending = Coroutine[Any, Any, Response | None]
+SyncCheck = Callable[[RequestContext], Response | Pending | None]
+# What a pipeline's `check` gives: an answer, None (on to the integration), or the coroutine
+# that serves the rest of the request when one of its stages waits for it.
+Checked = Response | Coroutine[Any, Any, Response] | None
+# (the stage's `check`, None) for a stage that has one, else (None, the stage)
 Step = tuple[SyncCheck | None, Stage | None]
 
 
@@ -70,7 +82,7 @@ class Pipeline:
     # None for a pipeline without stages. Only for `waits` False (a waiting stage would be
     # skipped). A field, not a method, so that a timed pipeline can hand out its native loop
     # and the dispatcher calls it directly.
-    check: SyncCheck | None = field(init=False, repr=False, compare=False)
+    check: Callable[[RequestContext], Checked] | None = field(init=False, repr=False, compare=False)
     # The integration's ways to answer without being awaited, when it has them (looked up once
     # here rather than per request).
     answer_now: AnswerNow | None = field(init=False, repr=False, compare=False)
@@ -84,19 +96,32 @@ class Pipeline:
         object.__setattr__(self, "answer_now", getattr(self.integration, "answer_now", None))
         object.__setattr__(self, "start_now", getattr(self.integration, "start_now", None))
 
-    async def run(self, ctx: RequestContext) -> Response:
-        for check, stage in self.steps:
+    async def run(self, ctx: RequestContext, start: int = 0) -> Response:
+        """The request from its stage `start` on, then the integration."""
+        for check, stage in self.steps[start:] if start else self.steps:
             answered = check(ctx) if check is not None else await stage(ctx)  # type: ignore[misc]
+            if answered is not None and not isinstance(answered, Response):
+                answered = await answered
             if answered is not None:
                 return answered
         return await self.integration(ctx)
 
-    def _check_each(self, ctx: RequestContext) -> Response | None:
-        for check, _ in self.steps:
+    def _check_each(self, ctx: RequestContext) -> Checked:
+        for index, (check, _) in enumerate(self.steps):
             answered = check(ctx)  # type: ignore[misc]
             if answered is not None:
-                return answered
+                if isinstance(answered, Response):
+                    return answered
+                return self.resume_at(ctx, index, answered, 0.0)
         return None
+
+    async def resume_at(
+        self, ctx: RequestContext, index: int, pending: Pending, started: float
+    ) -> Response:
+        """The rest of a request whose stage `index` waits: `pending` (that stage's work,
+        begun at `started`, a `monotonic()` reading), the stages after it, the integration."""
+        answered = await pending
+        return answered if answered is not None else await self.run(ctx, index + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,31 +146,47 @@ class TimedPipeline(Pipeline):
         checks = [check for check, _, _ in timed_steps if check is not None]
         histograms = [timer for _, _, timer in timed_steps if isinstance(timer, Histogram)]
         if timed_steps and len(checks) == len(histograms) == len(timed_steps):
-            object.__setattr__(self, "check", TimedChecks(checks, histograms).run)
+            native = TimedChecks(checks, histograms, CoroutineType, self.resume_at)
+            object.__setattr__(self, "check", native.run)
 
-    async def run(self, ctx: RequestContext) -> Response:
+    async def run(self, ctx: RequestContext, start: int = 0) -> Response:
         # One clock reading per stage, taken by the timer as it records: each stage's end is
         # the next one's start.
         started = monotonic()
-        for check, stage, timer in self.timed_steps:
+        for check, stage, timer in self.timed_steps[start:] if start else self.timed_steps:
             try:
                 answered = check(ctx) if check is not None else await stage(ctx)  # type: ignore[misc]
+                if answered is not None and not isinstance(answered, Response):
+                    answered = await answered
             finally:
                 started = timer.lap(started)
             if answered is not None:
                 return answered
         return await self.integration(ctx)
 
-    def _check_each(self, ctx: RequestContext) -> Response | None:
+    def _check_each(self, ctx: RequestContext) -> Checked:
         # run()'s loop without the await, for timers that are not native histograms (the
         # native TimedChecks does the same loop): it must stay a plain function (see
         # Pipeline.check), and a coroutine cannot share a loop body with one.
         started = monotonic()
-        for check, _, timer in self.timed_steps:
+        for index, (check, _, timer) in enumerate(self.timed_steps):
             try:
                 answered = check(ctx)  # type: ignore[misc]
-            finally:
-                started = timer.lap(started)
+            except BaseException:
+                timer.lap(started)
+                raise
+            if answered is not None and not isinstance(answered, Response):
+                return self.resume_at(ctx, index, answered, started)
+            started = timer.lap(started)
             if answered is not None:
                 return answered
         return None
+
+    async def resume_at(
+        self, ctx: RequestContext, index: int, pending: Pending, started: float
+    ) -> Response:
+        try:
+            answered = await pending
+        finally:
+            self.timed_steps[index][2].lap(started)
+        return answered if answered is not None else await self.run(ctx, index + 1)

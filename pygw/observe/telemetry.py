@@ -19,7 +19,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -228,20 +229,35 @@ class TracedStage:
     def _check(self, ctx: RequestContext) -> Any:
         started = time.perf_counter()
         try:
-            return self._inner_check(ctx)
+            answered = self._inner_check(ctx)
+        except BaseException:
+            self._record(ctx, started)
+            raise
+        if isinstance(answered, CoroutineType):
+            # The stage waits for this request (pygw/pipeline.py): its span ends with the wait.
+            return self._finished(ctx, answered, started)
+        self._record(ctx, started)
+        return answered
+
+    async def _finished(
+        self, ctx: RequestContext, pending: Coroutine[Any, Any, Any], started: float
+    ) -> Any:
+        try:
+            return await pending
         finally:
-            spans = ctx.spans
-            if spans is not None:
-                spans.append((self._name, started, time.perf_counter(), {}))
+            self._record(ctx, started)
 
     async def __call__(self, ctx: RequestContext) -> Any:
         started = time.perf_counter()
         try:
             return await self._stage(ctx)
         finally:
-            spans = ctx.spans
-            if spans is not None:
-                spans.append((self._name, started, time.perf_counter(), {}))
+            self._record(ctx, started)
+
+    def _record(self, ctx: RequestContext, started: float) -> None:
+        spans = ctx.spans
+        if spans is not None:
+            spans.append((self._name, started, time.perf_counter(), {}))
 
 
 class TracedCache:

@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -328,22 +328,32 @@ class JwtAuthStage:
         ] = {}
 
     async def __call__(self, ctx: RequestContext) -> Response | None:
+        pending = self.check(ctx)
+        if pending is not None:
+            await pending
+        return None
+
+    def check(self, ctx: RequestContext) -> Coroutine[Any, Any, None] | None:
+        """A token verified before passes (or is refused) at once; any other is verified by the
+        coroutine returned, which may have to fetch the issuer's keys (see pygw/pipeline.py)."""
         raw = self._get_token(ctx)
         token = _strip_bearer(raw) if raw else ""
         if not token:
             raise GatewayError(ErrorType.UNAUTHORIZED)
         known = self._verified.get(token)
         if known is not None and known[2] > time.time() and known[4].still_holds(known[3]):
-            claims, view = known[0], known[1]
-        else:
-            verified = await self._verify(token)
-            if verified is None:
-                raise GatewayError(ErrorType.UNAUTHORIZED)
-            claims, key, keys = verified
-            view = self._view(claims)
-            self._remember(token, claims, view, key, keys)
+            self._grant(ctx, known[0], known[1])
+            return None
+        return self._verify_and_grant(ctx, token)
+
+    async def _verify_and_grant(self, ctx: RequestContext, token: str) -> None:
+        verified = await self._verify(token)
+        if verified is None:
+            raise GatewayError(ErrorType.UNAUTHORIZED)
+        claims, key, keys = verified
+        view = self._view(claims)
+        self._remember(token, claims, view, key, keys)
         self._grant(ctx, claims, view)
-        return None
 
     def _view(self, claims: dict[str, Any]) -> Any:
         """What of a verified token's claims the stage hands on, computed once per token."""

@@ -29,7 +29,9 @@ from pygw.config.model import (
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.identity_source import identity_getter
+from pygw.pipeline import Pipeline
 from pygw.request import Request
+from pygw.response import Response
 from pygw.stages.custom_auth import (
     AUTHORIZER_FAILURE,
     CustomAuthorizer,
@@ -198,6 +200,41 @@ async def test_a_verified_token_is_not_checked_again_until_it_expires(
     assert await refused(stage, make_ctx(headers=bearer(old))) is ErrorType.UNAUTHORIZED
     assert await refused(stage, make_ctx(headers=bearer(old))) is ErrorType.UNAUTHORIZED
     assert decoded.count(old) == 2
+
+
+async def test_a_verified_token_passes_without_waiting(keys: Keys, jwks_file: Path) -> None:
+    """The stage's plain check answers a token it verified before at once (the request then
+    needs no coroutine); a new token gets the coroutine that verifies it, and a missing one is
+    refused at once."""
+    stage = jwt_stage(jwks_file, scopes=("items/read",))
+    good = sign(keys, scope="items/read")
+    first = make_ctx(headers=bearer(good))
+    pending = stage.check(first)
+    assert pending is not None and first.authorizer is None
+    await pending
+    assert first.authorizer is not None
+    again = make_ctx(headers=bearer(good))
+    assert stage.check(again) is None
+    assert again.authorizer is not None
+    assert again.authorizer["jwt"]["claims"]["sub"] == "u1"
+    with pytest.raises(GatewayError) as missing:
+        stage.check(make_ctx())
+    assert missing.value.error is ErrorType.UNAUTHORIZED
+    forged = make_ctx(headers=bearer(good[:-4] + "AAAA"))
+    forged_check = stage.check(forged)
+    assert forged_check is not None
+    with pytest.raises(GatewayError):
+        await forged_check
+    # A pipeline of such stages does not wait as a whole (see pygw/pipeline.py).
+
+    class Unreached:
+        async def __call__(self, ctx: RequestContext) -> Response:
+            raise AssertionError("not called")
+
+        async def close(self) -> None:
+            return None
+
+    assert not Pipeline((stage,), Unreached()).waits
 
 
 async def test_es256_token_is_accepted(keys: Keys, jwks_file: Path) -> None:

@@ -8,7 +8,8 @@ import ipaddress
 import itertools
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from types import CoroutineType
 from typing import Any, cast
 
 import orjson
@@ -558,7 +559,141 @@ def test_native_timed_checks_time_every_stage_that_ran_and_stop_at_an_answer() -
     assert [sum(h.counts) for h in histograms] == [2, 1]
 
     with pytest.raises(ValueError, match="timers"):
-        TimedChecks([passes], [])
+        TimedChecks([passes], [], CoroutineType, lambda *_: None)
+
+
+class _SometimesWaits:
+    """A stage that answers at once for a request it knows, and otherwise waits (as a JWT
+    authorizer does for a token it has not verified yet), then refuses or lets it on."""
+
+    def __init__(self, calls: list[str], known: str, pause_s: float = 0.0) -> None:
+        self.calls = calls
+        self.known = known
+        self.pause_s = pause_s
+
+    def check(self, ctx: RequestContext) -> Coroutine[Any, Any, Response | None] | None:
+        if ctx.request.headers.get("x-who") == self.known:
+            self.calls.append("known")
+            return None
+        return self._slow(ctx)
+
+    async def _slow(self, ctx: RequestContext) -> Response | None:
+        self.calls.append("waited")
+        await asyncio.sleep(self.pause_s)
+        if ctx.request.headers.get("x-who") == "stranger":
+            raise GatewayError(ErrorType.UNAUTHORIZED)
+        return None
+
+    async def __call__(self, ctx: RequestContext) -> Response | None:
+        raise AssertionError("the pipeline should have called check")
+
+
+class _Noting:
+    def __init__(self, calls: list[str], name: str) -> None:
+        self.calls = calls
+        self.name = name
+
+    def check(self, ctx: RequestContext) -> Response | None:
+        self.calls.append(self.name)
+        return None
+
+    async def __call__(self, ctx: RequestContext) -> Response | None:
+        raise AssertionError("the pipeline should have called check")
+
+
+class _Answers200:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    async def __call__(self, ctx: RequestContext) -> Response:
+        self.calls.append("integration")
+        return Response(status=200)
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("timing", ["native", "python", "none"])
+async def test_a_stage_that_waits_only_sometimes_is_a_check_and_hands_back_the_rest(
+    timing: str,
+) -> None:
+    """A pipeline whose only waiting stage waits only sometimes does not wait as a whole: a
+    request the stage knows goes through the plain checks (the dispatcher then calls the
+    integration itself), and any other gets back one coroutine that finishes the stage, runs
+    the stages after it and the integration. Each stage that ran is timed once, the waiting
+    one for as long as it waited."""
+
+    class Timer:
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def lap(self, started: float) -> float:
+            now = monotonic()
+            self.seen.append(now - started)
+            return now
+
+    calls: list[str] = []
+    stages = (
+        _Noting(calls, "before"),
+        _SometimesWaits(calls, "friend", pause_s=0.02),
+        _Noting(calls, "after"),
+    )
+    timers: list[Any] = []
+    pipeline: Pipeline
+    if timing == "none":
+        pipeline = Pipeline(stages, _Answers200(calls))
+    else:
+        timers = (
+            [Histogram([0.01, float("inf")], 0.0) for _ in stages]
+            if timing == "native"
+            else [Timer() for _ in stages]
+        )
+        pipeline = TimedPipeline(
+            stages, _Answers200(calls), tuple(zip(stages, timers, strict=True))
+        )
+    if timing == "native":
+        assert type(pipeline.check.__self__) is TimedChecks  # type: ignore[attr-defined]
+
+    def counts() -> list[int]:
+        if timing == "native":
+            return [sum(h.counts) for h in timers]
+        return [len(t.seen) for t in timers]
+
+    assert not pipeline.waits
+    assert pipeline.check is not None
+    assert pipeline.check(make_ctx(headers={"x-who": "friend"})) is None
+    assert calls == ["before", "known", "after"]
+    if timers:
+        assert counts() == [1, 1, 1]
+
+    calls.clear()
+    rest = pipeline.check(make_ctx(headers={"x-who": "someone"}))
+    assert isinstance(rest, CoroutineType)
+    assert calls == ["before"]  # nothing after the waiting stage ran yet
+    answer = await rest
+    assert answer.status == 200
+    assert calls == ["before", "waited", "after", "integration"]
+    if timers:
+        assert counts() == [2, 2, 2]
+    if timing == "native":
+        # The waiting stage's 20 ms went into its own histogram (above the 10 ms bucket).
+        assert timers[1].counts[1] == 1 and timers[0].counts[1] == 0
+    elif timing == "python":
+        assert timers[1].seen[-1] >= 0.02 > timers[0].seen[-1]
+
+    calls.clear()
+    refused = pipeline.check(make_ctx(headers={"x-who": "stranger"}))
+    assert isinstance(refused, CoroutineType)
+    with pytest.raises(GatewayError):
+        await refused
+    assert calls == ["before", "waited"]
+    if timers:
+        assert counts() == [3, 3, 2]
+
+    # Awaited as a whole (as a WebSocket $connect is), the waiting stage is awaited in place.
+    calls.clear()
+    assert (await pipeline.run(make_ctx(headers={"x-who": "someone"}))).status == 200
+    assert calls == ["before", "waited", "after", "integration"]
 
 
 def test_api_key_bytes_that_are_not_utf8_do_not_break_hashing() -> None:

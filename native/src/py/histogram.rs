@@ -2,6 +2,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyType;
 
 use crate::histogram::Histogram;
 use crate::throttle::monotonic_now;
@@ -83,18 +84,30 @@ impl PyRequestTimings {
     }
 }
 
-/// A pipeline's checks (stages that never wait), called in order with the request context until
-/// one answers, each timed into its own histogram, whether it passes, answers or raises. The
-/// same loop in Python cost a frame, a tuple unpacking and a `lap` call per stage.
+/// A pipeline's checks, called in order with the request context until one answers, each
+/// timed into its own histogram, whether it passes, answers or raises. The same loop in Python
+/// cost a frame, a tuple unpacking and a `lap` call per stage.
+///
+/// A check of a stage that waits only sometimes (a JWT authorizer whose token is not yet
+/// verified) returns an instance of `later` instead of an answer: the rest of the request is
+/// then `resume(ctx, index, later, started)`'s, which awaits it, records that stage's time from
+/// `started` (a `monotonic()` reading) and goes on with the checks after `index`.
 #[pyclass(frozen, module = "pygw._native", name = "TimedChecks")]
 pub struct PyTimedChecks {
     steps: Vec<(Py<PyAny>, Py<PyHistogram>)>,
+    later: Py<PyType>,
+    resume: Py<PyAny>,
 }
 
 #[pymethods]
 impl PyTimedChecks {
     #[new]
-    fn new(checks: Vec<Py<PyAny>>, timers: Vec<Py<PyHistogram>>) -> PyResult<Self> {
+    fn new(
+        checks: Vec<Py<PyAny>>,
+        timers: Vec<Py<PyHistogram>>,
+        later: Py<PyType>,
+        resume: Py<PyAny>,
+    ) -> PyResult<Self> {
         if checks.len() != timers.len() {
             return Err(PyValueError::new_err(format!(
                 "{} checks but {} timers: each check needs its own",
@@ -104,15 +117,28 @@ impl PyTimedChecks {
         }
         Ok(Self {
             steps: checks.into_iter().zip(timers).collect(),
+            later,
+            resume,
         })
     }
 
-    /// The first answer (not None) of a check, or None when every check let the request on.
-    /// A check's exception propagates after its time is recorded.
+    /// The first answer (not None) of a check, `resume`'s result for a check that waits, or
+    /// None when every check let the request on. A check's exception propagates after its time
+    /// is recorded.
     fn run(&self, py: Python<'_>, ctx: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let mut started = monotonic_now();
-        for (check, timer) in &self.steps {
+        for (index, (check, timer)) in self.steps.iter().enumerate() {
             let answered = check.bind(py).call1((ctx,));
+            if let Ok(pending) = &answered {
+                if !pending.is_none() && pending.is_instance(self.later.bind(py))? {
+                    // Timed by `resume`, once the stage is done.
+                    return Ok(self
+                        .resume
+                        .bind(py)
+                        .call1((ctx, index, pending, started))?
+                        .unbind());
+                }
+            }
             let now = monotonic_now();
             timer.get().inner.observe(now - started);
             started = now;
