@@ -38,7 +38,7 @@ import re
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,13 +317,16 @@ class CustomAuthorizer:
             return None
         return tuple(values)
 
+    def cached(self, identity: tuple[str, ...]) -> AuthorizerAnswer | None:
+        """The answer kept for `identity`, while its time to live lasts."""
+        return self._cache.get(identity) if self._ttl_s > 0 else None
+
     async def answer(
         self, identity: tuple[str, ...], event_for: Callable[[], dict[str, Any]], request_id: str
     ) -> AuthorizerAnswer:
-        if self._ttl_s > 0:
-            cached = self._cache.get(identity)
-            if cached is not None:
-                return cached
+        cached = self.cached(identity)
+        if cached is not None:
+            return cached
         answer = await self._invoke(event_for(), request_id)
         if self._ttl_s > 0:
             self._cache.put(identity, answer, self._ttl_s)
@@ -624,16 +627,37 @@ class CustomAuthStage:
         return self._authorizer
 
     async def __call__(self, ctx: RequestContext) -> Response | None:
+        pending = self.check(ctx)
+        if pending is not None:
+            await pending
+        return None
+
+    def check(self, ctx: RequestContext) -> Coroutine[Any, Any, None] | None:
+        """A request whose identity has a cached answer is decided at once; any other gets the
+        coroutine that asks the authorizer (see pygw/pipeline.py)."""
         authorizer = self._authorizer
         identity = authorizer.identity(ctx)
         if identity is None:
             raise GatewayError(ErrorType.UNAUTHORIZED)
-        events = self._events
-        arn = events.arn(ctx)
+        arn = self._events.arn(ctx)
         started = time.perf_counter()
-        answer = await authorizer.answer(
+        known = authorizer.cached(identity)
+        if known is None:
+            return self._ask(ctx, identity, arn, started)
+        self._grant(ctx, arn, known, started)
+        return None
+
+    async def _ask(
+        self, ctx: RequestContext, identity: tuple[str, ...], arn: str, started: float
+    ) -> None:
+        events = self._events
+        answer = await self._authorizer.answer(
             identity, lambda: events.build(ctx, arn, identity), ctx.request_id
         )
+        self._grant(ctx, arn, answer, started)
+
+    @staticmethod
+    def _grant(ctx: RequestContext, arn: str, answer: AuthorizerAnswer, started: float) -> None:
         if not answer.allows(arn):
             raise GatewayError(ErrorType.AUTHORIZER_DENIED)
         found: dict[str, Any] = dict(answer.context)
@@ -645,7 +669,6 @@ class CustomAuthStage:
         ctx.authorizer = found
         if answer.usage_identifier_key is not None:
             ctx.usage_identifier_key = answer.usage_identifier_key
-        return None
 
 
 # One CustomAuthorizer per authorizer config object and stage: the routes of an authorizer share its

@@ -698,6 +698,37 @@ async def test_answers_are_cached_by_identity(samples: ModuleType) -> None:
     assert len(samples.CALLS) == 3
 
 
+async def test_a_cached_answer_is_applied_without_waiting(samples: ModuleType) -> None:
+    """An identity with a cached answer is decided by the plain check (allowed, with the
+    authorizer's context set, or denied at once); an identity without one, or any request
+    when nothing is cached, gets the coroutine that calls the authorizer."""
+    stage = custom_stage(ttl_s=300)
+    first = make_ctx(headers=token("allow"))
+    pending = stage.check(first)
+    assert pending is not None and len(samples.CALLS) == 0
+    await pending
+    assert len(samples.CALLS) == 1 and first.authorizer is not None
+    again = make_ctx(headers=token("allow"))
+    assert stage.check(again) is None
+    assert again.authorizer is not None
+    assert again.authorizer["principalId"] == first.authorizer["principalId"]
+    assert len(samples.CALLS) == 1
+    deny = stage.check(make_ctx(headers=token("deny")))
+    assert deny is not None
+    with pytest.raises(GatewayError):
+        await deny
+    with pytest.raises(GatewayError) as denied:
+        stage.check(make_ctx(headers=token("deny")))
+    assert denied.value.error is ErrorType.AUTHORIZER_DENIED
+    assert len(samples.CALLS) == 2
+    uncached = custom_stage(ttl_s=0)
+    for _ in range(2):
+        call = uncached.check(make_ctx(headers=token("allow")))
+        assert call is not None
+        await call
+    assert len(samples.CALLS) == 4
+
+
 async def test_a_cached_policy_is_evaluated_per_request(samples: ModuleType) -> None:
     stage = custom_stage(ttl_s=300)
     assert await stage(make_ctx(headers=token("wild-get"))) is None
