@@ -64,6 +64,15 @@ Checked = Response | Coroutine[Any, Any, Response] | None
 Step = tuple[SyncCheck | None, Stage | None]
 
 
+async def checked_to_the_end(check: SyncCheck, ctx: RequestContext) -> Response | None:
+    """A stage's `check` awaited to its end: the `__call__` of a stage that waits only
+    sometimes."""
+    answered = check(ctx)
+    if answered is not None and not isinstance(answered, Response):
+        return await answered
+    return answered
+
+
 def _steps(stages: tuple[Stage, ...]) -> tuple[Step, ...]:
     steps: list[Step] = []
     for stage in stages:

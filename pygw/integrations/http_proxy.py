@@ -552,6 +552,8 @@ class _Target:
             "ascii" if host.isascii() else "idna"
         )
         self.prefix = url.raw_path.rstrip("/").encode("ascii")
+        # method -> `METHOD /base`, made once per method rather than concatenated per request.
+        self._line_starts: dict[str, bytes] = {}
         self.deadlines = deadlines
         self.weight = weight
         self.current_weight = 0
@@ -565,6 +567,14 @@ class _Target:
         self.ejected_until = 0.0
         self.probing = False
         self.closed = False
+
+    def request_head(self, method: str, target_path: bytes, tail: bytes) -> bytes:
+        """The request line for `target_path` below the target's base, its Host line and
+        `tail` (the rest of the header block)."""
+        start = self._line_starts.get(method)
+        if start is None:
+            start = self._line_starts[method] = method.encode("ascii") + b" " + self.prefix
+        return b"".join((start, target_path, self.version_host, tail))
 
     def take_idle(self, now: float, idle_max: float) -> _Upstream | None:
         """A pooled connection ready for reuse, if there is one (never waits)."""
@@ -828,7 +838,6 @@ class HttpProxyIntegration:
             # A slow client must hold only its own connection, not one of the upstream's:
             # the body is buffered up to a bound before a connection is taken.
             await content.prefetch()
-        method_line = method.encode("ascii") + b" "
         is_head = method == "HEAD"
         attempts = self._retries + 1 if method in _IDEMPOTENT else 1
         stale_retry = method in _IDEMPOTENT and body_mode == 0
@@ -867,9 +876,7 @@ class HttpProxyIntegration:
                 conn.begin(is_head)
                 sent_at = time.perf_counter()
                 assert conn.transport is not None
-                conn.transport.write(
-                    method_line + target.prefix + target_path + target.version_host + tail
-                )
+                conn.transport.write(target.request_head(method, target_path, tail))
                 if body_mode == _BODY_BYTES:
                     assert body is not None
                     conn.transport.write(body)
@@ -953,14 +960,7 @@ class HttpProxyIntegration:
         target.in_flight += 1
         conn.begin(request.method == "HEAD")
         sent_at = time.perf_counter()
-        conn.transport.write(
-            request.method.encode("ascii")
-            + b" "
-            + target.prefix
-            + target_path
-            + target.version_host
-            + tail
-        )
+        conn.transport.write(target.request_head(request.method, target_path, tail))
         conn.request_complete = True
         conn.exchange = _Exchange(self, conn, target, ctx, done, sent_at)
         conn.deadline = now + self._timeout_s

@@ -57,7 +57,7 @@ from pygw.identity_source import IdentityGetter, identity_getter
 from pygw.lambda_client import FunctionError, invocation_url, invoke
 from pygw.lambda_context import LambdaContext, new_log_stream
 from pygw.loader import is_async, load_callable
-from pygw.pipeline import Stage
+from pygw.pipeline import Stage, checked_to_the_end
 from pygw.request import Request
 from pygw.response import Response
 from pygw.tls import client_certificate
@@ -627,10 +627,7 @@ class CustomAuthStage:
         return self._authorizer
 
     async def __call__(self, ctx: RequestContext) -> Response | None:
-        pending = self.check(ctx)
-        if pending is not None:
-            await pending
-        return None
+        return await checked_to_the_end(self.check, ctx)
 
     def check(self, ctx: RequestContext) -> Coroutine[Any, Any, None] | None:
         """A request whose identity has a cached answer is decided at once; any other gets the

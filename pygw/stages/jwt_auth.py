@@ -44,7 +44,7 @@ from pygw.config.model import CognitoAuthorizerConfig, JwtAuthorizerConfig, Rout
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.identity_source import IdentityGetter, identity_getter
-from pygw.pipeline import Stage
+from pygw.pipeline import Stage, checked_to_the_end
 from pygw.response import Response
 
 __all__ = [
@@ -328,10 +328,7 @@ class JwtAuthStage:
         ] = {}
 
     async def __call__(self, ctx: RequestContext) -> Response | None:
-        pending = self.check(ctx)
-        if pending is not None:
-            await pending
-        return None
+        return await checked_to_the_end(self.check, ctx)
 
     def check(self, ctx: RequestContext) -> Coroutine[Any, Any, None] | None:
         """A token verified before passes (or is refused) at once; any other is verified by the
