@@ -347,6 +347,20 @@ def relayed_head(
     no Vary), the Vary values joined by ", " or None, and whether a Content-Type, Server or Date
     line is among the lines."""
 
+class TargetTemplate:
+    """An http_proxy integration's URI template (its path split at the placeholders: one more
+    literal than names), rendered into the target sent upstream."""
+
+    def __init__(
+        self, literals: list[str], names: list[str], param_tail: bool, template_query: bool
+    ) -> None:
+        """ValueError unless there is one more literal than names (or none at all: the
+        request's own path is sent)."""
+    def render(self, params: dict[str, str], path: str, raw_target: str) -> bytes | None:
+        """The template with `params` put in, a trailing slash of `path` kept after a final
+        placeholder, `raw_target`'s query appended, controls, space and DEL percent-encoded;
+        None when a value is not valid UTF-8 text. KeyError naming a missing parameter."""
+
 def simple_request(
     data: bytes,
     max_header_bytes: int,

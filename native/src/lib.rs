@@ -17,6 +17,7 @@ pub mod stored_head;
 pub mod throttle;
 pub mod trace_id;
 pub mod upstream_head;
+pub mod upstream_target;
 pub mod whole_answer;
 
 #[cfg(feature = "python")]

@@ -26,6 +26,7 @@ from yarl import URL
 
 from pygw._native import (
     HOP_BY_HOP,
+    TargetTemplate,
     header_block_size,
     is_framed,
     relayed_head,
@@ -787,6 +788,11 @@ class HttpProxyIntegration:
         # the parameter's value).
         self._param_tail = path_template is not None and path_template.endswith("}")
         self._pieces = tuple(zip(self._names, self._literals[1:], strict=True))
+        # The usual request's target is rendered natively; _render_in_python is the same in
+        # Python, for stage overrides and text that is not valid UTF-8.
+        self._target_template = TargetTemplate(
+            list(self._literals), list(self._names), self._param_tail, self._template_query
+        )
         self._balance = balance
         self._timeout_s = timeout_ms / 1000
         self._connect_timeout_s = connect_timeout_ms / 1000
@@ -1003,6 +1009,18 @@ class HttpProxyIntegration:
 
     def _render(self, ctx: RequestContext, overrides: dict[str, Any] | None) -> bytes:
         """Request target below the target's base path, with the client's query appended."""
+        if not overrides:
+            try:
+                rendered = self._target_template.render(ctx.params, ctx.path, ctx.request.raw_path)
+            except KeyError as exc:
+                raise GatewayError(
+                    ErrorType.INTEGRATION_FAILURE, f"missing path parameter {exc}"
+                ) from None
+            if rendered is not None:
+                return rendered
+        return self._render_in_python(ctx, overrides)
+
+    def _render_in_python(self, ctx: RequestContext, overrides: dict[str, Any] | None) -> bytes:
         path_override: str | None = overrides.get("path") if overrides else None
         path: str
         if path_override is not None:

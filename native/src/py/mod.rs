@@ -14,6 +14,7 @@ mod shared;
 mod throttle;
 mod trace_id;
 mod upstream_head;
+mod upstream_target;
 
 #[pymodule(gil_used = false)]
 #[pyo3(name = "_native")]
@@ -30,5 +31,6 @@ fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     request_head::register(m)?;
     trace_id::register(m)?;
     upstream_head::register(m)?;
+    upstream_target::register(m)?;
     Ok(())
 }
