@@ -339,13 +339,14 @@ HOP_BY_HOP: Final[frozenset[bytes]]
 """RFC 9110's hop-by-hop header names and Proxy-Connection, lower-cased."""
 
 def relayed_head(
-    headers: Iterable[tuple[bytes, bytes]], own_names: tuple[str, ...]
+    headers: Iterable[tuple[bytes, bytes]], own: dict[str, str]
 ) -> tuple[bytes, str | None, bool, bool, bool]:
     """(lines, vary, has_content_type, has_server, has_date): `Name: value\\r\\n` for each
     header of an upstream's answer relayed to the client (no hop-by-hop header, none the
-    answer's Connection headers name, no Content-Length, none named in `own_names` in any case,
-    no Vary), the Vary values joined by ", " or None, and whether a Content-Type, Server or Date
-    line is among the lines."""
+    answer's Connection headers name, no Content-Length, none that `own`, the request's own
+    response headers, names in any case, its Vary excepted: that one is merged when the answer
+    is sent; no Vary), the Vary values joined by ", " or None, and whether a Content-Type,
+    Server or Date line is among the lines."""
 
 class TargetTemplate:
     """An http_proxy integration's URI template (its path split at the placeholders: one more
@@ -387,12 +388,13 @@ def simple_request(
     an untrusted peer); None for anything else, which the callback parser then reads."""
 
 def whole_answer(
-    data: bytes, own_names: tuple[str, ...], max_head: int
+    data: bytes, own: dict[str, str], max_head: int
 ) -> tuple[int, bytes, tuple[bytes, str | None, bool, bool, bool], bytes, bool] | None:
     """(status, reason, head, body, keep_alive) of an upstream answer `data` holds whole (a
-    head, a Content-Length body, nothing more), `head` as relayed_head makes it for
-    `own_names`; None for anything else (an incomplete, malformed or unusual answer, a header
-    block over `max_head` bytes), which the callback parser then reads."""
+    head, a Content-Length body, nothing more), `head` as relayed_head makes it for `own`, the
+    reason empty unless it is ASCII; None for anything else (an incomplete, malformed or
+    unusual answer, a header block over `max_head` bytes), which the callback parser then
+    reads."""
 
 def is_framed(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """Whether an answer has a Content-Length or a chunked Transfer-Encoding (otherwise its

@@ -103,14 +103,6 @@ def _connection_named(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return named
 
 
-def _own_names(ctx: RequestContext) -> tuple[str, ...]:
-    """The headers the request's stages set, which replace an upstream's of that name. A
-    stage's Vary (CORS, compression) is merged with the upstream's when the answer is sent,
-    not put in its place: the upstream's own Vary names stay."""
-    own = ctx.response_headers
-    return tuple(own) if "Vary" not in own else tuple(n for n in own if n != "Vary")
-
-
 def _wake(fut: asyncio.Future[None] | None) -> None:
     if fut is not None and not fut.done():
         fut.set_result(None)
@@ -274,7 +266,7 @@ class _Upstream(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None and not self.received_any and not self.is_head:
             # The usual answer, whole in this read: taken apart in one call, not by callbacks.
-            whole = whole_answer(data, _own_names(exchange.ctx), _MAX_RESPONSE_HEAD)
+            whole = whole_answer(data, exchange.ctx.response_headers, _MAX_RESPONSE_HEAD)
             if whole is not None:
                 self.received_any = True
                 exchange.answered(*whole)
@@ -457,7 +449,7 @@ class _Exchange:
         target.in_flight -= 1
         # No ctx.body_sink call: the body is not streamed, and the OneWriteResponse carries it.
         own = self.ctx.response_headers
-        self.done(OneWriteResponse(status, head, body, own, reason if reason.isascii() else b""))
+        self.done(OneWriteResponse(status, head, body, own, reason))
 
     def failed(self) -> None:
         """No answer came: a pooled connection the upstream had just closed is not the
@@ -1180,7 +1172,7 @@ class HttpProxyIntegration:
         if conn.reading_paused and conn.transport is not None and not conn.closed:
             conn.reading_paused = False
             conn.transport.resume_reading()
-        head: ResponseHead = relayed_head(conn.headers, _own_names(ctx))
+        head: ResponseHead = relayed_head(conn.headers, ctx.response_headers)
         # No ctx.body_sink call: the body is not streamed, and the OneWriteResponse carries it.
         target.release(conn, conn.reusable())
         reason = conn.reason if conn.reason.isascii() else b""

@@ -274,13 +274,16 @@ def _answers(draw: st.DrawFn) -> bytes:
     return b"".join(parts)
 
 
-_own = st.lists(st.sampled_from(["X-Own", "x-request-id", "Server", "Age"]), max_size=3).map(tuple)
+# A request's own response headers (its stages'): they replace an upstream's, a Vary excepted.
+_own = st.lists(
+    st.sampled_from(["X-Own", "x-request-id", "Server", "Age", "Vary"]), max_size=3
+).map(lambda names: dict.fromkeys(names, "v"))
 
 
 @settings(max_examples=1500)
 @given(_answers(), _own)
 def test_an_answer_taken_natively_is_read_the_same_by_llhttp(
-    data: bytes, own: tuple[str, ...]
+    data: bytes, own: dict[str, str]
 ) -> None:
     taken = whole_answer(data, own, 65_536)
     if taken is None:
@@ -291,14 +294,14 @@ def test_an_answer_taken_natively_is_read_the_same_by_llhttp(
     parser.feed_data(data)
     assert seen.begun == seen.complete == 1
     assert parser.get_status_code() == status
-    assert seen.status == reason
+    assert reason == (seen.status if seen.status.isascii() else b"")
     assert seen.body == body
     assert seen.keep_alive == keep_alive
     assert relayed_head(seen.headers, own) == head
 
 
 @given(st.sampled_from([b"", b"hello", b'{"id":"1"}']), _own)
-def test_plain_answers_are_taken(body: bytes, own: tuple[str, ...]) -> None:
+def test_plain_answers_are_taken(body: bytes, own: dict[str, str]) -> None:
     head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
     data = head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     assert whole_answer(data, own, 65_536) is not None
