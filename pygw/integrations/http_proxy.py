@@ -157,10 +157,9 @@ class _Upstream(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
             self.renew_parser = False
         self.deadline = 0.0
-        # _reset, inlined: every exchange passes here.
+        # _reset, inlined: every exchange passes here (the reason and the header list are
+        # reset by on_message_begin, for the answers the callback parser reads).
         self.status = 0
-        self.reason = b""
-        self.headers = []
         self.head_bytes = 0
         self.head_ready = False
         self.done = False

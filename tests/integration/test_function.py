@@ -95,8 +95,8 @@ async def serve() -> AsyncIterator[Serve]:
                 client_ip=request.client_ip,
                 received_at=asyncio.get_running_loop().time(),
                 response_headers={header: request_id, "x-request-id": request_id},
-                authorizer=authorizer,
             )
+            ctx.authorizer = authorizer
             try:
                 return await integration(ctx)
             except GatewayError as failure:
