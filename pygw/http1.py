@@ -180,6 +180,11 @@ class _Stream:
         self._conn.abort()
 
 
+def _names_close(connection: bytes) -> bool:
+    """Whether a Connection header's value lists the `close` option."""
+    return any(token.strip().lower() == b"close" for token in connection.split(b","))
+
+
 def accepted_peer(transport: asyncio.BaseTransport, limits: ConnectionLimits) -> tuple[str, bool]:
     """A new connection's peer address, and whether it is a trusted proxy (whose forwarding
     headers are believed)."""
@@ -223,6 +228,7 @@ class Http1Connection(WriteFlow):
         "_body",
         "_busy",
         "_chunks_seen",
+        "_close_asked",
         "_content_lengths",
         "_data",
         "_expect",
@@ -283,6 +289,7 @@ class Http1Connection(WriteFlow):
         self._amzn_trace: bytes | None = None
         self._trusted_peer = False
         self._expect = False
+        self._close_asked = False
         self._framing = 0
         self._framing_bytes = 0
         self._head_size = 0
@@ -432,6 +439,7 @@ class Http1Connection(WriteFlow):
         self._traceparent = None
         self._amzn_trace = None
         self._expect = False
+        self._close_asked = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -464,6 +472,9 @@ class Http1Connection(WriteFlow):
             if value.lower() != b"100-continue":
                 raise Refusal(417, "Expectation Failed")
             self._expect = True
+        elif lname == b"connection":
+            if _names_close(value):
+                self._close_asked = True
         elif 0x5F in name and not limits.allow_underscores:  # b"_" as an int: a cheaper search
             return  # as nginx does: a backend may read Content_Length as Content-Length
         elif lname in PROXY_HEADERS and not self._trusted_peer:
@@ -485,7 +496,9 @@ class Http1Connection(WriteFlow):
             raise Refusal(400, "Bad Request")
         if self._has_host > 1:
             raise Refusal(400, "Bad Request")
-        keep_alive = parser.should_keep_alive()
+        # llhttp keeps an HTTP/1.0 request that names both keep-alive and close alive: close
+        # wins here, as in the native parse of the usual request.
+        keep_alive = parser.should_keep_alive() and not self._close_asked
         limits = self.limits
         content_length: int | None = None
         framing = 0

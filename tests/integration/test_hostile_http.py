@@ -252,6 +252,23 @@ async def test_http10_with_transfer_encoding_is_read_then_closed(edge: Edge) -> 
     assert answer.closed
 
 
+async def test_a_close_option_closes_whatever_else_the_connection_header_says(
+    edge: Edge,
+) -> None:
+    """An HTTP/1.0 request naming both keep-alive and close is answered and the connection
+    closed, read by the native parse of the usual request (a GET alone in its read) or by the
+    callback parser (a POST with a body)."""
+    both = b"Connection: close\r\nConnection: keep-alive\r\n"
+    for raw in (
+        b"GET /both HTTP/1.0\r\nHost: h\r\n" + both + b"\r\n",
+        b"POST /both HTTP/1.0\r\nHost: h\r\n" + both + b"Content-Length: 2\r\n\r\nab",
+        b"GET /both HTTP/1.0\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n",
+    ):
+        (answer,) = await exchange(edge.port, raw)
+        assert answer.status == 200
+        assert answer.closed
+
+
 # -- sizes --------------------------------------------------------------------------------------
 
 
