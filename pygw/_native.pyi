@@ -139,13 +139,11 @@ class Router:
     """
 
     def __init__(self, routes: Sequence[RouteRow]) -> None: ...
-    def lookup(
-        self, host: str, method: str, path: str
-    ) -> tuple[int, list[tuple[str, str]], str] | None:
+    def lookup(self, host: str, method: str, path: str) -> tuple[int, dict[str, str], str] | None:
         """Match a request: `path` is the raw path without the query string.
 
-        Returns `(route_id, params, path_below_prefix)` or None. Params are raw
-        (percent-encoded) in route-key order; a greedy one holds the rest of the path.
+        Returns `(route_id, params, path_below_prefix)` or None. Params map each name to its
+        raw (percent-encoded) value, in route-key order; a greedy one holds the rest of the path.
         Raises ValueError("invalid path: ...") for a path to refuse with 400.
         """
     def precedence_order(self) -> list[int]:

@@ -179,7 +179,7 @@ class Dispatcher:
             request,
             request_id,
             path,
-            dict(params),
+            params,
             variant.stage_variables,
             request.client_ip,
             started,

@@ -154,9 +154,7 @@ class ReferenceRouter:
                 return wildcard
         return None if None in keys else False
 
-    def lookup(
-        self, host: str, method: str, path: str
-    ) -> tuple[int, list[tuple[str, str]], str] | None:
+    def lookup(self, host: str, method: str, path: str) -> tuple[int, dict[str, str], str] | None:
         normalized = normalize(path)
         segs = match_segments(normalized)
         group = self._host_group(host)
@@ -170,7 +168,7 @@ class ReferenceRouter:
             found = self._lookup_mount([r for r in routes if r.prefix == prefix], method, segs)
             if found is not None:
                 route_id, params = found
-                return route_id, params, _below(normalized, len(prefix))
+                return route_id, dict(params), _below(normalized, len(prefix))
         return None
 
     @staticmethod

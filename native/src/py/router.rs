@@ -2,7 +2,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::path;
 use crate::router::{self, RouterBuilder};
@@ -30,7 +30,8 @@ impl Router {
         Ok(Self { inner })
     }
 
-    /// `(route_id, params, path)` or `None`; `ValueError` on a path that must be refused.
+    /// `(route_id, params, path)` (params a dict of name to raw value) or `None`; `ValueError`
+    /// on a path that must be refused.
     fn lookup<'py>(
         &self,
         py: Python<'py>,
@@ -41,7 +42,12 @@ impl Router {
         let found = self
             .inner
             .lookup_with(host, method, path, |m| {
-                (m.route_id, m.params, m.path).into_pyobject(py)
+                // A dict as the request context keeps them: no list of pairs to convert.
+                let params = PyDict::new(py);
+                for (name, value) in m.params {
+                    params.set_item(name, value)?;
+                }
+                (m.route_id, params, m.path).into_pyobject(py)
             })
             .map_err(|e| PyValueError::new_err(format!("invalid path: {e}")))?;
         found.transpose()
