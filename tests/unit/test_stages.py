@@ -467,20 +467,11 @@ async def test_pipeline_calls_stages_that_never_wait_directly() -> None:
         async def close(self) -> None:
             return None
 
-    class Timer:
-        def __init__(self) -> None:
-            self.seen: list[float] = []
-
-        def lap(self, started: float) -> float:
-            now = monotonic()
-            self.seen.append(now - started)
-            return now
-
     plain = Pipeline((Passes(), Passes()), Integration())
     assert (await plain.run(make_ctx())).status == 200
     assert calls == ["check", "check", "integration"]
     calls.clear()
-    timers = (Timer(), Timer(), Timer())
+    timers = (_LapTimer(), _LapTimer(), _LapTimer())
     stages = (Passes(), Answers(), Passes())
     timed = TimedPipeline(stages, Integration(), tuple(zip(stages, timers, strict=True)))
     assert (await timed.run(make_ctx())).status == 204
@@ -497,7 +488,7 @@ async def test_pipeline_calls_stages_that_never_wait_directly() -> None:
     assert calls == ["check", "check"]
     calls.clear()
     only_checks = (Passes(), Passes())
-    timers = (Timer(), Timer())
+    timers = (_LapTimer(), _LapTimer())
     timed_checks = TimedPipeline(
         only_checks, Integration(), tuple(zip(only_checks, timers, strict=True))
     )
@@ -562,6 +553,18 @@ def test_native_timed_checks_time_every_stage_that_ran_and_stop_at_an_answer() -
         TimedChecks([passes], [], CoroutineType, lambda *_: None)
 
 
+class _LapTimer:
+    """A stage timer that keeps each time it records."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def lap(self, started: float) -> float:
+        now = monotonic()
+        self.seen.append(now - started)
+        return now
+
+
 class _SometimesWaits:
     """A stage that answers at once for a request it knows, and otherwise waits (as a JWT
     authorizer does for a token it has not verified yet), then refuses or lets it on."""
@@ -623,15 +626,6 @@ async def test_a_stage_that_waits_only_sometimes_is_a_check_and_hands_back_the_r
     the stages after it and the integration. Each stage that ran is timed once, the waiting
     one for as long as it waited."""
 
-    class Timer:
-        def __init__(self) -> None:
-            self.seen: list[float] = []
-
-        def lap(self, started: float) -> float:
-            now = monotonic()
-            self.seen.append(now - started)
-            return now
-
     calls: list[str] = []
     stages = (
         _Noting(calls, "before"),
@@ -646,7 +640,7 @@ async def test_a_stage_that_waits_only_sometimes_is_a_check_and_hands_back_the_r
         timers = (
             [Histogram([0.01, float("inf")], 0.0) for _ in stages]
             if timing == "native"
-            else [Timer() for _ in stages]
+            else [_LapTimer() for _ in stages]
         )
         pipeline = TimedPipeline(
             stages, _Answers200(calls), tuple(zip(stages, timers, strict=True))
