@@ -31,9 +31,11 @@ from pygw.integrations.lambda_events import api_id_for
 from pygw.pipeline import Stage
 from pygw.request import Request
 from pygw.response import Response
+from pygw.server import Gateway
 from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.jwt_auth import JwksKeys, JwtAuthStage, build_jwt_stage
 from tests.front import FrontServer, serve_front
+from tests.integration.conftest import StartUpstream
 from tests.unit.test_auth import make_ctx, refused
 
 AUTHORIZERS = Path(__file__).resolve().parent / "authorizers"
@@ -412,3 +414,107 @@ async def test_custom_authorizer_over_http(
     async with client.get(f"{rest.url}/items/1", headers={"Authorization": "slow"}) as r:
         assert r.status >= 500
     samples.CALLS.clear()
+
+
+# --------------------------------------------------------------------------------------------------
+# A whole gateway: requests whose authorizer waits and requests it decides at once, on one
+# connection
+
+
+async def _answers(port: int, raw: bytes, count: int) -> list[tuple[int, bytes]]:
+    """Sends `raw` (requests back to back) and reads `count` answers: (status, body) each."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        got: list[tuple[int, bytes]] = []
+        for _ in range(count):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            got.append((status, await reader.readexactly(length)))
+        return got
+    finally:
+        writer.close()
+
+
+async def test_pipelined_requests_whether_or_not_their_authorizer_waits(
+    idp: Idp,
+    signing_keys: dict[str, rsa.RSAPrivateKey],
+    start_upstream: StartUpstream,
+    tmp_path: Path,
+) -> None:
+    """On one connection, a token the authorizer has not seen (it fetches the keys and waits),
+    the same token again (decided at once), a token refused at once, and a second new token
+    are answered in order, each as its authorizer decided; the upstream sees the allowed ones
+    only, with the claims the route forwards."""
+    idp.keys = [_jwk(signing_keys["k1"], "k1")]
+    upstream = await start_upstream()
+    config = tmp_path / "jwt.yaml"
+    config.write_text(
+        orjson.dumps(
+            {
+                "server": {"listen": "127.0.0.1:0"},
+                "admin": {"listen": "127.0.0.1:0"},
+                "access_log": None,
+                "apis": [
+                    {
+                        "name": "shop",
+                        "type": "http",
+                        "authorizers": {
+                            "users": {
+                                "type": "jwt",
+                                "issuer": ISSUER,
+                                "audience": ["shop"],
+                                "jwks": idp.url,
+                            }
+                        },
+                        "routes": {
+                            "GET /items/{id}": {
+                                "integration": {
+                                    "type": "http_proxy",
+                                    "uri": f"{upstream.url}/items/{{id}}",
+                                },
+                                "authorizer": "users",
+                                "throttle": {"rate": 1000, "burst": 1000},
+                            }
+                        },
+                    }
+                ],
+            }
+        ).decode()
+    )
+    gateway = Gateway(config)
+    await gateway.start()
+    assert isinstance(gateway.bound, tuple)
+    port = gateway.bound[1]
+    first = token(signing_keys["k1"], "k1", sub="ann")
+    second = token(signing_keys["k1"], "k1", sub="bob")
+
+    def get(item: str, bearer: str | None) -> bytes:
+        auth = b"" if bearer is None else b"Authorization: Bearer %s\r\n" % bearer.encode()
+        return b"GET /items/%s HTTP/1.1\r\nHost: gw\r\n%s\r\n" % (item.encode(), auth)
+
+    try:
+        raw = get("1", first) + get("2", first) + get("3", None) + get("4", second)
+        got = await _answers(port, raw, 4)
+        assert [status for status, _ in got] == [200, 200, 401, 200]
+        assert orjson.loads(got[2][1]) == {"message": "Unauthorized"}
+        # Both tokens known now: each request is decided without waiting, one at a time.
+        for item, bearer in (("5", second), ("6", first)):
+            ((status, _),) = await _answers(port, get(item, bearer), 1)
+            assert status == 200
+        assert idp.requests == 1
+        assert [r["raw_path"] for r in upstream.requests] == [
+            "/items/1",
+            "/items/2",
+            "/items/4",
+            "/items/5",
+            "/items/6",
+        ]
+    finally:
+        await gateway.drain()
