@@ -348,6 +348,33 @@ def test_report_checks_the_pipeline_targets_against_the_bare_route() -> None:
     ]
 
 
+def test_report_gives_the_front_end_targets_per_round_beside_the_medians() -> None:
+    """Against nginx, a target's ratio of medians decides it; beside it, the ratio within each
+    round, where pygw and nginx ran close together, as min-max."""
+    from bench import report
+
+    rounds = {
+        "nginx": [40_000.0, 50_000.0, 45_000.0],
+        "pygw_bare": [30_000.0, 30_000.0, 30_000.0],
+        "pygw_rest_hit": [50_000.0, 55_000.0, 54_000.0],
+    }
+    results = _synthetic({name: sorted(rps)[1] for name, rps in rounds.items()}, {})
+    for name in ("nginx", "pygw_bare"):
+        results["summary"][name]["p99_ms"] = {"median": 2.0 if name == "nginx" else 3.0}
+    results["runs"] = [
+        {"scenario": name, "round": i, "rps": rps, "p99_ms": 2.0 + (name == "pygw_bare")}
+        for name, values in rounds.items()
+        for i, rps in enumerate(values)
+    ]
+    bare, hit, mock, p99 = report.nginx_target_lines(results)[2:]
+    assert (
+        bare == "| bare HTTP-style proxy route: req/s | 0.67x nginx | 0.60-0.75x | >= 0.7x | NO |"
+    )
+    assert hit == "| REST cache hit: req/s | 1.20x nginx | 1.10-1.25x | >= 1.2x | yes |"
+    assert "(not run)" in mock
+    assert p99 == "| bare route: p99 at saturation | 1.50x nginx's | 1.50-1.50x | <= 2x | yes |"
+
+
 def test_free_ports_are_distinct_bindable_and_clear_of_outgoing_connections() -> None:
     """The harness starts some 25 servers, each given ports before it binds them: a port handed
     out twice, or one an outgoing connection can take meanwhile (the kernel's ephemeral range),
