@@ -311,3 +311,25 @@ async def start_gateway(front_mode: str) -> AsyncIterator[StartGateway]:
 async def client() -> AsyncIterator[ClientSession]:
     async with ClientSession(auto_decompress=False, timeout=ClientTimeout(total=20)) as session:
         yield session
+
+
+async def pipelined_answers(url: str, requests: bytes, answers: int) -> list[tuple[int, bytes]]:
+    """Sends `requests` (one or more, pipelined) in one write to `url` (http://host:port) and
+    reads `answers` answers: (status, body) each."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(requests)
+        got: list[tuple[int, bytes]] = []
+        for _ in range(answers):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            got.append((status, await reader.readexactly(length)))
+        return got
+    finally:
+        writer.close()

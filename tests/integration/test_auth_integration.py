@@ -35,7 +35,7 @@ from pygw.server import Gateway
 from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.jwt_auth import JwksKeys, JwtAuthStage, build_jwt_stage
 from tests.front import FrontServer, serve_front
-from tests.integration.conftest import StartUpstream
+from tests.integration.conftest import StartUpstream, pipelined_answers
 from tests.unit.test_auth import make_ctx, refused
 
 AUTHORIZERS = Path(__file__).resolve().parent / "authorizers"
@@ -100,6 +100,12 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def _shop_api(jwks: str, routes: dict[str, Any]) -> dict[str, Any]:
+    """An HTTP-style API whose `users` authorizer checks the test issuer's tokens."""
+    authorizer = {"type": "jwt", "issuer": ISSUER, "audience": ["shop"], "jwks": jwks}
+    return {"name": "shop", "type": "http", "authorizers": {"users": authorizer}, "routes": routes}
 
 
 def jwt_cfg(jwks: str) -> JwtAuthorizerConfig:
@@ -310,24 +316,16 @@ async def test_jwt_stage_over_http(
     route = GatewayConfig.model_validate(
         {
             "apis": [
-                {
-                    "name": "shop",
-                    "authorizers": {
-                        "users": {
-                            "type": "jwt",
-                            "issuer": ISSUER,
-                            "audience": ["shop"],
-                            "jwks": idp.url,
-                        }
-                    },
-                    "routes": {
+                _shop_api(
+                    idp.url,
+                    {
                         "GET /items": {
                             "integration": {"type": "mock"},
                             "authorizer": "users",
                             "scopes": ["items/read"],
                         }
                     },
-                }
+                )
             ]
         }
     )
@@ -421,27 +419,6 @@ async def test_custom_authorizer_over_http(
 # connection
 
 
-async def _answers(port: int, raw: bytes, count: int) -> list[tuple[int, bytes]]:
-    """Sends `raw` (requests back to back) and reads `count` answers: (status, body) each."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        got: list[tuple[int, bytes]] = []
-        for _ in range(count):
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            got.append((status, await reader.readexactly(length)))
-        return got
-    finally:
-        writer.close()
-
-
 async def test_pipelined_requests_whether_or_not_their_authorizer_waits(
     idp: Idp,
     signing_keys: dict[str, rsa.RSAPrivateKey],
@@ -462,18 +439,9 @@ async def test_pipelined_requests_whether_or_not_their_authorizer_waits(
                 "admin": {"listen": "127.0.0.1:0"},
                 "access_log": None,
                 "apis": [
-                    {
-                        "name": "shop",
-                        "type": "http",
-                        "authorizers": {
-                            "users": {
-                                "type": "jwt",
-                                "issuer": ISSUER,
-                                "audience": ["shop"],
-                                "jwks": idp.url,
-                            }
-                        },
-                        "routes": {
+                    _shop_api(
+                        idp.url,
+                        {
                             "GET /items/{id}": {
                                 "integration": {
                                     "type": "http_proxy",
@@ -483,7 +451,7 @@ async def test_pipelined_requests_whether_or_not_their_authorizer_waits(
                                 "throttle": {"rate": 1000, "burst": 1000},
                             }
                         },
-                    }
+                    )
                 ],
             }
         ).decode()
@@ -491,7 +459,7 @@ async def test_pipelined_requests_whether_or_not_their_authorizer_waits(
     gateway = Gateway(config)
     await gateway.start()
     assert isinstance(gateway.bound, tuple)
-    port = gateway.bound[1]
+    url = f"http://127.0.0.1:{gateway.bound[1]}"
     first = token(signing_keys["k1"], "k1", sub="ann")
     second = token(signing_keys["k1"], "k1", sub="bob")
 
@@ -501,12 +469,12 @@ async def test_pipelined_requests_whether_or_not_their_authorizer_waits(
 
     try:
         raw = get("1", first) + get("2", first) + get("3", None) + get("4", second)
-        got = await _answers(port, raw, 4)
+        got = await pipelined_answers(url, raw, 4)
         assert [status for status, _ in got] == [200, 200, 401, 200]
         assert orjson.loads(got[2][1]) == {"message": "Unauthorized"}
         # Both tokens known now: each request is decided without waiting, one at a time.
         for item, bearer in (("5", second), ("6", first)):
-            ((status, _),) = await _answers(port, get(item, bearer), 1)
+            ((status, _),) = await pipelined_answers(url, get(item, bearer), 1)
             assert status == 200
         assert idp.requests == 1
         assert [r["raw_path"] for r in upstream.requests] == [

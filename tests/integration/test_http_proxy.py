@@ -19,6 +19,7 @@ from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.request import Request
 from pygw.response import Response
 from tests.front import serve_front
+from tests.integration.conftest import pipelined_answers
 
 if TYPE_CHECKING:
     from conftest import StartGateway, StartUpstream, Upstream
@@ -748,27 +749,6 @@ async def test_raw_upstream_interim_and_read_until_close() -> None:
 # -- requests started from callbacks (pooled connection, answer settled by the socket) ----------
 
 
-async def _raw_get(url: str, requests: bytes, answers: int) -> list[tuple[int, bytes]]:
-    """Sends `requests` (one or more, pipelined) in one write and reads `answers` answers."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(requests)
-        got: list[tuple[int, bytes]] = []
-        for _ in range(answers):
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            got.append((status, await reader.readexactly(length)))
-        return got
-    finally:
-        writer.close()
-
-
 async def test_pooled_connection_closed_under_a_request(
     start_gateway: StartGateway, client: ClientSession
 ) -> None:
@@ -823,7 +803,7 @@ async def test_pipelined_requests_behind_a_pooled_exchange_keep_their_order(
         b"GET /x?ms=%d&n=%d HTTP/1.1\r\nHost: gw\r\n\r\n" % (ms, n)
         for n, ms in enumerate((150, 1, 60))
     )
-    answers = await _raw_get(gw.url, pipelined, 3)
+    answers = await pipelined_answers(gw.url, pipelined, 3)
     assert [status for status, _ in answers] == [200, 200, 200]
     paths = [orjson.loads(body)["raw_path"] for _, body in answers]
     assert paths == ["/slow?ms=150&n=0", "/slow?ms=1&n=1", "/slow?ms=60&n=2"]
