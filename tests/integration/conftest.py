@@ -13,10 +13,12 @@ builds a RequestContext and turns a GatewayError into the HTTP-style gateway res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -30,6 +32,7 @@ from pygw.http1 import ConnectionLimits, Http1Server
 from pygw.pipeline import AnswerNow, Outcome, StartNow
 from pygw.request import Request
 from pygw.response import Response
+from pygw.server import Gateway as ServedGateway
 from pygw.server import upgrade_server
 from pygw.serving import PENDING, Resume, Served
 
@@ -333,3 +336,15 @@ async def pipelined_answers(url: str, requests: bytes, answers: int) -> list[tup
         return got
     finally:
         writer.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Path) -> AsyncIterator[str]:
+    """A whole gateway serving `config` (its listeners on free ports): its URL, until drained."""
+    gateway = ServedGateway(config)
+    await gateway.start()
+    assert isinstance(gateway.bound, tuple)
+    try:
+        yield f"http://127.0.0.1:{gateway.bound[1]}"
+    finally:
+        await gateway.drain()

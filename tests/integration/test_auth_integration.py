@@ -31,11 +31,10 @@ from pygw.integrations.lambda_events import api_id_for
 from pygw.pipeline import Stage
 from pygw.request import Request
 from pygw.response import Response
-from pygw.server import Gateway
 from pygw.stages.custom_auth import build_custom_auth_stage
 from pygw.stages.jwt_auth import JwksKeys, JwtAuthStage, build_jwt_stage
 from tests.front import FrontServer, serve_front
-from tests.integration.conftest import StartUpstream, pipelined_answers
+from tests.integration.conftest import StartUpstream, pipelined_answers, serving
 from tests.unit.test_auth import make_ctx, refused
 
 AUTHORIZERS = Path(__file__).resolve().parent / "authorizers"
@@ -456,10 +455,6 @@ async def test_pipelined_requests_whether_or_not_their_authorizer_waits(
             }
         ).decode()
     )
-    gateway = Gateway(config)
-    await gateway.start()
-    assert isinstance(gateway.bound, tuple)
-    url = f"http://127.0.0.1:{gateway.bound[1]}"
     first = token(signing_keys["k1"], "k1", sub="ann")
     second = token(signing_keys["k1"], "k1", sub="bob")
 
@@ -467,7 +462,7 @@ async def test_pipelined_requests_whether_or_not_their_authorizer_waits(
         auth = b"" if bearer is None else b"Authorization: Bearer %s\r\n" % bearer.encode()
         return b"GET /items/%s HTTP/1.1\r\nHost: gw\r\n%s\r\n" % (item.encode(), auth)
 
-    try:
+    async with serving(config) as url:
         raw = get("1", first) + get("2", first) + get("3", None) + get("4", second)
         got = await pipelined_answers(url, raw, 4)
         assert [status for status, _ in got] == [200, 200, 401, 200]
@@ -476,13 +471,11 @@ async def test_pipelined_requests_whether_or_not_their_authorizer_waits(
         for item, bearer in (("5", second), ("6", first)):
             ((status, _),) = await pipelined_answers(url, get(item, bearer), 1)
             assert status == 200
-        assert idp.requests == 1
-        assert [r["raw_path"] for r in upstream.requests] == [
-            "/items/1",
-            "/items/2",
-            "/items/4",
-            "/items/5",
-            "/items/6",
-        ]
-    finally:
-        await gateway.drain()
+    assert idp.requests == 1
+    assert [r["raw_path"] for r in upstream.requests] == [
+        "/items/1",
+        "/items/2",
+        "/items/4",
+        "/items/5",
+        "/items/6",
+    ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 
-from pygw.server import Gateway
+from tests.integration.conftest import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,13 +29,7 @@ async def test_the_readme_suggestions_answer_on_the_quickstart_config(tmp_path: 
         config = config.replace(fixed, "127.0.0.1:0")
     path = tmp_path / "quickstart.yaml"
     path.write_text(config)
-    gateway = Gateway(path)
-    await gateway.start()
-    assert isinstance(gateway.bound, tuple)
-    try:
-        async with ClientSession() as client:
-            for suggested in paths:
-                async with client.get(f"http://127.0.0.1:{gateway.bound[1]}{suggested}") as got:
-                    assert got.status == 200, (suggested, await got.text())
-    finally:
-        await gateway.drain()
+    async with serving(path) as url, ClientSession() as client:
+        for suggested in paths:
+            async with client.get(f"{url}{suggested}") as got:
+                assert got.status == 200, (suggested, await got.text())
