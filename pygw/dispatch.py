@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pygw._native import RequestIds
@@ -21,8 +21,8 @@ from pygw.observe.access_log import LogEntry
 from pygw.observe.telemetry import RequestSpans
 from pygw.pipeline import Outcome
 from pygw.request import Request, RequestBodyError
-from pygw.response import Response
-from pygw.serving import PENDING, Later, Resume, Served
+from pygw.response import Response, ResponseHead
+from pygw.serving import PENDING, Later, LeanClient, Resume, Routed, Sent, Served, SimpleParts
 from pygw.trace import incoming, new_trace
 
 if TYPE_CHECKING:
@@ -122,6 +122,52 @@ class Dispatcher:
         assert served is not PENDING  # only handed out to a caller that can be resumed
         return await served
 
+    def lean_possible(self) -> bool:
+        """Whether serve_lean may serve any request under the current config: a connection
+        asks it only then (it would cost every other request a call)."""
+        return (
+            self._access_log is None
+            and self._telemetry is None
+            and any(route.primary.pipeline.start_lean is not None for route in self.runtime.routes)
+        )
+
+    def serve_lean(self, client: LeanClient, simple: SimpleParts) -> Routed | Sent | None:
+        """Sends on a simple request (pygw._native.simple_request's parts) whose route has no
+        stages and proxies to one upstream over a pooled connection, without a Request, a
+        RequestContext or an awaited step: PENDING when it went out. Otherwise the route it
+        matched (None for none), which serve_now then need not look up again.
+
+        Only without access log and tracing (their entries need the request's objects), and
+        for a request that continues no trace."""
+        runtime = self.runtime
+        method, target, _, _, host, offered, traceparent, amzn, _ = simple
+        if traceparent is not None or amzn is not None:
+            return None
+        raw_path = target.partition("?")[0] if "?" in target else target
+        try:
+            found = runtime.router.lookup(host.decode("latin-1"), method, raw_path)
+        except ValueError:
+            return None  # serve_now answers it
+        if found is None:
+            return None
+        route = runtime.routes[found[0]]
+        # Looked up per request: a faults stage may be added to a route at run time.
+        start_lean = route.primary.pipeline.start_lean
+        if start_lean is None or route.canary_variant is not None:
+            return found
+        if offered is not None and _REQUEST_ID.fullmatch(offered):
+            request_id = offered.decode("ascii")
+        else:
+            request_id = new_request_id()
+        trace_id, span_id = new_trace()
+        lean = LeanRequest(
+            self, runtime, route, client, simple, found, request_id, trace_id, span_id
+        )
+        if not start_lean(lean):
+            return found
+        runtime.in_flight += 1
+        return PENDING
+
     def serve_now(self, request: Request, resume: Resume | None) -> Served:
         """Serves `request` as far as it can go without waiting: its answer, or the coroutine
         that finishes it, or (`resume` given) PENDING when the integration took the request and
@@ -155,10 +201,12 @@ class Dispatcher:
         if "?" in raw_path:
             raw_path = raw_path.partition("?")[0]
         try:
-            host = request.host_header
-            found = runtime.router.lookup(
-                "" if host is None else host.decode("latin-1"), request.method, raw_path
-            )
+            found = request.routed
+            if found is None:
+                host = request.host_header
+                found = runtime.router.lookup(
+                    "" if host is None else host.decode("latin-1"), request.method, raw_path
+                )
         except ValueError:
             bad_path = error_response(ErrorType.BAD_REQUEST, Style.HTTP, request_id)
             return self._unrouted(
@@ -414,3 +462,93 @@ class _Exchange:
             log.exception("request %s on %s failed", ctx.request_id, route.key)
             served = error_response(ErrorType.INTEGRATION_FAILURE, route.style, ctx.request_id)
         self.resume(ctx.request, served)
+
+
+class LeanRequest:
+    """A request serve_lean sent on: what its integration needs to send it, and, should its
+    answer not come whole in one read (or not come), the request's objects made after all."""
+
+    __slots__ = (
+        "client",
+        "dispatcher",
+        "found",
+        "request_id",
+        "route",
+        "runtime",
+        "simple",
+        "span_id",
+        "started",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        runtime: Runtime,
+        route: CompiledRoute,
+        client: LeanClient,
+        simple: SimpleParts,
+        found: Routed,
+        request_id: str,
+        trace_id: str,
+        span_id: str,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.runtime = runtime
+        self.route = route
+        self.client = client
+        self.simple = simple
+        self.found = found
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.started = dispatcher._loop_time()
+
+    def own_headers(self) -> dict[str, str]:
+        """The headers the gateway adds to the answer (as RequestContext.response_headers)."""
+        request_id = self.request_id
+        return {self.route.request_id_header: request_id, "x-request-id": request_id}
+
+    def answered(
+        self,
+        status: int,
+        reason: bytes,
+        head: ResponseHead,
+        body: bytes,
+        own: dict[str, str],
+        integration_s: float,
+    ) -> None:
+        """The upstream's whole answer: counted as _concluded counts one, and sent."""
+        self.runtime.in_flight -= 1
+        simple = self.simple
+        method = simple[0]
+        metrics = self.route.metrics
+        metrics.count(method, status)
+        metrics.timings.observe(self.dispatcher._loop_time() - self.started, integration_s)
+        self.client.send_whole(status, reason, head, body, own, simple[2], simple[8])
+
+    def context(self) -> tuple[RequestContext, Callable[[Outcome], None]]:
+        """The request's context as serve_now makes it, and the callback that concludes and
+        answers its outcome: the way on for an answer that is not whole or did not come."""
+        simple = self.simple
+        request = self.client.request_of(simple)
+        _, params, path = self.found
+        route = self.route
+        variant = route.primary
+        request_id = self.request_id
+        ctx = RequestContext(
+            request,
+            request_id,
+            path,
+            params,
+            variant.stage_variables,
+            request.client_ip,
+            self.started,
+            False,
+            {route.request_id_header: request_id, "x-request-id": request_id},
+            self.trace_id,
+            self.span_id,
+        )
+        # runtime.in_flight, counted by serve_lean, is given back by the exchange's settle.
+        exchange = _Exchange(self.dispatcher, self.runtime, route, ctx, self.client.resume)
+        return ctx, exchange.settle

@@ -44,8 +44,8 @@ import httptools
 from pygw._native import simple_request
 from pygw.http_version import HttpVersion
 from pygw.request import HTTP_10, HTTP_11, Request, RequestBody, RequestBodyError
-from pygw.response import Response
-from pygw.serving import PENDING, Later, ServeNow
+from pygw.response import OneWriteResponse, Response, ResponseHead
+from pygw.serving import PENDING, Later, Routed, Sent, ServeLean, ServeNow, SimpleParts
 
 # A request whose serving serve_now began, with the coroutine that finishes it.
 Started = tuple[Request, Later]
@@ -348,7 +348,22 @@ class Http1Connection(WriteFlow):
                 self._trusted_peer,
             )
             if simple is not None:
-                # What on_headers_complete makes of the callbacks' parts, for such a request.
+                self.head_since = None
+                routed: Routed | Sent | None = None
+                serve_lean = self.server.serve_lean
+                if serve_lean is not None and not self._busy and not self.closing:
+                    # Served without the request's objects when its route allows it.
+                    self._busy = True
+                    self._idle_since = None
+                    try:
+                        routed = serve_lean(self, simple)
+                    except Exception:
+                        log.exception("request handler failed")
+                        routed = None
+                    if routed is PENDING:
+                        return
+                    self._busy = False
+                # request_of, inlined: every request the lean way does not take passes here.
                 (
                     method,
                     target,
@@ -360,7 +375,6 @@ class Http1Connection(WriteFlow):
                     amzn,
                     keep_alive,
                 ) = simple
-                self.head_since = None
                 request = self._request(
                     method,
                     target,
@@ -374,6 +388,8 @@ class Http1Connection(WriteFlow):
                     traceparent,
                     amzn,
                 )
+                if isinstance(routed, tuple):
+                    request.routed = routed
                 self._accept(request, False)
                 return
         body_before = self._body
@@ -599,6 +615,80 @@ class Http1Connection(WriteFlow):
             request.amzn_trace_header = amzn_trace
         return request
 
+    def request_of(self, simple: SimpleParts) -> Request:
+        """What on_headers_complete makes of the callbacks' parts, for a simple request."""
+        (
+            method,
+            target,
+            minor,
+            headers,
+            host,
+            request_id,
+            traceparent,
+            amzn,
+            keep_alive,
+        ) = simple
+        return self._request(
+            method,
+            target,
+            HTTP_11 if minor == 1 else HTTP_10,
+            headers,
+            _EMPTY_BODY,
+            None,
+            keep_alive,
+            host,
+            request_id,
+            traceparent,
+            amzn,
+        )
+
+    def send_whole(
+        self,
+        status: int,
+        reason: bytes,
+        head: ResponseHead,
+        body: bytes,
+        own: dict[str, str],
+        minor: int,
+        keep_alive: bool,
+    ) -> None:
+        """_resume and _finish for an answer to a request serve_lean sent on (bodiless, so
+        nothing of it is left to read)."""
+        transport = self.transport
+        if transport is None:
+            self._busy = False
+            return
+        keep_alive = keep_alive and not self.closing
+        try:
+            data = OneWriteResponse(status, head, body, own, reason).encode(
+                HTTP_11 if minor == 1 else HTTP_10, keep_alive, False, self.server.extra_head
+            )
+        except ValueError:
+            log.error("an answer with a line break in a header was refused")
+            keep_alive = False
+            data = self.server.error_answer(502, "Bad Gateway").encode(
+                HTTP_11, False, False, self.server.extra_head
+            )
+        transport.write(data)
+        if not keep_alive:
+            self._busy = False
+            if self._refused:
+                self._linger()
+            else:
+                self.closing = True
+                transport.close()
+            return
+        queue = self._queue
+        if queue:
+            # Pipelined behind this one while it was out: they are served by the task.
+            item = queue.popleft()
+            self._resume_reading_if_room()
+            self._to_task(item)
+            return
+        self._busy = False
+        if not self.closing:
+            self._idle_since = self.loop.time()
+
     def _accept(self, request: Request, awaited: bool) -> None:
         """A parsed request: served now when the connection is idle and it has no body or
         upgrade (`awaited` False), without the connection's task when its answer needs none
@@ -729,6 +819,8 @@ class Http1Connection(WriteFlow):
         self._busy = False
         if self.transport is not None and not self.closing:
             self._idle_since = self.loop.time()
+
+    resume = _resume
 
     def _to_task(self, item: Request | Refusal | Started) -> None:
         """The connection's task serves `item` (and what is queued behind it): woken if it
@@ -1034,11 +1126,15 @@ class Http1Server:
         loop: asyncio.AbstractEventLoop | None = None,
         scheme: str = "http",
         serve_now: ServeNow | None = None,
+        serve_lean: ServeLean | None = None,
     ) -> None:
         """`serve_now`, when given, is `handler`'s way to answer without a task (see
-        pygw/serving.py): bodiless requests on idle connections go through it."""
+        pygw/serving.py): bodiless requests on idle connections go through it. `serve_lean`,
+        when given, comes before it for the simple requests that allow it (see
+        Dispatcher.serve_lean)."""
         self.handler = handler
         self.serve_now = serve_now
+        self.serve_lean = serve_lean
         self.scheme = scheme  # "https" behind a TLS listener (pygw/tls.py)
         self.limits = limits
         self.error_answer = error_answer

@@ -24,7 +24,8 @@ from typing import Any, Protocol
 
 from pygw._native import Histogram, TimedChecks, monotonic
 from pygw.context import RequestContext
-from pygw.response import Response
+from pygw.response import Response, ResponseHead
+from pygw.serving import LeanClient, Routed, SimpleParts
 
 Stage = Callable[[RequestContext], Awaitable[Response | None]]
 
@@ -52,6 +53,41 @@ AnswerNow = Callable[[RequestContext], Response | None]
 StartNow = Callable[
     [RequestContext, Callable[[Outcome], None]], Coroutine[Any, Any, Response] | None
 ]
+
+
+class LeanSend(Protocol):
+    """A simple request on a route without stages, as Dispatcher.serve_lean hands it to its
+    integration's `start_lean` (no Request, no RequestContext made for it)."""
+
+    simple: SimpleParts
+    found: Routed
+    request_id: str
+    trace_id: str
+    span_id: str
+    client: LeanClient
+
+    def own_headers(self) -> dict[str, str]:
+        """The headers the gateway adds to the answer."""
+
+    def answered(
+        self,
+        status: int,
+        reason: bytes,
+        head: ResponseHead,
+        body: bytes,
+        own: dict[str, str],
+        integration_s: float,
+    ) -> None:
+        """The whole answer, as whole_answer took it apart: counted and sent."""
+
+    def context(self) -> tuple[RequestContext, Callable[[Outcome], None]]:
+        """The request's context after all, and the callback its Outcome goes to (as
+        StartNow's): for an answer that is not whole in one read, or a failure."""
+
+
+# Sends the request on and returns True; or returns False, having sent nothing, when it
+# cannot (no pooled connection, a target it would not send to): serve_now serves it then.
+StartLean = Callable[[LeanSend], bool]
 
 # What a stage that waits only sometimes returns from `check` for a request it cannot finish
 # at once: the coroutine that finishes its work (its answer or None, as an awaited stage's).
@@ -96,6 +132,9 @@ class Pipeline:
     # here rather than per request).
     answer_now: AnswerNow | None = field(init=False, repr=False, compare=False)
     start_now: StartNow | None = field(init=False, repr=False, compare=False)
+    # For a pipeline without stages: the integration's way to send a simple request on
+    # without its objects (Dispatcher.serve_lean), when it has one.
+    start_lean: StartLean | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         steps = _steps(self.stages)
@@ -104,6 +143,8 @@ class Pipeline:
         object.__setattr__(self, "check", self._check_each if steps else None)
         object.__setattr__(self, "answer_now", getattr(self.integration, "answer_now", None))
         object.__setattr__(self, "start_now", getattr(self.integration, "start_now", None))
+        lean = None if steps else getattr(self.integration, "start_lean", None)
+        object.__setattr__(self, "start_lean", lean)
 
     async def run(self, ctx: RequestContext, start: int = 0) -> Response:
         """The request from its stage `start` on, then the integration."""

@@ -272,6 +272,7 @@ class Request:
         "raw_path",
         "remote",
         "request_id_header",
+        "routed",
         "scheme",
         "traceparent_header",
         "transport",
@@ -324,6 +325,8 @@ class Request:
         self._query: MultiDictProxy[str] | None = None
         self.upgrade: web.BaseRequest | None = None
         self._wire: BodyStream | None = None
+        # The router's match, when the connection looked it up already (Dispatcher.serve_lean).
+        self.routed: tuple[int, dict[str, str], str] | None = None
 
     @classmethod
     def from_aiohttp(cls, request: web.BaseRequest) -> Request:

@@ -42,7 +42,7 @@ from pygw.observe.telemetry import Telemetry
 from pygw.request import Request
 from pygw.response import Response, UpgradedResponse
 from pygw.runtime import Runtime, compile_runtime
-from pygw.serving import ServeNow
+from pygw.serving import ServeLean, ServeNow
 from pygw.state.redis_throttle import close_pools
 from pygw.tls import RedirectListener, TlsListener
 from pygw.websocket.connections import ConnectionRegistry
@@ -223,6 +223,7 @@ class Gateway:
             extra_head=self._extra_head(config),
             scheme="https" if self._tls is not None else "http",
             serve_now=serve_now,
+            serve_lean=self._serve_lean(),
         )
         loop = asyncio.get_running_loop()
         listen = parse_listen(self._listen_override or config.server.listen)
@@ -304,6 +305,7 @@ class Gateway:
             self._swap_certificates(fresh)
             if self._http is not None:
                 self._http.extra_head = self._extra_head(loaded.config)
+                self._http.serve_lean = self._serve_lean()
             self.metrics.config_reloads.labels("ok").inc()
             self.reload_history.record(True, fresh.summary())
             if self._worker is None:
@@ -311,6 +313,13 @@ class Gateway:
             log.info("config reloaded: %s", fresh.summary())
             self._retiring = asyncio.get_running_loop().create_task(self._retire(retired))
             return True, fresh.summary()
+
+    def _serve_lean(self) -> ServeLean | None:
+        dispatcher = self._dispatcher
+        # A TLS listener's guard (client certificates) sees every request: none skips it.
+        if dispatcher is None or self._tls is not None or not dispatcher.lean_possible():
+            return None
+        return dispatcher.serve_lean
 
     def _extra_head(self, config: GatewayConfig) -> bytes:
         """Lines every answer carries. A Server line, when configured, comes first: an answer

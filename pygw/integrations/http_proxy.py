@@ -37,7 +37,7 @@ from pygw.codings import DecodedBody
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
-from pygw.pipeline import Outcome
+from pygw.pipeline import LeanSend, Outcome
 from pygw.request import BodyStream, RequestBody
 from pygw.response import OneWriteResponse, Response, ResponseHead, ResponseStream
 
@@ -130,7 +130,7 @@ class _Upstream(asyncio.Protocol):
         self.deadline = 0.0
         # The request this connection carries for HttpProxyIntegration.start_now, settled from
         # this protocol's callbacks (or the deadline sweep) rather than awaited.
-        self.exchange: _Exchange | None = None
+        self.exchange: _Exchange | _LeanExchange | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -265,7 +265,7 @@ class _Upstream(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None and not self.received_any and not self.is_head:
             # The usual answer, whole in this read: taken apart in one call, not by callbacks.
-            whole = whole_answer(data, exchange.ctx.response_headers, _MAX_RESPONSE_HEAD)
+            whole = whole_answer(data, exchange.own, _MAX_RESPONSE_HEAD)
             if whole is not None:
                 self.received_any = True
                 exchange.answered(*whole)
@@ -382,7 +382,7 @@ class _Exchange:
     """A request sent by HttpProxyIntegration.start_now, settled once from its connection's
     callbacks or the deadline sweep: the answer, a failure, or a coroutine to finish it."""
 
-    __slots__ = ("conn", "ctx", "done", "integration", "sent_at", "target")
+    __slots__ = ("conn", "ctx", "done", "integration", "own", "sent_at", "target")
 
     def __init__(
         self,
@@ -399,6 +399,8 @@ class _Exchange:
         self.ctx = ctx
         self.done = done
         self.sent_at = sent_at
+        # The headers whole_answer leaves out of the upstream's (the gateway sets them).
+        self.own = ctx.response_headers
 
     def _end(self) -> None:
         conn = self.conn
@@ -473,6 +475,63 @@ class _Exchange:
         self.integration._failed(target, self.conn.loop.time())
         target.release(self.conn, False)
         self.done(GatewayError(ErrorType.UPSTREAM_TIMEOUT))
+
+
+class _LeanExchange:
+    """A request sent by HttpProxyIntegration.start_lean: its whole answer goes to the client
+    from here; anything else (an answer that is not whole in one read, a failure, no answer
+    by the deadline) makes the request's objects after all and goes on as an _Exchange."""
+
+    __slots__ = ("conn", "integration", "lean", "own", "sent_at", "target")
+
+    def __init__(
+        self,
+        integration: HttpProxyIntegration,
+        conn: _Upstream,
+        target: _Target,
+        lean: LeanSend,
+        own: dict[str, str],
+        sent_at: float,
+    ) -> None:
+        self.integration = integration
+        self.conn = conn
+        self.target = target
+        self.lean = lean
+        self.own = own
+        self.sent_at = sent_at
+
+    def answered(
+        self, status: int, reason: bytes, head: ResponseHead, body: bytes, keep_alive: bool
+    ) -> None:
+        """The whole answer came in one read (as _Exchange.answered)."""
+        conn = self.conn
+        target = self.target
+        conn.exchange = None
+        target.deadlines.waiting.discard(conn)
+        integration_s = time.perf_counter() - self.sent_at
+        target.failures = 0
+        target.probing = False
+        conn.status = status
+        conn.head_ready = conn.done = True
+        conn.keep_alive = keep_alive
+        target.release(conn, keep_alive and conn.exc is None and not conn.closed)
+        target.in_flight -= 1
+        self.lean.answered(status, reason, head, body, self.own, integration_s)
+
+    def _as_exchange(self) -> _Exchange:
+        ctx, done = self.lean.context()
+        exchange = _Exchange(self.integration, self.conn, self.target, ctx, done, self.sent_at)
+        self.conn.exchange = exchange
+        return exchange
+
+    def headed(self) -> None:
+        self._as_exchange().headed()
+
+    def failed(self) -> None:
+        self._as_exchange().failed()
+
+    def expired(self) -> None:
+        self._as_exchange().expired()
 
 
 class _HeadDeadlines:
@@ -963,6 +1022,56 @@ class HttpProxyIntegration:
         conn.deadline = now + self._timeout_s
         self._deadlines.watch(conn, loop)
         return None
+
+    def start_lean(self, lean: LeanSend) -> bool:
+        """Sends a simple request on over a pooled connection, as start_now does, for a route
+        without stages (Pipeline.start_lean); False, with nothing sent, when start_now's way
+        is needed (no pooled connection, an ejected target, a target to choose among several,
+        a path that does not render natively)."""
+        target = self._single
+        if target is None or target.failures >= self._threshold:
+            return False
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        conn = target.take_idle(now, self._idle_max_s)
+        if conn is None:
+            return False
+        transport = conn.transport
+        if transport is None:
+            target.release(conn, False)
+            return False
+        method, raw_path, _, headers, _, _, _, _, _ = lean.simple
+        _, params, path = lean.found
+        try:
+            rendered = self._target_template.render(params, path, raw_path)
+        except KeyError:
+            rendered = None  # start_now names the missing parameter
+        if rendered is None:
+            target.release(conn, True)
+            return False
+        request_id = lean.request_id
+        tail, _ = request_head_tail(
+            headers,
+            lean.client.peer,
+            False,
+            request_id,
+            None,
+            None,
+            lean.trace_id,
+            lean.span_id,
+            False,
+        )
+        target.in_flight += 1
+        conn.begin(method == "HEAD")
+        sent_at = time.perf_counter()
+        transport.write(target.request_head(method, rendered, tail))
+        conn.request_complete = True
+        conn.exchange = _LeanExchange(self, conn, target, lean, lean.own_headers(), sent_at)
+        conn.deadline = now + self._timeout_s
+        self._deadlines.watch(conn, loop)
+        return True
 
     async def _relayed(self, ctx: RequestContext, conn: _Upstream, target: _Target) -> Response:
         """The rest of a started exchange whose body is still on its way: streamed."""

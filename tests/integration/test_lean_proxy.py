@@ -1,0 +1,328 @@
+"""The lean way of a proxied request (Dispatcher.serve_lean): a simple request on a route
+without stages, sent upstream and answered without the request's objects. A whole gateway
+serves each test over real sockets, against a real upstream on 127.0.0.1; what a client and
+the upstream see must be what the full way gives them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+import yaml
+from aiohttp import ClientSession
+from prometheus_client import generate_latest
+
+from pygw.integrations.http_proxy import HttpProxyIntegration
+from pygw.pipeline import LeanSend
+from pygw.server import Gateway
+
+if TYPE_CHECKING:
+    from conftest import StartUpstream
+
+pytestmark = pytest.mark.timeout(30)
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def _config(tmp_path: Path, name: str, upstream: str, access_log: bool, **route: Any) -> Path:
+    config: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0"},
+        "admin": {"listen": "127.0.0.1:0"},
+        "throttle": None,
+        "access_log": {"path": str(tmp_path / f"{name}.log")} if access_log else None,
+        "apis": [
+            {
+                "name": "shop",
+                "type": "http",
+                "stages": [{"name": "$default"}],
+                "routes": {
+                    "ANY /{proxy+}": {
+                        "integration": {
+                            "type": "http_proxy",
+                            "uri": f"{upstream}/{{proxy}}",
+                            **route,
+                        }
+                    }
+                },
+            }
+        ],
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def _gateway(config: Path) -> AsyncIterator[tuple[Gateway, str]]:
+    gateway = Gateway(config)
+    await gateway.start()
+    assert isinstance(gateway.bound, tuple)
+    try:
+        yield gateway, f"127.0.0.1:{gateway.bound[1]}"
+    finally:
+        await gateway.drain()
+
+
+@pytest.fixture
+def lean_sends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each start_lean call decided (True: sent the lean way), for gateways started after."""
+    decided: list[bool] = []
+    start_lean = HttpProxyIntegration.start_lean
+
+    def counted(self: HttpProxyIntegration, lean: LeanSend) -> bool:
+        sent = start_lean(self, lean)
+        decided.append(sent)
+        return sent
+
+    monkeypatch.setattr(HttpProxyIntegration, "start_lean", counted)
+    return decided
+
+
+async def _read_answer(reader: asyncio.StreamReader, head_only: bool = False) -> Answer:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    length = 0 if head_only else int(headers.get("content-length", "0"))
+    return status, headers, await reader.readexactly(length)
+
+
+async def _one_by_one(address: str, requests: list[bytes]) -> list[Answer]:
+    """Each request on one connection, sent once the answer before it came."""
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        answers = []
+        for request in requests:
+            writer.write(request)
+            answers.append(await _read_answer(reader, request.startswith(b"HEAD ")))
+        return answers
+    finally:
+        writer.close()
+
+
+def _get(path: str, *lines: str, version: str = "1.1", method: str = "GET") -> bytes:
+    head = [f"{method} {path} HTTP/{version}", "Host: api.example", *lines]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+
+
+_PER_REQUEST = {"date", "apigw-requestid", "x-request-id"}
+_PER_REQUEST_UPSTREAM = {"x-request-id", "traceparent", "x-amzn-trace-id"}
+
+
+def _comparable(answer: Answer, offered_id: str | None) -> tuple[Any, ...]:
+    """An answer less what differs per request (its date and ids, unless the client chose the
+    id), with the upstream's echo of the request normalised the same way."""
+    status, headers, body = answer
+    kept = {k: v for k, v in headers.items() if k not in _PER_REQUEST or offered_id is not None}
+    if offered_id is not None:
+        kept.pop("date", None)
+    echo: Any = body
+    if headers.get("content-type") == "application/json" and body.startswith(b'{"method"'):
+        echo = orjson.loads(body)
+        echo["headers"] = [
+            (name, "*" if name.lower() in _PER_REQUEST_UPSTREAM and offered_id is None else value)
+            for name, value in echo["headers"]
+            if name.lower() not in ("traceparent", "x-amzn-trace-id") or offered_id is None
+        ]
+    return status, kept, echo
+
+
+async def test_the_lean_way_answers_as_the_full_way_does(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    """The same requests through a gateway without access log (sent the lean way) and one
+    with it (the full way): the same answers, and the upstream saw the same requests."""
+    up = await start_upstream()
+    requests = [
+        _get(
+            "/items/42?x=1&y=%20z",
+            "X-Forwarded-For: 203.0.113.9",
+            "Connection: keep-alive, X-Drop",
+            "X-Drop: 1",
+            "X-Keep: yes",
+            "Accept: */*",
+        ),
+        _get("/hop"),
+        _get("/items/1", "Connection: keep-alive", version="1.0"),
+        _get("/items/2", method="DELETE"),
+        _get("/items/%7E%20b"),
+    ]
+    # The first request opens the pooled connection the lean way needs.
+    async with _gateway(_config(tmp_path, "lean", up.url, access_log=False)) as (_, lean):
+        lean_answers = await _one_by_one(lean, [_get("/items/0"), *requests])
+        offered = await _one_by_one(lean, [_get("/items/9", "x-request-id: chosen-id.1")])
+    assert lean_sends == [False] + [True] * (len(requests) + 1)
+    async with _gateway(_config(tmp_path, "full", up.url, access_log=True)) as (_, full):
+        full_answers = await _one_by_one(full, [_get("/items/0"), *requests])
+        offered_full = await _one_by_one(full, [_get("/items/9", "x-request-id: chosen-id.1")])
+    assert len(lean_sends) == len(requests) + 2  # the full way never asked
+    assert (tmp_path / "full.log").read_text().count("\n") == len(requests) + 2
+
+    for lean_answer, full_answer in zip(lean_answers, full_answers, strict=True):
+        assert _comparable(lean_answer, None) == _comparable(full_answer, None)
+    assert _comparable(offered[0], "chosen-id.1") == _comparable(offered_full[0], "chosen-id.1")
+
+    lean_answers = lean_answers[1:]
+    status, headers, body = lean_answers[0]
+    assert status == 200
+    assert headers["apigw-requestid"] == headers["x-request-id"]
+    assert "date" in headers and "connection" not in headers  # HTTP/1.1 keeps it alive
+    seen = orjson.loads(body)
+    assert seen["raw_path"] == "/items/42?x=1&y=%20z"
+    names = {name.lower(): value for name, value in seen["headers"]}
+    assert names["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert names["x-request-id"] == headers["x-request-id"]
+    assert "x-drop" not in names and names["x-keep"] == "yes"
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", names["traceparent"])
+    assert "x-up-drop" not in lean_answers[1][1] and lean_answers[1][1]["x-up-keep"] == "1"
+    assert lean_answers[2][1]["connection"] == "keep-alive"  # HTTP/1.0 that asked for it
+    assert offered[0][1]["x-request-id"] == "chosen-id.1"
+    upstream_names = {name.lower(): value for name, value in orjson.loads(offered[0][2])["headers"]}
+    assert upstream_names["x-request-id"] == "chosen-id.1"
+
+
+async def test_answers_not_whole_in_one_read_are_streamed(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    """A large answer, a chunked one and a HEAD's answer go on the full way once their head is
+    here: every byte arrives, and the connection serves the next request."""
+    up = await start_upstream()
+    async with (
+        _gateway(_config(tmp_path, "lean", up.url, access_log=False)) as (_, address),
+        ClientSession() as client,
+    ):
+        for _ in range(2):  # the second of each goes over a pooled connection
+            for query in ("size=300000", "size=300000&chunked=1"):
+                async with client.get(f"http://{address}/big?{query}") as resp:
+                    assert resp.status == 200
+                    assert resp.headers["apigw-requestid"] == resp.headers["x-request-id"]
+                    assert len(await resp.read()) == 300_000
+            async with client.head(f"http://{address}/items/1") as resp:
+                assert resp.status == 200
+                assert int(resp.headers["Content-Length"]) > 0
+            async with client.get(f"http://{address}/items/2") as resp:
+                assert resp.status == 200
+                assert orjson.loads(await resp.read())["raw_path"] == "/items/2"
+    assert True in lean_sends
+
+
+async def test_a_late_answer_is_504_and_the_connection_goes_on(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    up = await start_upstream()
+    config = _config(tmp_path, "lean", up.url, access_log=False, timeout_ms=150)
+    async with _gateway(config) as (_, address):
+        await _one_by_one(address, [_get("/items/1")])  # a pooled connection for the next
+        answers = await _one_by_one(address, [_get("/slow?ms=1500"), _get("/items/3")])
+    # The late one went the lean way (its timed-out connection is not reused).
+    assert lean_sends[-2] is True
+    status, headers, body = answers[0]
+    assert status == 504
+    assert orjson.loads(body) == {"message": "Endpoint request timed out"}
+    assert headers["apigw-requestid"] == headers["x-request-id"]
+    assert answers[1][0] == 200
+    assert orjson.loads(answers[1][2])["raw_path"] == "/items/3"
+
+
+async def test_a_pooled_connection_closed_under_a_request(
+    tmp_path: Path, lean_sends: list[bool]
+) -> None:
+    """The upstream closes its kept-alive connection as the next request arrives: a GET goes
+    again on a fresh connection; a POST, which may not be repeated, is answered 502."""
+    answered: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        first = await reader.readuntil(b"\r\n\r\n")
+        answered.append(first.split(b" ", 2)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")  # the next request: dropped with the connection
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        config = _config(tmp_path, "lean", f"http://127.0.0.1:{port}", access_log=False)
+        async with _gateway(config) as (_, address):
+            answers = await _one_by_one(
+                address,
+                [_get("/x"), _get("/x"), _get("/x", method="POST"), _get("/x", method="POST")],
+            )
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert [(status, body) for status, _, body in answers[:2]] == [(200, b"fresh")] * 2
+    assert answers[2][0] == 502
+    assert orjson.loads(answers[2][2]) == {"message": "Bad Gateway"}
+    assert answers[3][:1] == (200,) and answers[3][2] == b"fresh"
+    assert answered == [b"GET", b"GET", b"POST"]
+    assert lean_sends.count(True) >= 2
+
+
+async def test_requests_pipelined_behind_a_lean_one_keep_their_order(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    up = await start_upstream()
+    async with _gateway(_config(tmp_path, "lean", up.url, access_log=False)) as (_, address):
+        await _one_by_one(address, [_get("/items/0")])
+        host, port = address.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(_get("/slow?ms=200"))
+            await asyncio.sleep(0.05)  # the first is out: the next two queue behind it
+            writer.write(_get("/items/1") + _get("/items/2", "Connection: close"))
+            answers = [await _read_answer(reader) for _ in range(3)]
+            assert await reader.read() == b""  # closed after the last, as it asked
+        finally:
+            writer.close()
+    paths = [orjson.loads(body)["raw_path"] for _, _, body in answers]
+    assert paths == ["/slow?ms=200", "/items/1", "/items/2"]
+    assert answers[2][1]["connection"] == "close"
+    assert lean_sends[1] is True
+
+
+async def test_lean_answers_are_counted_and_close_when_asked(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    up = await start_upstream()
+    async with _gateway(_config(tmp_path, "lean", up.url, access_log=False)) as (gw, address):
+        await _one_by_one(address, [_get("/items/1")] * 3)
+        host, port = address.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(_get("/items/4", "Connection: close"))
+        status, headers, _ = await _read_answer(reader)
+        closed = await reader.read()
+        writer.close()
+        exposition = generate_latest(gw.metrics.registry).decode()
+    assert lean_sends == [False] + [True] * 3
+    assert (status, headers["connection"], closed) == (200, "close", b"")
+    counted = _sample(exposition, "pygw_requests_total", lambda labels: 'status="200"' in labels)
+    assert counted == 4.0
+    observed = _sample(exposition, "pygw_latency_seconds_count", lambda _: True)
+    assert observed == 4.0
+
+
+def _sample(exposition: str, name: str, labels_match: Callable[[str], bool]) -> float:
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name) + 1 :].rpartition("} ")
+            if labels_match(labels):
+                total += float(value)
+    return total
