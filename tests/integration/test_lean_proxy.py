@@ -309,13 +309,22 @@ async def test_lean_answers_are_counted_and_close_when_asked(
         status, headers, _ = await _read_answer(reader)
         closed = await reader.read()
         writer.close()
+        # HTTP/1.0 without keep-alive: answered, then closed.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(_get("/items/5", version="1.0"))
+        old_status, old_headers, old_body = await _read_answer(reader)
+        old_closed = await reader.read()
+        writer.close()
         exposition = generate_latest(gw.metrics.registry).decode()
-    assert lean_sends == [False] + [True] * 3
+    assert lean_sends == [False] + [True] * 4
     assert (status, headers["connection"], closed) == (200, "close", b"")
+    # HTTP/1.0 closes unless told otherwise: no Connection line is needed.
+    assert (old_status, old_headers.get("connection", "close"), old_closed) == (200, "close", b"")
+    assert orjson.loads(old_body)["raw_path"] == "/items/5"
     counted = _sample(exposition, "pygw_requests_total", lambda labels: 'status="200"' in labels)
-    assert counted == 4.0
+    assert counted == 5.0
     observed = _sample(exposition, "pygw_latency_seconds_count", lambda _: True)
-    assert observed == 4.0
+    assert observed == 5.0
 
 
 def _sample(exposition: str, name: str, labels_match: Callable[[str], bool]) -> float:
