@@ -44,7 +44,7 @@ import httptools
 from pygw._native import simple_request
 from pygw.http_version import HttpVersion
 from pygw.request import HTTP_10, HTTP_11, Request, RequestBody, RequestBodyError
-from pygw.response import OneWriteResponse, Response, ResponseHead
+from pygw.response import Response, ResponseHead, whole_bytes
 from pygw.serving import PENDING, Later, Routed, Sent, ServeLean, ServeNow, SimpleParts
 
 # A request whose serving serve_now began, with the coroutine that finishes it.
@@ -660,8 +660,15 @@ class Http1Connection(WriteFlow):
             return
         keep_alive = keep_alive and not self.closing
         try:
-            data = OneWriteResponse(status, head, body, own, reason).encode(
-                HTTP_11 if minor == 1 else HTTP_10, keep_alive, False, self.server.extra_head
+            data = whole_bytes(
+                HTTP_11 if minor == 1 else HTTP_10,
+                status,
+                reason,
+                head,
+                body,
+                own,
+                keep_alive,
+                self.server.extra_head,
             )
         except ValueError:
             log.error("an answer with a line break in a header was refused")
