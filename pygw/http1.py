@@ -45,7 +45,7 @@ from pygw._native import simple_request
 from pygw.http_version import HttpVersion
 from pygw.request import HTTP_10, HTTP_11, Request, RequestBody, RequestBodyError
 from pygw.response import Response, ResponseHead, whole_bytes
-from pygw.serving import PENDING, Later, Routed, Sent, ServeLean, ServeNow, SimpleParts
+from pygw.serving import PENDING, Later, ServeLean, ServeNow, SimpleParts
 
 # A request whose serving serve_now began, with the coroutine that finishes it.
 Started = tuple[Request, Later]
@@ -349,21 +349,12 @@ class Http1Connection(WriteFlow):
             )
             if simple is not None:
                 self.head_since = None
-                routed: Routed | Sent | None = None
                 serve_lean = self.server.serve_lean
                 if serve_lean is not None and not self._busy and not self.closing:
-                    # Served without the request's objects when its route allows it.
-                    self._busy = True
-                    self._idle_since = None
-                    try:
-                        routed = serve_lean(self, simple)
-                    except Exception:
-                        log.exception("request handler failed")
-                        routed = None
-                    if routed is PENDING:
-                        return
-                    self._busy = False
-                # request_of, inlined: every request the lean way does not take passes here.
+                    self._serve_lean(serve_lean, simple)
+                    return
+                # What on_headers_complete makes of the callbacks' parts, for such a request
+                # (request_of, inlined: every request passes here).
                 (
                     method,
                     target,
@@ -388,8 +379,6 @@ class Http1Connection(WriteFlow):
                     traceparent,
                     amzn,
                 )
-                if isinstance(routed, tuple):
-                    request.routed = routed
                 self._accept(request, False)
                 return
         body_before = self._body
@@ -614,6 +603,24 @@ class Http1Connection(WriteFlow):
             request.traceparent_header = traceparent
             request.amzn_trace_header = amzn_trace
         return request
+
+    def _serve_lean(self, serve_lean: ServeLean, simple: SimpleParts) -> None:
+        """A simple request on an idle connection, sent on the lean way when its route allows
+        it, else served as any other (with the route serve_lean found, not looked up again)."""
+        self._busy = True
+        self._idle_since = None
+        try:
+            routed = serve_lean(self, simple)
+        except Exception:
+            log.exception("request handler failed")
+            routed = None
+        if routed is PENDING:
+            return
+        self._busy = False
+        request = self.request_of(simple)
+        if isinstance(routed, tuple):
+            request.routed = routed
+        self._accept(request, False)
 
     def request_of(self, simple: SimpleParts) -> Request:
         """What on_headers_complete makes of the callbacks' parts, for a simple request."""
