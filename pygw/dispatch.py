@@ -139,6 +139,7 @@ class Dispatcher:
 
         Only without access log and tracing (their entries need the request's objects), and
         for a request that continues no trace."""
+        started = self._loop_time()
         runtime = self.runtime
         method, target, _, _, host, offered, traceparent, amzn, _ = simple
         if traceparent is not None or amzn is not None:
@@ -161,7 +162,7 @@ class Dispatcher:
             request_id = new_request_id()
         trace_id, span_id = new_trace()
         lean = LeanRequest(
-            self, runtime, route, client, simple, found, request_id, trace_id, span_id
+            self, runtime, route, client, simple, found, request_id, trace_id, span_id, started
         )
         if not start_lean(lean):
             return found
@@ -492,6 +493,7 @@ class LeanRequest:
         request_id: str,
         trace_id: str,
         span_id: str,
+        started: float,
     ) -> None:
         self.dispatcher = dispatcher
         self.runtime = runtime
@@ -502,7 +504,7 @@ class LeanRequest:
         self.request_id = request_id
         self.trace_id = trace_id
         self.span_id = span_id
-        self.started = dispatcher._loop_time()
+        self.started = started
 
     def own_headers(self) -> dict[str, str]:
         """The headers the gateway adds to the answer (as RequestContext.response_headers)."""

@@ -254,6 +254,7 @@ class Http1Connection(WriteFlow):
         "_wakeup",
         "closing",
         "head_since",
+        "https",
         "limits",
         "loop",
         "parser",
@@ -270,6 +271,7 @@ class Http1Connection(WriteFlow):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
+        self.https = server.scheme == "https"
         self._queue: collections.deque[Request | Refusal] = collections.deque()
         # One task per connection serves its requests in turn and waits on `_wakeup` between
         # them: a task per request cost more (its creation and its registration among all tasks).

@@ -316,8 +316,11 @@ class Gateway:
 
     def _serve_lean(self) -> ServeLean | None:
         dispatcher = self._dispatcher
-        # A TLS listener's guard (client certificates) sees every request: none skips it.
-        if dispatcher is None or self._tls is not None or not dispatcher.lean_possible():
+        if dispatcher is None or not dispatcher.lean_possible():
+            return None
+        # A TLS listener that asks for client certificates or forwards them guards every
+        # request: none may skip its check.
+        if self._tls is not None and self._tls.guards_requests():
             return None
         return dispatcher.serve_lean
 

@@ -72,6 +72,7 @@ class LeanClient(Protocol):
     """The client connection of a request the dispatcher's serve_lean sent on."""
 
     peer: str
+    https: bool  # came over TLS
 
     def request_of(self, simple: SimpleParts) -> Request:
         """The Request those parts make on this connection."""

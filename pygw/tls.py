@@ -473,6 +473,12 @@ class TlsListener:
     def material(self) -> TlsMaterial:
         return self._material
 
+    def guards_requests(self) -> bool:
+        """Whether `guard` may refuse or change a request (client certificates asked for or
+        forwarded): otherwise a request may skip it."""
+        material = self._material
+        return material.asks_for_client_certs or bool(material.forward_headers)
+
     def _apply(self, material: TlsMaterial) -> None:
         self._material = material
         first = material.spec.certificates[0]

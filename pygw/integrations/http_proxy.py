@@ -1055,7 +1055,7 @@ class HttpProxyIntegration:
         tail, _ = request_head_tail(
             headers,
             lean.client.peer,
-            False,
+            lean.client.https,
             request_id,
             None,
             None,

@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+import trustme
 import yaml
 from aiohttp import ClientSession
 from prometheus_client import generate_latest
@@ -82,6 +84,83 @@ def lean_sends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
     monkeypatch.setattr(HttpProxyIntegration, "start_lean", counted)
     return decided
+
+
+def _tls_config(
+    tmp_path: Path, upstream: str, ca: trustme.CA, mutual: bool
+) -> tuple[Path, ssl.SSLContext]:
+    """A TLS listener for api.example.test (and, `mutual`, a mutual-TLS domain beside it) in
+    front of one proxied route; the client context that trusts it."""
+    leaf = ca.issue_cert("api.example.test", "mtls.example.test")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "server-key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    path = _config(tmp_path, "tls", upstream, access_log=False)
+    config = yaml.safe_load(path.read_text())
+    config["server"]["tls"] = {
+        "certificates": [{"cert": "server.pem", "key": "server-key.pem"}],
+        "alpn": ["http/1.1"],
+    }
+    if mutual:
+        config["domains"] = [
+            {"name": "mtls.example.test", "mutual_tls": {"truststore": "ca.pem"}},
+            {"name": "api.example.test"},
+        ]
+    path.write_text(yaml.safe_dump(config))
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(context)
+    return path, context
+
+
+async def _over_tls(address: str, context: ssl.SSLContext, requests: list[bytes]) -> list[Answer]:
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(
+        host, int(port), ssl=context, server_hostname="api.example.test"
+    )
+    try:
+        answers = []
+        for request in requests:
+            writer.write(request)
+            answers.append(await _read_answer(reader))
+        return answers
+    finally:
+        writer.close()
+
+
+async def test_over_tls_the_lean_way_forwards_https(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    up = await start_upstream()
+    config, context = _tls_config(tmp_path, up.url, trustme.CA(), mutual=False)
+    async with _gateway(config) as (_, address):
+        answers = await _over_tls(address, context, [_get("/items/1"), _get("/items/2")])
+    assert lean_sends == [False, True]
+    for status, _, body in answers:
+        assert status == 200
+        seen = {name.lower(): value for name, value in orjson.loads(body)["headers"]}
+        assert seen["x-forwarded-proto"] == "https"
+
+
+async def test_a_mutual_tls_listener_checks_every_request(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    """A request naming the mutual-TLS domain over a connection that did not authenticate for
+    it is refused, on a proxied route without stages too: nothing skips the listener's check."""
+    up = await start_upstream()
+    config, context = _tls_config(tmp_path, up.url, trustme.CA(), mutual=True)
+    async with _gateway(config) as (_, address):
+        answers = await _over_tls(
+            address,
+            context,
+            [
+                _get("/items/1"),
+                _get("/items/2"),
+                _get("/items/3").replace(b"Host: api.example", b"Host: mtls.example.test"),
+            ],
+        )
+    assert [status for status, _, _ in answers] == [200, 200, 421]
+    assert [request["raw_path"] for request in up.requests] == ["/items/1", "/items/2"]
+    assert lean_sends == []
 
 
 async def _read_answer(reader: asyncio.StreamReader, head_only: bool = False) -> Answer:
