@@ -339,6 +339,34 @@ async def pipelined_answers(url: str, requests: bytes, answers: int) -> list[tup
 
 
 @contextlib.asynccontextmanager
+async def closing_upstream() -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An upstream on 127.0.0.1 that answers the first request on each connection ("fresh")
+    and closes the connection as the next one arrives on it (its keep-alive timeout racing the
+    request): its port, and the methods of the requests it answered."""
+    answered: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        first = await reader.readuntil(b"\r\n\r\n")
+        answered.append(first.split(b" ", 2)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")  # the next request: dropped with the connection
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], answered
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
 async def serving(config: Path) -> AsyncIterator[str]:
     """A whole gateway serving `config` (its listeners on free ports): its URL, until drained."""
     gateway = ServedGateway(config)

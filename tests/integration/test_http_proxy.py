@@ -19,7 +19,7 @@ from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.request import Request
 from pygw.response import Response
 from tests.front import serve_front
-from tests.integration.conftest import pipelined_answers
+from tests.integration.conftest import closing_upstream, pipelined_answers
 
 if TYPE_CHECKING:
     from conftest import StartGateway, StartUpstream, Upstream
@@ -755,22 +755,7 @@ async def test_pooled_connection_closed_under_a_request(
     """The upstream closes a kept-alive connection as the next request arrives on it (its
     keep-alive timeout raced the request): a GET goes again on a fresh connection, a POST,
     which may not be repeated, is answered 502 and the next one is served."""
-    answered: list[bytes] = []
-    writers: list[asyncio.StreamWriter] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        first = await reader.readuntil(b"\r\n\r\n")
-        answered.append(first.split(b" ", 2)[0])
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
-        await writer.drain()
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            await reader.readuntil(b"\r\n\r\n")  # the next request: dropped with the connection
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with closing_upstream() as (port, answered):
         proxy = HttpProxyIntegration(uri=f"http://127.0.0.1:{port}/x", targets=[])
         gw = await start_gateway(proxy)
         for _ in range(3):
@@ -783,11 +768,6 @@ async def test_pooled_connection_closed_under_a_request(
         async with client.post(f"{gw.url}/x") as resp:
             assert resp.status == 200
             assert await resp.read() == b"fresh"
-    finally:
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_pipelined_requests_behind_a_pooled_exchange_keep_their_order(

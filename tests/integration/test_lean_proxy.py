@@ -23,6 +23,7 @@ from prometheus_client import generate_latest
 from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.pipeline import LeanSend
 from pygw.server import Gateway
+from tests.integration.conftest import closing_upstream
 
 if TYPE_CHECKING:
     from conftest import StartUpstream
@@ -319,33 +320,13 @@ async def test_a_pooled_connection_closed_under_a_request(
 ) -> None:
     """The upstream closes its kept-alive connection as the next request arrives: a GET goes
     again on a fresh connection; a POST, which may not be repeated, is answered 502."""
-    answered: list[bytes] = []
-    writers: list[asyncio.StreamWriter] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        first = await reader.readuntil(b"\r\n\r\n")
-        answered.append(first.split(b" ", 2)[0])
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
-        await writer.drain()
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            await reader.readuntil(b"\r\n\r\n")  # the next request: dropped with the connection
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with closing_upstream() as (port, answered):
         config = _config(tmp_path, "lean", f"http://127.0.0.1:{port}", access_log=False)
         async with _gateway(config) as (_, address):
             answers = await _one_by_one(
                 address,
                 [_get("/x"), _get("/x"), _get("/x", method="POST"), _get("/x", method="POST")],
             )
-    finally:
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
     assert [(status, body) for status, _, body in answers[:2]] == [(200, b"fresh")] * 2
     assert answers[2][0] == 502
     assert orjson.loads(answers[2][2]) == {"message": "Bad Gateway"}
