@@ -21,7 +21,7 @@ from pygw.observe.access_log import LogEntry
 from pygw.observe.telemetry import RequestSpans
 from pygw.pipeline import Outcome
 from pygw.request import Request, RequestBodyError
-from pygw.response import Response, ResponseHead
+from pygw.response import OneWriteResponse, Response, ResponseHead
 from pygw.serving import PENDING, Later, LeanClient, Resume, Routed, Sent, Served, SimpleParts
 from pygw.trace import incoming, new_trace
 
@@ -125,10 +125,8 @@ class Dispatcher:
     def lean_possible(self) -> bool:
         """Whether serve_lean may serve any request under the current config: a connection
         asks it only then (it would cost every other request a call)."""
-        return (
-            self._access_log is None
-            and self._telemetry is None
-            and any(route.primary.pipeline.start_lean is not None for route in self.runtime.routes)
+        return self._telemetry is None and any(
+            route.primary.pipeline.start_lean is not None for route in self.runtime.routes
         )
 
     def serve_lean(self, client: LeanClient, simple: SimpleParts) -> Routed | Sent | None:
@@ -137,8 +135,8 @@ class Dispatcher:
         RequestContext or an awaited step: PENDING when it went out. Otherwise the route it
         matched (None for none), which serve_now then need not look up again.
 
-        Only without access log and tracing (their entries need the request's objects), and
-        for a request that continues no trace."""
+        Only without tracing (its spans need the request's objects), and for a request that
+        continues no trace."""
         started = self._loop_time()
         runtime = self.runtime
         method, target, _, _, host, offered, traceparent, amzn, _ = simple
@@ -520,20 +518,48 @@ class LeanRequest:
         own: dict[str, str],
         integration_s: float,
     ) -> None:
-        """The upstream's whole answer: counted as _concluded counts one, and sent."""
+        """The upstream's whole answer: counted and logged as _concluded does, and sent."""
         self.runtime.in_flight -= 1
         simple = self.simple
-        method = simple[0]
+        dispatcher = self.dispatcher
+        latency_s = dispatcher._loop_time() - self.started
         metrics = self.route.metrics
-        metrics.count(method, status)
-        metrics.timings.observe(self.dispatcher._loop_time() - self.started, integration_s)
+        metrics.count(simple[0], status)
+        metrics.timings.observe(latency_s, integration_s)
+        access_log = dispatcher._access_log
+        if access_log is not None:
+            # The log's line reads the request's objects: made for it alone.
+            ctx = self._context()
+            ctx.integration_started = time.perf_counter() - integration_s
+            ctx.integration_latency_s = integration_s
+            ctx.integration_status = status
+            answer = OneWriteResponse(status, head, body, own, reason)
+            access_log.entry(
+                LogEntry(
+                    ctx.request,
+                    self.route,
+                    answer,
+                    ctx,
+                    self.request_id,
+                    self.trace_id,
+                    latency_s,
+                    integration_s,
+                    None,
+                    None,
+                )
+            )
         self.client.send_whole(status, reason, head, body, own, simple[2], simple[8])
 
     def context(self) -> tuple[RequestContext, Callable[[Outcome], None]]:
         """The request's context as serve_now makes it, and the callback that concludes and
         answers its outcome: the way on for an answer that is not whole or did not come."""
-        simple = self.simple
-        request = self.client.request_of(simple)
+        ctx = self._context()
+        # runtime.in_flight, counted by serve_lean, is given back by the exchange's settle.
+        exchange = _Exchange(self.dispatcher, self.runtime, self.route, ctx, self.client.resume)
+        return ctx, exchange.settle
+
+    def _context(self) -> RequestContext:
+        request = self.client.request_of(self.simple)
         _, params, path = self.found
         route = self.route
         variant = route.primary
@@ -551,6 +577,4 @@ class LeanRequest:
             self.trace_id,
             self.span_id,
         )
-        # runtime.in_flight, counted by serve_lean, is given back by the exchange's settle.
-        exchange = _Exchange(self.dispatcher, self.runtime, route, ctx, self.client.resume)
-        return ctx, exchange.settle
+        return ctx

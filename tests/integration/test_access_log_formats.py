@@ -259,3 +259,15 @@ async def test_values_are_escaped_for_the_shape(serve: Serve) -> None:
         headers={"User-Agent": agent},
     )
     assert ET.fromstring(line).findtext("ua") == agent
+
+
+async def test_pygw_json_line(serve: Serve) -> None:
+    """pygw's own line (format "json"): the time of the request to the second, in UTC, and the
+    client's User-Agent whatever the case of its name."""
+    line, resp, _, before = await _one_line(serve, "json", headers={"uSeR-aGeNt": "probe/2 é"})
+    record = json.loads(line)
+    moment = datetime.strptime(record["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert int(before) <= moment.timestamp() <= time.time()
+    assert record["user_agent"] == "probe/2 é"
+    assert record["request_id"] == resp.headers["x-amzn-RequestId"]
+    assert (record["method"], record["status"]) == ("GET", resp.status)

@@ -10,6 +10,7 @@ import contextlib
 import re
 import ssl
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +34,21 @@ pytestmark = pytest.mark.timeout(30)
 Answer = tuple[int, dict[str, str], bytes]
 
 
-def _config(tmp_path: Path, name: str, upstream: str, access_log: bool, **route: Any) -> Path:
+def _config(
+    tmp_path: Path,
+    name: str,
+    upstream: str,
+    access_log: bool,
+    log_format: str = "json",
+    **route: Any,
+) -> Path:
     config: dict[str, Any] = {
         "server": {"listen": "127.0.0.1:0"},
         "admin": {"listen": "127.0.0.1:0"},
         "throttle": None,
-        "access_log": {"path": str(tmp_path / f"{name}.log")} if access_log else None,
+        "access_log": (
+            {"path": str(tmp_path / f"{name}.log"), "format": log_format} if access_log else None
+        ),
         "apis": [
             {
                 "name": "shop",
@@ -72,19 +82,33 @@ async def _gateway(config: Path) -> AsyncIterator[tuple[Gateway, str]]:
         await gateway.drain()
 
 
+@dataclass
+class LeanSpy:
+    """What each start_lean call decided (True: sent the lean way); with `refuse` set, every
+    request goes the full way instead."""
+
+    decided: list[bool] = field(default_factory=list)
+    refuse: bool = False
+
+
 @pytest.fixture
-def lean_sends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each start_lean call decided (True: sent the lean way), for gateways started after."""
-    decided: list[bool] = []
+def spy(monkeypatch: pytest.MonkeyPatch) -> LeanSpy:
+    found = LeanSpy()
     start_lean = HttpProxyIntegration.start_lean
 
-    def counted(self: HttpProxyIntegration, lean: LeanSend) -> bool:
-        sent = start_lean(self, lean)
-        decided.append(sent)
+    def watched(self: HttpProxyIntegration, lean: LeanSend) -> bool:
+        sent = False if found.refuse else start_lean(self, lean)
+        found.decided.append(sent)
         return sent
 
-    monkeypatch.setattr(HttpProxyIntegration, "start_lean", counted)
-    return decided
+    monkeypatch.setattr(HttpProxyIntegration, "start_lean", watched)
+    return found
+
+
+@pytest.fixture
+def lean_sends(spy: LeanSpy) -> list[bool]:
+    """What each start_lean call decided, for gateways started after."""
+    return spy.decided
 
 
 def _tls_config(
@@ -196,6 +220,20 @@ def _get(path: str, *lines: str, version: str = "1.1", method: str = "GET") -> b
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
 
 
+def _log_lines(path: Path) -> list[dict[str, Any]]:
+    """The access log's lines less what differs per request (time, ids, latencies), except a
+    request id the client chose."""
+    lines = []
+    for text in path.read_text().splitlines():
+        line = orjson.loads(text)
+        for varying in ("time", "trace_id", "latency_ms", "integration_latency_ms"):
+            line.pop(varying)
+        if line["request_id"] != "chosen-id.1":
+            line.pop("request_id")
+        lines.append(line)
+    return lines
+
+
 _PER_REQUEST = {"date", "apigw-requestid", "x-request-id"}
 _PER_REQUEST_UPSTREAM = {"x-request-id", "traceparent", "x-amzn-trace-id"}
 
@@ -218,11 +256,12 @@ def _comparable(answer: Answer, offered_id: str | None) -> tuple[Any, ...]:
     return status, kept, echo
 
 
-async def test_the_lean_way_answers_as_the_full_way_does(
-    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+async def test_the_lean_way_answers_and_logs_as_the_full_way_does(
+    tmp_path: Path, start_upstream: StartUpstream, spy: LeanSpy
 ) -> None:
-    """The same requests through a gateway without access log (sent the lean way) and one
-    with it (the full way): the same answers, and the upstream saw the same requests."""
+    """The same requests through a gateway that sends them the lean way and one that sends
+    them the full way: the same answers, the same access-log lines, and the upstream saw the
+    same requests."""
     up = await start_upstream()
     requests = [
         _get(
@@ -232,6 +271,7 @@ async def test_the_lean_way_answers_as_the_full_way_does(
             "X-Drop: 1",
             "X-Keep: yes",
             "Accept: */*",
+            "User-Agent: lean-test/1.0",
         ),
         _get("/hop"),
         _get("/items/1", "Connection: keep-alive", version="1.0"),
@@ -239,19 +279,25 @@ async def test_the_lean_way_answers_as_the_full_way_does(
         _get("/items/%7E%20b"),
     ]
     # The first request opens the pooled connection the lean way needs.
-    async with _gateway(_config(tmp_path, "lean", up.url, access_log=False)) as (_, lean):
+    async with _gateway(_config(tmp_path, "lean", up.url, access_log=True)) as (_, lean):
         lean_answers = await _one_by_one(lean, [_get("/items/0"), *requests])
         offered = await _one_by_one(lean, [_get("/items/9", "x-request-id: chosen-id.1")])
-    assert lean_sends == [False] + [True] * (len(requests) + 1)
+    assert spy.decided == [False] + [True] * (len(requests) + 1)
+    spy.refuse = True
     async with _gateway(_config(tmp_path, "full", up.url, access_log=True)) as (_, full):
         full_answers = await _one_by_one(full, [_get("/items/0"), *requests])
         offered_full = await _one_by_one(full, [_get("/items/9", "x-request-id: chosen-id.1")])
-    assert len(lean_sends) == len(requests) + 2  # the full way never asked
-    assert (tmp_path / "full.log").read_text().count("\n") == len(requests) + 2
+    assert spy.decided[len(requests) + 2 :] == [False] * (len(requests) + 2)
 
     for lean_answer, full_answer in zip(lean_answers, full_answers, strict=True):
         assert _comparable(lean_answer, None) == _comparable(full_answer, None)
     assert _comparable(offered[0], "chosen-id.1") == _comparable(offered_full[0], "chosen-id.1")
+
+    lean_log = _log_lines(tmp_path / "lean.log")
+    assert lean_log == _log_lines(tmp_path / "full.log")
+    assert len(lean_log) == len(requests) + 2
+    assert lean_log[1]["path"] == "/items/42" and lean_log[1]["user_agent"] == "lean-test/1.0"
+    assert lean_log[-1]["request_id"] == "chosen-id.1"
 
     lean_answers = lean_answers[1:]
     status, headers, body = lean_answers[0]
@@ -270,6 +316,34 @@ async def test_the_lean_way_answers_as_the_full_way_does(
     assert offered[0][1]["x-request-id"] == "chosen-id.1"
     upstream_names = {name.lower(): value for name, value in orjson.loads(offered[0][2])["headers"]}
     assert upstream_names["x-request-id"] == "chosen-id.1"
+
+
+async def test_aws_context_variables_log_alike_both_ways(
+    tmp_path: Path, start_upstream: StartUpstream, spy: LeanSpy
+) -> None:
+    """An access log in AWS's $context variables: a lean request's line is the full way's."""
+    up = await start_upstream()
+    log_format = (
+        "$context.httpMethod $context.resourcePath $context.routeKey $context.path "
+        "$context.protocol $context.status $context.responseLength $context.integrationStatus "
+        "$context.integration.status $context.identity.sourceIp $context.stage "
+        "$context.isCanaryRequest $context.identity.userAgent $context.apiId $context.requestId"
+    )
+    requests = [_get("/items/0"), _get("/items/1?q=2", "User-Agent: ua/1"), _get("/hop")]
+    lines = []
+    for name in ("lean", "full"):
+        spy.refuse = name == "full"
+        config = _config(tmp_path, name, up.url, access_log=True, log_format=log_format)
+        async with _gateway(config) as (_, address):
+            await _one_by_one(address, requests)
+        # Less the request id, the line's last field.
+        logged = (tmp_path / f"{name}.log").read_text().splitlines()
+        lines.append([line.rpartition(" ")[0] for line in logged])
+    assert spy.decided == [False, True, True, False, False, False]
+    assert lines[0] == lines[1]
+    fields = lines[0][1].split(" ")
+    assert fields[:7] == ["GET", "/{proxy+}", "ANY", "/{proxy+}", "/items/1", "HTTP/1.1", "200"]
+    assert int(fields[7]) > 0 and fields[8:10] == ["200", "200"] and fields[13] == "ua/1"
 
 
 async def test_answers_not_whole_in_one_read_are_streamed(
