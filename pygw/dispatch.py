@@ -126,14 +126,17 @@ class Dispatcher:
         """Whether serve_lean may serve any request under the current config: a connection
         asks it only then (it would cost every other request a call)."""
         return self._telemetry is None and any(
-            route.primary.pipeline.start_lean is not None for route in self.runtime.routes
+            route.primary.pipeline.start_lean is not None
+            or route.primary.pipeline.fixed is not None
+            for route in self.runtime.routes
         )
 
     def serve_lean(self, client: LeanClient, simple: SimpleParts) -> Routed | Sent | None:
-        """Sends on a simple request (pygw._native.simple_request's parts) whose route has no
-        stages and proxies to one upstream over a pooled connection, without a Request, a
-        RequestContext or an awaited step: PENDING when it went out. Otherwise the route it
-        matched (None for none), which serve_now then need not look up again.
+        """Serves a simple request (pygw._native.simple_request's parts) whose route has no
+        stages, without a Request, a RequestContext or an awaited step: a fixed answer (a
+        mock's) is sent at once, a request to one upstream goes out over a pooled connection.
+        PENDING when it was served so. Otherwise the route it matched (None for none), which
+        serve_now then need not look up again.
 
         Only without tracing (its spans need the request's objects), and for a request that
         continues no trace."""
@@ -150,9 +153,13 @@ class Dispatcher:
         if found is None:
             return None
         route = runtime.routes[found[0]]
+        if route.canary_variant is not None:
+            return found
         # Looked up per request: a faults stage may be added to a route at run time.
-        start_lean = route.primary.pipeline.start_lean
-        if start_lean is None or route.canary_variant is not None:
+        pipeline = route.primary.pipeline
+        start_lean = pipeline.start_lean
+        fixed = pipeline.fixed
+        if start_lean is None and (fixed is None or method == "HEAD"):
             return found
         if offered is not None and _REQUEST_ID.fullmatch(offered):
             request_id = offered.decode("ascii")
@@ -162,9 +169,16 @@ class Dispatcher:
         lean = LeanRequest(
             self, runtime, route, client, simple, found, request_id, trace_id, span_id, started
         )
-        if not start_lean(lean):
-            return found
         runtime.in_flight += 1
+        if fixed is not None:
+            # Answered here: the answer is the same for every request but for its ids.
+            status, head, body = fixed
+            lean.answered(status, b"", head, body, lean.own_headers(), 0.0, None)
+            return PENDING
+        assert start_lean is not None
+        if not start_lean(lean):
+            runtime.in_flight -= 1
+            return found
         return PENDING
 
     def serve_now(self, request: Request, resume: Resume | None) -> Served:
@@ -517,8 +531,10 @@ class LeanRequest:
         body: bytes,
         own: dict[str, str],
         integration_s: float,
+        integration_status: int | None,
     ) -> None:
-        """The upstream's whole answer: counted and logged as _concluded does, and sent."""
+        """The whole answer (an upstream's, whose status is `integration_status`, or a fixed
+        one): counted and logged as _concluded does, and sent."""
         self.runtime.in_flight -= 1
         simple = self.simple
         dispatcher = self.dispatcher
@@ -530,9 +546,10 @@ class LeanRequest:
         if access_log is not None:
             # The log's line reads the request's objects: made for it alone.
             ctx = self._context()
-            ctx.integration_started = time.perf_counter() - integration_s
-            ctx.integration_latency_s = integration_s
-            ctx.integration_status = status
+            if integration_status is not None:
+                ctx.integration_started = time.perf_counter() - integration_s
+                ctx.integration_latency_s = integration_s
+                ctx.integration_status = integration_status
             answer = OneWriteResponse(status, head, body, own, reason)
             access_log.entry(
                 LogEntry(

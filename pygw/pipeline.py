@@ -77,8 +77,10 @@ class LeanSend(Protocol):
         body: bytes,
         own: dict[str, str],
         integration_s: float,
+        integration_status: int | None,
     ) -> None:
-        """The whole answer, as whole_answer took it apart: counted and sent."""
+        """The whole answer, as whole_answer took it apart: counted and sent (the upstream's
+        status is `integration_status`)."""
 
     def context(self) -> tuple[RequestContext, Callable[[Outcome], None]]:
         """The request's context after all, and the callback its Outcome goes to (as
@@ -88,6 +90,8 @@ class LeanSend(Protocol):
 # Sends the request on and returns True; or returns False, having sent nothing, when it
 # cannot (no pooled connection, a target it would not send to): serve_now serves it then.
 StartLean = Callable[[LeanSend], bool]
+# An answer the same for every request (a mock's): status, serialized head, body.
+Fixed = tuple[int, ResponseHead, bytes]
 
 # What a stage that waits only sometimes returns from `check` for a request it cannot finish
 # at once: the coroutine that finishes its work (its answer or None, as an awaited stage's).
@@ -135,6 +139,9 @@ class Pipeline:
     # For a pipeline without stages: the integration's way to send a simple request on
     # without its objects (Dispatcher.serve_lean), when it has one.
     start_lean: StartLean | None = field(init=False, repr=False, compare=False)
+    # For a pipeline without stages: the integration's answer when it is the same for every
+    # request, given the request's own headers (Dispatcher.serve_lean answers it at once).
+    fixed: Fixed | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         steps = _steps(self.stages)
@@ -145,6 +152,9 @@ class Pipeline:
         object.__setattr__(self, "start_now", getattr(self.integration, "start_now", None))
         lean = None if steps else getattr(self.integration, "start_lean", None)
         object.__setattr__(self, "start_lean", lean)
+        object.__setattr__(
+            self, "fixed", None if steps else getattr(self.integration, "fixed", None)
+        )
 
     async def run(self, ctx: RequestContext, start: int = 0) -> Response:
         """The request from its stage `start` on, then the integration."""

@@ -516,7 +516,7 @@ class _LeanExchange:
         conn.keep_alive = keep_alive
         target.release(conn, keep_alive and conn.exc is None and not conn.closed)
         target.in_flight -= 1
-        self.lean.answered(status, reason, head, body, self.own, integration_s)
+        self.lean.answered(status, reason, head, body, self.own, integration_s, status)
 
     def _as_exchange(self) -> _Exchange:
         ctx, done = self.lean.context()

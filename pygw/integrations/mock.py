@@ -15,7 +15,7 @@ from pygw.faults import (
     Timeline,
     reset_connection,
 )
-from pygw.pipeline import AnswerNow
+from pygw.pipeline import AnswerNow, Fixed
 from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
 
 __all__ = ["ConnectionResetByFault", "Faults", "Latency", "MockIntegration", "reset_connection"]
@@ -56,11 +56,14 @@ class MockIntegration:
         # resets the connection, its fixed header lines serialized once: only the request's own
         # headers (ids, CORS) are written per answer.
         self.answer_now: AnswerNow | None = None
+        # The same answer's parts (status, head, body), for the lean way (Pipeline.fixed).
+        self.fixed: Fixed | None = None
         self._head: ResponseHead = (b"", None, False, False, False)
         if self._delay is None and self._faults is None:
             try:
                 self._head = head_from_pairs(self._headers.items())
                 self.answer_now = self._fixed_answer
+                self.fixed = (self._status, self._head, self._body)
             except ValueError:
                 pass  # a header no answer can carry: refused when it is sent
 

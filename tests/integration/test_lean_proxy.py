@@ -21,6 +21,7 @@ import yaml
 from aiohttp import ClientSession
 from prometheus_client import generate_latest
 
+from pygw.dispatch import Dispatcher, LeanRequest
 from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.pipeline import LeanSend
 from pygw.server import Gateway
@@ -234,7 +235,7 @@ def _log_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-_PER_REQUEST = {"date", "apigw-requestid", "x-request-id"}
+_PER_REQUEST = {"date", "apigw-requestid", "x-amzn-requestid", "x-request-id"}
 _PER_REQUEST_UPSTREAM = {"x-request-id", "traceparent", "x-amzn-trace-id"}
 
 
@@ -469,3 +470,79 @@ def _sample(exposition: str, name: str, labels_match: Callable[[str], bool]) -> 
             if labels_match(labels):
                 total += float(value)
     return total
+
+
+def _mock_config(tmp_path: Path, name: str) -> Path:
+    config: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0"},
+        "admin": {"listen": "127.0.0.1:0"},
+        "throttle": None,
+        "access_log": {"path": str(tmp_path / f"{name}.log")},
+        "apis": [
+            {
+                "name": "shop",
+                "type": "rest",
+                "stages": [{"name": "v1"}],
+                "routes": {
+                    "ANY /items/{id}": {
+                        "integration": {
+                            "type": "mock",
+                            "status": 201,
+                            "headers": {"X-Mock": "yes", "Cache-Control": "no-store"},
+                            "body": {"id": "1", "name": "widget"},
+                        }
+                    }
+                },
+            }
+        ],
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def test_a_mock_answers_the_lean_way_as_the_full_way_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mock route without stages is answered in the lean way's first step (no request
+    objects): the same answers and log lines as the full way's; a HEAD goes the full way."""
+    answered: list[int] = []
+    lean_answered = LeanRequest.answered
+
+    def counted(self: LeanRequest, status: int, *rest: Any) -> None:
+        answered.append(status)
+        lean_answered(self, status, *rest)
+
+    monkeypatch.setattr(LeanRequest, "answered", counted)
+    requests = [
+        _get("/v1/items/1"),
+        _get("/v1/items/2", "x-request-id: chosen-id.1", "User-Agent: ua/2"),
+        _get("/v1/items/3", method="POST"),
+        _get("/v1/items/4", "Connection: keep-alive", version="1.0"),
+    ]
+    async with _gateway(_mock_config(tmp_path, "lean")) as (_, address):
+        lean_answers = await _one_by_one(address, requests)
+        head_answer = await _one_by_one(address, [_get("/v1/items/5", method="HEAD")])
+    assert answered == [201] * len(requests)  # the HEAD went the full way
+    monkeypatch.setattr(Dispatcher, "lean_possible", lambda self: False)
+    async with _gateway(_mock_config(tmp_path, "full")) as (_, address):
+        full_answers = await _one_by_one(address, requests)
+    assert answered == [201] * len(requests)
+    offered = [answer[1].get("x-request-id") == "chosen-id.1" for answer in lean_answers]
+    for lean_answer, full_answer, chosen in zip(lean_answers, full_answers, offered, strict=True):
+        assert _comparable(lean_answer, "chosen-id.1" if chosen else None) == _comparable(
+            full_answer, "chosen-id.1" if chosen else None
+        )
+    assert offered == [False, True, False, False]
+    status, headers, body = lean_answers[0]
+    assert (status, headers["x-mock"], orjson.loads(body)) == (
+        201,
+        "yes",
+        {"id": "1", "name": "widget"},
+    )
+    assert headers["x-amzn-requestid"] == headers["x-request-id"]
+    assert lean_answers[3][1]["connection"] == "keep-alive"
+    assert head_answer[0][0] == 201 and head_answer[0][2] == b""
+    lean_log = _log_lines(tmp_path / "lean.log")
+    assert lean_log[:4] == _log_lines(tmp_path / "full.log")
+    assert lean_log[1]["user_agent"] == "ua/2" and lean_log[2]["method"] == "POST"
