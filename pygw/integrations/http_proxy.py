@@ -509,8 +509,7 @@ class _LeanExchange:
         conn.exchange = None
         target.deadlines.waiting.discard(conn)
         integration_s = time.perf_counter() - self.sent_at
-        target.failures = 0
-        target.probing = False
+        self.integration._succeeded(target)
         conn.status = status
         conn.head_ready = conn.done = True
         conn.keep_alive = keep_alive
