@@ -19,7 +19,7 @@ from pygw.errors import ErrorType, GatewayError, Style, gateway_response
 from pygw.faults import ConnectionResetByFault
 from pygw.observe.access_log import LogEntry
 from pygw.observe.telemetry import RequestSpans
-from pygw.pipeline import Outcome
+from pygw.pipeline import Outcome, Pipeline
 from pygw.request import Request, RequestBodyError
 from pygw.response import OneWriteResponse, Response, ResponseHead
 from pygw.serving import PENDING, Later, LeanClient, Resume, Routed, Sent, Served, SimpleParts
@@ -128,6 +128,7 @@ class Dispatcher:
         return self._telemetry is None and any(
             route.primary.pipeline.start_lean is not None
             or route.primary.pipeline.fixed is not None
+            or route.primary.pipeline.answer_lean is not None
             for route in self.runtime.routes
         )
 
@@ -159,13 +160,31 @@ class Dispatcher:
         pipeline = route.primary.pipeline
         start_lean = pipeline.start_lean
         fixed = pipeline.fixed
-        if start_lean is None and (fixed is None or method == "HEAD"):
+        answer_lean = pipeline.answer_lean
+        if start_lean is None and answer_lean is None and (fixed is None or method == "HEAD"):
             return found
         if offered is not None and _REQUEST_ID.fullmatch(offered):
             request_id = offered.decode("ascii")
         else:
             request_id = new_request_id()
         trace_id, span_id = new_trace()
+        if answer_lean is not None:
+            checked = CheckedLeanRequest(
+                self, runtime, route, client, simple, found, request_id, trace_id, span_id, started
+            )
+            runtime.in_flight += 1
+            check_lean = pipeline.check_lean
+            if check_lean is not None:
+                try:
+                    check_lean(checked)
+                except Exception as failure:
+                    checked.refused(failure)
+                    return PENDING
+            answered = answer_lean(checked)
+            if not answered:
+                # None: nothing in memory for it, so the integration's answer_now is skipped.
+                checked.integrate(pipeline, answered is False)
+            return PENDING
         lean = LeanRequest(
             self, runtime, route, client, simple, found, request_id, trace_id, span_id, started
         )
@@ -259,7 +278,6 @@ class Dispatcher:
         pipeline = variant.pipeline
         if pipeline.waits:
             return self._awaited(pipeline.run(ctx), runtime, route, ctx)
-        response: Response | None
         try:
             check = pipeline.check
             checked = check(ctx) if check is not None else None
@@ -267,27 +285,44 @@ class Dispatcher:
                 # A stage waits for this request (a token not verified yet): the rest of the
                 # pipeline and the integration are awaited.
                 return self._awaited(checked, runtime, route, ctx)
-            response = checked
+        except Exception as failure:
+            return self._concluded(route, ctx, self._failed(failure, route, ctx))
+        if checked is not None:
+            return self._concluded(route, ctx, checked)
+        return self._integrated(runtime, route, ctx, pipeline, resume, True)
+
+    def _integrated(
+        self,
+        runtime: Runtime,
+        route: CompiledRoute,
+        ctx: RequestContext,
+        pipeline: Pipeline,
+        resume: Resume | None,
+        from_memory: bool,
+    ) -> Served:
+        """serve_now from the integration on, for a request its stages let through; its
+        `answer_now` asked first when `from_memory`."""
+        response: Response | None = None
+        try:
+            answer_now = pipeline.answer_now
+            if answer_now is not None and from_memory:
+                response = answer_now(ctx)
             if response is None:
-                answer_now = pipeline.answer_now
-                if answer_now is not None:
-                    response = answer_now(ctx)
-                if response is None:
-                    start_now = pipeline.start_now
-                    if start_now is not None and resume is not None:
-                        exchange = _Exchange(self, runtime, route, ctx, resume)
-                        # Counted while the exchange is out (a reload waits for it).
-                        runtime.in_flight += 1
-                        try:
-                            instead = start_now(ctx, exchange.settle)
-                        except BaseException:
-                            runtime.in_flight -= 1
-                            raise
-                        if instead is None:
-                            return PENDING
+                start_now = pipeline.start_now
+                if start_now is not None and resume is not None:
+                    exchange = _Exchange(self, runtime, route, ctx, resume)
+                    # Counted while the exchange is out (a reload waits for it).
+                    runtime.in_flight += 1
+                    try:
+                        instead = start_now(ctx, exchange.settle)
+                    except BaseException:
                         runtime.in_flight -= 1
-                        return self._awaited(instead, runtime, route, ctx)
-                    return self._awaited(pipeline.integration(ctx), runtime, route, ctx)
+                        raise
+                    if instead is None:
+                        return PENDING
+                    runtime.in_flight -= 1
+                    return self._awaited(instead, runtime, route, ctx)
+                return self._awaited(pipeline.integration(ctx), runtime, route, ctx)
         except Exception as failure:
             response = self._failed(failure, route, ctx)
         return self._concluded(route, ctx, response)
@@ -594,4 +629,86 @@ class LeanRequest:
             self.trace_id,
             self.span_id,
         )
+        return ctx
+
+
+class CheckedLeanRequest(LeanRequest):
+    """A simple request whose route's stages all check it without its objects, and whose
+    integration may answer it from memory (a cache hit): the LeanView they read and set. A
+    refusal or an answer not found in memory makes the request's objects after all."""
+
+    __slots__ = (
+        "api_key_id",
+        "cache_state",
+        "method",
+        "params",
+        "path",
+        "raw_headers",
+        "raw_query",
+        "response_headers",
+    )
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        runtime: Runtime,
+        route: CompiledRoute,
+        client: LeanClient,
+        simple: SimpleParts,
+        found: Routed,
+        request_id: str,
+        trace_id: str,
+        span_id: str,
+        started: float,
+    ) -> None:
+        # LeanRequest's fields set here rather than by its __init__: a call more costs a cache
+        # hit about 2% (this class is made for those).
+        self.dispatcher = dispatcher
+        self.runtime = runtime
+        self.route = route
+        self.client = client
+        self.simple = simple
+        self.found = found
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.started = started
+        target = simple[1]
+        self.method = simple[0]
+        self.raw_query = target.partition("?")[2] if "?" in target else ""
+        self.raw_headers = simple[3]
+        _, self.params, self.path = found
+        self.response_headers = {route.request_id_header: request_id, "x-request-id": request_id}
+        self.api_key_id: str | None = None
+        self.cache_state: str | None = None
+
+    def own_headers(self) -> dict[str, str]:
+        return self.response_headers
+
+    def refused(self, failure: Exception) -> None:
+        """A stage refused the request (raised `failure`): answered as serve_now does."""
+        self.runtime.in_flight -= 1
+        ctx = self._context()
+        dispatcher = self.dispatcher
+        route = self.route
+        response = dispatcher._concluded(route, ctx, dispatcher._failed(failure, route, ctx))
+        self.client.resume(ctx.request, response)
+
+    def integrate(self, pipeline: Pipeline, from_memory: bool) -> None:
+        """Its stages let the request through and answer_lean did not answer it: the
+        integration serves it the full way (its answer_now asked first when `from_memory`)."""
+        self.runtime.in_flight -= 1
+        ctx = self._context()
+        resume = self.client.resume
+        served = self.dispatcher._integrated(
+            self.runtime, self.route, ctx, pipeline, resume, from_memory
+        )
+        if served is not PENDING:
+            resume(ctx.request, served)
+
+    def _context(self) -> RequestContext:
+        ctx = LeanRequest._context(self)
+        ctx.response_headers = self.response_headers
+        ctx.api_key_id = self.api_key_id
+        ctx.cache_state = self.cache_state
         return ctx

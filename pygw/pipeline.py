@@ -87,6 +87,42 @@ class LeanSend(Protocol):
         StartNow's): for an answer that is not whole in one read, or a failure."""
 
 
+class LeanView(Protocol):
+    """A simple request on a route whose stages all check it without its objects (`check_lean`)
+    and whose integration may answer it from memory (`answer_lean`): what those read and set
+    (Dispatcher.serve_lean hands it over; no Request, no RequestContext made for it)."""
+
+    method: str
+    path: str  # below the stage's prefix, as RequestContext.path
+    params: dict[str, str]
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    raw_query: str
+    # As RequestContext's: the headers the gateway adds to the answer.
+    response_headers: dict[str, str]
+    api_key_id: str | None
+    cache_state: str | None
+
+    def answered(
+        self,
+        status: int,
+        reason: bytes,
+        head: ResponseHead,
+        body: bytes,
+        own: dict[str, str],
+        integration_s: float,
+        integration_status: int | None,
+    ) -> None:
+        """As LeanSend.answered."""
+
+
+# A stage's check of a LeanView: None to go on; raises GatewayError to refuse (as `check`).
+CheckLean = Callable[[LeanView], None]
+# Answers the request from memory and returns True; or, having sent nothing, returns None when
+# memory holds nothing for it (the integration proper serves it, as on a miss) or False when
+# the integration's `answer_now` may still answer it (an answer this way cannot send). The
+# request then goes on to the integration the full way, its stages done.
+AnswerLean = Callable[[LeanView], bool | None]
+
 # Sends the request on and returns True; or returns False, having sent nothing, when it
 # cannot (no pooled connection, a target it would not send to): serve_now serves it then.
 StartLean = Callable[[LeanSend], bool]
@@ -121,6 +157,28 @@ def _steps(stages: tuple[Stage, ...]) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+def _lean_checks(stages: tuple[Stage, ...]) -> list[CheckLean] | None:
+    """Each stage's `check_lean`, or None when a stage has none."""
+    checks: list[CheckLean] = []
+    for stage in stages:
+        check = getattr(stage, "check_lean", None)
+        if check is None:
+            return None
+        checks.append(check)
+    return checks
+
+
+def _checked_in_order(checks: list[CheckLean]) -> Callable[[LeanView], object]:
+    if len(checks) == 1:
+        return checks[0]
+
+    def check_each(lean: LeanView) -> None:
+        for check in checks:
+            check(lean)
+
+    return check_each
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
     stages: tuple[Stage, ...]
@@ -142,6 +200,11 @@ class Pipeline:
     # For a pipeline without stages: the integration's answer when it is the same for every
     # request, given the request's own headers (Dispatcher.serve_lean answers it at once).
     fixed: Fixed | None = field(init=False, repr=False, compare=False)
+    # For a pipeline whose stages all have a `check_lean` and whose integration has an
+    # `answer_lean` (a cache): that answer, and the stages' checks of a LeanView in order
+    # (None for a pipeline without stages). Dispatcher.serve_lean answers a cache hit so.
+    answer_lean: AnswerLean | None = field(init=False, repr=False, compare=False)
+    check_lean: Callable[[LeanView], object] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         steps = _steps(self.stages)
@@ -154,6 +217,14 @@ class Pipeline:
         object.__setattr__(self, "start_lean", lean)
         object.__setattr__(
             self, "fixed", None if steps else getattr(self.integration, "fixed", None)
+        )
+        lean_checks = _lean_checks(self.stages)
+        answer_lean = getattr(self.integration, "answer_lean", None)
+        if lean_checks is None or answer_lean is None:
+            answer_lean = lean_checks = None
+        object.__setattr__(self, "answer_lean", answer_lean)
+        object.__setattr__(
+            self, "check_lean", _checked_in_order(lean_checks) if lean_checks else None
         )
 
     async def run(self, ctx: RequestContext, start: int = 0) -> Response:
@@ -208,6 +279,15 @@ class TimedPipeline(Pipeline):
         if timed_steps and len(checks) == len(histograms) == len(timed_steps):
             native = TimedChecks(checks, histograms, CoroutineType, self.resume_at)
             object.__setattr__(self, "check", native.run)
+            lean_checks = _lean_checks(self.stages)
+            if self.check_lean is not None and lean_checks is not None:
+                # Timed into the same histograms as the full way's checks.
+                timed_lean = TimedChecks(lean_checks, histograms, CoroutineType, self.resume_at)
+                object.__setattr__(self, "check_lean", timed_lean.run)
+        elif self.check_lean is not None:
+            # Stage timers that are not native histograms: the full way times these.
+            object.__setattr__(self, "answer_lean", None)
+            object.__setattr__(self, "check_lean", None)
 
     async def run(self, ctx: RequestContext, start: int = 0) -> Response:
         # One clock reading per stage, taken by the timer as it records: each stage's end is

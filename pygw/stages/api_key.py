@@ -26,6 +26,7 @@ from pygw._native import header_value
 from pygw.config.model import ApiConfig, ApiKeyConfig, RouteConfig, UsagePlanConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.pipeline import LeanView
 from pygw.response import Response
 
 API_KEY_HEADER = "x-api-key"
@@ -78,15 +79,21 @@ class ApiKeyStage:
         return self.check(ctx)
 
     def check(self, ctx: RequestContext) -> Response | None:
-        raw = header_value(ctx.request.raw_headers, _API_KEY_HEADER_RAW)
+        ctx.api_key_id = self._key_id(ctx.request.raw_headers)
+        return None
+
+    def check_lean(self, lean: LeanView) -> None:
+        lean.api_key_id = self._key_id(lean.raw_headers)
+
+    def _key_id(self, raw_headers: tuple[tuple[bytes, bytes], ...]) -> str:
+        raw = header_value(raw_headers, _API_KEY_HEADER_RAW)
         # The remembered values first, without identify_raw()'s call: the usual request.
         key_id = self._verified.get(raw) if raw else None
         if key_id is None:
             key_id = self.identify_raw(raw)
         if key_id is None:
             raise GatewayError(ErrorType.INVALID_API_KEY)
-        ctx.api_key_id = key_id
-        return None
+        return key_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,15 @@ from typing import Any, Final
 
 from multidict import CIMultiDict
 
-from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, query_key_part, stored_lines
+from pygw._native import (
+    STORED_LINE_OVERHEAD,
+    ResponseCache,
+    header_value,
+    query_key_part,
+    stored_lines,
+)
 from pygw.context import RequestContext
-from pygw.pipeline import Integration, Outcome, StartNow
+from pygw.pipeline import Integration, LeanView, Outcome, StartNow
 from pygw.query_params import query_values
 from pygw.request import Request
 from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
@@ -228,6 +234,7 @@ class CachingIntegration:
         "_hit",
         "_inner_start",
         "_key_params",
+        "_lean_keys",
         "_max_body",
         "_miss",
         "_prefixes",
@@ -277,6 +284,8 @@ class CachingIntegration:
         self._query_parts: dict[str, str] = {}
         self._allow_invalidation = allow_invalidation
         self._by_coding = by_coding
+        # Whether answer_lean can make the key from the path and query string alone.
+        self._lean_keys = not by_coding and (self._query_only or not self._key_params)
         self._hit = metrics_hit
         self._miss = metrics_miss
         self._max_body = max(0, max_body_bytes)
@@ -504,22 +513,57 @@ class CachingIntegration:
                 part += _encode(values)
         return part
 
-    def _answer(self, ctx: RequestContext, entry: CachedResponse, method: str) -> Response:
-        extra = ctx.response_headers
+    def answer_lean(self, lean: LeanView) -> bool | None:
+        """A GET hit answered without the request's objects (Pipeline.answer_lean): True once
+        sent. Having sent nothing: None for a key the cache holds nothing under (a miss, or a
+        pass marker), False for anything answer_now must look at."""
+        if lean.method != "GET" or not self._lean_keys:
+            return False
+        if self._allow_invalidation and header_value(lean.raw_headers, b"cache-control"):
+            return False  # a refresh, maybe: _wants_refresh reads it the full way
+        raw_query = lean.raw_query
+        part = self._query_parts.get(raw_query) if self._key_params else ""
+        if part is None:
+            part = self._remember_query_part(raw_query)
+        entry = self._cache.get(self._prefixes["GET"][0] + lean.path + "\x1f" + part)
+        if not isinstance(entry, tuple):
+            # A Vary marker names the headers the entries under it are kept by.
+            return False if isinstance(entry, str) else None
+        if entry[4] is None:
+            return False  # an answer aiohttp must send
+        extra = lean.response_headers
+        lean.cache_state = "hit"
+        head = self._hit_head(entry, entry[4], extra)
+        lean.answered(entry[0], b"", head, entry[2], extra, 0.0, None)
+        return True
+
+    def _hit_head(
+        self, entry: CachedResponse, head: ResponseHead, extra: dict[str, str]
+    ) -> ResponseHead:
+        """A GET hit's head to send with `extra`, the request's own headers (X-Cache and Age
+        added to them)."""
         extra["X-Cache"] = "Hit"
-        ctx.cache_state = "hit"
         if self._hit is not None:
             self._hit()
-        status, stored, body, stored_at, head, filtered_for = entry
-        age = time.monotonic() - stored_at
+        age = time.monotonic() - entry[3]
+        extra["Age"] = str(int(age)) if age > 0.0 else "0"
+        if head[0]:
+            names = tuple(extra)
+            if names != entry[5]:
+                replayed = self._replayed.get((head, names))
+                head = replayed if replayed is not None else self._replayed_head(head, extra)
+        return head
+
+    def _answer(self, ctx: RequestContext, entry: CachedResponse, method: str) -> Response:
+        extra = ctx.response_headers
+        ctx.cache_state = "hit"
+        status, stored, body, stored_at, head, _ = entry
         if method == "GET" and head is not None:
-            extra["Age"] = str(int(age)) if age > 0.0 else "0"
-            if head[0]:
-                names = tuple(extra)
-                if names != filtered_for:
-                    replayed = self._replayed.get((head, names))
-                    head = replayed if replayed is not None else self._replayed_head(head, extra)
-            return OneWriteResponse(status, head, body, extra)
+            return OneWriteResponse(status, self._hit_head(entry, head, extra), body, extra)
+        extra["X-Cache"] = "Hit"
+        if self._hit is not None:
+            self._hit()
+        age = time.monotonic() - stored_at
         response = Response(
             status=status,
             body=body if method != "HEAD" else None,

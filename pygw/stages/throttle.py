@@ -16,6 +16,7 @@ from typing import Final, NoReturn, Protocol
 from pygw._native import GRANTED, THROTTLED, Throttle, rate_limit_headers
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.pipeline import LeanView
 from pygw.response import Response
 
 # A bucket that never refills (rate 0) has no meaningful retry time; cap what clients are told.
@@ -146,6 +147,11 @@ class ThrottleStage:
             _refuse(refused, self._refusals)
         return None
 
+    def check_lean(self, lean: LeanView) -> None:
+        refused = self._acquire_into(self._bucket_ids, lean.response_headers)
+        if refused is not None:
+            _refuse(refused, self._refusals)
+
 
 class KeyedThrottleStage:
     """For routes that require an API key: the identified key's usage-plan bucket joins the
@@ -172,18 +178,24 @@ class KeyedThrottleStage:
         return self.check(ctx)
 
     def check(self, ctx: RequestContext) -> Response | None:
-        found = self._by_key.get(ctx.api_key_id or "")
+        self._acquire(ctx.api_key_id, ctx.response_headers)
+        return None
+
+    def check_lean(self, lean: LeanView) -> None:
+        self._acquire(lean.api_key_id, lean.response_headers)
+
+    def _acquire(self, api_key_id: str | None, response_headers: dict[str, str]) -> None:
+        found = self._by_key.get(api_key_id or "")
         if found is None:
             if not self._bucket_ids:
-                return None  # a key in no usage plan, on a route with no limit of its own
-            refused = self._acquire_into(self._bucket_ids, ctx.response_headers)
+                return  # a key in no usage plan, on a route with no limit of its own
+            refused = self._acquire_into(self._bucket_ids, response_headers)
             if refused is not None:
                 _refuse(refused, self._refusals)
         else:
-            refused = self._acquire_into(found[0], ctx.response_headers, found[1])
+            refused = self._acquire_into(found[0], response_headers, found[1])
             if refused is not None:
                 _refuse(refused, found[2])
-        return None
 
 
 def build_throttle_stage(

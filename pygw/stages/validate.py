@@ -34,6 +34,7 @@ from pygw.body import DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
+from pygw.pipeline import LeanView
 from pygw.query_params import QueryNames
 from pygw.response import Response
 
@@ -147,10 +148,10 @@ _QUERY_MEMO_SIZE = 4096
 _QUERY_MEMO_MAX_LEN = 256
 
 
-def _raw_name(name: str) -> bytes | None:
-    """The lower-cased header name as Request.header takes it; None for a name that is not
-    ASCII, which is looked up in the decoded header map instead (never a valid HTTP token)."""
-    return name.encode("ascii") if name.isascii() else None
+def _raw_name(name: str) -> bytes:
+    """The lower-cased header name as header_value takes it (a name that is not ASCII, never a
+    valid HTTP token, as UTF-8: it matches only those bytes, ASCII letters folded)."""
+    return name.encode("utf-8")
 
 
 class ValidateStage:
@@ -164,6 +165,7 @@ class ValidateStage:
         "_query_names",
         "_validator",
         "check",
+        "check_lean",
     )
 
     def __init__(
@@ -173,7 +175,7 @@ class ValidateStage:
         model: str | None,
         max_body_bytes: int,
     ) -> None:
-        self._headers: tuple[tuple[str, bytes | None], ...] = ()
+        self._headers: tuple[tuple[str, bytes], ...] = ()
         self._path: tuple[str, ...] = ()
         self._query: tuple[str, ...] = ()
         for ref in params:
@@ -195,6 +197,9 @@ class ValidateStage:
         self.check: Callable[[RequestContext], None] | None = (
             self._check_params if validator is None else None
         )
+        self.check_lean: Callable[[LeanView], None] | None = (
+            self._check_lean if validator is None else None
+        )
 
     async def __call__(self, ctx: RequestContext) -> Response | None:
         self._check_params(ctx)
@@ -211,26 +216,31 @@ class ValidateStage:
 
     def _check_params(self, ctx: RequestContext) -> None:
         request = ctx.request
+        self._check_raw(request.raw_headers, ctx.params, request.raw_path.partition("?")[2])
+
+    def _check_lean(self, lean: LeanView) -> None:
+        self._check_raw(lean.raw_headers, lean.params, lean.raw_query)
+
+    def _check_raw(
+        self,
+        raw_headers: tuple[tuple[bytes, bytes], ...],
+        params: dict[str, str],
+        raw_query: str,
+    ) -> None:
         # Plain loops: the usual request has everything, and a generator per location costs
         # more than the checks themselves. Headers are looked up as sent, and the query's
         # names read from the raw string: neither the header map nor the query's MultiDict is
         # built for a presence check.
         missing: list[str] = []
         if self._headers:
-            raw_headers = request.raw_headers
             for name, raw in self._headers:
-                if raw is not None:
-                    if header_value(raw_headers, raw) is None:
-                        missing.append(name)
-                elif name not in request.headers:
+                if header_value(raw_headers, raw) is None:
                     missing.append(name)
         if self._path:
-            params = ctx.params
             for name in self._path:
                 if not params.get(name):
                     missing.append(name)
         if self._query:
-            raw_query = request.raw_path.partition("?")[2]
             memo = self._missing_query
             lacking = memo.get(raw_query)
             if lacking is None:

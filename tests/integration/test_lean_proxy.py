@@ -23,8 +23,9 @@ from prometheus_client import generate_latest
 
 from pygw.dispatch import Dispatcher, LeanRequest
 from pygw.integrations.http_proxy import HttpProxyIntegration
-from pygw.pipeline import LeanSend
+from pygw.pipeline import LeanSend, LeanView
 from pygw.server import Gateway
+from pygw.stages.cache import CachingIntegration
 from tests.integration.conftest import closing_upstream
 
 if TYPE_CHECKING:
@@ -546,3 +547,235 @@ async def test_a_mock_answers_the_lean_way_as_the_full_way_does(
     lean_log = _log_lines(tmp_path / "lean.log")
     assert lean_log[:4] == _log_lines(tmp_path / "full.log")
     assert lean_log[1]["user_agent"] == "ua/2" and lean_log[2]["method"] == "POST"
+
+
+_KEY = "key-one-0123456789abcdef"
+_REFILLED = ("age", "ratelimit-remaining", "ratelimit-reset")
+
+
+def _rest_config(
+    tmp_path: Path,
+    name: str,
+    upstream: str,
+    quota: int = 1000,
+    log_format: str = "json",
+    allow_invalidation: bool = False,
+) -> Path:
+    """A REST API whose route runs the API-key, usage-plan and validation stages in front of a
+    cached, proxied integration."""
+    config: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0"},
+        "admin": {"listen": "127.0.0.1:0"},
+        "throttle": None,
+        "access_log": {"path": str(tmp_path / f"{name}.log"), "format": log_format},
+        "apis": [
+            {
+                "name": "shop",
+                "type": "rest",
+                "stages": [{"name": "v1"}],
+                "api_keys": [{"id": "k1", "value": _KEY}],
+                "usage_plans": [
+                    {
+                        "name": "plan",
+                        "keys": ["k1"],
+                        "throttle": {"rate": 1000, "burst": 1000},
+                        "quota": {"limit": quota, "period": "DAY"},
+                    }
+                ],
+                "cache": {
+                    "capacity_mb": 8,
+                    "ttl_s": 300,
+                    "allow_invalidation": allow_invalidation,
+                },
+                "routes": {
+                    "ANY /items/{id}": {
+                        "integration": {"type": "http_proxy", "uri": f"{upstream}/items/{{id}}"},
+                        "api_key_required": True,
+                        "validate": {"params": ["querystring.lang", "header.x-tenant"]},
+                        "cache": {"ttl_s": 300, "key_params": ["querystring.lang"]},
+                    }
+                },
+            }
+        ],
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def lean_hits(monkeypatch: pytest.MonkeyPatch) -> list[bool | None]:
+    """What each answer_lean call gave (True: answered the lean way), for gateways started
+    after."""
+    found: list[bool | None] = []
+    answer_lean = CachingIntegration.answer_lean
+
+    def watched(self: CachingIntegration, lean: LeanView) -> bool | None:
+        answered = answer_lean(self, lean)
+        found.append(answered)
+        return answered
+
+    monkeypatch.setattr(CachingIntegration, "answer_lean", watched)
+    return found
+
+
+def _keyed(path: str, *lines: str, version: str = "1.1", method: str = "GET") -> bytes:
+    return _get(
+        path, f"x-api-key: {_KEY}", "x-tenant: acme", *lines, version=version, method=method
+    )
+
+
+def _same_both_ways(answer: Answer, offered_id: str | None) -> tuple[Any, ...]:
+    """_comparable, less the cached entry's age and what the token bucket refilled (the two
+    gateways run a moment apart); the echo's ids are another request's on a hit."""
+    status, headers, _ = _comparable(answer, offered_id)
+    echo = _comparable(answer, None)[2]
+    return status, {k: v for k, v in headers.items() if k not in _REFILLED}, echo
+
+
+async def test_a_cache_hit_behind_stages_answers_the_lean_way_as_the_full_way_does(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    lean_hits: list[bool | None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GET cache hit on a route with API-key, usage-plan and validation stages is answered
+    without the request's objects; misses, refusals and what the lean way cannot answer go the
+    full way. The same requests through a gateway that never takes the lean way get the same
+    answers and log lines, and the upstream sees the same requests."""
+    up = await start_upstream()
+    requests = [
+        _keyed("/v1/items/1?lang=en"),  # a miss: the integration proper
+        _keyed("/v1/items/1?lang=en"),  # a hit
+        _keyed("/v1/items/1?lang=en", "x-request-id: chosen-id.1", "User-Agent: ua/3"),
+        _keyed("/v1/items/1?lang=en", "Connection: keep-alive", version="1.0"),
+        _keyed("/v1/items/1?lang=de"),  # another key's miss
+        _keyed("/v1/items/1?lang=de&other=1"),  # a hit: `other` is not in the key
+        _get("/v1/items/1?lang=en", "x-tenant: acme"),  # no key: 403
+        _get("/v1/items/1?lang=en", "x-api-key: not-the-key-0123456789", "x-tenant: acme"),
+        _get("/v1/items/1?lang=en", f"x-api-key: {_KEY}"),  # no x-tenant: 400
+        _keyed("/v1/items/1"),  # no lang: 400
+        _keyed("/v1/items/1?lang=en", method="POST"),  # not cached: passed through
+    ]
+    async with _gateway(_rest_config(tmp_path, "lean", up.url)) as (gw, address):
+        lean_answers = await _one_by_one(address, requests)
+        head = await _one_by_one(address, [_keyed("/v1/items/1?lang=en", method="HEAD")])
+        exposition = generate_latest(gw.metrics.registry).decode()
+    lean_upstream = len(up.peers)
+    # Refused requests never reach answer_lean; the HEAD and the POST go the full way.
+    assert lean_hits == [None, True, True, True, None, True, False, False]
+    monkeypatch.setattr(Dispatcher, "lean_possible", lambda self: False)
+    async with _gateway(_rest_config(tmp_path, "full", up.url)) as (_, address):
+        full_answers = await _one_by_one(address, requests)
+    assert len(lean_hits) == 8  # the full way never asked it
+    # Two misses and the POST each way, and the HEAD (kept under its own key).
+    assert (lean_upstream, len(up.peers) - lean_upstream) == (4, 3)
+
+    chosen = [answer[1].get("x-request-id") == "chosen-id.1" for answer in lean_answers]
+    assert chosen == [False, False, True] + [False] * (len(requests) - 3)
+    for lean_answer, full_answer, offered in zip(lean_answers, full_answers, chosen, strict=True):
+        offered_id = "chosen-id.1" if offered else None
+        assert _same_both_ways(lean_answer, offered_id) == _same_both_ways(full_answer, offered_id)
+    statuses = [status for status, _, _ in lean_answers]
+    assert statuses == [200] * 6 + [403, 403, 400, 400, 200]
+    caches = [headers.get("x-cache") for _, headers, _ in lean_answers]
+    assert caches == ["Miss", "Hit", "Hit", "Hit", "Miss", "Hit", None, None, None, None, None]
+    _, headers, body = lean_answers[1]
+    assert (
+        headers["x-amzn-requestid"] == headers["x-request-id"] != lean_answers[0][1]["x-request-id"]
+    )
+    assert int(headers["age"]) >= 0 and headers["ratelimit-limit"]
+    assert body == lean_answers[0][2]  # the stored answer
+    assert lean_answers[3][1]["connection"] == "keep-alive"
+    assert orjson.loads(lean_answers[8][2]) == orjson.loads(full_answers[8][2])
+    assert head[0][0] == 200 and head[0][2] == b"" and head[0][1]["x-cache"] == "Miss"
+
+    lean_log = _log_lines(tmp_path / "lean.log")
+    assert lean_log[: len(requests)] == _log_lines(tmp_path / "full.log")
+    assert [line["cache"] for line in lean_log[:6]] == ["miss", "hit", "hit", "hit", "miss", "hit"]
+    assert lean_log[2]["request_id"] == "chosen-id.1" and lean_log[2]["user_agent"] == "ua/3"
+
+    # The stages' timings are recorded on the lean way too: every request reached the key
+    # stage, and those with a key the two after it.
+    def stage_count(stage: str) -> float:
+        return _sample(
+            exposition, "pygw_stage_seconds_count", lambda labels: f'step="{stage}"' in labels
+        )
+
+    assert [stage_count(s) for s in ("api_key", "throttle", "validate")] == [12.0, 10.0, 10.0]
+    assert _sample(exposition, "pygw_cache_hits_total", lambda _: True) == 4.0
+    counted = _sample(exposition, "pygw_requests_total", lambda labels: 'status="200"' in labels)
+    assert counted == 8.0
+
+
+async def test_a_lean_miss_counts_the_usage_plan_once(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    lean_hits: list[bool | None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request whose stages ran the lean way and that memory cannot answer goes on to the
+    integration without running them again: a quota of three lets three requests in, hits or
+    misses, either way."""
+    up = await start_upstream()
+    requests = [_keyed("/v1/items/1?lang=en"), _keyed("/v1/items/2?lang=en")]
+    requests += [_keyed("/v1/items/1?lang=en"), _keyed("/v1/items/3?lang=en")]
+    statuses = []
+    for name in ("lean", "full"):
+        if name == "full":
+            monkeypatch.setattr(Dispatcher, "lean_possible", lambda self: False)
+        async with _gateway(_rest_config(tmp_path, name, up.url, quota=3)) as (_, address):
+            answers = await _one_by_one(address, requests)
+        statuses.append([status for status, _, _ in answers])
+        assert answers[3][1]["retry-after"] and b"Limit Exceeded" in answers[3][2]
+    assert lean_hits == [None, None, True]
+    assert statuses == [[200, 200, 200, 429]] * 2
+
+
+async def test_a_refresh_on_the_lean_way_goes_to_the_upstream(
+    tmp_path: Path, start_upstream: StartUpstream, lean_hits: list[bool | None]
+) -> None:
+    """With invalidation allowed, a request carrying Cache-Control is left to the full way,
+    which fetches again for `max-age=0` and answers from the cache otherwise."""
+    up = await start_upstream()
+    config = _rest_config(tmp_path, "lean", up.url, allow_invalidation=True)
+    async with _gateway(config) as (_, address):
+        answers = await _one_by_one(
+            address,
+            [
+                _keyed("/v1/items/1?lang=en"),
+                _keyed("/v1/items/1?lang=en"),
+                _keyed("/v1/items/1?lang=en", "Cache-Control: max-age=0"),
+                _keyed("/v1/items/1?lang=en", "Cache-Control: max-age=60"),
+            ],
+        )
+    assert [headers["x-cache"] for _, headers, _ in answers] == ["Miss", "Hit", "Miss", "Hit"]
+    assert lean_hits == [None, True, False, False]
+    assert len(up.peers) == 2
+
+
+async def test_aws_context_variables_of_a_lean_hit_log_as_the_full_way_does(
+    tmp_path: Path, start_upstream: StartUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API key's id, the cache state and the integration's status (none for a hit) in
+    AWS's $context variables, the same both ways."""
+    up = await start_upstream()
+    log_format = (
+        "$context.httpMethod $context.status $context.identity.apiKeyId "
+        "$context.integrationStatus $context.responseLength $context.identity.userAgent "
+        "$context.requestId"
+    )
+    requests = [_keyed("/v1/items/1?lang=en"), _keyed("/v1/items/1?lang=en", "User-Agent: ua/4")]
+    requests.append(_get("/v1/items/1?lang=en", "x-tenant: acme"))
+    lines = []
+    for name in ("lean", "full"):
+        if name == "full":
+            monkeypatch.setattr(Dispatcher, "lean_possible", lambda self: False)
+        config = _rest_config(tmp_path, name, up.url, log_format=log_format)
+        async with _gateway(config) as (_, address):
+            await _one_by_one(address, requests)
+        logged = (tmp_path / f"{name}.log").read_text().splitlines()
+        lines.append([line.rpartition(" ")[0] for line in logged])
+    assert lines[0] == lines[1]
+    assert lines[0][1].split(" ")[:3] == ["GET", "200", "k1"]
+    assert lines[0][1].endswith(" ua/4") and lines[0][2].split(" ")[:2] == ["GET", "403"]
