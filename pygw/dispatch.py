@@ -625,7 +625,7 @@ class LeanRequest:
             request.client_ip,
             self.started,
             False,
-            {route.request_id_header: request_id, "x-request-id": request_id},
+            self.own_headers(),
             self.trace_id,
             self.span_id,
         )
@@ -708,7 +708,6 @@ class CheckedLeanRequest(LeanRequest):
 
     def _context(self) -> RequestContext:
         ctx = LeanRequest._context(self)
-        ctx.response_headers = self.response_headers
         ctx.api_key_id = self.api_key_id
         ctx.cache_state = self.cache_state
         return ctx

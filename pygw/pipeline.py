@@ -118,9 +118,9 @@ class LeanView(Protocol):
 # A stage's check of a LeanView: None to go on; raises GatewayError to refuse (as `check`).
 CheckLean = Callable[[LeanView], None]
 # Answers the request from memory and returns True; or, having sent nothing, returns None when
-# memory holds nothing for it (the integration proper serves it, as on a miss) or False when
-# the integration's `answer_now` may still answer it (an answer this way cannot send). The
-# request then goes on to the integration the full way, its stages done.
+# memory holds nothing for it as far as it looked (the integration proper serves it, as on a
+# miss) or False when the integration's `answer_now` may still answer it (an answer this way
+# cannot send). The request then goes on to the integration the full way, its stages done.
 AnswerLean = Callable[[LeanView], bool | None]
 
 # Sends the request on and returns True; or returns False, having sent nothing, when it

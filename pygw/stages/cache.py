@@ -516,15 +516,17 @@ class CachingIntegration:
     def answer_lean(self, lean: LeanView) -> bool | None:
         """A GET hit answered without the request's objects (Pipeline.answer_lean): True once
         sent. Having sent nothing: None for a key the cache holds nothing under (a miss, or a
-        pass marker), False for anything answer_now must look at."""
+        pass marker) or a query string not seen lately, which start_now looks up itself;
+        False for anything answer_now must look at."""
         if lean.method != "GET" or not self._lean_keys:
             return False
         if self._allow_invalidation and header_value(lean.raw_headers, b"cache-control"):
             return False  # a refresh, maybe: _wants_refresh reads it the full way
-        raw_query = lean.raw_query
-        part = self._query_parts.get(raw_query) if self._key_params else ""
+        part = self._query_parts.get(lean.raw_query) if self._key_params else ""
         if part is None:
-            part = self._remember_query_part(raw_query)
+            # A query string not seen lately is nearly always a miss: the integration proper
+            # looks it up (and answers an entry it finds), so that a miss costs no lookup more.
+            return None
         entry = self._cache.get(self._prefixes["GET"][0] + lean.path + "\x1f" + part)
         if not isinstance(entry, tuple):
             # A Vary marker names the headers the entries under it are kept by.

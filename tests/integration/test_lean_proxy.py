@@ -650,7 +650,9 @@ async def test_a_cache_hit_behind_stages_answers_the_lean_way_as_the_full_way_do
         _keyed("/v1/items/1?lang=en", "x-request-id: chosen-id.1", "User-Agent: ua/3"),
         _keyed("/v1/items/1?lang=en", "Connection: keep-alive", version="1.0"),
         _keyed("/v1/items/1?lang=de"),  # another key's miss
-        _keyed("/v1/items/1?lang=de&other=1"),  # a hit: `other` is not in the key
+        # A hit (`other` is not in the key), the full way's while its query string is new.
+        _keyed("/v1/items/1?lang=de&other=1"),
+        _keyed("/v1/items/1?lang=de&other=1"),
         _get("/v1/items/1?lang=en", "x-tenant: acme"),  # no key: 403
         _get("/v1/items/1?lang=en", "x-api-key: not-the-key-0123456789", "x-tenant: acme"),
         _get("/v1/items/1?lang=en", f"x-api-key: {_KEY}"),  # no x-tenant: 400
@@ -663,11 +665,11 @@ async def test_a_cache_hit_behind_stages_answers_the_lean_way_as_the_full_way_do
         exposition = generate_latest(gw.metrics.registry).decode()
     lean_upstream = len(up.peers)
     # Refused requests never reach answer_lean; the HEAD and the POST go the full way.
-    assert lean_hits == [None, True, True, True, None, True, False, False]
+    assert lean_hits == [None, True, True, True, None, None, True, False, False]
     monkeypatch.setattr(Dispatcher, "lean_possible", lambda self: False)
     async with _gateway(_rest_config(tmp_path, "full", up.url)) as (_, address):
         full_answers = await _one_by_one(address, requests)
-    assert len(lean_hits) == 8  # the full way never asked it
+    assert len(lean_hits) == 9  # the full way never asked it
     # Two misses and the POST each way, and the HEAD (kept under its own key).
     assert (lean_upstream, len(up.peers) - lean_upstream) == (4, 3)
 
@@ -677,9 +679,9 @@ async def test_a_cache_hit_behind_stages_answers_the_lean_way_as_the_full_way_do
         offered_id = "chosen-id.1" if offered else None
         assert _same_both_ways(lean_answer, offered_id) == _same_both_ways(full_answer, offered_id)
     statuses = [status for status, _, _ in lean_answers]
-    assert statuses == [200] * 6 + [403, 403, 400, 400, 200]
+    assert statuses == [200] * 7 + [403, 403, 400, 400, 200]
     caches = [headers.get("x-cache") for _, headers, _ in lean_answers]
-    assert caches == ["Miss", "Hit", "Hit", "Hit", "Miss", "Hit", None, None, None, None, None]
+    assert caches == ["Miss", "Hit", "Hit", "Hit", "Miss", "Hit", "Hit"] + [None] * 5
     _, headers, body = lean_answers[1]
     assert (
         headers["x-amzn-requestid"] == headers["x-request-id"] != lean_answers[0][1]["x-request-id"]
@@ -687,12 +689,13 @@ async def test_a_cache_hit_behind_stages_answers_the_lean_way_as_the_full_way_do
     assert int(headers["age"]) >= 0 and headers["ratelimit-limit"]
     assert body == lean_answers[0][2]  # the stored answer
     assert lean_answers[3][1]["connection"] == "keep-alive"
-    assert orjson.loads(lean_answers[8][2]) == orjson.loads(full_answers[8][2])
+    assert orjson.loads(lean_answers[9][2]) == orjson.loads(full_answers[9][2])
     assert head[0][0] == 200 and head[0][2] == b"" and head[0][1]["x-cache"] == "Miss"
 
     lean_log = _log_lines(tmp_path / "lean.log")
     assert lean_log[: len(requests)] == _log_lines(tmp_path / "full.log")
-    assert [line["cache"] for line in lean_log[:6]] == ["miss", "hit", "hit", "hit", "miss", "hit"]
+    cache_states = [line["cache"] for line in lean_log[:7]]
+    assert cache_states == ["miss", "hit", "hit", "hit", "miss", "hit", "hit"]
     assert lean_log[2]["request_id"] == "chosen-id.1" and lean_log[2]["user_agent"] == "ua/3"
 
     # The stages' timings are recorded on the lean way too: every request reached the key
@@ -702,10 +705,10 @@ async def test_a_cache_hit_behind_stages_answers_the_lean_way_as_the_full_way_do
             exposition, "pygw_stage_seconds_count", lambda labels: f'step="{stage}"' in labels
         )
 
-    assert [stage_count(s) for s in ("api_key", "throttle", "validate")] == [12.0, 10.0, 10.0]
-    assert _sample(exposition, "pygw_cache_hits_total", lambda _: True) == 4.0
+    assert [stage_count(s) for s in ("api_key", "throttle", "validate")] == [13.0, 11.0, 11.0]
+    assert _sample(exposition, "pygw_cache_hits_total", lambda _: True) == 5.0
     counted = _sample(exposition, "pygw_requests_total", lambda labels: 'status="200"' in labels)
-    assert counted == 8.0
+    assert counted == 9.0
 
 
 async def test_a_lean_miss_counts_the_usage_plan_once(
