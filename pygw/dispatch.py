@@ -661,18 +661,19 @@ class CheckedLeanRequest(LeanRequest):
         span_id: str,
         started: float,
     ) -> None:
-        # LeanRequest's fields set here rather than by its __init__: a call more costs a cache
-        # hit about 2% (this class is made for those).
-        self.dispatcher = dispatcher
-        self.runtime = runtime
-        self.route = route
-        self.client = client
-        self.simple = simple
-        self.found = found
-        self.request_id = request_id
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.started = started
+        LeanRequest.__init__(
+            self,
+            dispatcher,
+            runtime,
+            route,
+            client,
+            simple,
+            found,
+            request_id,
+            trace_id,
+            span_id,
+            started,
+        )
         target = simple[1]
         self.method = simple[0]
         self.raw_query = target.partition("?")[2] if "?" in target else ""

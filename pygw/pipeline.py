@@ -55,7 +55,24 @@ StartNow = Callable[
 ]
 
 
-class LeanSend(Protocol):
+class LeanAnswered(Protocol):
+    """A request served the lean way (Dispatcher.serve_lean), as its answer is handed back."""
+
+    def answered(
+        self,
+        status: int,
+        reason: bytes,
+        head: ResponseHead,
+        body: bytes,
+        own: dict[str, str],
+        integration_s: float,
+        integration_status: int | None,
+    ) -> None:
+        """The whole answer (as whole_answer took an upstream's apart, whose status is then
+        `integration_status`): counted, logged and sent."""
+
+
+class LeanSend(LeanAnswered, Protocol):
     """A simple request on a route without stages, as Dispatcher.serve_lean hands it to its
     integration's `start_lean` (no Request, no RequestContext made for it)."""
 
@@ -69,25 +86,12 @@ class LeanSend(Protocol):
     def own_headers(self) -> dict[str, str]:
         """The headers the gateway adds to the answer."""
 
-    def answered(
-        self,
-        status: int,
-        reason: bytes,
-        head: ResponseHead,
-        body: bytes,
-        own: dict[str, str],
-        integration_s: float,
-        integration_status: int | None,
-    ) -> None:
-        """The whole answer, as whole_answer took it apart: counted and sent (the upstream's
-        status is `integration_status`)."""
-
     def context(self) -> tuple[RequestContext, Callable[[Outcome], None]]:
         """The request's context after all, and the callback its Outcome goes to (as
         StartNow's): for an answer that is not whole in one read, or a failure."""
 
 
-class LeanView(Protocol):
+class LeanView(LeanAnswered, Protocol):
     """A simple request on a route whose stages all check it without its objects (`check_lean`)
     and whose integration may answer it from memory (`answer_lean`): what those read and set
     (Dispatcher.serve_lean hands it over; no Request, no RequestContext made for it)."""
@@ -101,18 +105,6 @@ class LeanView(Protocol):
     response_headers: dict[str, str]
     api_key_id: str | None
     cache_state: str | None
-
-    def answered(
-        self,
-        status: int,
-        reason: bytes,
-        head: ResponseHead,
-        body: bytes,
-        own: dict[str, str],
-        integration_s: float,
-        integration_status: int | None,
-    ) -> None:
-        """As LeanSend.answered."""
 
 
 # A stage's check of a LeanView: None to go on; raises GatewayError to refuse (as `check`).
