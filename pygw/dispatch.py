@@ -133,11 +133,13 @@ class Dispatcher:
         )
 
     def serve_lean(self, client: LeanClient, simple: SimpleParts) -> Routed | Sent | None:
-        """Serves a simple request (pygw._native.simple_request's parts) whose route has no
-        stages, without a Request, a RequestContext or an awaited step: a fixed answer (a
-        mock's) is sent at once, a request to one upstream goes out over a pooled connection.
-        PENDING when it was served so. Otherwise the route it matched (None for none), which
-        serve_now then need not look up again.
+        """Serves a simple request (pygw._native.simple_request's parts) without a Request, a
+        RequestContext or an awaited step, where its route allows: on a route without stages a
+        fixed answer (a mock's) is sent at once and a request to one upstream goes out over a
+        pooled connection; on a route whose stages all have a `check_lean`, those check it and
+        a cache answers it from memory. PENDING when it was served so, or went on from there
+        the full way (a stage's refusal, a miss). Otherwise the route it matched (None for
+        none), which serve_now then need not look up again.
 
         Only without tracing (its spans need the request's objects), and for a request that
         continues no trace."""
