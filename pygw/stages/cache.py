@@ -37,7 +37,7 @@ from pygw._native import (
     stored_lines,
 )
 from pygw.context import RequestContext
-from pygw.pipeline import Integration, LeanView, Outcome, StartNow
+from pygw.pipeline import AnswerLean, Integration, LeanView, Outcome, StartNow
 from pygw.query_params import query_values
 from pygw.request import Request
 from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
@@ -234,7 +234,7 @@ class CachingIntegration:
         "_hit",
         "_inner_start",
         "_key_params",
-        "_lean_keys",
+        "_lean_prefix",
         "_max_body",
         "_miss",
         "_prefixes",
@@ -244,6 +244,7 @@ class CachingIntegration:
         "_query_parts",
         "_replayed",
         "_ttl_s",
+        "answer_lean",
         "inner",
     )
 
@@ -284,8 +285,6 @@ class CachingIntegration:
         self._query_parts: dict[str, str] = {}
         self._allow_invalidation = allow_invalidation
         self._by_coding = by_coding
-        # Whether answer_lean can make the key from the path and query string alone.
-        self._lean_keys = not by_coding and (self._query_only or not self._key_params)
         self._hit = metrics_hit
         self._miss = metrics_miss
         self._max_body = max(0, max_body_bytes)
@@ -300,6 +299,14 @@ class CachingIntegration:
         }
         self._flights: dict[str, _Flight] = {}
         self._replayed: dict[tuple[ResponseHead, tuple[str, ...]], ResponseHead] = {}
+        self._lean_prefix = self._prefixes["GET"][0]
+        # Offered (Pipeline.answer_lean) only for keys made of the path and the query string:
+        # any other key needs the request's objects, so its route keeps to the full way.
+        self.answer_lean: AnswerLean | None = (
+            self._answer_lean
+            if not by_coding and (self._query_only or not self._key_params)
+            else None
+        )
 
     async def close(self) -> None:
         await self.inner.close()
@@ -513,12 +520,12 @@ class CachingIntegration:
                 part += _encode(values)
         return part
 
-    def answer_lean(self, lean: LeanView) -> bool | None:
+    def _answer_lean(self, lean: LeanView) -> bool | None:
         """A GET hit answered without the request's objects (Pipeline.answer_lean): True once
         sent. Having sent nothing: None for a key the cache holds nothing under (a miss, or a
         pass marker) or a query string not seen lately, which start_now looks up itself;
         False for anything answer_now must look at."""
-        if lean.method != "GET" or not self._lean_keys:
+        if lean.method != "GET":
             return False
         if self._allow_invalidation and header_value(lean.raw_headers, b"cache-control"):
             return False  # a refresh, maybe: _wants_refresh reads it the full way
@@ -527,7 +534,7 @@ class CachingIntegration:
             # A query string not seen lately is nearly always a miss: the integration proper
             # looks it up (and answers an entry it finds), so that a miss costs no lookup more.
             return None
-        entry = self._cache.get(self._prefixes["GET"][0] + lean.path + "\x1f" + part)
+        entry = self._cache.get(self._lean_prefix + lean.path + "\x1f" + part)
         if not isinstance(entry, tuple):
             # A Vary marker names the headers the entries under it are kept by.
             return False if isinstance(entry, str) else None

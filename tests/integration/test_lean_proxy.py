@@ -560,6 +560,7 @@ def _rest_config(
     quota: int = 1000,
     log_format: str = "json",
     allow_invalidation: bool = False,
+    key_params: tuple[str, ...] = ("querystring.lang",),
 ) -> Path:
     """A REST API whose route runs the API-key, usage-plan and validation stages in front of a
     cached, proxied integration."""
@@ -592,7 +593,7 @@ def _rest_config(
                         "integration": {"type": "http_proxy", "uri": f"{upstream}/items/{{id}}"},
                         "api_key_required": True,
                         "validate": {"params": ["querystring.lang", "header.x-tenant"]},
-                        "cache": {"ttl_s": 300, "key_params": ["querystring.lang"]},
+                        "cache": {"ttl_s": 300, "key_params": list(key_params)},
                     }
                 },
             }
@@ -608,14 +609,14 @@ def lean_hits(monkeypatch: pytest.MonkeyPatch) -> list[bool | None]:
     """What each answer_lean call gave (True: answered the lean way), for gateways started
     after."""
     found: list[bool | None] = []
-    answer_lean = CachingIntegration.answer_lean
+    answer_lean = CachingIntegration._answer_lean
 
     def watched(self: CachingIntegration, lean: LeanView) -> bool | None:
         answered = answer_lean(self, lean)
         found.append(answered)
         return answered
 
-    monkeypatch.setattr(CachingIntegration, "answer_lean", watched)
+    monkeypatch.setattr(CachingIntegration, "_answer_lean", watched)
     return found
 
 
@@ -782,3 +783,26 @@ async def test_aws_context_variables_of_a_lean_hit_log_as_the_full_way_does(
     assert lines[0] == lines[1]
     assert lines[0][1].split(" ")[:3] == ["GET", "200", "k1"]
     assert lines[0][1].endswith(" ua/4") and lines[0][2].split(" ")[:2] == ["GET", "403"]
+
+
+async def test_a_cache_keyed_by_a_header_keeps_to_the_full_way(
+    tmp_path: Path, start_upstream: StartUpstream, lean_hits: list[bool | None]
+) -> None:
+    """A cache key that names a header needs the request's objects: such a route is never
+    tried the lean way, and its hits are answered the full way."""
+    up = await start_upstream()
+    config = _rest_config(
+        tmp_path, "lean", up.url, key_params=("querystring.lang", "header.x-tenant")
+    )
+    async with _gateway(config) as (_, address):
+        answers = await _one_by_one(
+            address,
+            [
+                _keyed("/v1/items/1?lang=en"),
+                _keyed("/v1/items/1?lang=en"),
+                _get("/v1/items/1?lang=en", f"x-api-key: {_KEY}", "x-tenant: other"),
+            ],
+        )
+    assert [headers["x-cache"] for _, headers, _ in answers] == ["Miss", "Hit", "Miss"]
+    assert lean_hits == []
+    assert len(up.peers) == 2
