@@ -91,10 +91,11 @@ class LeanSend(LeanAnswered, Protocol):
         StartNow's): for an answer that is not whole in one read, or a failure."""
 
 
-class LeanView(LeanAnswered, Protocol):
+class LeanView(LeanSend, Protocol):
     """A simple request on a route whose stages all check it without its objects (`check_lean`)
-    and whose integration may answer it from memory (`answer_lean`): what those read and set
-    (Dispatcher.serve_lean hands it over; no Request, no RequestContext made for it)."""
+    and whose integration may answer it from memory or send it on (`answer_lean`): what those
+    read and set (Dispatcher.serve_lean hands it over; no Request, no RequestContext made for
+    it)."""
 
     method: str
     path: str  # below the stage's prefix, as RequestContext.path
@@ -109,10 +110,11 @@ class LeanView(LeanAnswered, Protocol):
 
 # A stage's check of a LeanView: None to go on; raises GatewayError to refuse (as `check`).
 CheckLean = Callable[[LeanView], None]
-# Answers the request from memory and returns True; or, having sent nothing, returns None when
-# memory holds nothing for it as far as it looked (the integration proper serves it, as on a
-# miss) or False when the integration's `answer_now` may still answer it (an answer this way
-# cannot send). The request then goes on to the integration the full way, its stages done.
+# Answers the request from memory, or sends it on to the integration it wraps (`start_lean`, a
+# miss), and returns True; or, having sent nothing, returns None when memory holds nothing for it
+# as far as it looked (the integration proper serves it, as on a miss) or False when the
+# integration's `answer_now` may still answer it (an answer this way cannot send). The request
+# then goes on to the integration the full way, its stages done.
 AnswerLean = Callable[[LeanView], bool | None]
 
 # Sends the request on and returns True; or returns False, having sent nothing, when it

@@ -37,7 +37,14 @@ from pygw._native import (
     stored_lines,
 )
 from pygw.context import RequestContext
-from pygw.pipeline import AnswerLean, Integration, LeanView, Outcome, StartNow
+from pygw.pipeline import (
+    AnswerLean,
+    Integration,
+    LeanView,
+    Outcome,
+    StartLean,
+    StartNow,
+)
 from pygw.query_params import query_values
 from pygw.request import Request
 from pygw.response import OneWriteResponse, Response, ResponseHead, head_from_pairs
@@ -233,6 +240,7 @@ class CachingIntegration:
         "_flights",
         "_hit",
         "_inner_start",
+        "_inner_start_lean",
         "_key_params",
         "_lean_prefix",
         "_max_body",
@@ -269,6 +277,8 @@ class CachingIntegration:
         self.inner = inner
         # The integration's way to answer from its callbacks, which a miss can lead through.
         self._inner_start: StartNow | None = getattr(inner, "start_now", None)
+        # Its way to send on a request nothing was made for (answer_lean's miss).
+        self._inner_start_lean: StartLean | None = getattr(inner, "start_lean", None)
         self._cache = cache
         self._ttl_s = float(ttl_s)
         self._key_params = _compile_key_params(key_params)
@@ -373,6 +383,29 @@ class CachingIntegration:
         flight = _Flight()
         flights[lock_key] = flight
         collector = self._collect(ctx)
+        answered = self._landing(ctx, base, method, lock_key, flight, collector, done)
+        try:
+            instead = inner_start(ctx, answered)
+        except BaseException:
+            ctx.body_sink = collector.previous
+            self._land(lock_key, flight)
+            raise
+        if instead is not None:
+            return self._led(ctx, base, method, lock_key, flight, collector, instead)
+        return None
+
+    def _landing(
+        self,
+        ctx: RequestContext,
+        base: str,
+        method: str,
+        lock_key: str,
+        flight: _Flight,
+        collector: _Collector,
+        done: Callable[[Outcome], None],
+    ) -> Callable[[Outcome], None]:
+        """The callback a miss this request leads from the integration's callbacks hands its
+        Outcome to: stored as it passes on to `done`."""
 
         def answered(outcome: Outcome) -> None:
             if not isinstance(outcome, (Response, Exception)):
@@ -389,15 +422,7 @@ class CachingIntegration:
                 self._land(lock_key, flight)
             done(outcome)
 
-        try:
-            instead = inner_start(ctx, answered)
-        except BaseException:
-            ctx.body_sink = collector.previous
-            self._land(lock_key, flight)
-            raise
-        if instead is not None:
-            return self._led(ctx, base, method, lock_key, flight, collector, instead)
-        return None
+        return answered
 
     async def _led(
         self,
@@ -531,11 +556,17 @@ class CachingIntegration:
             return False  # a refresh, maybe: _wants_refresh reads it the full way
         part = self._query_parts.get(lean.raw_query) if self._key_params else ""
         if part is None:
-            # A query string not seen lately is nearly always a miss: the integration proper
-            # looks it up (and answers an entry it finds), so that a miss costs no lookup more.
-            return None
-        entry = self._cache.get(self._lean_prefix + lean.path + "\x1f" + part)
+            if self._inner_start_lean is None:
+                # A query string not seen lately is nearly always a miss: the integration
+                # proper looks it up (and answers an entry it finds), so that a miss costs no
+                # lookup more.
+                return None
+            part = self._remember_query_part(lean.raw_query)
+        key = self._lean_prefix + lean.path + "\x1f" + part
+        entry = self._cache.get(key)
         if not isinstance(entry, tuple):
+            if entry is None:
+                return self._sent_on(lean, key)
             # A Vary marker names the headers the entries under it are kept by.
             return False if isinstance(entry, str) else None
         if entry[4] is None:
@@ -544,6 +575,27 @@ class CachingIntegration:
         lean.cache_state = "hit"
         head = self._hit_head(entry, entry[4], extra)
         lean.answered(entry[0], b"", head, entry[2], extra, 0.0, None)
+        return True
+
+    def _sent_on(self, lean: LeanView, key: str) -> bool | None:
+        """A GET miss answer_lean leads through the inner integration's start_lean, as
+        start_now leads one through its start_now: True once sent. None, having sent nothing,
+        when it cannot go that way (another request leads this key's miss, no pooled
+        connection, ...): the integration proper serves it."""
+        start_lean = self._inner_start_lean
+        flights = self._flights
+        if start_lean is None or key in flights:
+            return None
+        flight = _Flight()
+        if not start_lean(_LeanMiss(self, lean, key, flight)):
+            return None
+        # Set once sent, not undone when it could not be: the answer comes from a later socket
+        # callback, with the header dict start_lean took.
+        flights[key] = flight
+        lean.response_headers["X-Cache"] = "Miss"
+        lean.cache_state = "miss"
+        if self._miss is not None:
+            self._miss()
         return True
 
     def _hit_head(
@@ -632,7 +684,9 @@ class CachingIntegration:
         if method == "GET" and isinstance(response, OneWriteResponse):
             head = response.unchanged_head
             if head is not None:
-                return self._keep_head(ctx, base, head, response.body)
+                return self._keep_head(
+                    ctx.response_headers, base, head, response.body, lambda: ctx.request
+                )
         headers = response.headers
         vary = _tokens(headers.getall("Vary", ()))
         if (
@@ -679,19 +733,25 @@ class CachingIntegration:
         return (entry, names, values)
 
     def _keep_head(
-        self, ctx: RequestContext, base: str, head: ResponseHead, body: bytes
+        self,
+        own: dict[str, str],
+        base: str,
+        head: ResponseHead,
+        body: bytes,
+        request_of: Callable[[], Request],
     ) -> _Fetched | None:
         """`_keep` for a GET answer that arrived whole (the usual miss): its header lines are
-        filtered as bytes, never decoded into a header map and serialized again."""
+        filtered as bytes, never decoded into a header map and serialized again. `own` is the
+        request's own headers; `request_of` gives the request, whose headers a Vary names."""
         if len(body) > self._max_body:
             self._cache.put(base, _PASS, _MARKER_BYTES, self._ttl_s)
             return None
         # Filtered for this request's own headers and the Age every hit sets: a hit whose
         # stages set the same headers then replays the stored lines as they are (see _answer).
-        names = tuple(ctx.response_headers)
+        names = tuple(own)
         names_for = _NAMES_FOR.get(names)
         if names_for is None:
-            names_for = _names_for(ctx.response_headers)
+            names_for = _names_for(own)
         own_vary = head[1]
         if own_vary is None:  # the usual answer: filtered, built and stored in one native call
             whole: _WholeHead = head  # type: ignore[assignment]  # own_vary is None
@@ -715,7 +775,7 @@ class CachingIntegration:
         # The Date line is never kept: a hit gets a fresh one.
         stored_head: ResponseHead = (lines, own_vary, head[2], head[3], False)
         entry: CachedResponse = (200, (), body, time.monotonic(), stored_head, names_for)
-        values = _vary_values(ctx.request, names)
+        values = _vary_values(request_of(), names)
         self._cache.put(base, _VARY_SEP.join(names), _MARKER_BYTES, self._ttl_s)
         size = len(body) + len(lines) + STORED_LINE_OVERHEAD * count
         self._cache.put(base + values, entry, size, self._ttl_s)
@@ -742,6 +802,75 @@ class CachingIntegration:
             if length is not None and (not length.isdigit() or int(length) != collector.size):
                 return None
         return collector.body()
+
+
+class _LeanMiss:
+    """A GET miss answer_lean leads, as the inner integration's start_lean sends it on: the
+    request's own LeanSend, whose answer is stored on its way to the client. An answer that is
+    not whole in one read, or none, makes the request's objects and lands as start_now's."""
+
+    __slots__ = (
+        "cache",
+        "client",
+        "flight",
+        "found",
+        "key",
+        "lean",
+        "request_id",
+        "simple",
+        "span_id",
+        "trace_id",
+    )
+
+    def __init__(self, cache: CachingIntegration, lean: LeanView, key: str, flight: _Flight):
+        self.cache = cache
+        self.lean = lean
+        self.key = key
+        self.flight = flight
+        # What start_lean reads of the request: the lean request's own.
+        self.simple = lean.simple
+        self.found = lean.found
+        self.request_id = lean.request_id
+        self.trace_id = lean.trace_id
+        self.span_id = lean.span_id
+        self.client = lean.client
+
+    def own_headers(self) -> dict[str, str]:
+        return self.lean.own_headers()
+
+    def answered(
+        self,
+        status: int,
+        reason: bytes,
+        head: ResponseHead,
+        body: bytes,
+        own: dict[str, str],
+        integration_s: float,
+        integration_status: int | None,
+    ) -> None:
+        cache = self.cache
+        key = self.key
+        flight = self.flight
+        try:
+            if status == 200:
+                flight.fetched = cache._keep_head(own, key, head, body, self._request)
+        except Exception:
+            # Called from a socket callback: the answer still goes to the client.
+            log.exception("request %s: storing its answer failed", self.request_id)
+        finally:
+            cache._land(key, flight)
+        self.lean.answered(status, reason, head, body, own, integration_s, integration_status)
+
+    def context(self) -> tuple[RequestContext, Callable[[Outcome], None]]:
+        ctx, done = self.lean.context()
+        cache = self.cache
+        # Marked a miss and counted when it was sent: only the body's copy is started here.
+        collector = ctx.body_sink = _new_collector(cache._max_body, ctx.body_sink)
+        key = self.key
+        return ctx, cache._landing(ctx, key, "GET", key, self.flight, collector, done)
+
+    def _request(self) -> Request:
+        return self.client.request_of(self.simple)
 
 
 # names of a request's own headers -> the names a stored head is filtered for (with the Age a

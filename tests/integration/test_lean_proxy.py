@@ -18,7 +18,7 @@ import orjson
 import pytest
 import trustme
 import yaml
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 from prometheus_client import generate_latest
 
 from pygw.dispatch import Dispatcher, LeanRequest
@@ -26,7 +26,7 @@ from pygw.integrations.http_proxy import HttpProxyIntegration
 from pygw.pipeline import LeanSend, LeanView
 from pygw.server import Gateway
 from pygw.stages.cache import CachingIntegration
-from tests.integration.conftest import closing_upstream
+from tests.integration.conftest import Upstream, closing_upstream
 
 if TYPE_CHECKING:
     from conftest import StartUpstream
@@ -638,21 +638,22 @@ async def test_a_cache_hit_behind_stages_answers_the_lean_way_as_the_full_way_do
     tmp_path: Path,
     start_upstream: StartUpstream,
     lean_hits: list[bool | None],
+    lean_sends: list[bool],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A GET cache hit on a route with API-key, usage-plan and validation stages is answered
-    without the request's objects; misses, refusals and what the lean way cannot answer go the
-    full way. The same requests through a gateway that never takes the lean way get the same
-    answers and log lines, and the upstream sees the same requests."""
+    without the request's objects, and a miss sent on over a pooled connection and stored the
+    same way; refusals and what the lean way cannot answer go the full way. The same requests
+    through a gateway that never takes the lean way get the same answers and log lines, and
+    the upstream sees the same requests."""
     up = await start_upstream()
     requests = [
-        _keyed("/v1/items/1?lang=en"),  # a miss: the integration proper
+        _keyed("/v1/items/1?lang=en"),  # a miss: no pooled connection yet, the full way
         _keyed("/v1/items/1?lang=en"),  # a hit
         _keyed("/v1/items/1?lang=en", "x-request-id: chosen-id.1", "User-Agent: ua/3"),
         _keyed("/v1/items/1?lang=en", "Connection: keep-alive", version="1.0"),
-        _keyed("/v1/items/1?lang=de"),  # another key's miss
-        # A hit (`other` is not in the key), the full way's while its query string is new.
-        _keyed("/v1/items/1?lang=de&other=1"),
+        _keyed("/v1/items/1?lang=de"),  # another key's miss, sent on the lean way
+        _keyed("/v1/items/1?lang=de&other=1"),  # a hit: `other` is not in the key
         _keyed("/v1/items/1?lang=de&other=1"),
         _get("/v1/items/1?lang=en", "x-tenant: acme"),  # no key: 403
         _get("/v1/items/1?lang=en", "x-api-key: not-the-key-0123456789", "x-tenant: acme"),
@@ -666,7 +667,8 @@ async def test_a_cache_hit_behind_stages_answers_the_lean_way_as_the_full_way_do
         exposition = generate_latest(gw.metrics.registry).decode()
     lean_upstream = len(up.peers)
     # Refused requests never reach answer_lean; the HEAD and the POST go the full way.
-    assert lean_hits == [None, True, True, True, None, None, True, False, False]
+    assert lean_hits == [None, True, True, True, True, True, True, False, False]
+    assert lean_sends == [False, True]  # the two misses
     monkeypatch.setattr(Dispatcher, "lean_possible", lambda self: False)
     async with _gateway(_rest_config(tmp_path, "full", up.url)) as (_, address):
         full_answers = await _one_by_one(address, requests)
@@ -716,11 +718,12 @@ async def test_a_lean_miss_counts_the_usage_plan_once(
     tmp_path: Path,
     start_upstream: StartUpstream,
     lean_hits: list[bool | None],
+    lean_sends: list[bool],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A request whose stages ran the lean way and that memory cannot answer goes on to the
-    integration without running them again: a quota of three lets three requests in, hits or
-    misses, either way."""
+    integration without running them again (sent on the lean way, or the full way without a
+    pooled connection): a quota of three lets three requests in, hits or misses, either way."""
     up = await start_upstream()
     requests = [_keyed("/v1/items/1?lang=en"), _keyed("/v1/items/2?lang=en")]
     requests += [_keyed("/v1/items/1?lang=en"), _keyed("/v1/items/3?lang=en")]
@@ -732,7 +735,8 @@ async def test_a_lean_miss_counts_the_usage_plan_once(
             answers = await _one_by_one(address, requests)
         statuses.append([status for status, _, _ in answers])
         assert answers[3][1]["retry-after"] and b"Limit Exceeded" in answers[3][2]
-    assert lean_hits == [None, None, True]
+    assert lean_hits == [None, True, True]
+    assert lean_sends == [False, True]
     assert statuses == [[200, 200, 200, 429]] * 2
 
 
@@ -806,3 +810,89 @@ async def test_a_cache_keyed_by_a_header_keeps_to_the_full_way(
     assert [headers["x-cache"] for _, headers, _ in answers] == ["Miss", "Hit", "Miss"]
     assert lean_hits == []
     assert len(up.peers) == 2
+
+
+_BIG_BODY = bytes(range(256)) * 1200  # never whole in one read
+
+
+async def _cached_items(request: web.BaseRequest, upstream: Upstream) -> web.StreamResponse:
+    """An upstream answering by the item asked for: a body too large to come in one read, one
+    that varies by a request header, a slow one, a refusal, a dropped connection; else a small
+    body naming the item."""
+    item = request.path.rpartition("/")[2]
+    if item == "slow":
+        await asyncio.sleep(0.3)
+    elif item == "big":
+        return web.Response(body=_BIG_BODY, content_type="application/octet-stream")
+    elif item == "varied":
+        return web.Response(text=request.headers.get("x-tenant", ""), headers={"Vary": "X-Tenant"})
+    elif item == "refused":
+        return web.Response(status=503, text="busy")
+    elif item == "dropped":
+        assert request.transport is not None
+        request.transport.abort()
+    return web.Response(text=f"item {item}")
+
+
+async def test_a_lean_miss_stores_its_answer_as_the_full_way_does(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    """A miss sent on the lean way is stored however its answer comes: one too large for one
+    read (streamed to the client and kept whole), one that varies by a request header (kept
+    for that header's value), and not an error."""
+    up = await start_upstream(_cached_items)
+    requests = [_keyed("/v1/items/first?lang=en")]  # opens the pooled connection
+    for item in ("big", "varied", "refused"):
+        requests += [_keyed(f"/v1/items/{item}?lang=en")] * 2
+    requests.append(_get("/v1/items/varied?lang=en", f"x-api-key: {_KEY}", "x-tenant: other"))
+    async with _gateway(_rest_config(tmp_path, "lean", up.url)) as (_, address):
+        answers = await _one_by_one(address, requests)
+    # Misses only: the varied item's later requests meet its Vary marker and go the full way.
+    assert lean_sends == [False, True, True, True, True]
+    caches = [headers.get("x-cache") for _, headers, _ in answers]
+    assert caches == ["Miss", "Miss", "Hit", "Miss", "Hit", "Miss", "Miss", "Miss"]
+    assert [status for status, _, _ in answers] == [200] * 5 + [503, 503, 200]
+    bodies = [body for _, _, body in answers]
+    assert bodies[1] == bodies[2] == _BIG_BODY
+    assert bodies[3:5] == [b"acme", b"acme"] and bodies[7] == b"other"
+    assert [r["raw_path"].partition("?")[0] for r in up.requests] == [
+        "/items/first",
+        "/items/big",
+        "/items/varied",
+        "/items/refused",
+        "/items/refused",
+        "/items/varied",
+    ]
+
+
+async def test_lean_misses_of_one_key_fetch_it_once(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    """Requests arriving while a lean miss is out wait for it and answer from what it stored,
+    as behind a miss the full way leads."""
+    up = await start_upstream(_cached_items)
+    async with _gateway(_rest_config(tmp_path, "lean", up.url)) as (_, address):
+        await _one_by_one(address, [_keyed("/v1/items/first?lang=en")])
+        answers = await asyncio.gather(
+            *(_one_by_one(address, [_keyed("/v1/items/slow?lang=en")]) for _ in range(3))
+        )
+    assert lean_sends == [False, True]
+    assert sorted(answer[0][1]["x-cache"] for answer in answers) == ["Hit", "Hit", "Miss"]
+    assert {answer[0][2] for answer in answers} == {b"item slow"}
+    assert [r["raw_path"] for r in up.requests].count("/items/slow?lang=en") == 1
+
+
+async def test_a_lean_miss_the_upstream_drops_is_502_and_the_next_tries_again(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    """A lean miss whose connection the upstream drops is answered 502 (after one more try
+    on a fresh connection, as a GET is), and leaves its key free: the next request for it
+    goes upstream again rather than waiting on the failed one."""
+    up = await start_upstream(_cached_items)
+    requests = [_keyed("/v1/items/first?lang=en")] + [_keyed("/v1/items/dropped?lang=en")] * 2
+    async with _gateway(_rest_config(tmp_path, "lean", up.url)) as (_, address):
+        answers = await asyncio.wait_for(_one_by_one(address, requests), 10)
+    assert [status for status, _, _ in answers] == [200, 502, 502]
+    assert orjson.loads(answers[1][2]) == {"message": "Bad Gateway"}
+    assert lean_sends[:2] == [False, True]
+    assert [r["raw_path"] for r in up.requests].count("/items/dropped?lang=en") >= 3
