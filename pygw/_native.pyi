@@ -254,6 +254,49 @@ class TimedChecks:
     def run(self, ctx: Any) -> Any:
         """The first answer, `resume`'s result, or None; a check's exception propagates."""
 
+# --- stages' lean checks in one native step each (native/src/py/lean_checks.rs) ---
+# Each decides the usual request itself and hands anything else to `fallback`, the stage's own
+# Python check_lean; TimedChecks runs them without a Python call.
+@final
+class ApiKeyCheck:
+    """Sets `lean.api_key_id` for a value of the `header` (lower-cased) header found in
+    `verified` (raw value -> key id)."""
+
+    def __init__(
+        self, header: bytes, verified: dict[bytes, str], fallback: Callable[[Any], None]
+    ) -> None: ...
+    def __call__(self, lean: Any) -> None: ...
+
+@final
+class KeyedThrottleCheck:
+    """Takes from `throttle` what `by_key[lean.api_key_id]` names (bucket ids, quota id,
+    refusals), its RateLimit-* headers into `lean.response_headers`; a refusal is raised by
+    `refuse(decision, refusals)`."""
+
+    def __init__(
+        self,
+        throttle: Throttle,
+        by_key: dict[str, Any],
+        refuse: Callable[[Any, Any], None],
+        fallback: Callable[[Any], None],
+    ) -> None: ...
+    def __call__(self, lean: Any) -> None: ...
+
+@final
+class ParamsCheck:
+    """Passes a request with each of `headers` (lower-cased names, bytes) sent, each of `path` a
+    non-empty path parameter and, with `missing_query` given (raw query string -> the names it
+    lacks), its query string known to lack none."""
+
+    def __init__(
+        self,
+        headers: list[bytes],
+        path: list[str],
+        missing_query: dict[str, tuple[str, ...]] | None,
+        fallback: Callable[[Any], None],
+    ) -> None: ...
+    def __call__(self, lean: Any) -> None: ...
+
 # --- what a cache entry keeps of an answer's head (native/src/stored_head.rs) ---
 STORED_LINE_OVERHEAD: Final[int]
 

@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pygw._native import header_value
+from pygw._native import ApiKeyCheck, header_value
 from pygw.config.model import ApiConfig, ApiKeyConfig, RouteConfig, UsagePlanConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
@@ -40,7 +40,7 @@ class ApiKeyStage:
     """Refuses with INVALID_API_KEY (403 Forbidden) a request whose key is missing, unknown or
     disabled; otherwise records the key's id in ctx.api_key_id."""
 
-    __slots__ = ("_by_digest", "_verified")
+    __slots__ = ("_by_digest", "_verified", "native_check_lean")
 
     def __init__(self, keys: Iterable[ApiKeyConfig]) -> None:
         # A disabled key is left out, so it is refused exactly like an unknown one.
@@ -50,6 +50,8 @@ class ApiKeyStage:
         # The header's bytes -> key id, for values that matched a key (bounded by the number of
         # keys). Bytes as sent: the request's header map is never built for the key.
         self._verified: dict[bytes, str] = {}
+        # check_lean in one native step for a value verified before (Pipeline.check_lean).
+        self.native_check_lean = ApiKeyCheck(_API_KEY_HEADER_RAW, self._verified, self.check_lean)
 
     def identify(self, value: str | None) -> str | None:
         """The id of the enabled key with this value, or None."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn, Protocol
 
-from pygw._native import GRANTED, THROTTLED, Throttle, rate_limit_headers
+from pygw._native import GRANTED, THROTTLED, KeyedThrottleCheck, Throttle, rate_limit_headers
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.pipeline import LeanView
@@ -158,7 +158,7 @@ class KeyedThrottleStage:
     route's buckets, and its quota is counted, in the same call (so a refusal at any level takes
     nothing from the others). A key without a plan is throttled by the route's buckets alone."""
 
-    __slots__ = ("_acquire_into", "_bucket_ids", "_by_key", "_refusals")
+    __slots__ = ("_acquire_into", "_bucket_ids", "_by_key", "_refusals", "native_check_lean")
 
     def __init__(
         self,
@@ -173,6 +173,13 @@ class KeyedThrottleStage:
         plain, with_plan = route_refusals(bucket_ids, levels, count, key_limits)
         self._refusals = plain
         self._by_key = by_key(bucket_ids, key_limits, plain, with_plan)
+        # check_lean in one native step for a key in a plan (Pipeline.check_lean); the Redis
+        # fleet's buckets are not in this process.
+        self.native_check_lean = (
+            KeyedThrottleCheck(throttle, self._by_key, _refuse, self.check_lean)
+            if isinstance(throttle, Throttle)
+            else None
+        )
 
     async def __call__(self, ctx: RequestContext) -> Response | None:
         return self.check(ctx)

@@ -29,7 +29,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from pygw._native import header_value
+from pygw._native import ParamsCheck, header_value
 from pygw.body import DEFAULT_MAX_BODY_BYTES, parse_json_body, read_body
 from pygw.config.model import ApiConfig, RouteConfig
 from pygw.context import RequestContext
@@ -166,6 +166,7 @@ class ValidateStage:
         "_validator",
         "check",
         "check_lean",
+        "native_check_lean",
     )
 
     def __init__(
@@ -199,6 +200,17 @@ class ValidateStage:
         )
         self.check_lean: Callable[[LeanView], None] | None = (
             self._check_lean if validator is None else None
+        )
+        # That check in one native step for a request with every parameter (Pipeline.check_lean).
+        self.native_check_lean: ParamsCheck | None = (
+            ParamsCheck(
+                [raw for _, raw in self._headers],
+                list(self._path),
+                self._missing_query if self._query else None,
+                self._check_lean,
+            )
+            if validator is None
+            else None
         )
 
     async def __call__(self, ctx: RequestContext) -> Response | None:

@@ -304,7 +304,14 @@ def test_an_answer_taken_natively_is_read_the_same_by_llhttp(
     assert parser.get_status_code() == status
     assert reason == (seen.status if seen.status.isascii() else b"")
     assert seen.body == body
-    assert seen.keep_alive == keep_alive
+    # A "close" ends the connection whatever else the answer says; llhttp lets an HTTP/1.0
+    # answer's "keep-alive" win over it, which would reuse a connection the upstream closes.
+    says_close = any(
+        name.lower() == b"connection"
+        and any(token.strip().lower() == b"close" for token in value.split(b","))
+        for name, value in seen.headers
+    )
+    assert keep_alive == (seen.keep_alive and not says_close)
     assert relayed_head(seen.headers, own) == head
 
 

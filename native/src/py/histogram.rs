@@ -4,6 +4,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
+use super::lean_checks::LeanCheck;
 use crate::histogram::Histogram;
 use crate::throttle::monotonic_now;
 
@@ -92,17 +93,26 @@ impl PyRequestTimings {
 /// verified) returns an instance of `later` instead of an answer: the rest of the request is
 /// then `resume(ctx, index, later, started)`'s, which awaits it, records that stage's time from
 /// `started` (a `monotonic()` reading) and goes on with the checks after `index`.
+///
+/// A check that is one of the native lean checks (`pygw._native.ApiKeyCheck` and its kin) is
+/// run without a Python call.
 #[pyclass(frozen, module = "pygw._native", name = "TimedChecks")]
 pub struct PyTimedChecks {
-    steps: Vec<(Py<PyAny>, Py<PyHistogram>)>,
+    steps: Vec<(Step, Py<PyHistogram>)>,
     later: Py<PyType>,
     resume: Py<PyAny>,
+}
+
+enum Step {
+    Python(Py<PyAny>),
+    Native(LeanCheck),
 }
 
 #[pymethods]
 impl PyTimedChecks {
     #[new]
     fn new(
+        py: Python<'_>,
         checks: Vec<Py<PyAny>>,
         timers: Vec<Py<PyHistogram>>,
         later: Py<PyType>,
@@ -115,8 +125,16 @@ impl PyTimedChecks {
                 timers.len()
             )));
         }
+        let steps = checks
+            .into_iter()
+            .map(|check| match LeanCheck::of(check.bind(py)) {
+                Some(native) => Step::Native(native),
+                None => Step::Python(check),
+            })
+            .zip(timers)
+            .collect();
         Ok(Self {
-            steps: checks.into_iter().zip(timers).collect(),
+            steps,
             later,
             resume,
         })
@@ -127,8 +145,11 @@ impl PyTimedChecks {
     /// is recorded.
     fn run(&self, py: Python<'_>, ctx: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let mut started = monotonic_now();
-        for (index, (check, timer)) in self.steps.iter().enumerate() {
-            let answered = check.bind(py).call1((ctx,));
+        for (index, (step, timer)) in self.steps.iter().enumerate() {
+            let answered = match step {
+                Step::Python(check) => check.bind(py).call1((ctx,)),
+                Step::Native(check) => check.check(ctx).map(|()| py.None().into_bound(py)),
+            };
             if let Ok(pending) = &answered {
                 if !pending.is_none() && pending.is_instance(self.later.bind(py))? {
                     // Timed by `resume`, once the stage is done.

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod cache;
 mod head;
 mod histogram;
+mod lean_checks;
 mod query;
 mod request_head;
 mod request_id;
@@ -25,6 +26,7 @@ fn pygw_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     shared::register(m)?;
     histogram::register(m)?;
+    lean_checks::register(m)?;
     head::register(m)?;
     query::register(m)?;
     request_id::register(m)?;

@@ -180,7 +180,7 @@ fn simple_request<'py>(
 /// The first value of the header `lower_name` (given lower-cased) in `headers`, a request's
 /// `raw_headers` tuple of `(name, value)` bytes pairs, or None: `Request.header` in one call.
 #[pyfunction]
-fn header_value<'py>(
+pub(crate) fn header_value<'py>(
     headers: &Bound<'py, PyTuple>,
     lower_name: &[u8],
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {

@@ -112,7 +112,7 @@ pub struct PyThrottle {
 
 impl PyThrottle {
     /// One decision, with Python's ids checked and the real clocks where none are given.
-    fn decide(
+    pub(crate) fn decide(
         &self,
         bucket_ids: Vec<i64>,
         quota_id: Option<i64>,
