@@ -285,14 +285,13 @@ class KeyedThrottleCheck:
 @final
 class ParamsCheck:
     """Passes a request with each of `headers` (lower-cased names, bytes) sent, each of `path` a
-    non-empty path parameter and, with `missing_query` given (raw query string -> the names it
-    lacks), its query string known to lack none."""
+    non-empty path parameter and each of `query` in a query string with nothing to decode."""
 
     def __init__(
         self,
         headers: list[bytes],
         path: list[str],
-        missing_query: dict[str, tuple[str, ...]] | None,
+        query: list[str],
         fallback: Callable[[Any], None],
     ) -> None: ...
     def __call__(self, lean: Any) -> None: ...

@@ -206,7 +206,7 @@ class ValidateStage:
             ParamsCheck(
                 [raw for _, raw in self._headers],
                 list(self._path),
-                self._missing_query if self._query else None,
+                list(self._query),
                 self._check_lean,
             )
             if validator is None

@@ -84,7 +84,7 @@ def test_the_params_check_matches_the_stage(views: list[_View], params: list[str
     assert native.native_check_lean is not None and reference.check_lean is not None
     for view in views:
         twin = _View(view.raw_headers, view.params, view.raw_query, None)
-        # Twice: the second time the query string has been seen (the native check's memo).
+        # Twice: the second time the reference remembers the query string.
         for _ in range(2):
             assert _outcome(native.native_check_lean, view) == _outcome(reference.check_lean, twin)
 

@@ -11,6 +11,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::request_head::header_value;
 use super::throttle::{decision_into, PyThrottle};
+use crate::query;
 
 /// A native lean check, as `TimedChecks` calls it without a Python call.
 pub(crate) enum LeanCheck {
@@ -151,13 +152,13 @@ impl PyKeyedThrottleCheck {
 }
 
 /// Parameter validation's check: each of `headers` (lower-cased names) sent, each of `path`
-/// a non-empty path parameter, and, with `missing_query` (the stage's dict of raw query string
-/// -> the names it lacks) given, the query string known to lack none.
+/// a non-empty path parameter, and each of `query` in a query string with nothing to decode
+/// (one that has, Python's percent-decoding decides).
 #[pyclass(frozen, module = "pygw._native", name = "ParamsCheck")]
 pub struct PyParamsCheck {
     headers: Vec<Vec<u8>>,
     path: Vec<Py<PyString>>,
-    missing_query: Option<Py<PyDict>>,
+    query: Vec<String>,
     fallback: Py<PyAny>,
 }
 
@@ -183,11 +184,16 @@ impl PyParamsCheck {
                 }
             }
         }
-        if let Some(memo) = &self.missing_query {
+        if !self.query.is_empty() {
             let raw_query = lean.getattr(intern!(py, "raw_query"))?;
-            match memo.bind(py).get_item(&raw_query)? {
-                Some(lacking) if !lacking.is_truthy()? => {}
-                _ => return Ok(false),
+            let Ok(raw_query) = raw_query.cast::<PyString>()?.to_str() else {
+                return Ok(false);
+            };
+            if !query::is_plain(raw_query) {
+                return Ok(false);
+            }
+            if !self.query.iter().all(|name| query::has(raw_query, name)) {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -204,17 +210,16 @@ impl PyParamsCheck {
 #[pymethods]
 impl PyParamsCheck {
     #[new]
-    #[pyo3(signature = (headers, path, missing_query, fallback))]
     fn new(
         headers: Vec<Vec<u8>>,
         path: Vec<Py<PyString>>,
-        missing_query: Option<Py<PyDict>>,
+        query: Vec<String>,
         fallback: Py<PyAny>,
     ) -> Self {
         Self {
             headers,
             path,
-            missing_query,
+            query,
             fallback,
         }
     }
