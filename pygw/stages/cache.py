@@ -822,7 +822,9 @@ class _LeanMiss:
         "trace_id",
     )
 
-    def __init__(self, cache: CachingIntegration, lean: LeanView, key: str, flight: _Flight):
+    def __init__(
+        self, cache: CachingIntegration, lean: LeanView, key: str, flight: _Flight
+    ) -> None:
         self.cache = cache
         self.lean = lean
         self.key = key

@@ -561,6 +561,7 @@ def _rest_config(
     log_format: str = "json",
     allow_invalidation: bool = False,
     key_params: tuple[str, ...] = ("querystring.lang",),
+    timeout_ms: int | None = None,
 ) -> Path:
     """A REST API whose route runs the API-key, usage-plan and validation stages in front of a
     cached, proxied integration."""
@@ -590,7 +591,11 @@ def _rest_config(
                 },
                 "routes": {
                     "ANY /items/{id}": {
-                        "integration": {"type": "http_proxy", "uri": f"{upstream}/items/{{id}}"},
+                        "integration": {
+                            "type": "http_proxy",
+                            "uri": f"{upstream}/items/{{id}}",
+                            **({} if timeout_ms is None else {"timeout_ms": timeout_ms}),
+                        },
                         "api_key_required": True,
                         "validate": {"params": ["querystring.lang", "header.x-tenant"]},
                         "cache": {"ttl_s": 300, "key_params": list(key_params)},
@@ -896,3 +901,22 @@ async def test_a_lean_miss_the_upstream_drops_is_502_and_the_next_tries_again(
     assert orjson.loads(answers[1][2]) == {"message": "Bad Gateway"}
     assert lean_sends[:2] == [False, True]
     assert [r["raw_path"] for r in up.requests].count("/items/dropped?lang=en") >= 3
+
+
+async def test_a_late_lean_miss_is_504_and_leaves_its_key_free(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    """A lean miss whose answer does not come in time is answered 504 as the full way's is,
+    stores nothing, and leaves its key free: the next request for it is sent again rather than
+    left waiting for the late one."""
+    up = await start_upstream(_cached_items)
+    config = _rest_config(tmp_path, "lean", up.url, timeout_ms=100)
+    requests = [_keyed("/v1/items/first?lang=en")] + [_keyed("/v1/items/slow?lang=en")] * 2
+    async with _gateway(config) as (_, address):
+        answers = await asyncio.wait_for(_one_by_one(address, requests), 10)
+        after = await _one_by_one(address, [_keyed("/v1/items/first?lang=en")])
+    assert lean_sends[:2] == [False, True]
+    assert [status for status, _, _ in answers] == [200, 504, 504]
+    assert orjson.loads(answers[1][2]) == {"message": "Endpoint request timed out"}
+    assert answers[1][1]["x-cache"] == "Miss"
+    assert after[0][0] == 200 and after[0][1]["x-cache"] == "Hit"
