@@ -37,7 +37,7 @@ from pygw.codings import DecodedBody
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.ws_passthrough import WsPassthrough, is_websocket_upgrade
-from pygw.pipeline import LeanSend, Outcome
+from pygw.pipeline import LeanSend, Outcome, StartLean
 from pygw.request import BodyStream, RequestBody
 from pygw.response import OneWriteResponse, Response, ResponseHead, ResponseStream
 
@@ -825,6 +825,9 @@ class HttpProxyIntegration:
             for (base, weight), own in zip(bases, own_tls, strict=True)
         ]
         self._single = self._targets[0] if len(self._targets) == 1 else None
+        # Offered (Pipeline.start_lean, a cache's lean miss) only with one target: a choice
+        # among several is start_now's, so such a route keeps to the full way from the start.
+        self.start_lean: StartLean | None = self._start_lean if self._single is not None else None
         if path_template is None:
             self._literals: tuple[str, ...] = ()
             self._names: tuple[str, ...] = ()
@@ -1022,11 +1025,11 @@ class HttpProxyIntegration:
         self._deadlines.watch(conn, loop)
         return None
 
-    def start_lean(self, lean: LeanSend) -> bool:
+    def _start_lean(self, lean: LeanSend) -> bool:
         """Sends a simple request on over a pooled connection, as start_now does, for a route
         without stages (Pipeline.start_lean); False, with nothing sent, when start_now's way
-        is needed (no pooled connection, an ejected target, a target to choose among several,
-        a path that does not render natively)."""
+        is needed (no pooled connection, an ejected target, a path that does not render
+        natively)."""
         target = self._single
         if target is None or target.failures >= self._threshold:
             return False

@@ -96,14 +96,14 @@ class LeanSpy:
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> LeanSpy:
     found = LeanSpy()
-    start_lean = HttpProxyIntegration.start_lean
+    start_lean = HttpProxyIntegration._start_lean
 
     def watched(self: HttpProxyIntegration, lean: LeanSend) -> bool:
         sent = False if found.refuse else start_lean(self, lean)
         found.decided.append(sent)
         return sent
 
-    monkeypatch.setattr(HttpProxyIntegration, "start_lean", watched)
+    monkeypatch.setattr(HttpProxyIntegration, "_start_lean", watched)
     return found
 
 
@@ -920,3 +920,23 @@ async def test_a_late_lean_miss_is_504_and_leaves_its_key_free(
     assert orjson.loads(answers[1][2]) == {"message": "Endpoint request timed out"}
     assert answers[1][1]["x-cache"] == "Miss"
     assert after[0][0] == 200 and after[0][1]["x-cache"] == "Hit"
+
+
+async def test_a_route_with_several_targets_keeps_to_the_full_way(
+    tmp_path: Path, start_upstream: StartUpstream, lean_sends: list[bool]
+) -> None:
+    """Choosing among targets is start_now's: such a route is never offered the lean way,
+    and its requests are balanced over both targets."""
+    ups = [await start_upstream(), await start_upstream()]
+    config = _config(
+        tmp_path, "lean", "", access_log=False, targets=[{"url": up.url} for up in ups]
+    )
+    route = yaml.safe_load(config.read_text())
+    integration = route["apis"][0]["routes"]["ANY /{proxy+}"]["integration"]
+    integration["uri"] = "/{proxy}"
+    config.write_text(yaml.safe_dump(route))
+    async with _gateway(config) as (_, address):
+        answers = await _one_by_one(address, [_get(f"/items/{n}") for n in range(4)])
+    assert [status for status, _, _ in answers] == [200] * 4
+    assert lean_sends == []
+    assert all(up.peers for up in ups)

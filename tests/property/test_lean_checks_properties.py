@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pygw._native import Throttle
+from pygw._native import ApiKeyCheck, KeyedThrottleCheck, ParamsCheck, Throttle
 from pygw.config.model import ApiKeyConfig
 from pygw.errors import GatewayError
 from pygw.stages.api_key import ApiKeyStage
@@ -114,3 +114,29 @@ def test_the_keyed_throttle_check_matches_the_stage(
     for key_id in key_ids:
         view, twin = _View((), {}, "", key_id), _View((), {}, "", key_id)
         assert _outcome(native.native_check_lean, view) == _outcome(reference.check_lean, twin)
+
+
+def test_the_usual_request_never_calls_the_python_checks() -> None:
+    """A key verified before, a key in a plan the buckets let through, every parameter in a
+    plain query string: decided natively (the fallback is not called); anything else is
+    handed to it."""
+    handed: list[str] = []
+
+    def fallback(kind: str) -> Callable[[Any], None]:
+        return lambda view: handed.append(kind)
+
+    key = _KEYS["k1"].encode()
+    api_key = ApiKeyCheck(b"x-api-key", {key: "k1"}, fallback("key"))
+    throttle = Throttle()
+    bucket = throttle.add_bucket(0, 5)
+    keyed = KeyedThrottleCheck(throttle, {"k1": ([bucket], None, None)}, None, fallback("plan"))
+    params = ParamsCheck([b"x-tenant"], ["id"], ["lang"], fallback("params"))
+    usual = _View(((b"X-Api-Key", key), (b"x-tenant", b"acme")), {"id": "42"}, "lang=en", None)
+    for check in (api_key, keyed, params):
+        check(usual)
+    assert handed == [] and usual.api_key_id == "k1"
+    assert usual.response_headers["RateLimit-Remaining"] == "4"
+    unusual = _View(((b"x-api-key", b"other"),), {"id": ""}, "l%61ng=en", "k2")
+    for check in (api_key, keyed, params):
+        check(unusual)
+    assert handed == ["key", "plan", "params"]
