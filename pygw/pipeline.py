@@ -197,7 +197,8 @@ class Pipeline:
     fixed: Fixed | None = field(init=False, repr=False, compare=False)
     # For a pipeline whose stages all have a `check_lean` and whose integration has an
     # `answer_lean` (a cache): that answer, and the stages' checks of a LeanView in order
-    # (None for a pipeline without stages). Dispatcher.serve_lean answers a cache hit so.
+    # (None for a pipeline without stages). Dispatcher.serve_lean answers a cache hit, or
+    # sends a miss on, so.
     answer_lean: AnswerLean | None = field(init=False, repr=False, compare=False)
     check_lean: Callable[[LeanView], object] | None = field(init=False, repr=False, compare=False)
 
