@@ -101,6 +101,10 @@ class ResponseCache:
         len(key.encode()) + size fits. Returns False, storing nothing, if that alone exceeds the
         capacity or ttl_s is not > 0; any previous entry under `key` is removed either way.
         Raises ValueError if size < 0 or `now` is NaN or infinite."""
+    def hit(self, key: str, own: dict[str, str]) -> object | None:
+        """`get(key)`, for a GET answered from the cache: when the entry is a 6-tuple whose item
+        4 (its stored head) is not None, as keep_whole makes, `own` gets hit_headers(own,
+        entry[3]). Anything else is returned as get returns it, `own` untouched."""
     def keep_whole(
         self,
         key: str,
@@ -304,6 +308,10 @@ def stored_lines(lines: bytes, own_names: tuple[str, ...]) -> tuple[bytes, int] 
     framing, Date, Age, connection or X-Cache lines, none named in `own_names`, any case), and
     their number plus one; None when a Set-Cookie or a Cache-Control no-store, private or
     no-cache forbids storing the answer."""
+
+def hit_headers(own: dict[str, str], stored_at: float) -> None:
+    """Sets `X-Cache: Hit` and `Age` in `own`: the whole seconds since `stored_at`, a
+    time.monotonic() reading ("0" for one in the future)."""
 
 # --- response head (native/src/py/head.rs) ---
 def whole_answer_bytes(

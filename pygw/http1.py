@@ -45,7 +45,7 @@ from pygw._native import simple_request
 from pygw.http_version import HttpVersion
 from pygw.request import HTTP_10, HTTP_11, Request, RequestBody, RequestBodyError
 from pygw.response import Response, ResponseHead, whole_bytes
-from pygw.serving import PENDING, Later, ServeLean, ServeNow, SimpleParts
+from pygw.serving import PENDING, Later, Routed, Sent, ServeLean, ServeNow, SimpleParts
 
 # A request whose serving serve_now began, with the coroutine that finishes it.
 Started = tuple[Request, Later]
@@ -353,7 +353,17 @@ class Http1Connection(WriteFlow):
                 self.head_since = None
                 serve_lean = self.server.serve_lean
                 if serve_lean is not None and not self._busy and not self.closing:
-                    self._serve_lean(serve_lean, simple)
+                    # Sent on the lean way when its route allows it (inlined here: a cache
+                    # hit or a mock answer is done within this call).
+                    self._busy = True
+                    self._idle_since = None
+                    try:
+                        routed = serve_lean(self, simple)
+                    except Exception:
+                        log.exception("request handler failed")
+                        routed = None
+                    if routed is not PENDING:
+                        self._serve_not_lean(routed, simple)
                     return
                 # What on_headers_complete makes of the callbacks' parts, for such a request
                 # (request_of, inlined: every request passes here).
@@ -606,18 +616,9 @@ class Http1Connection(WriteFlow):
             request.amzn_trace_header = amzn_trace
         return request
 
-    def _serve_lean(self, serve_lean: ServeLean, simple: SimpleParts) -> None:
-        """A simple request on an idle connection, sent on the lean way when its route allows
-        it, else served as any other (with the route serve_lean found, not looked up again)."""
-        self._busy = True
-        self._idle_since = None
-        try:
-            routed = serve_lean(self, simple)
-        except Exception:
-            log.exception("request handler failed")
-            routed = None
-        if routed is PENDING:
-            return
+    def _serve_not_lean(self, routed: Routed | Sent | None, simple: SimpleParts) -> None:
+        """A simple request serve_lean did not send on: served as any other (with the route
+        serve_lean found, `routed`, not looked up again)."""
         self._busy = False
         request = self.request_of(simple)
         if isinstance(routed, tuple):

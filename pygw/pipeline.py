@@ -79,12 +79,13 @@ class LeanSend(LeanAnswered, Protocol):
     simple: SimpleParts
     found: Routed
     request_id: str
-    trace_id: str
-    span_id: str
     client: LeanClient
 
     def own_headers(self) -> dict[str, str]:
         """The headers the gateway adds to the answer."""
+
+    def trace(self) -> tuple[str, str]:
+        """The request's trace id and the id of the gateway's span in it."""
 
     def context(self) -> tuple[RequestContext, Callable[[Outcome], None]]:
         """The request's context after all, and the callback its Outcome goes to (as

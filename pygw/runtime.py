@@ -1141,8 +1141,8 @@ class _Compiler:
             origin.key,
             origin.stage,
             self.caches,
-            metrics_hit=self.metrics.cache_hits.labels(origin.api.name, origin.stage).inc,
-            metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage).inc,
+            metrics_hit=self.metrics.cache_hits.labels(origin.api.name, origin.stage),
+            metrics_miss=self.metrics.cache_misses.labels(origin.api.name, origin.stage),
             by_coding=minimum_size is not None,
         )
         if integration is not uncached and self.loaded.config.telemetry is not None:

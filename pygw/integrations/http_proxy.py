@@ -1054,6 +1054,7 @@ class HttpProxyIntegration:
             target.release(conn, True)
             return False
         request_id = lean.request_id
+        trace_id, span_id = lean.trace()
         tail, _ = request_head_tail(
             headers,
             lean.client.peer,
@@ -1061,8 +1062,8 @@ class HttpProxyIntegration:
             request_id,
             None,
             None,
-            lean.trace_id,
-            lean.span_id,
+            trace_id,
+            span_id,
             False,
         )
         target.in_flight += 1

@@ -374,9 +374,9 @@ class RouteMetrics:
     """The label children of one route, resolved at compile time."""
 
     __slots__ = (
-        "_by_status",
         "_labels",
         "_metrics",
+        "by_status",
         "canary",
         "integration_latency",
         "latency",
@@ -393,12 +393,14 @@ class RouteMetrics:
             self.latency, self.integration_latency, metrics.overhead.labels(style)
         )
         self.canary = metrics.canary.labels(api, stage)
-        self._by_status: dict[tuple[str, int], CounterChild] = {}
+        # The requests counter's child by (method, status): a request's conclusion may add to
+        # one found here itself, without calling count.
+        self.by_status: dict[tuple[str, int], CounterChild] = {}
 
     def count(self, method: str, status: int) -> None:
-        child = self._by_status.get((method, status))
+        child = self.by_status.get((method, status))
         if child is None:
             api, stage, route = self._labels
             child = self._metrics.requests.labels(api, stage, route, method, str(status))
-            self._by_status[(method, status)] = child
+            self.by_status[(method, status)] = child
         child.value += 1.0

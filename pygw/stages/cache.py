@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from multidict import CIMultiDict
 
@@ -33,6 +33,7 @@ from pygw._native import (
     STORED_LINE_OVERHEAD,
     ResponseCache,
     header_value,
+    hit_headers,
     query_key_part,
     stored_lines,
 )
@@ -175,7 +176,13 @@ def _new_collector(limit: int, previous: Callable[[bytes], None] | None) -> _Col
     return collector
 
 
-Counter = Callable[[], object]
+class Counter(Protocol):
+    """A counter the cache adds to (pygw.observe.metrics.CounterChild): an attribute, not a
+    call, since a hit's every Python frame shows in its cost."""
+
+    value: float
+
+
 _KeyParam = tuple[str, str]  # (querystring | header | path, name)
 
 
@@ -562,18 +569,23 @@ class CachingIntegration:
                 # lookup more.
                 return None
             part = self._remember_query_part(lean.raw_query)
-        key = self._lean_prefix + lean.path + "\x1f" + part
-        entry = self._cache.get(key)
+        key = f"{self._lean_prefix}{lean.path}\x1f{part}"  # one string made, not three
+        extra = lean.response_headers
+        # _hit_head's X-Cache and Age set by the lookup itself, on an entry it can send.
+        entry = self._cache.hit(key, extra)
         if not isinstance(entry, tuple):
             if entry is None:
                 return self._sent_on(lean, key)
             # A Vary marker names the headers the entries under it are kept by.
             return False if isinstance(entry, str) else None
-        if entry[4] is None:
+        head = entry[4]
+        if head is None:
             return False  # an answer aiohttp must send
-        extra = lean.response_headers
         lean.cache_state = "hit"
-        head = self._hit_head(entry, entry[4], extra)
+        if self._hit is not None:
+            self._hit.value += 1.0
+        if head[0] and tuple(extra) != entry[5]:
+            head = self._replayed_for(head, extra)
         lean.answered(entry[0], b"", head, entry[2], extra, 0.0, None)
         return True
 
@@ -595,7 +607,7 @@ class CachingIntegration:
         lean.response_headers["X-Cache"] = "Miss"
         lean.cache_state = "miss"
         if self._miss is not None:
-            self._miss()
+            self._miss.value += 1.0
         return True
 
     def _hit_head(
@@ -603,17 +615,17 @@ class CachingIntegration:
     ) -> ResponseHead:
         """A GET hit's head to send with `extra`, the request's own headers (X-Cache and Age
         added to them)."""
-        extra["X-Cache"] = "Hit"
+        hit_headers(extra, entry[3])
         if self._hit is not None:
-            self._hit()
-        age = time.monotonic() - entry[3]
-        extra["Age"] = str(int(age)) if age > 0.0 else "0"
-        if head[0]:
-            names = tuple(extra)
-            if names != entry[5]:
-                replayed = self._replayed.get((head, names))
-                head = replayed if replayed is not None else self._replayed_head(head, extra)
+            self._hit.value += 1.0
+        if head[0] and tuple(extra) != entry[5]:
+            head = self._replayed_for(head, extra)
         return head
+
+    def _replayed_for(self, head: ResponseHead, extra: dict[str, str]) -> ResponseHead:
+        """The stored head to send with `extra`, headers other than those it was stored with."""
+        replayed = self._replayed.get((head, tuple(extra)))
+        return replayed if replayed is not None else self._replayed_head(head, extra)
 
     def _answer(self, ctx: RequestContext, entry: CachedResponse, method: str) -> Response:
         extra = ctx.response_headers
@@ -623,7 +635,7 @@ class CachingIntegration:
             return OneWriteResponse(status, self._hit_head(entry, head, extra), body, extra)
         extra["X-Cache"] = "Hit"
         if self._hit is not None:
-            self._hit()
+            self._hit.value += 1.0
         age = time.monotonic() - stored_at
         response = Response(
             status=status,
@@ -667,7 +679,7 @@ class CachingIntegration:
         ctx.response_headers["X-Cache"] = "Miss"
         ctx.cache_state = "miss"
         if self._miss is not None:
-            self._miss()
+            self._miss.value += 1.0
         collector = ctx.body_sink = _new_collector(self._max_body, ctx.body_sink)
         return collector
 
@@ -818,8 +830,6 @@ class _LeanMiss:
         "lean",
         "request_id",
         "simple",
-        "span_id",
-        "trace_id",
     )
 
     def __init__(
@@ -833,12 +843,13 @@ class _LeanMiss:
         self.simple = lean.simple
         self.found = lean.found
         self.request_id = lean.request_id
-        self.trace_id = lean.trace_id
-        self.span_id = lean.span_id
         self.client = lean.client
 
     def own_headers(self) -> dict[str, str]:
         return self.lean.own_headers()
+
+    def trace(self) -> tuple[str, str]:
+        return self.lean.trace()
 
     def answered(
         self,

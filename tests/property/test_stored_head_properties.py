@@ -1,5 +1,6 @@
-"""The native stored_lines and ResponseCache.keep_whole against the Python they replaced in the
-cache stage: the same kept header lines, the same refusals, the same entry and charge."""
+"""The native stored_lines, ResponseCache.keep_whole and ResponseCache.hit against the Python
+they replaced in the cache stage: the same kept header lines, the same refusals, the same entry
+and charge, the same X-Cache and Age on a hit."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, stored_lines
+from pygw._native import STORED_LINE_OVERHEAD, ResponseCache, hit_headers, stored_lines
 from tests.property.reference_heads import NOT_STORED, reference_stored_lines
 
 _NAMES = sorted(NOT_STORED | {b"set-cookie", b"cache-control", b"server", b"etag", b"x-own"})
@@ -83,3 +84,39 @@ def test_a_head_with_vary_is_refused() -> None:
     with pytest.raises(ValueError, match="without Vary"):
         cache.keep_whole("k", (b"", "Accept", False, False, False), b"", (), 60, 0.0)  # type: ignore[arg-type]
     assert len(cache) == 0
+
+
+@settings(max_examples=200)
+@given(st.integers(min_value=0, max_value=10**7))
+def test_a_hits_age_is_the_whole_seconds_on_python_s_monotonic_clock(seconds: int) -> None:
+    """The cache stage's `str(int(age))`: half a second either side of a whole second, so that
+    the clock moving on between the two readings cannot change the answer."""
+    own = {"x-request-id": "r"}
+    hit_headers(own, time.monotonic() - seconds - 0.5)
+    assert own == {"x-request-id": "r", "X-Cache": "Hit", "Age": str(seconds)}
+    assert list(own) == ["x-request-id", "X-Cache", "Age"]
+
+
+def test_an_entry_stored_in_the_future_is_age_0_and_a_set_age_is_replaced() -> None:
+    own = {"Age": "7", "X-Cache": "Miss"}
+    hit_headers(own, time.monotonic() + 30.0)
+    assert own == {"Age": "0", "X-Cache": "Hit"}
+
+
+def test_hit_stamps_an_entry_it_can_send_and_leaves_anything_else_alone() -> None:
+    cache = ResponseCache(1 << 20)
+    entry = cache.keep_whole(
+        "whole", (b"ETag: v1\r\n", None, False, False, False), b"x", (), 60, time.monotonic() - 3.5
+    )
+    own: dict[str, str] = {}
+    assert cache.hit("whole", own) is entry
+    assert own == {"X-Cache": "Hit", "Age": "3"}
+    # A Vary marker, an entry only aiohttp can send (no stored head), nothing at all.
+    not_sendable = (200, (("ETag", "v1"),), b"x", 0.0, None, ())
+    cache.put("marker", "accept", 1, 60)
+    cache.put("full", not_sendable, 1, 60)
+    for key, expected in (("marker", "accept"), ("full", not_sendable), ("absent", None)):
+        own = {"x-request-id": "r"}
+        assert cache.hit(key, own) == expected
+        assert own == {"x-request-id": "r"}
+    assert cache.stats()[:2] == (3, 1)  # hits and misses, counted as get counts them

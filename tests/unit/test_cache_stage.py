@@ -17,6 +17,7 @@ from pygw.config.model import ApiConfig
 from pygw.context import RequestContext
 from pygw.errors import ErrorType, GatewayError
 from pygw.integrations.http_proxy import HttpProxyIntegration
+from pygw.observe.metrics import CounterChild
 from pygw.request import Request
 from pygw.response import Response
 from pygw.stages.cache import CachingIntegration, _header_values, wrap_with_cache
@@ -77,15 +78,19 @@ class FakeInner:
 
 
 class Counters:
+    """The hit and miss counters the gateway's metrics give a cache."""
+
     def __init__(self) -> None:
-        self.hits = 0
-        self.misses = 0
+        self.hit = CounterChild()
+        self.miss = CounterChild()
 
-    def hit(self) -> None:
-        self.hits += 1
+    @property
+    def hits(self) -> int:
+        return int(self.hit.value)
 
-    def miss(self) -> None:
-        self.misses += 1
+    @property
+    def misses(self) -> int:
+        return int(self.miss.value)
 
 
 def caching(

@@ -4,10 +4,12 @@
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::cache::Cache;
+use crate::shared::host_monotonic_now;
 use crate::stored_head;
 use crate::throttle::monotonic_now;
 
@@ -59,6 +61,25 @@ fn clock(now: Option<f64>) -> PyResult<f64> {
     }
 }
 
+/// Sets a hit's own headers in `own`: `X-Cache: Hit`, and `Age`, the whole seconds since
+/// `stored_at` (on Python's `time.monotonic()` clock, which entries are stamped on); 0 for an
+/// entry that seems to come from the future.
+fn stamp_hit(own: &Bound<'_, PyDict>, stored_at: f64) -> PyResult<()> {
+    let py = own.py();
+    own.set_item(intern!(py, "X-Cache"), intern!(py, "Hit"))?;
+    let age = host_monotonic_now() - stored_at;
+    // `as` truncates toward zero and saturates, as the seconds a header can say must.
+    let whole = if age > 0.0 { age as u64 } else { 0 };
+    let mut digits = itoa::Buffer::new();
+    own.set_item(intern!(py, "Age"), digits.format(whole))
+}
+
+/// `hit_headers(own, stored_at)`: the X-Cache and Age headers of an answer from the cache.
+#[pyfunction]
+fn hit_headers(own: &Bound<'_, PyDict>, stored_at: f64) -> PyResult<()> {
+    stamp_hit(own, stored_at)
+}
+
 fn non_negative(name: &str, v: i64) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {v}")))
 }
@@ -89,6 +110,26 @@ impl PyResponseCache {
             .map(|v| v.clone_ref(py));
         drop(dropped);
         Ok(hit)
+    }
+
+    /// `get`, for a GET answered from the cache when it can: an entry sent from its stored head
+    /// (a 6-tuple whose item 4 is not None, as `keep_whole` makes) gets the hit's headers set in
+    /// `own` (`hit_headers`). Anything else is returned as `get` returns it, `own` untouched.
+    fn hit(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        own: &Bound<'_, PyDict>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let found = self.get(py, key, None)?;
+        if let Some(entry) = &found {
+            if let Ok(entry) = entry.bind(py).cast::<PyTuple>() {
+                if entry.len() == 6 && !entry.get_item(4)?.is_none() {
+                    stamp_hit(own, entry.get_item(3)?.extract()?)?;
+                }
+            }
+        }
+        Ok(found)
     }
 
     #[pyo3(signature = (key, value, size, ttl_s, now=None))]
@@ -218,6 +259,7 @@ impl PyResponseCache {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyResponseCache>()?;
     m.add_function(wrap_pyfunction!(stored_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(hit_headers, m)?)?;
     m.add("STORED_LINE_OVERHEAD", STORED_LINE_OVERHEAD)?;
     Ok(())
 }

@@ -7,10 +7,10 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::request_head::header_value;
-use super::throttle::{decision_into, PyThrottle};
+use super::throttle::{bucket_index, decision_into, PyThrottle};
 use crate::query;
 
 /// A native lean check, as `TimedChecks` calls it without a Python call.
@@ -88,6 +88,10 @@ impl PyApiKeyCheck {
     }
 }
 
+/// The most bucket ids a key's check takes without an allocation; more (or not a list) go to
+/// the fallback.
+const MAX_INLINE_BUCKETS: usize = 8;
+
 /// The usage-plan throttle's check for a key in a plan: `by_key` (the stage's dict of key id ->
 /// (bucket ids, quota id or None, refusals)) gives what to take from `throttle`, whose
 /// RateLimit-* headers go into `lean.response_headers`; a refusal is raised by
@@ -111,13 +115,24 @@ impl PyKeyedThrottleCheck {
             return fall_back(&self.fallback, lean);
         };
         let found = found.cast_into::<PyTuple>()?;
-        let bucket_ids: Vec<i64> = found.get_item(0)?.extract()?;
+        let bucket_ids = found.get_item(0)?;
+        // On the stack: a route, its stage and a plan give a request three buckets at most.
+        let mut ids = [0usize; MAX_INLINE_BUCKETS];
+        let Ok(bucket_ids) = bucket_ids.cast::<PyList>() else {
+            return fall_back(&self.fallback, lean);
+        };
+        if bucket_ids.len() > MAX_INLINE_BUCKETS {
+            return fall_back(&self.fallback, lean);
+        }
+        for (slot, id) in ids.iter_mut().zip(bucket_ids.iter()) {
+            *slot = bucket_index(id.extract()?)?;
+        }
         let quota_id: Option<i64> = found.get_item(1)?.extract()?;
         let headers = lean.getattr(intern!(py, "response_headers"))?;
-        let decision = self
-            .throttle
-            .get()
-            .decide(bucket_ids, quota_id, None, None)?;
+        let decision =
+            self.throttle
+                .get()
+                .decide_ids(&ids[..bucket_ids.len()], quota_id, None, None)?;
         match decision_into(&decision, headers.cast::<PyDict>()?)? {
             None => Ok(()),
             Some(refused) => self

@@ -100,7 +100,7 @@ fn to_py_err(e: ThrottleError) -> PyErr {
     }
 }
 
-fn bucket_index(id: i64) -> PyResult<usize> {
+pub(crate) fn bucket_index(id: i64) -> PyResult<usize> {
     usize::try_from(id).map_err(|_| PyIndexError::new_err(format!("unknown bucket id {id}")))
 }
 
@@ -112,7 +112,7 @@ pub struct PyThrottle {
 
 impl PyThrottle {
     /// One decision, with Python's ids checked and the real clocks where none are given.
-    pub(crate) fn decide(
+    fn decide(
         &self,
         bucket_ids: Vec<i64>,
         quota_id: Option<i64>,
@@ -123,6 +123,17 @@ impl PyThrottle {
             .into_iter()
             .map(bucket_index)
             .collect::<PyResult<Vec<usize>>>()?;
+        self.decide_ids(&ids, quota_id, now, unix_now)
+    }
+
+    /// `decide` for bucket ids already checked.
+    pub(crate) fn decide_ids(
+        &self,
+        ids: &[usize],
+        quota_id: Option<i64>,
+        now: Option<f64>,
+        unix_now: Option<f64>,
+    ) -> PyResult<Decision> {
         let quota = quota_id
             .map(|q| {
                 usize::try_from(q)
@@ -131,7 +142,7 @@ impl PyThrottle {
             .transpose()?;
         self.inner
             .acquire(
-                &ids,
+                ids,
                 quota,
                 now.unwrap_or_else(monotonic_now),
                 unix_now.unwrap_or_else(wall_clock_now),
