@@ -332,6 +332,29 @@ def whole_answer_bytes(
     calls for, the blank line, and the body unless `head_only`. ValueError when one of `own`
     holds a line break."""
 
+@final
+class WholeAnswers:
+    """Whole answers sent as one piece from their serialized head (pygw.response.whole_bytes
+    without a Python frame): an upstream's answer that came whole, a cache hit, a mock's."""
+
+    def __init__(self, reasons: Mapping[int, str]) -> None:
+        """`reasons`: the reason phrase of each status, for an answer that brings none
+        ("Unknown" for a status not in it)."""
+    def encode(
+        self,
+        minor: int,
+        status: int,
+        reason: bytes,
+        head: tuple[bytes, str | None, bool, bool, bool],
+        body: bytes,
+        own: Mapping[str, str],
+        keep_alive: bool,
+        extra: bytes,
+    ) -> bytes | None:
+        """whole_bytes(HTTP/1.1 if minor == 1 else HTTP/1.0, status, reason, head, body, own,
+        keep_alive, extra); None for a head with a Vary of its own (head[1]), which whole_bytes
+        merges with a stage's. ValueError when one of `own` holds a line break."""
+
 def date_line() -> bytes:
     """`Date: ...\r\n` for now (RFC 9110 IMF-fixdate), formatted once per second."""
 

@@ -44,7 +44,7 @@ import httptools
 from pygw._native import simple_request
 from pygw.http_version import HttpVersion
 from pygw.request import HTTP_10, HTTP_11, Request, RequestBody, RequestBodyError
-from pygw.response import Response, ResponseHead, whole_bytes
+from pygw.response import Response, ResponseHead, encode_whole, whole_bytes
 from pygw.serving import PENDING, Later, Routed, Sent, ServeLean, ServeNow, SimpleParts
 
 # A request whose serving serve_now began, with the coroutine that finishes it.
@@ -669,17 +669,20 @@ class Http1Connection(WriteFlow):
             self._busy = False
             return
         keep_alive = keep_alive and not self.closing
+        extra = self.server.extra_head
         try:
-            data = whole_bytes(
-                HTTP_11 if minor == 1 else HTTP_10,
-                status,
-                reason,
-                head,
-                body,
-                own,
-                keep_alive,
-                self.server.extra_head,
-            )
+            data = encode_whole(minor, status, reason, head, body, own, keep_alive, extra)
+            if data is None:  # a Vary of the answer's own, merged with a stage's
+                data = whole_bytes(
+                    HTTP_11 if minor == 1 else HTTP_10,
+                    status,
+                    reason,
+                    head,
+                    body,
+                    own,
+                    keep_alive,
+                    extra,
+                )
         except ValueError:
             log.error("an answer with a line break in a header was refused")
             keep_alive = False

@@ -18,7 +18,7 @@ from typing import Final, Protocol
 
 from multidict import CIMultiDict
 
-from pygw._native import date_line, header_lines, whole_answer_bytes
+from pygw._native import WholeAnswers, date_line, header_lines, whole_answer_bytes
 from pygw.http_version import HttpVersion
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "ResponseStream",
     "UpgradedResponse",
     "date_line",
+    "encode_whole",
     "head_from_pairs",
     "merge_vary",
     "status_line",
@@ -358,6 +359,10 @@ class OneWriteResponse(Response):
             self.body,
             head_only,
         )
+
+
+# whole_bytes in one native call, for the usual head (one without a Vary of its own).
+encode_whole: Final = WholeAnswers(_REASONS).encode
 
 
 def whole_bytes(

@@ -1,8 +1,10 @@
 //! Bindings for `crate::head`.
 
+use std::collections::HashMap;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::head::push_header_line;
 use crate::http_date;
@@ -89,6 +91,33 @@ fn whole_answer_bytes<'py>(
     body: &[u8],
     head_only: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    whole_answer(
+        status_line,
+        lines,
+        own,
+        extra,
+        has_content_type,
+        has_date,
+        minor,
+        keep_alive,
+        body,
+        head_only,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn whole_answer<'py>(
+    status_line: &[u8],
+    lines: &[u8],
+    own: &Bound<'py, PyAny>,
+    extra: &[u8],
+    has_content_type: bool,
+    has_date: bool,
+    minor: u8,
+    keep_alive: bool,
+    body: &[u8],
+    head_only: bool,
+) -> PyResult<Bound<'py, PyBytes>> {
     let mut out =
         Vec::with_capacity(status_line.len() + lines.len() + extra.len() + body.len() + 360);
     out.extend_from_slice(status_line);
@@ -113,7 +142,92 @@ fn whole_answer_bytes<'py>(
     Ok(PyBytes::new(own.py(), &out))
 }
 
+/// `Server: ` starts the server's `extra` lines with its own Server header: an answer that names
+/// its own keeps that one instead.
+const SERVER_PREFIX: &[u8] = b"Server: ";
+
+/// Whole answers sent as one piece from their serialized head (`pygw.response.whole_bytes`
+/// without a Python frame): an upstream's answer that came whole, a cache hit, a mock's.
+#[pyclass(frozen, module = "pygw._native", name = "WholeAnswers")]
+pub struct PyWholeAnswers {
+    /// The reason phrase of each status, for an answer that brings none.
+    reasons: HashMap<u16, String>,
+}
+
+#[pymethods]
+impl PyWholeAnswers {
+    #[new]
+    fn new(reasons: HashMap<u16, String>) -> Self {
+        Self { reasons }
+    }
+
+    /// The answer as sent over HTTP/1.`minor`, as `whole_bytes` makes it; None for a head with
+    /// a Vary of its own (head[1]), which `whole_bytes` merges with a stage's. ValueError when
+    /// one of `own` holds a line break.
+    #[allow(clippy::too_many_arguments)]
+    fn encode<'py>(
+        &self,
+        minor: u8,
+        status: u16,
+        reason: &[u8],
+        head: &Bound<'py, PyTuple>,
+        body: &[u8],
+        own: &Bound<'py, PyAny>,
+        keep_alive: bool,
+        extra: &[u8],
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if head.len() != 5 {
+            return Err(PyValueError::new_err("head must be a 5-tuple"));
+        }
+        let minor = u8::from(minor == 1); // as HTTP_11 if minor == 1 else HTTP_10
+        if !head.get_item(1)?.is_none() {
+            return Ok(None);
+        }
+        let lines = head.get_item(0)?;
+        let lines = lines.cast::<PyBytes>()?;
+        let has_content_type = head.get_item(2)?.is_truthy()?;
+        let has_server = head.get_item(3)?.is_truthy()?;
+        let has_date = head.get_item(4)?.is_truthy()?;
+        let extra = if has_server && extra.starts_with(SERVER_PREFIX) {
+            memchr::memmem::find(extra, b"\r\n")
+                .map_or(&extra[extra.len()..], |at| &extra[at + 2..])
+        } else {
+            extra
+        };
+        let reason = if reason.is_empty() {
+            self.reasons
+                .get(&status)
+                .map_or(&b"Unknown"[..], |phrase| phrase.as_bytes())
+        } else {
+            reason
+        };
+        let mut digits = itoa::Buffer::new();
+        let mut status_line = Vec::with_capacity(reason.len() + 17);
+        status_line.extend_from_slice(b"HTTP/1.");
+        status_line.extend_from_slice(digits.format(minor).as_bytes());
+        status_line.push(b' ');
+        status_line.extend_from_slice(digits.format(status).as_bytes());
+        status_line.push(b' ');
+        status_line.extend_from_slice(reason);
+        status_line.extend_from_slice(b"\r\n");
+        whole_answer(
+            &status_line,
+            lines.as_bytes(),
+            own,
+            extra,
+            has_content_type,
+            has_date,
+            minor,
+            keep_alive,
+            body,
+            false,
+        )
+        .map(Some)
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyWholeAnswers>()?;
     m.add_function(wrap_pyfunction!(header_lines, m)?)?;
     m.add_function(wrap_pyfunction!(whole_answer_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(date_line, m)?)?;
