@@ -828,8 +828,10 @@ class _LeanMiss:
         "found",
         "key",
         "lean",
+        "own_headers",
         "request_id",
         "simple",
+        "trace",
     )
 
     def __init__(
@@ -839,17 +841,14 @@ class _LeanMiss:
         self.lean = lean
         self.key = key
         self.flight = flight
-        # What start_lean reads of the request: the lean request's own.
+        # What start_lean reads of the request: the lean request's own (its methods too, bound
+        # here rather than wrapped: a frame less per call).
         self.simple = lean.simple
         self.found = lean.found
         self.request_id = lean.request_id
         self.client = lean.client
-
-    def own_headers(self) -> dict[str, str]:
-        return self.lean.own_headers()
-
-    def trace(self) -> tuple[str, str]:
-        return self.lean.trace()
+        self.own_headers: Callable[[], dict[str, str]] = lean.own_headers
+        self.trace: Callable[[], tuple[str, str]] = lean.trace
 
     def answered(
         self,
