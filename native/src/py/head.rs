@@ -91,33 +91,6 @@ fn whole_answer_bytes<'py>(
     body: &[u8],
     head_only: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    whole_answer(
-        status_line,
-        lines,
-        own,
-        extra,
-        has_content_type,
-        has_date,
-        minor,
-        keep_alive,
-        body,
-        head_only,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn whole_answer<'py>(
-    status_line: &[u8],
-    lines: &[u8],
-    own: &Bound<'py, PyAny>,
-    extra: &[u8],
-    has_content_type: bool,
-    has_date: bool,
-    minor: u8,
-    keep_alive: bool,
-    body: &[u8],
-    head_only: bool,
-) -> PyResult<Bound<'py, PyBytes>> {
     let mut out =
         Vec::with_capacity(status_line.len() + lines.len() + extra.len() + body.len() + 360);
     out.extend_from_slice(status_line);
@@ -210,7 +183,7 @@ impl PyWholeAnswers {
         status_line.push(b' ');
         status_line.extend_from_slice(reason);
         status_line.extend_from_slice(b"\r\n");
-        whole_answer(
+        whole_answer_bytes(
             &status_line,
             lines.as_bytes(),
             own,
