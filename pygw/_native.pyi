@@ -275,7 +275,7 @@ class ApiKeyCheck:
 class KeyedThrottleCheck:
     """Takes from `throttle` what `by_key[lean.api_key_id]` names (bucket ids, quota id,
     refusals), its RateLimit-* headers into `lean.response_headers`; a refusal is raised by
-    `refuse(decision, refusals)`."""
+    `refuse(decision, refusals)`. `by_key` is read once, here: IndexError for a negative id."""
 
     def __init__(
         self,

@@ -7,10 +7,13 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
+use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::request_head::header_value;
-use super::throttle::{bucket_index, decision_into, PyThrottle};
+use super::throttle::{bucket_index, decision_into, quota_index, PyThrottle};
 use crate::query;
 
 /// A native lean check, as `TimedChecks` calls it without a Python call.
@@ -88,18 +91,24 @@ impl PyApiKeyCheck {
     }
 }
 
-/// The most bucket ids a key's check takes without an allocation; more (or not a list) go to
-/// the fallback.
-const MAX_INLINE_BUCKETS: usize = 8;
+/// What a key in a plan takes from the throttle, resolved once from the stage's `by_key`.
+struct KeyPlan {
+    bucket_ids: Vec<usize>,
+    quota_id: Option<usize>,
+    /// Where a refusal is counted, handed to `refuse`.
+    refusals: Py<PyAny>,
+}
 
 /// The usage-plan throttle's check for a key in a plan: `by_key` (the stage's dict of key id ->
-/// (bucket ids, quota id or None, refusals)) gives what to take from `throttle`, whose
-/// RateLimit-* headers go into `lean.response_headers`; a refusal is raised by
-/// `refuse(decision, refusals)`.
+/// (bucket ids, quota id or None, refusals)), read once when the check is made, gives what to
+/// take from `throttle`, whose RateLimit-* headers go into `lean.response_headers`; a refusal
+/// is raised by `refuse(decision, refusals)`.
 #[pyclass(frozen, module = "pygw._native", name = "KeyedThrottleCheck")]
 pub struct PyKeyedThrottleCheck {
     throttle: Py<PyThrottle>,
-    by_key: Py<PyDict>,
+    // Key ids are the configuration's, never a request's: the hasher need not resist flooding,
+    // but it is seeded all the same, as everywhere else in the core.
+    plans: HashMap<String, KeyPlan, RandomState>,
     refuse: Py<PyAny>,
     fallback: Py<PyAny>,
 }
@@ -108,37 +117,23 @@ impl PyKeyedThrottleCheck {
     fn check(&self, lean: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = lean.py();
         let key_id = lean.getattr(intern!(py, "api_key_id"))?;
-        if key_id.is_none() {
-            return fall_back(&self.fallback, lean);
-        }
-        let Some(found) = self.by_key.bind(py).get_item(&key_id)? else {
+        let Ok(key_id) = key_id.cast::<PyString>() else {
+            return fall_back(&self.fallback, lean); // None: no key (or not a key id at all)
+        };
+        let Some(plan) = self.plans.get(key_id.to_str()?) else {
             return fall_back(&self.fallback, lean);
         };
-        let found = found.cast_into::<PyTuple>()?;
-        let bucket_ids = found.get_item(0)?;
-        // On the stack: a route, its stage and a plan give a request three buckets at most.
-        let mut ids = [0usize; MAX_INLINE_BUCKETS];
-        let Ok(bucket_ids) = bucket_ids.cast::<PyList>() else {
-            return fall_back(&self.fallback, lean);
-        };
-        if bucket_ids.len() > MAX_INLINE_BUCKETS {
-            return fall_back(&self.fallback, lean);
-        }
-        for (slot, id) in ids.iter_mut().zip(bucket_ids.iter()) {
-            *slot = bucket_index(id.extract()?)?;
-        }
-        let quota_id: Option<i64> = found.get_item(1)?.extract()?;
         let headers = lean.getattr(intern!(py, "response_headers"))?;
         let decision =
             self.throttle
                 .get()
-                .decide_ids(&ids[..bucket_ids.len()], quota_id, None, None)?;
+                .decide_ids(&plan.bucket_ids, plan.quota_id, None, None)?;
         match decision_into(&decision, headers.cast::<PyDict>()?)? {
             None => Ok(()),
             Some(refused) => self
                 .refuse
                 .bind(py)
-                .call1((refused, found.get_item(2)?))
+                .call1((refused, plan.refusals.bind(py)))
                 .map(drop),
         }
     }
@@ -149,16 +144,30 @@ impl PyKeyedThrottleCheck {
     #[new]
     fn new(
         throttle: Py<PyThrottle>,
-        by_key: Py<PyDict>,
+        by_key: &Bound<'_, PyDict>,
         refuse: Py<PyAny>,
         fallback: Py<PyAny>,
-    ) -> Self {
-        Self {
+    ) -> PyResult<Self> {
+        let mut plans = HashMap::with_hasher(RandomState::default());
+        for (key_id, found) in by_key.iter() {
+            let (bucket_ids, quota_id, refusals): (Vec<i64>, Option<i64>, Py<PyAny>) =
+                found.extract()?;
+            let plan = KeyPlan {
+                bucket_ids: bucket_ids
+                    .into_iter()
+                    .map(bucket_index)
+                    .collect::<PyResult<_>>()?,
+                quota_id: quota_id.map(quota_index).transpose()?,
+                refusals,
+            };
+            plans.insert(key_id.extract::<String>()?, plan);
+        }
+        Ok(Self {
             throttle,
-            by_key,
+            plans,
             refuse,
             fallback,
-        }
+        })
     }
 
     fn __call__(&self, lean: &Bound<'_, PyAny>) -> PyResult<()> {

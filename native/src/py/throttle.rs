@@ -104,6 +104,10 @@ pub(crate) fn bucket_index(id: i64) -> PyResult<usize> {
     usize::try_from(id).map_err(|_| PyIndexError::new_err(format!("unknown bucket id {id}")))
 }
 
+pub(crate) fn quota_index(id: i64) -> PyResult<usize> {
+    usize::try_from(id).map_err(|_| PyIndexError::new_err(format!("unknown quota id {id}")))
+}
+
 /// Token buckets and quotas; `acquire` decides one request against several of them at once.
 #[pyclass(frozen, module = "pygw._native", name = "Throttle")]
 pub struct PyThrottle {
@@ -123,23 +127,17 @@ impl PyThrottle {
             .into_iter()
             .map(bucket_index)
             .collect::<PyResult<Vec<usize>>>()?;
-        self.decide_ids(&ids, quota_id, now, unix_now)
+        self.decide_ids(&ids, quota_id.map(quota_index).transpose()?, now, unix_now)
     }
 
-    /// `decide` for bucket ids already checked.
+    /// `decide` for ids already checked.
     pub(crate) fn decide_ids(
         &self,
         ids: &[usize],
-        quota_id: Option<i64>,
+        quota: Option<usize>,
         now: Option<f64>,
         unix_now: Option<f64>,
     ) -> PyResult<Decision> {
-        let quota = quota_id
-            .map(|q| {
-                usize::try_from(q)
-                    .map_err(|_| PyIndexError::new_err(format!("unknown quota id {q}")))
-            })
-            .transpose()?;
         self.inner
             .acquire(
                 ids,
